@@ -1,0 +1,368 @@
+//! Configuration: a raw serde mirror of the TOML file (plus `POSTDESK_…` environment
+//! overrides), then one validation step that reports every problem with its dotted key
+//! and builds the typed `Config`. Loading reads files; validation itself is pure.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::core::ack::{AckPolicy, AckTemplate};
+use crate::core::address;
+use crate::core::decide::Policy;
+use crate::core::resolve::{AddressSource, ResolvePolicy};
+
+/// The file read when `--config` is not given, if it exists.
+pub const DEFAULT_FILE: &str = "postdesk.toml";
+const DEFAULT_TEMPLATE: &str = include_str!("../config/acknowledgement.txt.j2");
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Raw {
+    helpdesk: RawHelpdesk,
+    database: RawDatabase,
+    ingest: RawIngest,
+    customers: RawCustomers,
+    tickets: RawTickets,
+    acknowledgement: RawAcknowledgement,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawHelpdesk {
+    name: String,
+    address: String,
+    own_addresses: Vec<String>,
+    internal_domains: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDatabase {
+    path: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawIngest {
+    max_message_bytes: u64,
+    customer_address: AddressSource,
+    reopen_closed: bool,
+    batch_size: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCustomers {
+    auto_create: bool,
+    auto_create_organisations: bool,
+    free_mail_domains: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTickets {
+    tag_prefix: String,
+    loop_header: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAcknowledgement {
+    enabled: bool,
+    template: Option<PathBuf>,
+    from_name: Option<String>,
+    max_per_sender_per_day: u32,
+}
+
+impl Default for Raw {
+    fn default() -> Self {
+        Raw {
+            helpdesk: RawHelpdesk::default(),
+            database: RawDatabase { path: PathBuf::from("postdesk.db") },
+            ingest: RawIngest::default(),
+            customers: RawCustomers::default(),
+            tickets: RawTickets::default(),
+            acknowledgement: RawAcknowledgement::default(),
+        }
+    }
+}
+
+impl Default for RawHelpdesk {
+    fn default() -> Self {
+        RawHelpdesk {
+            name: "Helpdesk".to_owned(),
+            address: "support@helpdesk.example".to_owned(),
+            own_addresses: Vec::new(),
+            internal_domains: None,
+        }
+    }
+}
+
+impl Default for RawDatabase {
+    fn default() -> Self {
+        RawDatabase { path: PathBuf::from("postdesk.db") }
+    }
+}
+
+impl Default for RawIngest {
+    fn default() -> Self {
+        RawIngest {
+            max_message_bytes: 25 * 1024 * 1024,
+            customer_address: AddressSource::From,
+            reopen_closed: true,
+            batch_size: 200,
+        }
+    }
+}
+
+impl Default for RawCustomers {
+    fn default() -> Self {
+        RawCustomers { auto_create: true, auto_create_organisations: true, free_mail_domains: Vec::new() }
+    }
+}
+
+impl Default for RawTickets {
+    fn default() -> Self {
+        RawTickets { tag_prefix: "Ticket#".to_owned(), loop_header: "X-Postdesk-Loop".to_owned() }
+    }
+}
+
+impl Default for RawAcknowledgement {
+    fn default() -> Self {
+        RawAcknowledgement { enabled: true, template: None, from_name: None, max_per_sender_per_day: 10 }
+    }
+}
+
+#[derive(Debug)]
+pub struct Config {
+    /// The file this was read from, if any.
+    pub file: Option<PathBuf>,
+    pub database_path: PathBuf,
+    pub helpdesk_address: String,
+    /// Messages committed together with one fsync (group commit).
+    pub batch_size: usize,
+    pub policy: Policy,
+}
+
+/// One problem with one key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The file could not be read or is not valid TOML of the right shape.
+    Load(String),
+    Invalid(Vec<Problem>),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Load(message) => write!(f, "{message}"),
+            ConfigError::Invalid(problems) => {
+                let lines: Vec<String> = problems.iter().map(|p| format!("{}: {}", p.key, p.message)).collect();
+                write!(f, "{}", lines.join("; "))
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Loads `path`, or `postdesk.toml` in the working directory when it exists, else the
+/// built-in defaults; `POSTDESK_SECTION__KEY` environment variables override either.
+pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+    let file = match path {
+        Some(p) => Some(p.to_path_buf()),
+        None => Path::new(DEFAULT_FILE).exists().then(|| PathBuf::from(DEFAULT_FILE)),
+    };
+    let mut builder = config::Config::builder();
+    if let Some(file) = &file {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| ConfigError::Load(format!("cannot read config file {}: {e}", file.display())))?;
+        builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
+    }
+    let env = config::Environment::with_prefix("POSTDESK").prefix_separator("_").separator("__").try_parsing(true);
+    let raw: Raw = builder
+        .add_source(env)
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|e| ConfigError::Load(describe_load_error(file.as_deref(), &e)))?;
+    let base = file.as_deref().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+    validate(raw, file, &base)
+}
+
+fn describe_load_error(file: Option<&Path>, e: &config::ConfigError) -> String {
+    match file {
+        Some(f) => format!("{}: {e}", f.display()),
+        None => e.to_string(),
+    }
+}
+
+/// Collects problems instead of stopping at the first, so one run shows them all.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, key: &str, message: impl Into<String>) {
+        self.0.push(Problem { key: key.to_owned(), message: message.into() });
+    }
+
+    fn address(&mut self, key: &str, value: &str) -> String {
+        address::normalise(value).unwrap_or_else(|| {
+            self.add(key, format!("{value:?} is not an email address"));
+            String::new()
+        })
+    }
+
+    fn domain(&mut self, key: &str, value: &str) -> String {
+        address::normalise(&format!("x@{value}")).map(|a| address::domain_of(&a).to_owned()).unwrap_or_else(|| {
+            self.add(key, format!("{value:?} is not a domain name"));
+            String::new()
+        })
+    }
+}
+
+fn validate(raw: Raw, file: Option<PathBuf>, base: &Path) -> Result<Config, ConfigError> {
+    let mut p = Problems::default();
+    let helpdesk_address = p.address("helpdesk.address", &raw.helpdesk.address);
+    let mut own_addresses = vec![helpdesk_address.clone()];
+    for a in &raw.helpdesk.own_addresses {
+        own_addresses.push(p.address("helpdesk.own_addresses", a));
+    }
+    let internal_domains = match &raw.helpdesk.internal_domains {
+        Some(domains) => domains.iter().map(|d| p.domain("helpdesk.internal_domains", d)).collect(),
+        None => vec![address::domain_of(&helpdesk_address).to_owned()],
+    };
+    let extra_free_mail =
+        raw.customers.free_mail_domains.iter().map(|d| p.domain("customers.free_mail_domains", d)).collect();
+    if raw.database.path.as_os_str().is_empty() {
+        p.add("database.path", "must not be empty");
+    }
+    if !(1024..=1 << 30).contains(&raw.ingest.max_message_bytes) {
+        p.add("ingest.max_message_bytes", "must be between 1024 and 1073741824");
+    }
+    if !(1..=10_000).contains(&raw.ingest.batch_size) {
+        p.add("ingest.batch_size", "must be between 1 and 10000");
+    }
+    let tag = &raw.tickets.tag_prefix;
+    if tag.is_empty() || tag.chars().any(|c| c.is_whitespace() || c.is_control() || "[]".contains(c)) {
+        p.add("tickets.tag_prefix", "must be non-empty, without spaces or brackets");
+    } else if tag.ends_with(|c: char| c.is_ascii_digit()) {
+        p.add("tickets.tag_prefix", "must not end with a digit");
+    }
+    let header = &raw.tickets.loop_header;
+    if header.is_empty() || !header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        p.add("tickets.loop_header", "must be a header name of letters, digits and '-'");
+    }
+    let template = load_template(&raw.acknowledgement, base).unwrap_or_else(|e| {
+        p.add("acknowledgement.template", e);
+        AckTemplate::new(String::new()).expect("an empty template compiles")
+    });
+    if !p.0.is_empty() {
+        return Err(ConfigError::Invalid(p.0));
+    }
+    let name = raw.helpdesk.name;
+    Ok(Config {
+        file,
+        database_path: raw.database.path,
+        helpdesk_address,
+        batch_size: raw.ingest.batch_size,
+        policy: Policy {
+            resolve: ResolvePolicy {
+                prefer: raw.ingest.customer_address,
+                auto_create_customers: raw.customers.auto_create,
+                auto_create_organisations: raw.customers.auto_create_organisations,
+                extra_free_mail,
+                internal_domains,
+            },
+            ack: AckPolicy {
+                enabled: raw.acknowledgement.enabled,
+                from_name: raw.acknowledgement.from_name.unwrap_or_else(|| name.clone()),
+                helpdesk_name: name,
+                max_per_sender_per_day: raw.acknowledgement.max_per_sender_per_day,
+                template,
+            },
+            own_addresses,
+            tag_prefix: raw.tickets.tag_prefix,
+            loop_header: raw.tickets.loop_header,
+            reopen_closed: raw.ingest.reopen_closed,
+            max_message_bytes: raw.ingest.max_message_bytes as usize,
+        },
+    })
+}
+
+fn load_template(raw: &RawAcknowledgement, base: &Path) -> Result<AckTemplate, String> {
+    let source = match &raw.template {
+        None => DEFAULT_TEMPLATE.to_owned(),
+        Some(path) => {
+            let path = base.join(path);
+            std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        }
+    };
+    AckTemplate::new(source).map_err(|e| format!("template does not compile: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let raw: Raw = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        validate(raw, None, Path::new(""))
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = from_toml("").unwrap();
+        assert_eq!(c.database_path, PathBuf::from("postdesk.db"));
+        assert_eq!(c.helpdesk_address, "support@helpdesk.example");
+        assert_eq!(c.policy.resolve.internal_domains, vec!["helpdesk.example"]);
+        assert_eq!(c.policy.ack.max_per_sender_per_day, 10);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = from_toml("[database]\npath = 'x.db'\npaht = 'y'\n").unwrap_err().to_string();
+        assert!(err.contains("unknown field `paht`"), "{err}");
+        let err = from_toml("[databse]\npath = 'x.db'\n").unwrap_err().to_string();
+        assert!(err.contains("unknown field `databse`"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let err = from_toml(
+            "[helpdesk]\naddress = 'nope'\ninternal_domains = ['bad domain']\n\
+             [ingest]\nbatch_size = 0\n[tickets]\ntag_prefix = 'T1'\nloop_header = 'X Loop'\n\
+             [acknowledgement]\ntemplate = '/nonexistent/ack.j2'\n",
+        )
+        .unwrap_err();
+        let ConfigError::Invalid(problems) = err else { panic!("expected validation problems: {err}") };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "helpdesk.address",
+                "helpdesk.internal_domains",
+                "ingest.batch_size",
+                "tickets.tag_prefix",
+                "tickets.loop_header",
+                "acknowledgement.template"
+            ]
+        );
+    }
+
+    #[test]
+    fn wrong_types_name_the_key() {
+        let err = from_toml("[ingest]\nbatch_size = 'many'\n").unwrap_err().to_string();
+        assert!(err.contains("batch_size"), "{err}");
+    }
+}

@@ -1,0 +1,11 @@
+//! The pure core: parse → classify → route → resolve → decide. Nothing in here does
+//! I/O, reads the clock or the environment; facts and time come in as arguments.
+
+pub mod ack;
+pub mod address;
+pub mod classify;
+pub mod decide;
+pub mod parse;
+pub mod resolve;
+pub mod route;
+pub mod ticket_number;

@@ -1,0 +1,331 @@
+//! Parse: raw RFC 5322 bytes → `Inbound`, the facts later steps need, with every
+//! header decoded. Pure: no I/O; never panics on hostile input (mail-parser is
+//! best-effort by design).
+
+use mail_parser::{Address, HeaderValue, Message, MessageParser, MimeHeaders, PartType};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// A display name and an address as written in the message (not yet normalised).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Mailbox {
+    pub name: Option<String>,
+    pub address: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Attachment {
+    /// Safe to use as a file name: no path, no control characters.
+    pub filename: String,
+    pub content_type: String,
+    pub size: usize,
+    #[serde(skip)]
+    pub content: Vec<u8>,
+}
+
+/// The headers that classification reads, already trimmed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Signals {
+    pub auto_submitted: Option<String>,
+    pub x_autoreply: bool,
+    pub x_autorespond: bool,
+    pub x_auto_response_suppress: Option<String>,
+    pub precedence: Option<String>,
+    pub list_id: bool,
+    pub list_unsubscribe: bool,
+    pub spam_flag: bool,
+    /// Values of our own loop header, if the message carries it.
+    pub loop_header: Vec<String>,
+    /// The top-level type is `multipart/report` (a DSN or MDN).
+    pub report: bool,
+    /// `Return-Path: <>`: the null envelope sender of bounces.
+    pub null_return_path: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Inbound {
+    pub message_id: Option<String>,
+    pub from: Option<Mailbox>,
+    pub reply_to: Option<Mailbox>,
+    pub sender: Option<Mailbox>,
+    pub to: Vec<Mailbox>,
+    pub cc: Vec<Mailbox>,
+    pub subject: String,
+    /// RFC 3339, as the sender claimed it.
+    pub date: Option<String>,
+    pub in_reply_to: Vec<String>,
+    pub references: Vec<String>,
+    pub text_body: String,
+    pub html_body: Option<String>,
+    pub attachments: Vec<Attachment>,
+    pub signals: Signals,
+    /// SHA-256 of the raw bytes: the duplicate key when there is no Message-ID.
+    pub content_hash: String,
+    pub size: usize,
+}
+
+impl Inbound {
+    /// The key under which duplicates are recognised: Message-ID, else the content hash.
+    pub fn message_key(&self) -> String {
+        match &self.message_id {
+            Some(id) => format!("mid:{id}"),
+            None => format!("sha256:{}", self.content_hash),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ParseError {
+    #[error("the message is empty")]
+    Empty,
+    #[error("no header section could be parsed")]
+    NoHeaders,
+}
+
+pub fn content_hash(raw: &[u8]) -> String {
+    Sha256::digest(raw).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Drops an mbox `From ` envelope line, as MTAs add when they pipe a message.
+fn strip_mbox_from_line(raw: &[u8]) -> &[u8] {
+    if raw.starts_with(b"From ") {
+        if let Some(end) = raw.iter().position(|&b| b == b'\n') {
+            return &raw[end + 1..];
+        }
+    }
+    raw
+}
+
+pub fn parse(raw: &[u8], loop_header: &str) -> Result<Inbound, ParseError> {
+    let hash = content_hash(raw);
+    let body = strip_mbox_from_line(raw);
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ParseError::Empty);
+    }
+    let message = MessageParser::default().parse(body).ok_or(ParseError::NoHeaders)?;
+    if message.headers().is_empty() {
+        return Err(ParseError::NoHeaders);
+    }
+    Ok(Inbound {
+        message_id: message.message_id().and_then(clean_message_id),
+        from: first_mailbox(message.from()),
+        reply_to: first_mailbox(message.reply_to()),
+        sender: first_mailbox(message.sender()),
+        to: mailboxes(message.to()),
+        cc: mailboxes(message.cc()),
+        subject: message.subject().map(one_line).unwrap_or_default(),
+        date: message.date().map(|d| d.to_rfc3339()),
+        in_reply_to: message_ids(message.in_reply_to()),
+        references: message_ids(message.references()),
+        text_body: text_body(&message),
+        html_body: html_body(&message),
+        attachments: attachments(&message),
+        signals: signals(&message, loop_header),
+        content_hash: hash,
+        size: raw.len(),
+    })
+}
+
+/// A Message-ID without angle brackets, or `None` when it is unusable.
+fn clean_message_id(id: &str) -> Option<String> {
+    let id = id.trim().trim_start_matches('<').trim_end_matches('>').trim();
+    let usable = !id.is_empty() && id.len() <= 998 && !id.chars().any(|c| c.is_whitespace() || c.is_control());
+    usable.then(|| id.to_owned())
+}
+
+fn message_ids(value: &HeaderValue) -> Vec<String> {
+    let ids: Vec<&str> = match value {
+        HeaderValue::Text(t) => vec![t.as_ref()],
+        HeaderValue::TextList(list) => list.iter().map(|t| t.as_ref()).collect(),
+        _ => Vec::new(),
+    };
+    ids.into_iter().filter_map(clean_message_id).collect()
+}
+
+/// Collapses folded or multi-line header text into one line.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn mailboxes(address: Option<&Address>) -> Vec<Mailbox> {
+    let Some(address) = address else { return Vec::new() };
+    address
+        .iter()
+        .filter_map(|a| {
+            let addr = a.address()?.trim();
+            (!addr.is_empty()).then(|| Mailbox {
+                name: a.name().map(one_line).filter(|n| !n.is_empty()),
+                address: addr.to_owned(),
+            })
+        })
+        .collect()
+}
+
+fn first_mailbox(address: Option<&Address>) -> Option<Mailbox> {
+    mailboxes(address).into_iter().next()
+}
+
+/// Every inline text part, joined; HTML is rendered to text when there is no text part.
+fn text_body(message: &Message) -> String {
+    let parts: Vec<String> =
+        (0..message.text_body_count()).filter_map(|i| message.body_text(i)).map(|t| t.into_owned()).collect();
+    parts.join("\n")
+}
+
+/// The first real `text/html` part, if any (not a text part converted to HTML).
+fn html_body(message: &Message) -> Option<String> {
+    match &message.html_part(0)?.body {
+        PartType::Html(html) => Some(html.to_string()),
+        _ => None,
+    }
+}
+
+fn attachments(message: &Message) -> Vec<Attachment> {
+    message
+        .attachments()
+        .enumerate()
+        .map(|(i, part)| {
+            let content_type = part.content_type().map_or_else(
+                || "application/octet-stream".to_owned(),
+                |ct| format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("octet-stream")).to_lowercase(),
+            );
+            let content = part.contents().to_vec();
+            Attachment {
+                filename: sanitise_filename(part.attachment_name(), i + 1),
+                content_type,
+                size: content.len(),
+                content,
+            }
+        })
+        .collect()
+}
+
+/// Keeps only the last path component and drops characters that are unsafe in file
+/// names on common systems, so a name like `../../etc/passwd` cannot escape a folder.
+pub fn sanitise_filename(name: Option<&str>, position: usize) -> String {
+    let base = name.unwrap_or("").rsplit(['/', '\\']).next().unwrap_or("");
+    let cleaned: String = base
+        .chars()
+        .filter(|c| !c.is_control() && !"<>:\"|?*".contains(*c))
+        .collect::<String>()
+        .trim()
+        .trim_start_matches('.')
+        .chars()
+        .take(200)
+        .collect();
+    if cleaned.is_empty() {
+        format!("attachment-{position}")
+    } else {
+        cleaned
+    }
+}
+
+fn signals(message: &Message, loop_header: &str) -> Signals {
+    let mut s = Signals::default();
+    for (name, value) in message.headers_raw() {
+        let value = value.trim();
+        let lower = || value.to_ascii_lowercase();
+        match name.to_ascii_lowercase().as_str() {
+            "auto-submitted" => s.auto_submitted = Some(lower()),
+            "x-autoreply" => s.x_autoreply = true,
+            "x-autorespond" => s.x_autorespond = true,
+            "x-auto-response-suppress" => s.x_auto_response_suppress = Some(lower()),
+            "precedence" => s.precedence = Some(lower()),
+            "list-id" => s.list_id = true,
+            "list-unsubscribe" => s.list_unsubscribe = true,
+            "x-spam-flag" => s.spam_flag |= lower().starts_with("yes"),
+            "return-path" => s.null_return_path |= value.trim_matches(|c| c == '<' || c == '>').is_empty(),
+            n if n.eq_ignore_ascii_case(loop_header) => s.loop_header.push(lower()),
+            _ => {}
+        }
+    }
+    s.report = message.root_part().content_type().is_some_and(|ct| {
+        ct.ctype().eq_ignore_ascii_case("multipart") && ct.subtype().is_some_and(|st| st.eq_ignore_ascii_case("report"))
+    });
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(raw: &str) -> Inbound {
+        parse(raw.as_bytes(), "X-Postdesk-Loop").expect("parses")
+    }
+
+    #[test]
+    fn decodes_headers_and_ids() {
+        let m = parse_str(
+            "From: =?UTF-8?Q?J=C3=B6rg?= <Joerg@Example.com>\r\nTo: a@b.example, c@d.example\r\n\
+             Subject: =?ISO-8859-1?Q?Gr=FC=DFe?=\r\n  und mehr\r\nMessage-ID: <abc@host>\r\n\
+             In-Reply-To: <x@y>\r\nReferences: <r1@y> <x@y>\r\n\r\nhello\r\n",
+        );
+        assert_eq!(m.message_id.as_deref(), Some("abc@host"));
+        assert_eq!(m.from.as_ref().unwrap().name.as_deref(), Some("Jörg"));
+        assert_eq!(m.from.as_ref().unwrap().address, "Joerg@Example.com");
+        assert_eq!(m.to.len(), 2);
+        assert_eq!(m.subject, "Grüße und mehr");
+        assert_eq!(m.in_reply_to, vec!["x@y"]);
+        assert_eq!(m.references, vec!["r1@y", "x@y"]);
+        assert_eq!(m.text_body.trim(), "hello");
+        assert_eq!(m.message_key(), "mid:abc@host");
+    }
+
+    #[test]
+    fn html_only_is_rendered_to_text() {
+        let m = parse_str(
+            "From: a@b.example\r\nContent-Type: text/html\r\n\r\n<p>Hello &amp; <b>welcome</b></p>",
+        );
+        assert!(m.text_body.contains("Hello & welcome"), "{:?}", m.text_body);
+        assert!(m.html_body.unwrap().contains("<b>"));
+    }
+
+    #[test]
+    fn without_message_id_the_key_is_the_hash() {
+        let raw = "From: a@b.example\r\nSubject: x\r\n\r\nbody";
+        let m = parse_str(raw);
+        assert_eq!(m.message_key(), format!("sha256:{}", content_hash(raw.as_bytes())));
+    }
+
+    #[test]
+    fn empty_and_headerless_input_fail() {
+        assert_eq!(parse(b"", "X-Loop").unwrap_err(), ParseError::Empty);
+        assert_eq!(parse(b"  \r\n", "X-Loop").unwrap_err(), ParseError::Empty);
+    }
+
+    #[test]
+    fn mbox_from_line_is_dropped() {
+        let m = parse_str("From alice@example.com Mon Nov 23 10:00:00 2026\nFrom: alice@example.com\nSubject: s\n\nb");
+        assert_eq!(m.from.unwrap().address, "alice@example.com");
+        assert_eq!(m.subject, "s");
+    }
+
+    #[test]
+    fn filenames_are_sanitised() {
+        let cases = [
+            (Some("../../etc/passwd"), "passwd"),
+            (Some("C:\\Users\\x\\evil.exe"), "evil.exe"),
+            (Some("..hidden"), "hidden"),
+            (Some("a\u{0}b<c>.txt"), "abc.txt"),
+            (Some("   "), "attachment-3"),
+            (None, "attachment-3"),
+            (Some("Rechnung März.pdf"), "Rechnung März.pdf"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(sanitise_filename(input, 3), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn reads_classification_signals() {
+        let m = parse_str(
+            "From: a@b.example\r\nAuto-Submitted: Auto-Replied\r\nPrecedence: Bulk\r\nList-Id: <l.example>\r\n\
+             X-Spam-Flag: YES\r\nReturn-Path: <>\r\nX-Postdesk-Loop: support@h.example\r\n\r\nx",
+        );
+        let s = m.signals;
+        assert_eq!(s.auto_submitted.as_deref(), Some("auto-replied"));
+        assert_eq!(s.precedence.as_deref(), Some("bulk"));
+        assert!(s.list_id && s.spam_flag && s.null_return_path);
+        assert_eq!(s.loop_header, vec!["support@h.example"]);
+    }
+}

@@ -1,0 +1,113 @@
+//! Ticket numbers: `YYYYMMDD` + a 7-digit daily sequence + a Damm check digit, e.g.
+//! `2026112310000017`. Human-quotable, sortable by day, and any single mistyped digit
+//! or swapped neighbouring pair is caught by the check digit. Pure.
+
+use chrono::NaiveDate;
+
+/// Damm's quasigroup table: detects all single-digit errors and adjacent transpositions.
+const DAMM: [[u8; 10]; 10] = [
+    [0, 3, 1, 7, 5, 9, 8, 6, 4, 2],
+    [7, 0, 9, 2, 1, 5, 4, 8, 6, 3],
+    [4, 2, 0, 6, 8, 7, 1, 3, 5, 9],
+    [1, 7, 5, 0, 9, 8, 3, 4, 2, 6],
+    [6, 1, 2, 3, 0, 4, 5, 9, 7, 8],
+    [3, 6, 7, 4, 2, 0, 9, 5, 8, 1],
+    [5, 8, 6, 9, 7, 2, 0, 1, 3, 4],
+    [8, 9, 4, 5, 3, 6, 2, 0, 1, 7],
+    [9, 4, 3, 8, 6, 1, 7, 2, 0, 5],
+    [2, 5, 8, 1, 4, 3, 6, 7, 9, 0],
+];
+
+/// The daily sequence is offset so that it never starts with zeros.
+const SEQ_BASE: u32 = 1_000_000;
+pub const MAX_PER_DAY: u32 = 8_999_999;
+
+fn check_digit(digits: &str) -> u8 {
+    digits.bytes().fold(0u8, |interim, b| DAMM[interim as usize][(b - b'0') as usize])
+}
+
+/// The number of the `seq`-th ticket (1-based) created on `day`.
+pub fn format(day: NaiveDate, seq: u32) -> String {
+    let body = format!("{}{:07}", day.format("%Y%m%d"), SEQ_BASE + seq);
+    let check = check_digit(&body);
+    format!("{body}{check}")
+}
+
+/// Whether `text` is a well-formed ticket number with a correct check digit.
+pub fn is_valid(text: &str) -> bool {
+    text.len() == 16 && text.bytes().all(|b| b.is_ascii_digit()) && check_digit(text) == 0
+}
+
+/// The subject tag for a number, e.g. `[Ticket#2026112310000017]`.
+pub fn tag(prefix: &str, number: &str) -> String {
+    format!("[{prefix}{number}]")
+}
+
+/// Every valid ticket number tagged in a subject, in order of appearance.
+pub fn find_tags(subject: &str, prefix: &str) -> Vec<String> {
+    let opener = format!("[{prefix}");
+    let mut found = Vec::new();
+    let mut rest = subject;
+    while let Some(start) = rest.find(&opener) {
+        rest = &rest[start + opener.len()..];
+        if let Some(end) = rest.find(']') {
+            let candidate = rest[..end].trim();
+            if is_valid(candidate) {
+                found.push(candidate.to_owned());
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 11, 23).unwrap()
+    }
+
+    #[test]
+    fn numbers_are_valid_and_distinct() {
+        let a = format(day(), 1);
+        let b = format(day(), 2);
+        assert_eq!(&a[..15], "202611231000001");
+        assert!(is_valid(&a) && is_valid(&b));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn check_digit_catches_typos() {
+        let n = format(day(), 17);
+        for i in 0..n.len() {
+            let mut bytes = n.clone().into_bytes();
+            bytes[i] = b'0' + (bytes[i] - b'0' + 1) % 10;
+            assert!(!is_valid(std::str::from_utf8(&bytes).unwrap()), "single-digit error at {i}");
+        }
+        for i in 0..n.len() - 1 {
+            let mut bytes = n.clone().into_bytes();
+            if bytes[i] != bytes[i + 1] {
+                bytes.swap(i, i + 1);
+                assert!(!is_valid(std::str::from_utf8(&bytes).unwrap()), "transposition at {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn tags_in_subjects() {
+        let n = format(day(), 5);
+        let cases = [
+            (format!("Re: [Ticket#{n}] Printer"), vec![n.clone()]),
+            (format!("AW: AW: [Ticket# {n} ] Printer"), vec![n.clone()]),
+            (format!("Fwd: [Ticket#{n}]"), vec![n.clone()]),
+            ("Re: [Ticket#2026112310000010] typo".to_owned(), vec![]),
+            ("[Ticket#] nothing".to_owned(), vec![]),
+            ("no tag at all".to_owned(), vec![]),
+        ];
+        for (subject, want) in cases {
+            assert_eq!(find_tags(&subject, "Ticket#"), want, "{subject}");
+        }
+        assert_eq!(tag("Ticket#", &n), format!("[Ticket#{n}]"));
+    }
+}

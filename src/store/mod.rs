@@ -1,0 +1,124 @@
+//! The SQLite adapter: opening (WAL, foreign keys, busy timeout, embedded migrations),
+//! the facts a decision needs, writing a decision, and the read queries of the CLI.
+//! It decides nothing: every choice is made in `core`.
+
+mod ingest;
+pub mod tickets;
+
+pub use ingest::{apply, find_duplicate, gather, ledger_entry, record_failure, record_processed, Applied};
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode};
+use rusqlite_migration::{Migrations, M};
+
+const MIGRATIONS: &[M<'static>] = &[M::up(include_str!("migrations/0001_initial.sql"))];
+
+/// Whether a storage failure may go away by itself (disk full, locked, I/O): the
+/// caller keeps the message for later. Anything else is a bug or a corrupt database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the database cannot be written now: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Sql(rusqlite::Error),
+}
+
+impl StoreError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        let transient = matches!(
+            e.sqlite_error_code(),
+            Some(
+                ErrorCode::DiskFull
+                    | ErrorCode::DatabaseBusy
+                    | ErrorCode::DatabaseLocked
+                    | ErrorCode::SystemIoFailure
+                    | ErrorCode::ReadOnly
+                    | ErrorCode::CannotOpen
+                    | ErrorCode::PermissionDenied
+                    | ErrorCode::OutOfMemory
+            )
+        );
+        if transient {
+            StoreError::Unavailable(e.to_string())
+        } else {
+            StoreError::Sql(e)
+        }
+    }
+}
+
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(path)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        Store::setup(conn)
+    }
+
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        Store::setup(Connection::open_in_memory()?)
+    }
+
+    fn setup(mut conn: Connection) -> Result<Store, StoreError> {
+        conn.busy_timeout(Duration::from_secs(10))?;
+        // WAL lets the CLI read while the daemon writes; FULL makes every commit
+        // durable (fsync'd) before anyone is told a message is done.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        Migrations::from_slice(MIGRATIONS).to_latest(&mut conn).map_err(|e| match e {
+            rusqlite_migration::Error::RusqliteError { err, .. } => StoreError::from(err),
+            other => StoreError::Unavailable(format!("cannot migrate the database: {other}")),
+        })?;
+        Ok(Store { conn })
+    }
+
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
+
+/// RFC 3339 UTC with seconds, the one timestamp format stored.
+pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_valid() {
+        assert!(Migrations::from_slice(MIGRATIONS).validate().is_ok());
+    }
+
+    #[test]
+    fn opens_in_wal_mode_with_foreign_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let mode: String = store.conn().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        let fk: i64 = store.conn().query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
+        assert_eq!((mode.as_str(), fk), ("wal", 1));
+    }
+
+    #[test]
+    fn an_unwritable_location_is_transient() {
+        let err = Store::open(Path::new("/nonexistent-dir/x/postdesk.db")).err().expect("fails");
+        assert!(err.is_transient(), "{err}");
+    }
+}

@@ -1,0 +1,162 @@
+//! Read queries for tickets and failed messages, shaped for the CLI's text and JSON.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
+
+use super::StoreError;
+
+#[derive(Debug, Serialize)]
+pub struct TicketSummary {
+    pub number: String,
+    pub subject: String,
+    pub state: String,
+    pub customer_email: Option<String>,
+    pub organisation: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub respond_by: Option<String>,
+    pub articles: i64,
+    /// `queued`, `sent`, `failed`, or why no acknowledgement was queued.
+    pub ack: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AttachmentInfo {
+    pub filename: String,
+    pub content_type: String,
+    pub size: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Article {
+    pub direction: String,
+    pub from: Option<String>,
+    pub from_name: Option<String>,
+    pub to: String,
+    pub subject: String,
+    pub message_id: Option<String>,
+    pub classification: Vec<String>,
+    pub created_at: String,
+    pub body: String,
+    pub attachments: Vec<AttachmentInfo>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TicketDetail {
+    #[serde(flatten)]
+    pub summary: TicketSummary,
+    #[serde(rename = "article_list")]
+    pub article_list: Vec<Article>,
+}
+
+const SUMMARY_SELECT: &str = "
+    SELECT t.number, t.subject, t.state, t.customer_email, o.name, t.created_at, t.updated_at, t.respond_by,
+           (SELECT COUNT(*) FROM articles a WHERE a.ticket_id = t.id),
+           CASE WHEN t.ack = 'queued'
+                THEN COALESCE((SELECT x.state FROM outbox x WHERE x.ticket_id = t.id ORDER BY x.id LIMIT 1), 'queued')
+                ELSE t.ack END,
+           t.id
+    FROM tickets t LEFT JOIN organisations o ON o.id = t.organisation_id";
+
+fn summary(r: &Row) -> rusqlite::Result<TicketSummary> {
+    Ok(TicketSummary {
+        number: r.get(0)?,
+        subject: r.get(1)?,
+        state: r.get(2)?,
+        customer_email: r.get(3)?,
+        organisation: r.get(4)?,
+        created_at: r.get(5)?,
+        updated_at: r.get(6)?,
+        respond_by: r.get(7)?,
+        articles: r.get(8)?,
+        ack: r.get(9)?,
+    })
+}
+
+/// Every ticket, oldest first.
+pub fn list(conn: &Connection) -> Result<Vec<TicketSummary>, StoreError> {
+    let sql = format!("{SUMMARY_SELECT} ORDER BY t.id");
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map([], summary)?.collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+pub fn show(conn: &Connection, number: &str) -> Result<Option<TicketDetail>, StoreError> {
+    let sql = format!("{SUMMARY_SELECT} WHERE t.number = ?1");
+    let Some((summary, id)) =
+        conn.query_row(&sql, [number], |r| Ok((summary(r)?, r.get::<_, i64>(10)?))).optional()?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(TicketDetail { summary, article_list: articles(conn, id)? }))
+}
+
+fn articles(conn: &Connection, ticket_id: i64) -> Result<Vec<Article>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT id, direction, from_addr, from_name, to_addrs, subject, message_id, classification, created_at,
+                body_text
+         FROM articles WHERE ticket_id = ?1 ORDER BY id",
+    )?;
+    let mut files = conn.prepare("SELECT filename, content_type, size FROM attachments WHERE article_id = ?1")?;
+    let rows: Vec<(i64, Article)> = stmt
+        .query_map([ticket_id], |r| {
+            let classification: String = r.get(7)?;
+            Ok((
+                r.get(0)?,
+                Article {
+                    direction: r.get(1)?,
+                    from: r.get(2)?,
+                    from_name: r.get(3)?,
+                    to: r.get(4)?,
+                    subject: r.get(5)?,
+                    message_id: r.get(6)?,
+                    classification: classification.split(',').filter(|k| !k.is_empty()).map(str::to_owned).collect(),
+                    created_at: r.get(8)?,
+                    body: r.get(9)?,
+                    attachments: Vec::new(),
+                },
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    rows.into_iter()
+        .map(|(id, mut article)| {
+            article.attachments = files
+                .query_map(params![id], |r| {
+                    Ok(AttachmentInfo { filename: r.get(0)?, content_type: r.get(1)?, size: r.get(2)? })
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(article)
+        })
+        .collect()
+}
+
+#[derive(Debug, Serialize)]
+pub struct FailedMessage {
+    pub id: i64,
+    pub source: String,
+    pub reason: String,
+    pub size: i64,
+    pub attempts: i64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+pub fn failed(conn: &Connection) -> Result<Vec<FailedMessage>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT id, source, reason, size, attempts, created_at, updated_at FROM failed_messages ORDER BY id",
+    )?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok(FailedMessage {
+                id: r.get(0)?,
+                source: r.get(1)?,
+                reason: r.get(2)?,
+                size: r.get(3)?,
+                attempts: r.get(4)?,
+                created_at: r.get(5)?,
+                updated_at: r.get(6)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
