@@ -79,7 +79,9 @@ impl Default for Raw {
     fn default() -> Self {
         Raw {
             helpdesk: RawHelpdesk::default(),
-            database: RawDatabase { path: PathBuf::from("postdesk.db") },
+            database: RawDatabase {
+                path: PathBuf::from("postdesk.db"),
+            },
             ingest: RawIngest::default(),
             customers: RawCustomers::default(),
             tickets: RawTickets::default(),
@@ -101,7 +103,9 @@ impl Default for RawHelpdesk {
 
 impl Default for RawDatabase {
     fn default() -> Self {
-        RawDatabase { path: PathBuf::from("postdesk.db") }
+        RawDatabase {
+            path: PathBuf::from("postdesk.db"),
+        }
     }
 }
 
@@ -118,19 +122,31 @@ impl Default for RawIngest {
 
 impl Default for RawCustomers {
     fn default() -> Self {
-        RawCustomers { auto_create: true, auto_create_organisations: true, free_mail_domains: Vec::new() }
+        RawCustomers {
+            auto_create: true,
+            auto_create_organisations: true,
+            free_mail_domains: Vec::new(),
+        }
     }
 }
 
 impl Default for RawTickets {
     fn default() -> Self {
-        RawTickets { tag_prefix: "Ticket#".to_owned(), loop_header: "X-Postdesk-Loop".to_owned() }
+        RawTickets {
+            tag_prefix: "Ticket#".to_owned(),
+            loop_header: "X-Postdesk-Loop".to_owned(),
+        }
     }
 }
 
 impl Default for RawAcknowledgement {
     fn default() -> Self {
-        RawAcknowledgement { enabled: true, template: None, from_name: None, max_per_sender_per_day: 10 }
+        RawAcknowledgement {
+            enabled: true,
+            template: None,
+            from_name: None,
+            max_per_sender_per_day: 10,
+        }
     }
 }
 
@@ -164,7 +180,10 @@ impl fmt::Display for ConfigError {
         match self {
             ConfigError::Load(message) => write!(f, "{message}"),
             ConfigError::Invalid(problems) => {
-                let lines: Vec<String> = problems.iter().map(|p| format!("{}: {}", p.key, p.message)).collect();
+                let lines: Vec<String> = problems
+                    .iter()
+                    .map(|p| format!("{}: {}", p.key, p.message))
+                    .collect();
                 write!(f, "{}", lines.join("; "))
             }
         }
@@ -178,21 +197,31 @@ impl std::error::Error for ConfigError {}
 pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
     let file = match path {
         Some(p) => Some(p.to_path_buf()),
-        None => Path::new(DEFAULT_FILE).exists().then(|| PathBuf::from(DEFAULT_FILE)),
+        None => Path::new(DEFAULT_FILE)
+            .exists()
+            .then(|| PathBuf::from(DEFAULT_FILE)),
     };
     let mut builder = config::Config::builder();
     if let Some(file) = &file {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| ConfigError::Load(format!("cannot read config file {}: {e}", file.display())))?;
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            ConfigError::Load(format!("cannot read config file {}: {e}", file.display()))
+        })?;
         builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
     }
-    let env = config::Environment::with_prefix("POSTDESK").prefix_separator("_").separator("__").try_parsing(true);
+    let env = config::Environment::with_prefix("POSTDESK")
+        .prefix_separator("_")
+        .separator("__")
+        .try_parsing(true);
     let raw: Raw = builder
         .add_source(env)
         .build()
         .and_then(|c| c.try_deserialize())
         .map_err(|e| ConfigError::Load(describe_load_error(file.as_deref(), &e)))?;
-    let base = file.as_deref().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+    let base = file
+        .as_deref()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     validate(raw, file, &base)
 }
 
@@ -209,7 +238,10 @@ struct Problems(Vec<Problem>);
 
 impl Problems {
     fn add(&mut self, key: &str, message: impl Into<String>) {
-        self.0.push(Problem { key: key.to_owned(), message: message.into() });
+        self.0.push(Problem {
+            key: key.to_owned(),
+            message: message.into(),
+        });
     }
 
     fn address(&mut self, key: &str, value: &str) -> String {
@@ -220,10 +252,12 @@ impl Problems {
     }
 
     fn domain(&mut self, key: &str, value: &str) -> String {
-        address::normalise(&format!("x@{value}")).map(|a| address::domain_of(&a).to_owned()).unwrap_or_else(|| {
-            self.add(key, format!("{value:?} is not a domain name"));
-            String::new()
-        })
+        address::normalise(&format!("x@{value}"))
+            .map(|a| address::domain_of(&a).to_owned())
+            .unwrap_or_else(|| {
+                self.add(key, format!("{value:?} is not a domain name"));
+                String::new()
+            })
     }
 }
 
@@ -235,29 +269,53 @@ fn validate(raw: Raw, file: Option<PathBuf>, base: &Path) -> Result<Config, Conf
         own_addresses.push(p.address("helpdesk.own_addresses", a));
     }
     let internal_domains = match &raw.helpdesk.internal_domains {
-        Some(domains) => domains.iter().map(|d| p.domain("helpdesk.internal_domains", d)).collect(),
+        Some(domains) => domains
+            .iter()
+            .map(|d| p.domain("helpdesk.internal_domains", d))
+            .collect(),
         None => vec![address::domain_of(&helpdesk_address).to_owned()],
     };
-    let extra_free_mail =
-        raw.customers.free_mail_domains.iter().map(|d| p.domain("customers.free_mail_domains", d)).collect();
+    let extra_free_mail = raw
+        .customers
+        .free_mail_domains
+        .iter()
+        .map(|d| p.domain("customers.free_mail_domains", d))
+        .collect();
     if raw.database.path.as_os_str().is_empty() {
         p.add("database.path", "must not be empty");
     }
     if !(1024..=1 << 30).contains(&raw.ingest.max_message_bytes) {
-        p.add("ingest.max_message_bytes", "must be between 1024 and 1073741824");
+        p.add(
+            "ingest.max_message_bytes",
+            "must be between 1024 and 1073741824",
+        );
     }
     if !(1..=10_000).contains(&raw.ingest.batch_size) {
         p.add("ingest.batch_size", "must be between 1 and 10000");
     }
     let tag = &raw.tickets.tag_prefix;
-    if tag.is_empty() || tag.chars().any(|c| c.is_whitespace() || c.is_control() || "[]".contains(c)) {
-        p.add("tickets.tag_prefix", "must be non-empty, without spaces or brackets");
+    if tag.is_empty()
+        || tag
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "[]".contains(c))
+    {
+        p.add(
+            "tickets.tag_prefix",
+            "must be non-empty, without spaces or brackets",
+        );
     } else if tag.ends_with(|c: char| c.is_ascii_digit()) {
         p.add("tickets.tag_prefix", "must not end with a digit");
     }
     let header = &raw.tickets.loop_header;
-    if header.is_empty() || !header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-        p.add("tickets.loop_header", "must be a header name of letters, digits and '-'");
+    if header.is_empty()
+        || !header
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        p.add(
+            "tickets.loop_header",
+            "must be a header name of letters, digits and '-'",
+        );
     }
     let template = load_template(&raw.acknowledgement, base).unwrap_or_else(|e| {
         p.add("acknowledgement.template", e);
@@ -282,7 +340,10 @@ fn validate(raw: Raw, file: Option<PathBuf>, base: &Path) -> Result<Config, Conf
             },
             ack: AckPolicy {
                 enabled: raw.acknowledgement.enabled,
-                from_name: raw.acknowledgement.from_name.unwrap_or_else(|| name.clone()),
+                from_name: raw
+                    .acknowledgement
+                    .from_name
+                    .unwrap_or_else(|| name.clone()),
                 helpdesk_name: name,
                 max_per_sender_per_day: raw.acknowledgement.max_per_sender_per_day,
                 template,
@@ -301,7 +362,8 @@ fn load_template(raw: &RawAcknowledgement, base: &Path) -> Result<AckTemplate, S
         None => DEFAULT_TEMPLATE.to_owned(),
         Some(path) => {
             let path = base.join(path);
-            std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
         }
     };
     AckTemplate::new(source).map_err(|e| format!("template does not compile: {e}"))
@@ -331,9 +393,13 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_rejected() {
-        let err = from_toml("[database]\npath = 'x.db'\npaht = 'y'\n").unwrap_err().to_string();
+        let err = from_toml("[database]\npath = 'x.db'\npaht = 'y'\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `paht`"), "{err}");
-        let err = from_toml("[databse]\npath = 'x.db'\n").unwrap_err().to_string();
+        let err = from_toml("[databse]\npath = 'x.db'\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `databse`"), "{err}");
     }
 
@@ -345,7 +411,9 @@ mod tests {
              [acknowledgement]\ntemplate = '/nonexistent/ack.j2'\n",
         )
         .unwrap_err();
-        let ConfigError::Invalid(problems) = err else { panic!("expected validation problems: {err}") };
+        let ConfigError::Invalid(problems) = err else {
+            panic!("expected validation problems: {err}")
+        };
         let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(
             keys,
@@ -362,7 +430,9 @@ mod tests {
 
     #[test]
     fn wrong_types_name_the_key() {
-        let err = from_toml("[ingest]\nbatch_size = 'many'\n").unwrap_err().to_string();
+        let err = from_toml("[ingest]\nbatch_size = 'many'\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("batch_size"), "{err}");
     }
 }

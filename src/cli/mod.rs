@@ -50,11 +50,13 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Ingest messages from files, directories (Maildirs included) or standard input
-    #[command(after_help = "Examples:\n  postdesk ingest fixtures/mail\n  postdesk ingest ~/Maildir\n  \
+    #[command(
+        after_help = "Examples:\n  postdesk ingest fixtures/mail\n  postdesk ingest ~/Maildir\n  \
                             postdesk ingest - < message.eml     # as an MTA pipe\n\n\
                             Prints one line per message. Exit status: 0 when every message was stored \
                             (as a ticket, follow-up, duplicate or failed message), 75 when the database \
-                            cannot be written (an MTA retries), 1 for a usage error.")]
+                            cannot be written (an MTA retries), 1 for a usage error."
+    )]
     Ingest {
         /// Files, directories (read recursively) or - for standard input
         #[arg(required = true, value_name = "PATH")]
@@ -89,8 +91,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tickets(cmd) => tickets::run_tickets(&config, cmd),
         Command::Failed(cmd) => tickets::run_failed(&config, cmd),
         Command::CheckConfig => {
-            let file = config.file.as_ref().map_or("built-in defaults".to_owned(), |f| f.display().to_string());
-            println!("configuration OK ({file}); database {}", config.database_path.display());
+            let file = config
+                .file
+                .as_ref()
+                .map_or("built-in defaults".to_owned(), |f| f.display().to_string());
+            println!(
+                "configuration OK ({file}); database {}",
+                config.database_path.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -98,7 +106,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// 75 when the database is unavailable (so an MTA retries), 1 for everything else.
 fn exit_code_for(e: &anyhow::Error) -> ExitCode {
-    let transient = e.chain().any(|c| c.downcast_ref::<StoreError>().is_some_and(StoreError::is_transient));
+    let transient = e.chain().any(|c| {
+        c.downcast_ref::<StoreError>()
+            .is_some_and(StoreError::is_transient)
+    });
     ExitCode::from(if transient { EXIT_TEMPFAIL } else { 1 })
 }
 
@@ -108,8 +119,11 @@ fn open_store(config: &Config) -> anyhow::Result<Store> {
 
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rusqlite_migration=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,rusqlite_migration=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     // journald stamps every line itself; a second timestamp is noise.
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
     match format {

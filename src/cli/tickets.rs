@@ -55,9 +55,24 @@ pub fn run_tickets(config: &Config, cmd: TicketsCommand) -> anyhow::Result<ExitC
                     ]
                 })
                 .collect();
-            table(&["NUMBER", "STATE", "CREATED", "CUSTOMER", "ORGANISATION", "ARTICLES", "ACK", "SUBJECT"], &rows);
+            table(
+                &[
+                    "NUMBER",
+                    "STATE",
+                    "CREATED",
+                    "CUSTOMER",
+                    "ORGANISATION",
+                    "ARTICLES",
+                    "ACK",
+                    "SUBJECT",
+                ],
+                &rows,
+            );
         }
-        TicketsCommand::Show { number, json: as_json } => {
+        TicketsCommand::Show {
+            number,
+            json: as_json,
+        } => {
             let Some(ticket) = tickets::show(store.conn(), number.trim())? else {
                 bail!("no ticket {number}");
             };
@@ -86,13 +101,21 @@ fn print_ticket(ticket: &tickets::TicketDetail) {
             (Some(name), Some(addr)) => format!("{name} <{addr}>"),
             (_, addr) => or_dash(addr.as_deref()),
         };
-        println!("\n--- article {} ({}) {} from {from}", i + 1, a.direction, a.created_at);
+        println!(
+            "\n--- article {} ({}) {} from {from}",
+            i + 1,
+            a.direction,
+            a.created_at
+        );
         if !a.classification.is_empty() {
             println!("classified: {}", a.classification.join(", "));
         }
         println!("Subject: {}\n\n{}", a.subject, a.body.trim_end());
         for f in &a.attachments {
-            println!("[attachment] {} ({}, {} bytes)", f.filename, f.content_type, f.size);
+            println!(
+                "[attachment] {} ({}, {} bytes)",
+                f.filename, f.content_type, f.size
+            );
         }
     }
 }
@@ -106,7 +129,15 @@ pub fn run_failed(config: &Config, cmd: FailedCommand) -> anyhow::Result<ExitCod
     } else {
         let rows: Vec<Vec<String>> = failed
             .into_iter()
-            .map(|f| vec![f.id.to_string(), f.updated_at, f.size.to_string(), clip(&f.source, 40), f.reason])
+            .map(|f| {
+                vec![
+                    f.id.to_string(),
+                    f.updated_at,
+                    f.size.to_string(),
+                    clip(&f.source, 40),
+                    f.reason,
+                ]
+            })
             .collect();
         table(&["ID", "LAST TRIED", "BYTES", "SOURCE", "REASON"], &rows);
     }

@@ -23,7 +23,9 @@ impl State {
     }
 
     pub fn parse(text: &str) -> Option<State> {
-        [State::New, State::Open, State::Pending, State::Closed].into_iter().find(|s| s.as_str() == text)
+        [State::New, State::Open, State::Pending, State::Closed]
+            .into_iter()
+            .find(|s| s.as_str() == text)
     }
 }
 
@@ -54,7 +56,11 @@ pub enum Via {
 #[serde(tag = "route", rename_all = "kebab-case")]
 pub enum Route {
     New,
-    FollowUp { ticket: KnownTicket, via: Via, reopen: bool },
+    FollowUp {
+        ticket: KnownTicket,
+        via: Via,
+        reopen: bool,
+    },
 }
 
 /// The subject tag wins over references: a customer who forwards an old thread into a
@@ -80,7 +86,11 @@ mod tests {
     use super::*;
 
     fn t(id: i64, state: State) -> Option<KnownTicket> {
-        Some(KnownTicket { id, number: format!("N{id}"), state })
+        Some(KnownTicket {
+            id,
+            number: format!("N{id}"),
+            state,
+        })
     }
 
     #[test]
@@ -88,17 +98,36 @@ mod tests {
         let cases = [
             (None, None, true, None),
             (t(1, State::Open), None, true, Some((1, Via::Tag, false))),
-            (None, t(2, State::Open), true, Some((2, Via::Reference, false))),
-            (t(1, State::Open), t(2, State::Open), true, Some((1, Via::Tag, false))),
+            (
+                None,
+                t(2, State::Open),
+                true,
+                Some((2, Via::Reference, false)),
+            ),
+            (
+                t(1, State::Open),
+                t(2, State::Open),
+                true,
+                Some((1, Via::Tag, false)),
+            ),
             (t(1, State::Closed), None, true, Some((1, Via::Tag, true))),
             (t(1, State::Closed), None, false, Some((1, Via::Tag, false))),
-            (None, t(3, State::Closed), true, Some((3, Via::Reference, true))),
+            (
+                None,
+                t(3, State::Closed),
+                true,
+                Some((3, Via::Reference, true)),
+            ),
         ];
         for (tagged, referenced, reopen_closed, want) in cases {
             let facts = RouteFacts { tagged, referenced };
             let got = match route(&facts, reopen_closed) {
                 Route::New => None,
-                Route::FollowUp { ticket, via, reopen } => Some((ticket.id, via, reopen)),
+                Route::FollowUp {
+                    ticket,
+                    via,
+                    reopen,
+                } => Some((ticket.id, via, reopen)),
             };
             assert_eq!(got, want, "{facts:?} reopen_closed={reopen_closed}");
         }

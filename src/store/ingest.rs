@@ -16,13 +16,22 @@ use crate::core::ticket_number;
 /// A source identity that already reached an outcome: the ticket it went to, if any.
 pub fn ledger_entry(conn: &Connection, source: &str) -> Result<Option<Option<String>>, StoreError> {
     let sql = "SELECT t.number FROM processed p LEFT JOIN tickets t ON t.id = p.ticket_id WHERE p.source = ?1";
-    Ok(conn.prepare_cached(sql)?.query_row([source], |r| r.get::<_, Option<String>>(0)).optional()?)
+    Ok(conn
+        .prepare_cached(sql)?
+        .query_row([source], |r| r.get::<_, Option<String>>(0))
+        .optional()?)
 }
 
 /// The ticket (id, number) of an earlier message with the same duplicate key.
-pub fn find_duplicate(conn: &Connection, message_key: &str) -> Result<Option<(i64, String)>, StoreError> {
+pub fn find_duplicate(
+    conn: &Connection,
+    message_key: &str,
+) -> Result<Option<(i64, String)>, StoreError> {
     let sql = "SELECT t.id, t.number FROM articles a JOIN tickets t ON t.id = a.ticket_id WHERE a.message_key = ?1";
-    Ok(conn.prepare_cached(sql)?.query_row([message_key], |r| Ok((r.get(0)?, r.get(1)?))).optional()?)
+    Ok(conn
+        .prepare_cached(sql)?
+        .query_row([message_key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
 }
 
 pub fn record_processed(
@@ -35,8 +44,15 @@ pub fn record_processed(
 ) -> Result<(), StoreError> {
     let sql = "INSERT INTO processed (source, message_key, ticket_id, outcome, processed_at) VALUES (?1, ?2, ?3, ?4, ?5)
                ON CONFLICT (source) DO NOTHING";
-    conn.prepare_cached(sql)?.execute(params![source, message_key, ticket_id, outcome, timestamp(now)])?;
-    conn.prepare_cached("DELETE FROM failed_messages WHERE source = ?1")?.execute([source])?;
+    conn.prepare_cached(sql)?.execute(params![
+        source,
+        message_key,
+        ticket_id,
+        outcome,
+        timestamp(now)
+    ])?;
+    conn.prepare_cached("DELETE FROM failed_messages WHERE source = ?1")?
+        .execute([source])?;
     Ok(())
 }
 
@@ -63,19 +79,29 @@ pub fn record_failure(
 
 fn known_ticket(r: &Row) -> rusqlite::Result<KnownTicket> {
     let state: String = r.get(2)?;
-    Ok(KnownTicket { id: r.get(0)?, number: r.get(1)?, state: State::parse(&state).unwrap_or(State::Open) })
+    Ok(KnownTicket {
+        id: r.get(0)?,
+        number: r.get(1)?,
+        state: State::parse(&state).unwrap_or(State::Open),
+    })
 }
 
 fn org_fact(r: &Row, first: usize) -> rusqlite::Result<Option<OrgFact>> {
-    let Some(id) = r.get::<_, Option<i64>>(first)? else { return Ok(None) };
-    Ok(Some(OrgFact { id, name: r.get(first + 1)?, first_response_hours: r.get(first + 2)? }))
+    let Some(id) = r.get::<_, Option<i64>>(first)? else {
+        return Ok(None);
+    };
+    Ok(Some(OrgFact {
+        id,
+        name: r.get(first + 1)?,
+        first_response_hours: r.get(first + 2)?,
+    }))
 }
 
 /// Reads everything `core::decide` needs to know about this message.
 pub fn gather(
     conn: &Connection,
     inbound: &Inbound,
-    sender: &Sender,
+    sender: Option<&Sender>,
     recipient: Option<&str>,
     tag_prefix: &str,
     now: DateTime<Utc>,
@@ -85,7 +111,10 @@ pub fn gather(
             tagged: tagged_ticket(conn, &inbound.subject, tag_prefix)?,
             referenced: referenced_ticket(conn, inbound)?,
         },
-        sender: sender_facts(conn, &sender.email)?,
+        sender: match sender {
+            Some(s) => sender_facts(conn, &s.email)?,
+            None => SenderFacts::default(),
+        },
         recent_acks_to_recipient: match recipient {
             Some(r) => recent_acks(conn, r, now)?,
             None => 0,
@@ -94,8 +123,13 @@ pub fn gather(
     })
 }
 
-fn tagged_ticket(conn: &Connection, subject: &str, prefix: &str) -> Result<Option<KnownTicket>, StoreError> {
-    let mut stmt = conn.prepare_cached("SELECT id, number, state FROM tickets WHERE number = ?1")?;
+fn tagged_ticket(
+    conn: &Connection,
+    subject: &str,
+    prefix: &str,
+) -> Result<Option<KnownTicket>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT id, number, state FROM tickets WHERE number = ?1")?;
     for number in ticket_number::find_tags(subject, prefix) {
         if let Some(t) = stmt.query_row([&number], known_ticket).optional()? {
             return Ok(Some(t));
@@ -105,12 +139,19 @@ fn tagged_ticket(conn: &Connection, subject: &str, prefix: &str) -> Result<Optio
 }
 
 /// The newest reference first: `In-Reply-To`, then `References` from the end.
-fn referenced_ticket(conn: &Connection, inbound: &Inbound) -> Result<Option<KnownTicket>, StoreError> {
+fn referenced_ticket(
+    conn: &Connection,
+    inbound: &Inbound,
+) -> Result<Option<KnownTicket>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT t.id, t.number, t.state FROM message_ids m JOIN tickets t ON t.id = m.ticket_id
          WHERE m.message_id = ?1",
     )?;
-    for id in inbound.in_reply_to.iter().chain(inbound.references.iter().rev()) {
+    for id in inbound
+        .in_reply_to
+        .iter()
+        .chain(inbound.references.iter().rev())
+    {
         if let Some(t) = stmt.query_row([id], known_ticket).optional()? {
             return Ok(Some(t));
         }
@@ -125,7 +166,13 @@ fn sender_facts(conn: &Connection, email: &str) -> Result<SenderFacts, StoreErro
              FROM customer_emails e JOIN customer_users c ON c.id = e.customer_id
              LEFT JOIN organisations o ON o.id = c.organisation_id WHERE e.email = ?1",
         )?
-        .query_row([email], |r| Ok(CustomerFact { id: r.get(0)?, name: r.get(1)?, organisation: org_fact(r, 2)? }))
+        .query_row([email], |r| {
+            Ok(CustomerFact {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                organisation: org_fact(r, 2)?,
+            })
+        })
         .optional()?;
     let domain = address::domain_of(email);
     let mut domains = vec![domain.to_owned()];
@@ -136,18 +183,26 @@ fn sender_facts(conn: &Connection, email: &str) -> Result<SenderFacts, StoreErro
     )?;
     let mut domain_owner = None;
     for d in &domains {
-        domain_owner = stmt.query_row([d], |r| org_fact(r, 0)).optional()?.flatten();
+        domain_owner = stmt
+            .query_row([d], |r| org_fact(r, 0))
+            .optional()?
+            .flatten();
         if domain_owner.is_some() {
             break;
         }
     }
-    Ok(SenderFacts { customer, domain_owner })
+    Ok(SenderFacts {
+        customer,
+        domain_owner,
+    })
 }
 
 fn recent_acks(conn: &Connection, recipient: &str, now: DateTime<Utc>) -> Result<u32, StoreError> {
     let since = timestamp(now - Duration::hours(24));
     let sql = "SELECT COUNT(*) FROM outbox WHERE recipient = ?1 AND created_at > ?2";
-    Ok(conn.prepare_cached(sql)?.query_row(params![recipient, since], |r| r.get(0))?)
+    Ok(conn
+        .prepare_cached(sql)?
+        .query_row(params![recipient, since], |r| r.get(0))?)
 }
 
 fn next_seq(conn: &Connection, now: DateTime<Utc>) -> Result<u32, StoreError> {
@@ -178,12 +233,18 @@ pub fn apply(
     let (ticket_id, ticket_number) = match (&decision.route, &decision.new_ticket) {
         (Route::FollowUp { ticket, .. }, _) => {
             let state = decision.follow_up_state.map(State::as_str);
-            conn.prepare_cached("UPDATE tickets SET updated_at = ?1, state = COALESCE(?2, state) WHERE id = ?3")?
-                .execute(params![now_text, state, ticket.id])?;
+            conn.prepare_cached(
+                "UPDATE tickets SET updated_at = ?1, state = COALESCE(?2, state) WHERE id = ?3",
+            )?
+            .execute(params![now_text, state, ticket.id])?;
             (ticket.id, ticket.number.clone())
         }
         (Route::New, Some(new)) => {
-            let subject = if inbound.subject.is_empty() { "(no subject)" } else { &inbound.subject };
+            let subject = if inbound.subject.is_empty() {
+                "(no subject)"
+            } else {
+                &inbound.subject
+            };
             let id = conn
                 .prepare_cached(
                     "INSERT INTO tickets (number, day, seq, subject, state, customer_id, customer_email,
@@ -197,7 +258,7 @@ pub fn apply(
                         new.seq,
                         subject,
                         customer_id,
-                        decision.sender.email,
+                        decision.sender.as_ref().map(|s| s.email.as_str()),
                         organisation_id,
                         mailbox,
                         decision.ack.summary(),
@@ -215,11 +276,19 @@ pub fn apply(
         "INSERT INTO attachments (article_id, filename, content_type, size, content) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
     for a in &inbound.attachments {
-        stmt.execute(params![article_id, a.filename, a.content_type, a.size as i64, a.content])?;
+        stmt.execute(params![
+            article_id,
+            a.filename,
+            a.content_type,
+            a.size as i64,
+            a.content
+        ])?;
     }
     conn.prepare_cached("INSERT INTO raw_messages (article_id, raw) VALUES (?1, ?2)")?
         .execute(params![article_id, raw])?;
-    let mut known = conn.prepare_cached("INSERT OR IGNORE INTO message_ids (message_id, ticket_id) VALUES (?1, ?2)")?;
+    let mut known = conn.prepare_cached(
+        "INSERT OR IGNORE INTO message_ids (message_id, ticket_id) VALUES (?1, ?2)",
+    )?;
     if let Some(id) = &inbound.message_id {
         known.execute(params![id, ticket_id])?;
     }
@@ -244,7 +313,10 @@ pub fn apply(
         ])?;
         known.execute(params![ack.message_id, ticket_id])?;
     }
-    Ok(Applied { ticket_id, ticket_number })
+    Ok(Applied {
+        ticket_id,
+        ticket_number,
+    })
 }
 
 fn insert_article(
@@ -254,7 +326,12 @@ fn insert_article(
     decision: &Decision,
     now_text: &str,
 ) -> Result<i64, StoreError> {
-    let join = |list: &[Mailbox]| list.iter().map(|m| m.address.as_str()).collect::<Vec<_>>().join(", ");
+    let join = |list: &[Mailbox]| {
+        list.iter()
+            .map(|m| m.address.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let kinds: Vec<&str> = decision.classification.iter().map(|k| k.as_str()).collect();
     let from = inbound.from.as_ref();
     let id = conn
@@ -293,33 +370,48 @@ fn upsert_customer(
     match customer {
         Customer::None { .. } => Ok((None, None)),
         Customer::Existing(c) => Ok((Some(c.id), c.organisation.as_ref().map(|o| o.id))),
-        Customer::Create { email, name, organisation } => {
+        Customer::Create {
+            email,
+            name,
+            organisation,
+        } => {
             let org_id = match organisation {
                 Organisation::None { .. } => None,
                 Organisation::Existing(o) => Some(o.id),
-                Organisation::Create { name, domain } => Some(create_organisation(conn, name, domain, now_text)?),
+                Organisation::Create { name, domain } => {
+                    Some(create_organisation(conn, name, domain, now_text)?)
+                }
             };
             let id: i64 = conn
                 .prepare_cached(
                     "INSERT INTO customer_users (name, organisation_id, created_at) VALUES (?1, ?2, ?3) RETURNING id",
                 )?
                 .query_row(params![name, org_id, now_text], |r| r.get(0))?;
-            conn.prepare_cached("INSERT INTO customer_emails (email, customer_id, is_primary) VALUES (?1, ?2, 1)")?
-                .execute(params![email, id])?;
+            conn.prepare_cached(
+                "INSERT INTO customer_emails (email, customer_id, is_primary) VALUES (?1, ?2, 1)",
+            )?
+            .execute(params![email, id])?;
             Ok((Some(id), org_id))
         }
     }
 }
 
 /// An organisation named after a domain, owning it; an existing one of that name is reused.
-fn create_organisation(conn: &Connection, name: &str, domain: &str, now_text: &str) -> Result<i64, StoreError> {
+fn create_organisation(
+    conn: &Connection,
+    name: &str,
+    domain: &str,
+    now_text: &str,
+) -> Result<i64, StoreError> {
     let id: i64 = conn
         .prepare_cached(
             "INSERT INTO organisations (name, created_at) VALUES (?1, ?2)
              ON CONFLICT (name) DO UPDATE SET name = name RETURNING id",
         )?
         .query_row(params![name, now_text], |r| r.get(0))?;
-    conn.prepare_cached("INSERT OR IGNORE INTO organisation_domains (domain, organisation_id) VALUES (?1, ?2)")?
-        .execute(params![domain, id])?;
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO organisation_domains (domain, organisation_id) VALUES (?1, ?2)",
+    )?
+    .execute(params![domain, id])?;
     Ok(id)
 }

@@ -5,7 +5,9 @@
 mod ingest;
 pub mod tickets;
 
-pub use ingest::{apply, find_duplicate, gather, ledger_entry, record_failure, record_processed, Applied};
+pub use ingest::{
+    apply, find_duplicate, gather, ledger_entry, record_failure, record_processed, Applied,
+};
 
 use std::path::Path;
 use std::time::Duration;
@@ -77,10 +79,12 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        Migrations::from_slice(MIGRATIONS).to_latest(&mut conn).map_err(|e| match e {
-            rusqlite_migration::Error::RusqliteError { err, .. } => StoreError::from(err),
-            other => StoreError::Unavailable(format!("cannot migrate the database: {other}")),
-        })?;
+        Migrations::from_slice(MIGRATIONS)
+            .to_latest(&mut conn)
+            .map_err(|e| match e {
+                rusqlite_migration::Error::RusqliteError { err, .. } => StoreError::from(err),
+                other => StoreError::Unavailable(format!("cannot migrate the database: {other}")),
+            })?;
         Ok(Store { conn })
     }
 
@@ -111,14 +115,22 @@ mod tests {
     fn opens_in_wal_mode_with_foreign_keys() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("t.db")).unwrap();
-        let mode: String = store.conn().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
-        let fk: i64 = store.conn().query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
+        let mode: String = store
+            .conn()
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        let fk: i64 = store
+            .conn()
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
         assert_eq!((mode.as_str(), fk), ("wal", 1));
     }
 
     #[test]
     fn an_unwritable_location_is_transient() {
-        let err = Store::open(Path::new("/nonexistent-dir/x/postdesk.db")).err().expect("fails");
+        let err = Store::open(Path::new("/nonexistent-dir/x/postdesk.db"))
+            .err()
+            .expect("fails");
         assert!(err.is_transient(), "{err}");
     }
 }
