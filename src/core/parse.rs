@@ -96,7 +96,10 @@ pub fn content_hash(raw: &[u8]) -> String {
 /// Drops leading white space and an mbox `From ` envelope line, as MTAs add when they
 /// pipe a message.
 fn strip_mbox_from_line(raw: &[u8]) -> &[u8] {
-    let start = raw.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(raw.len());
+    let start = raw
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(raw.len());
     let raw = &raw[start..];
     if raw.starts_with(b"From ") {
         if let Some(end) = raw.iter().position(|&b| b == b'\n') {

@@ -1,0 +1,116 @@
+//! A tiny harness: a temporary directory with a config file, and a way to run the real
+//! binary in it and look at what it printed.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+/// A scratch directory holding `postdesk.toml` and the database.
+pub struct Dir {
+    pub tmp: tempfile::TempDir,
+}
+
+impl Dir {
+    /// A directory whose config adds `extra` TOML to a database path inside it.
+    pub fn new(extra: &str) -> Dir {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let config = format!(
+            "[database]\npath = \"{}\"\n{extra}",
+            tmp.path().join("postdesk.db").display()
+        );
+        std::fs::write(tmp.path().join("postdesk.toml"), config).expect("write config");
+        Dir { tmp }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path().join("postdesk.toml")
+    }
+
+    /// `postdesk --config DIR/postdesk.toml ARGS…`
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_with_stdin(args, None)
+    }
+
+    pub fn run_with_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Run {
+        run_command(self.command(args), stdin)
+    }
+
+    /// The command line without running it, to add environment variables.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_postdesk"));
+        cmd.arg("--config")
+            .arg(self.config())
+            .args(args)
+            .current_dir(self.path());
+        cmd
+    }
+
+    /// `… --json` output parsed.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut args = args.to_vec();
+        args.push("--json");
+        let run = self.run(&args);
+        run.assert_code(0);
+        serde_json::from_str(&run.stdout)
+            .unwrap_or_else(|e| panic!("{args:?} printed invalid JSON ({e}):\n{}", run.stdout))
+    }
+}
+
+pub fn run_command(mut cmd: Command, stdin: Option<&[u8]>) -> Run {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn postdesk");
+    if let Some(bytes) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(bytes)
+            .expect("write stdin");
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().expect("wait for postdesk");
+    Run {
+        code: status.code().expect("postdesk exited by a signal"),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn assert_code(&self, code: i32) -> &Run {
+        assert_eq!(
+            self.code, code,
+            "exit status\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Standard output lines that contain `needle`.
+    pub fn lines_with(&self, needle: &str) -> Vec<&str> {
+        self.stdout.lines().filter(|l| l.contains(needle)).collect()
+    }
+}

@@ -1,0 +1,6 @@
+//! The one integration-test binary: golden tests over `fixtures/mail/` and CLI tests
+//! that run the real `postdesk` binary against temporary databases.
+
+mod cli;
+mod golden;
+mod harness;
