@@ -61,8 +61,9 @@ pub struct Inbound {
     pub html_body: Option<String>,
     pub attachments: Vec<Attachment>,
     pub signals: Signals,
-    /// SHA-256 of the raw bytes: the duplicate key when there is no Message-ID.
-    pub content_hash: String,
+    /// SHA-256 of the raw bytes, computed only when there is no Message-ID: then it is
+    /// the duplicate key.
+    pub content_hash: Option<String>,
     pub size: usize,
 }
 
@@ -71,7 +72,10 @@ impl Inbound {
     pub fn message_key(&self) -> String {
         match &self.message_id {
             Some(id) => format!("mid:{id}"),
-            None => format!("sha256:{}", self.content_hash),
+            None => format!(
+                "sha256:{}",
+                self.content_hash.as_deref().unwrap_or_default()
+            ),
         }
     }
 }
@@ -112,11 +116,13 @@ fn strip_mbox_from_line(raw: &[u8]) -> &[u8] {
 pub fn parse(raw: &[u8], loop_header: &str) -> Result<Inbound, ParseError> {
     let mut inbound = parse_message(raw, loop_header)?;
     inbound.signals.report_in_body = quotes_delivery_report(&inbound.text_body);
+    if inbound.message_id.is_none() {
+        inbound.content_hash = Some(content_hash(raw));
+    }
     Ok(inbound)
 }
 
 fn parse_message(raw: &[u8], loop_header: &str) -> Result<Inbound, ParseError> {
-    let hash = content_hash(raw);
     let body = strip_mbox_from_line(raw);
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ParseError::Empty);
@@ -149,7 +155,7 @@ fn parse_message(raw: &[u8], loop_header: &str) -> Result<Inbound, ParseError> {
         html_body: html_body(&message),
         attachments: attachments(&message),
         signals: signals(&message, loop_header),
-        content_hash: hash,
+        content_hash: None,
         size: raw.len(),
     })
 }

@@ -1,0 +1,118 @@
+//! End-to-end ingest benchmark: 10,000 generated ~8 KB messages from 200 sender domains
+//! are written to files, then read, parsed, decided and committed into a fresh database
+//! in group-committed batches, exactly as `postdesk ingest DIR` does. Prints messages
+//! per second and the process's peak RSS. Run: `cargo bench --bench ingest`
+//! (`POSTDESK_BENCH_MESSAGES=N` changes the count).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use chrono::Utc;
+use postdesk::config;
+use postdesk::ingest::{Batch, Source};
+use postdesk::store::Store;
+
+const DOMAINS: usize = 200;
+const SENDERS_PER_DOMAIN: usize = 10;
+const BODY_BYTES: usize = 7_600;
+
+fn message(i: usize) -> String {
+    let domain = i % DOMAINS;
+    let sender = (i / DOMAINS) % SENDERS_PER_DOMAIN;
+    let host = if domain % 20 == 0 {
+        "gmail.com".to_owned()
+    } else {
+        format!("mail.company{domain}.com")
+    };
+    // Every fifth message answers the one sent 100 messages earlier: a follow-up.
+    let reply = if i % 5 == 4 && i >= 100 {
+        format!("In-Reply-To: <m{}@bench.example>\r\n", i - 100)
+    } else {
+        String::new()
+    };
+    let line = "The printer on the third floor shows error 0x42 again after the firmware update. ";
+    let mut body = String::with_capacity(BODY_BYTES + 100);
+    while body.len() < BODY_BYTES {
+        body.push_str(line);
+        body.push_str("\r\n");
+    }
+    format!(
+        "From: User {sender} <user{sender}@{host}>\r\nTo: support@helpdesk.example\r\n\
+         Subject: Request {i} about the printer\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\
+         Message-ID: <m{i}@bench.example>\r\n{reply}MIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\r\n{body}"
+    )
+}
+
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn write_messages(dir: &Path, count: usize) -> Vec<PathBuf> {
+    (0..count)
+        .map(|i| {
+            let path = dir.join(format!("{i:06}.eml"));
+            std::fs::write(&path, message(i)).expect("write message");
+            path
+        })
+        .collect()
+}
+
+fn main() {
+    let count: usize = std::env::var("POSTDESK_BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let files = write_messages(dir.path(), count);
+    let config = config::load(Some(&write_config(dir.path()))).expect("config");
+    let mut store = Store::open(&config.database_path).expect("store");
+
+    let start = Instant::now();
+    let mut created = 0;
+    for chunk in files.chunks(config.batch_size) {
+        let now = Utc::now();
+        let raws: Vec<(Vec<u8>, Source)> = chunk
+            .iter()
+            .map(|p| {
+                let raw = std::fs::read(p).expect("read message");
+                let source = Source::file(p.display().to_string(), &raw);
+                (raw, source)
+            })
+            .collect();
+        let mut batch = Batch::begin(&mut store, &config).expect("begin");
+        for (raw, source) in &raws {
+            let report = batch.ingest_one(raw, source, now).expect("ingest");
+            created += matches!(report.outcome, postdesk::ingest::Outcome::Created { .. }) as usize;
+        }
+        batch.commit().expect("commit");
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let bytes: u64 = files
+        .iter()
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    println!(
+        "ingest: {count} messages ({:.1} KB average, {DOMAINS} sender domains, {created} new tickets) in {secs:.2} s \
+         = {:.0} messages/s, batches of {}, peak RSS {:.1} MB",
+        bytes as f64 / count as f64 / 1000.0,
+        count as f64 / secs,
+        config.batch_size,
+        peak_rss_kib() as f64 / 1024.0
+    );
+}
+
+fn write_config(dir: &Path) -> PathBuf {
+    let path = dir.join("postdesk.toml");
+    let toml = format!(
+        "[database]\npath = \"{}\"\n",
+        dir.join("bench.db").display()
+    );
+    std::fs::write(&path, toml).expect("write config");
+    path
+}
