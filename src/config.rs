@@ -11,6 +11,7 @@ use crate::core::ack::{AckPolicy, AckTemplate};
 use crate::core::address;
 use crate::core::decide::Policy;
 use crate::core::resolve::{AddressSource, ResolvePolicy};
+use crate::secret::Secret;
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_FILE: &str = "postdesk.toml";
@@ -25,6 +26,98 @@ struct Raw {
     customers: RawCustomers,
     tickets: RawTickets,
     acknowledgement: RawAcknowledgement,
+    mailbox: Vec<RawMailbox>,
+}
+
+/// How a connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// TLS from the first byte (IMAPS 993, SMTPS 465).
+    Implicit,
+    /// Plain connection upgraded with STARTTLS; refused if the server does not offer it.
+    Starttls,
+    /// No encryption: only to a loopback address.
+    None,
+}
+
+/// What happens to a message on the server once its ticket is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum After {
+    Seen,
+    Move,
+    Delete,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMailbox {
+    name: String,
+    address: String,
+    host: String,
+    port: Option<u16>,
+    #[serde(default = "default_tls")]
+    tls: TlsMode,
+    ca_file: Option<PathBuf>,
+    username: String,
+    password: Option<String>,
+    password_file: Option<PathBuf>,
+    password_credential: Option<String>,
+    #[serde(default = "default_folder")]
+    folder: String,
+    #[serde(default = "default_after")]
+    after: After,
+    #[serde(default = "default_processed")]
+    processed_folder: String,
+    #[serde(default = "default_failed")]
+    failed_folder: String,
+    #[serde(default = "default_true")]
+    idle: bool,
+    #[serde(default = "default_poll")]
+    poll_interval_secs: u64,
+}
+
+fn default_tls() -> TlsMode {
+    TlsMode::Implicit
+}
+fn default_folder() -> String {
+    "INBOX".to_owned()
+}
+fn default_after() -> After {
+    After::Move
+}
+fn default_processed() -> String {
+    "Processed".to_owned()
+}
+fn default_failed() -> String {
+    "Failed".to_owned()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_poll() -> u64 {
+    60
+}
+
+/// One watched IMAP mailbox.
+#[derive(Debug, Clone)]
+pub struct MailboxConfig {
+    pub name: String,
+    /// The helpdesk address this mailbox receives (normalised).
+    pub address: String,
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub ca_file: Option<PathBuf>,
+    pub username: String,
+    pub password: Secret,
+    pub folder: String,
+    pub after: After,
+    pub processed_folder: String,
+    pub failed_folder: String,
+    pub idle: bool,
+    pub poll_interval: std::time::Duration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,6 +179,7 @@ impl Default for Raw {
             customers: RawCustomers::default(),
             tickets: RawTickets::default(),
             acknowledgement: RawAcknowledgement::default(),
+            mailbox: Vec::new(),
         }
     }
 }
@@ -159,6 +253,7 @@ pub struct Config {
     /// Messages committed together with one fsync (group commit).
     pub batch_size: usize,
     pub policy: Policy,
+    pub mailboxes: Vec<MailboxConfig>,
 }
 
 /// One problem with one key.
@@ -317,6 +412,23 @@ fn validate(raw: Raw, file: Option<PathBuf>, base: &Path) -> Result<Config, Conf
             "must be a header name of letters, digits and '-'",
         );
     }
+    let mailboxes: Vec<MailboxConfig> = raw
+        .mailbox
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| mailbox(&mut p, i, m, base))
+        .collect();
+    for (i, m) in mailboxes.iter().enumerate() {
+        if mailboxes[..i].iter().any(|other| other.name == m.name) {
+            p.add(
+                &format!("mailbox[{i}].name"),
+                format!("{:?} is used by another mailbox", m.name),
+            );
+        }
+        if !own_addresses.contains(&m.address) {
+            own_addresses.push(m.address.clone());
+        }
+    }
     let template = load_template(&raw.acknowledgement, base).unwrap_or_else(|e| {
         p.add("acknowledgement.template", e);
         AckTemplate::new(String::new()).expect("an empty template compiles")
@@ -354,7 +466,87 @@ fn validate(raw: Raw, file: Option<PathBuf>, base: &Path) -> Result<Config, Conf
             reopen_closed: raw.ingest.reopen_closed,
             max_message_bytes: raw.ingest.max_message_bytes as usize,
         },
+        mailboxes,
     })
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn mailbox(p: &mut Problems, i: usize, raw: &RawMailbox, base: &Path) -> Option<MailboxConfig> {
+    let key = |field: &str| format!("mailbox[{i}].{field}");
+    let before = p.0.len();
+    if raw.name.trim().is_empty() {
+        p.add(&key("name"), "must not be empty");
+    }
+    let address = p.address(&key("address"), &raw.address);
+    if raw.host.trim().is_empty() {
+        p.add(&key("host"), "must not be empty");
+    }
+    if raw.tls == TlsMode::None && !is_loopback(&raw.host) {
+        p.add(&key("tls"), format!("\"none\" sends the password in clear text; it is allowed only to a loopback address, not {:?}", raw.host));
+    }
+    if raw.poll_interval_secs == 0 {
+        p.add(&key("poll_interval_secs"), "must be at least 1");
+    }
+    for (field, folder) in [
+        ("folder", &raw.folder),
+        ("processed_folder", &raw.processed_folder),
+        ("failed_folder", &raw.failed_folder),
+    ] {
+        if folder.trim().is_empty() {
+            p.add(&key(field), "must not be empty");
+        }
+    }
+    let ca_file = raw.ca_file.as_ref().map(|f| base.join(f));
+    if let Some(f) = ca_file.as_ref().filter(|f| !f.is_file()) {
+        p.add(&key("ca_file"), format!("{} does not exist", f.display()));
+    }
+    let password = password(raw).map_err(|e| p.add(&key("password"), e)).ok();
+    let port = raw.port.unwrap_or(if raw.tls == TlsMode::Implicit {
+        993
+    } else {
+        143
+    });
+    (p.0.len() == before).then(|| MailboxConfig {
+        name: raw.name.clone(),
+        address,
+        host: raw.host.clone(),
+        port,
+        tls: raw.tls,
+        ca_file,
+        username: raw.username.clone(),
+        password: password.expect("no problems means a password"),
+        folder: raw.folder.clone(),
+        after: raw.after,
+        processed_folder: raw.processed_folder.clone(),
+        failed_folder: raw.failed_folder.clone(),
+        idle: raw.idle,
+        poll_interval: std::time::Duration::from_secs(raw.poll_interval_secs),
+    })
+}
+
+/// Exactly one of `password`, `password_file` or `password_credential` (a systemd
+/// credential, read from `$CREDENTIALS_DIRECTORY`).
+fn password(raw: &RawMailbox) -> Result<Secret, String> {
+    match (&raw.password, &raw.password_file, &raw.password_credential) {
+        (Some(p), None, None) => Ok(Secret::new(p.clone())),
+        (None, Some(file), None) => Secret::from_file(file),
+        (None, None, Some(name)) => {
+            let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+                format!("credential {name:?}: CREDENTIALS_DIRECTORY is not set (run under systemd with LoadCredential=)")
+            })?;
+            Secret::from_file(&Path::new(&dir).join(name))
+        }
+        (None, None, None) => {
+            Err("one of password, password_file or password_credential is required".to_owned())
+        }
+        _ => Err("give only one of password, password_file or password_credential".to_owned()),
+    }
 }
 
 fn load_template(raw: &RawAcknowledgement, base: &Path) -> Result<AckTemplate, String> {
@@ -426,6 +618,71 @@ mod tests {
                 "acknowledgement.template"
             ]
         );
+    }
+
+    const MAILBOX: &str = "[[mailbox]]\nname = 'support'\naddress = 'support@helpdesk.example'\nhost = 'imap.helpdesk.example'\nusername = 'support'\n";
+
+    #[test]
+    fn a_mailbox_gets_defaults_and_is_one_of_our_addresses() {
+        let c = from_toml(&format!("{MAILBOX}password = 'pw'\n")).unwrap();
+        let m = &c.mailboxes[0];
+        assert_eq!(
+            (m.port, m.tls, m.after, m.folder.as_str()),
+            (993, TlsMode::Implicit, After::Move, "INBOX")
+        );
+        assert_eq!(format!("{:?}", m.password), "Secret(<redacted>)");
+        assert!(c
+            .policy
+            .own_addresses
+            .contains(&"support@helpdesk.example".to_owned()));
+    }
+
+    #[test]
+    fn mailbox_problems_name_the_mailbox() {
+        let cases = [
+            (
+                "",
+                "mailbox[0].password",
+                "one of password, password_file or password_credential is required",
+            ),
+            (
+                "password = 'a'\npassword_file = '/x'\n",
+                "mailbox[0].password",
+                "give only one",
+            ),
+            (
+                "password_file = '/nonexistent/pw'\n",
+                "mailbox[0].password",
+                "cannot read /nonexistent/pw",
+            ),
+            (
+                "password = 'a'\ntls = 'none'\n",
+                "mailbox[0].tls",
+                "only to a loopback address",
+            ),
+            (
+                "password = 'a'\nca_file = '/nonexistent/ca.pem'\n",
+                "mailbox[0].ca_file",
+                "does not exist",
+            ),
+        ];
+        for (extra, key, message) in cases {
+            let err = from_toml(&format!("{MAILBOX}{extra}")).unwrap_err();
+            let ConfigError::Invalid(problems) = err else {
+                panic!("{extra}: {err}")
+            };
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.key == key && p.message.contains(message)),
+                "{extra}: {problems:?}"
+            );
+        }
+        let plain_loopback = from_toml(
+            &format!("{MAILBOX}password = 'a'\ntls = 'none'\n")
+                .replace("imap.helpdesk.example", "127.0.0.1"),
+        );
+        assert_eq!(plain_loopback.unwrap().mailboxes[0].port, 143);
     }
 
     #[test]

@@ -25,6 +25,18 @@ pub struct Source {
 }
 
 impl Source {
+    /// A message in an IMAP folder: (account, folder, UIDVALIDITY, UID).
+    pub fn imap(mailbox: &crate::config::MailboxConfig, uidvalidity: u32, uid: u32) -> Source {
+        Source {
+            identity: format!(
+                "imap:{}@{}/{};{uidvalidity};{uid}",
+                mailbox.username, mailbox.host, mailbox.folder
+            ),
+            label: format!("{} UID {uid}", mailbox.name),
+            mailbox_address: Some(mailbox.address.clone()),
+        }
+    }
+
     /// A file or standard input: identified by its content.
     pub fn file(label: impl Into<String>, raw: &[u8]) -> Source {
         Source {
@@ -144,6 +156,18 @@ impl<'a> Batch<'a> {
             }
             other => other,
         }
+    }
+
+    /// Keeps a message that was not run through the pipeline (the daemon downloads only
+    /// the header of a message over the size limit) as a failed message.
+    pub fn fail(
+        &mut self,
+        raw: &[u8],
+        source: &Source,
+        reason: String,
+        now: DateTime<Utc>,
+    ) -> Result<Report, StoreError> {
+        fail(&self.tx, raw, source, reason, now)
     }
 
     pub fn commit(self) -> Result<(), StoreError> {

@@ -3,5 +3,9 @@
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod daemon;
+pub mod imap;
 pub mod ingest;
+pub mod secret;
 pub mod store;
+pub mod tls;

@@ -62,6 +62,17 @@ enum Command {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
+    /// Watch the configured IMAP mailboxes and turn new mail into tickets
+    #[command(
+        after_help = "Examples:\n  postdesk --config /etc/postdesk/postdesk.toml run\n  \
+                            postdesk run --once     # drain every mailbox's backlog, then exit (cron)\n\n\
+                            Stops cleanly on SIGTERM or SIGINT: the message batch in hand is finished first."
+    )]
+    Run {
+        /// Drain each mailbox once and exit instead of waiting for new mail
+        #[arg(long)]
+        once: bool,
+    },
     /// List and read tickets
     #[command(subcommand)]
     Tickets(tickets::TicketsCommand),
@@ -88,6 +99,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Ingest { paths } => ingest::run(&config, &paths),
+        Command::Run { once } => run_daemon(config, once),
         Command::Tickets(cmd) => tickets::run_tickets(&config, cmd),
         Command::Failed(cmd) => tickets::run_failed(&config, cmd),
         Command::CheckConfig => {
@@ -102,6 +114,36 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn run_daemon(config: Config, once: bool) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        crate::daemon::run(std::sync::Arc::new(config), shutdown, once).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM (systemd) or SIGINT (a terminal) asks the daemon to stop at the next safe point.
+async fn cancel_on_signal(shutdown: tokio_util::sync::CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for SIGTERM/SIGINT; stop postdesk with SIGKILL");
+        return;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!("{name} received: finishing the batch in hand, then stopping");
+    shutdown.cancel();
 }
 
 /// 75 when the database is unavailable (so an MTA retries), 1 for everything else.

@@ -3,11 +3,13 @@
 //! It decides nothing: every choice is made in `core`.
 
 mod ingest;
+mod mailbox;
 pub mod tickets;
 
 pub use ingest::{
     apply, find_duplicate, gather, ledger_entry, record_failure, record_processed, Applied,
 };
+pub use mailbox::{is_processed, record_poll, record_uidvalidity};
 
 use std::path::Path;
 use std::time::Duration;
@@ -15,7 +17,10 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode};
 use rusqlite_migration::{Migrations, M};
 
-const MIGRATIONS: &[M<'static>] = &[M::up(include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(include_str!("migrations/0001_initial.sql")),
+    M::up(include_str!("migrations/0002_mailbox_state.sql")),
+];
 
 /// Whether a storage failure may go away by itself (disk full, locked, I/O): the
 /// caller keeps the message for later. Anything else is a bug or a corrupt database.

@@ -1,0 +1,379 @@
+//! The daemon: one task per configured mailbox. Each drains its folder in batches
+//! (fetch with `BODY.PEEK[]` → group-committed ingest → post-action only after the
+//! commit), then waits with IDLE (or polls), reconnecting with jittered backoff. It stops
+//! only at safe points: between batches and while waiting, never inside a batch.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+
+use crate::config::{After, Config, MailboxConfig};
+use crate::imap::{self, Capabilities, ImapError, Session};
+use crate::ingest::{Batch, Outcome, Source};
+use crate::store::{self, Store, StoreError};
+
+/// IDLE is re-issued before the 29 minutes after which RFC 2177 lets a server drop us.
+const IDLE_RENEW: Duration = Duration::from_secs(25 * 60);
+const BACKOFF_CAP: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+enum WatchError {
+    #[error(transparent)]
+    Imap(#[from] ImapError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Watches every mailbox until `shutdown` (or, with `once`, until each backlog is drained).
+/// With `once`, an error for any mailbox makes the whole run fail after the others finish.
+pub async fn run(
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+    once: bool,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !config.mailboxes.is_empty(),
+        "no [[mailbox]] is configured: there is nothing to watch"
+    );
+    // Open (and migrate) before anything starts, so a bad database stops us at once.
+    drop(Store::open(&config.database_path)?);
+    let tracker = TaskTracker::new();
+    let mut tasks = Vec::new();
+    for mailbox in &config.mailboxes {
+        let watcher = Watcher::new(Arc::clone(&config), mailbox.clone(), shutdown.clone())?;
+        tasks.push(tracker.spawn(watcher.watch(once)));
+    }
+    tracker.close();
+    let mut failed = 0;
+    for task in tasks {
+        if !task.await.unwrap_or(false) {
+            failed += 1;
+        }
+    }
+    anyhow::ensure!(failed == 0, "{failed} mailbox(es) could not be drained");
+    Ok(())
+}
+
+struct Watcher {
+    config: Arc<Config>,
+    mailbox: MailboxConfig,
+    store: Arc<Mutex<Store>>,
+    shutdown: CancellationToken,
+    /// The kind of the last connection error, so each state change is logged once.
+    down: Option<&'static str>,
+    failures: u32,
+}
+
+impl Watcher {
+    fn new(
+        config: Arc<Config>,
+        mailbox: MailboxConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Watcher, StoreError> {
+        let store = Arc::new(Mutex::new(Store::open(&config.database_path)?));
+        Ok(Watcher {
+            config,
+            mailbox,
+            store,
+            shutdown,
+            down: None,
+            failures: 0,
+        })
+    }
+
+    /// Whether the mailbox ended well (always, unless `once` met an error).
+    async fn watch(mut self, once: bool) -> bool {
+        loop {
+            match self.session(once).await {
+                Ok(()) => return true,
+                Err(e) if once => {
+                    error!(mailbox = %self.mailbox.name, "cannot drain {}: {e}", self.mailbox.name);
+                    return false;
+                }
+                Err(e) => {
+                    let delay = self.went_down(&e);
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.shutdown.cancelled() => return true,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Logs a new kind of failure once; the delay before the next attempt.
+    fn went_down(&mut self, e: &WatchError) -> Duration {
+        let kind = match e {
+            WatchError::Imap(e) => e.kind(),
+            WatchError::Store(_) => "store",
+        };
+        let delay = backoff(
+            self.failures,
+            matches!(e, WatchError::Imap(e) if e.is_auth()),
+            fastrand::f64(),
+        );
+        if self.down != Some(kind) {
+            warn!(mailbox = %self.mailbox.name, "{}: {e}; retrying with backoff (next in {}s)", self.mailbox.name, delay.as_secs());
+            self.down = Some(kind);
+        } else {
+            debug!(mailbox = %self.mailbox.name, "still failing: {e}; next attempt in {}s", delay.as_secs());
+        }
+        self.failures = self.failures.saturating_add(1);
+        delay
+    }
+
+    fn came_up(&mut self) {
+        let m = &self.mailbox;
+        match self.down.take() {
+            Some(_) => {
+                info!(mailbox = %m.name, "{}: connected again to {}:{}", m.name, m.host, m.port)
+            }
+            None => {
+                info!(mailbox = %m.name, "{}: connected to {}:{} as {}", m.name, m.host, m.port, m.username)
+            }
+        }
+        self.failures = 0;
+    }
+
+    /// One connection: set up, then drain and wait until shutdown (or once drained).
+    async fn session(&mut self, once: bool) -> Result<(), WatchError> {
+        let m = self.mailbox.clone();
+        let mut session = imap::connect(&m).await?;
+        let caps = imap::capabilities(&mut session).await?;
+        if m.after == After::Move {
+            imap::ensure_folder(&mut session, &m.processed_folder).await?;
+        }
+        imap::ensure_folder(&mut session, &m.failed_folder).await?;
+        let uidvalidity = imap::select(&mut session, &m.folder).await?;
+        self.came_up();
+        let name = m.name.clone();
+        if let Some(old) = self
+            .with_store(move |s| store::record_uidvalidity(s.conn(), &name, uidvalidity))
+            .await?
+        {
+            warn!(mailbox = %m.name, "{}: UIDVALIDITY changed from {old} to {uidvalidity}; known messages will be recognised by Message-ID", m.name);
+        }
+        loop {
+            self.drain(&mut session, uidvalidity, caps).await?;
+            if once || self.shutdown.is_cancelled() {
+                imap::logout(session).await;
+                return Ok(());
+            }
+            session = self.wait_for_mail(session, caps).await?;
+            if self.shutdown.is_cancelled() {
+                imap::logout(session).await;
+                return Ok(());
+            }
+        }
+    }
+
+    async fn with_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = store
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("the store task failed: {e}")))?
+    }
+
+    /// Ingests everything waiting in the folder, batch by batch.
+    async fn drain(
+        &mut self,
+        session: &mut Session,
+        uidvalidity: u32,
+        caps: Capabilities,
+    ) -> Result<(), WatchError> {
+        let m = self.mailbox.clone();
+        loop {
+            let uids = imap::waiting(session, m.after == After::Seen).await?;
+            let sources: Vec<(u32, Source)> = uids
+                .iter()
+                .map(|&u| (u, Source::imap(&m, uidvalidity, u)))
+                .collect();
+            let (done, todo) = self
+                .with_store(move |s| {
+                    let mut split = (Vec::new(), Vec::new());
+                    for (uid, source) in sources {
+                        if store::is_processed(s.conn(), &source.identity)? {
+                            split.0.push(uid);
+                        } else {
+                            split.1.push(uid);
+                        }
+                    }
+                    Ok(split)
+                })
+                .await?;
+            if !done.is_empty() {
+                info!(mailbox = %m.name, "{}: {} message(s) were committed before a restart; finishing their post-action", m.name, done.len());
+                self.post_action(session, &done, caps).await?;
+            }
+            for chunk in todo.chunks(self.config.batch_size) {
+                if self.shutdown.is_cancelled() {
+                    return Ok(());
+                }
+                self.ingest_chunk(session, uidvalidity, chunk, caps).await?;
+            }
+            let name = m.name.clone();
+            self.with_store(move |s| store::record_poll(s.conn(), &name, Utc::now()))
+                .await?;
+            if todo.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Fetches, ingests and commits one batch; then applies the post-actions.
+    async fn ingest_chunk(
+        &mut self,
+        session: &mut Session,
+        uidvalidity: u32,
+        uids: &[u32],
+        caps: Capabilities,
+    ) -> Result<(), WatchError> {
+        let m = self.mailbox.clone();
+        let limit = self.config.policy.max_message_bytes;
+        let sizes = imap::sizes(session, uids).await?;
+        let (small, large): (Vec<u32>, Vec<u32>) = uids
+            .iter()
+            .partition(|u| sizes.get(u).is_some_and(|&s| s as usize <= limit));
+        let mut bodies = imap::bodies(session, &small).await?;
+        let headers = if large.is_empty() {
+            Default::default()
+        } else {
+            imap::headers(session, &large).await?
+        };
+        // A message expunged by someone else between SEARCH and FETCH is simply gone.
+        let mut items = Vec::with_capacity(uids.len());
+        for &uid in uids {
+            let source = Source::imap(&m, uidvalidity, uid);
+            if let Some(raw) = bodies.remove(&uid) {
+                items.push((uid, raw, source, None));
+            } else if let Some(raw) = headers.get(&uid) {
+                let reason = format!(
+                    "message is {} bytes, over the limit of {limit}; its header is kept here, the message in folder {}",
+                    sizes[&uid], m.failed_folder
+                );
+                items.push((uid, raw.clone(), source, Some(reason)));
+            }
+        }
+        let config = Arc::clone(&self.config);
+        let outcomes = self
+            .with_store(move |store| {
+                let now = Utc::now();
+                let mut batch = Batch::begin(store, &config)?;
+                let mut outcomes = Vec::with_capacity(items.len());
+                for (uid, raw, source, too_large) in &items {
+                    let report = match too_large {
+                        Some(reason) => batch.fail(raw, source, reason.clone(), now)?,
+                        None => batch.ingest_one(raw, source, now)?,
+                    };
+                    outcomes.push((*uid, report.outcome));
+                }
+                batch.commit()?;
+                Ok(outcomes)
+            })
+            .await?;
+        let (mut ok, mut failed) = (Vec::new(), Vec::new());
+        for (uid, outcome) in &outcomes {
+            info!(mailbox = %m.name, uid, "{} UID {uid}: {outcome}", m.name);
+            if matches!(outcome, Outcome::Failed { .. }) {
+                failed.push(*uid)
+            } else {
+                ok.push(*uid)
+            }
+        }
+        debug!(mailbox = %m.name, "{}: committed a batch of {} message(s), {} failed", m.name, outcomes.len(), failed.len());
+        if !failed.is_empty() {
+            imap::move_to(session, &failed, &m.failed_folder, caps).await?;
+        }
+        self.post_action(session, &ok, caps).await
+    }
+
+    async fn post_action(
+        &self,
+        session: &mut Session,
+        uids: &[u32],
+        caps: Capabilities,
+    ) -> Result<(), WatchError> {
+        if uids.is_empty() {
+            return Ok(());
+        }
+        let m = &self.mailbox;
+        match m.after {
+            After::Seen => imap::mark_seen(session, uids).await?,
+            After::Move => imap::move_to(session, uids, &m.processed_folder, caps).await?,
+            After::Delete => imap::delete(session, uids, caps).await?,
+        }
+        Ok(())
+    }
+
+    /// Waits for new mail with IDLE where the server has it, else sleeps the poll interval.
+    async fn wait_for_mail(
+        &self,
+        session: Session,
+        caps: Capabilities,
+    ) -> Result<Session, WatchError> {
+        if !(caps.idle && self.mailbox.idle) {
+            tokio::select! {
+                _ = tokio::time::sleep(self.mailbox.poll_interval) => {}
+                _ = self.shutdown.cancelled() => {}
+            }
+            return Ok(session);
+        }
+        let mut idle = session.idle();
+        tokio::time::timeout(Duration::from_secs(60), idle.init())
+            .await
+            .map_err(|_| ImapError::Timeout("starting IDLE"))?
+            .map_err(|e| ImapError::Protocol("starting IDLE", e.to_string()))?;
+        let (wait, _interrupt) = idle.wait_with_timeout(IDLE_RENEW);
+        let woke = tokio::select! {
+            r = wait => r.map(|_| ()),
+            _ = self.shutdown.cancelled() => Ok(()),
+        };
+        woke.map_err(|e| ImapError::Protocol("waiting in IDLE", e.to_string()))?;
+        let session = tokio::time::timeout(Duration::from_secs(60), idle.done())
+            .await
+            .map_err(|_| ImapError::Timeout("ending IDLE"))?
+            .map_err(|e| ImapError::Protocol("ending IDLE", e.to_string()))?;
+        Ok(session)
+    }
+}
+
+/// Exponential backoff with jitter: 1 s doubling to 5 minutes; a refused login starts at
+/// a minute. `jitter` in [0, 1) spreads the delay over its upper half.
+fn backoff(failures: u32, auth: bool, jitter: f64) -> Duration {
+    let base = if auth { 60.0 } else { 1.0 };
+    let full = (base * 2f64.powi(failures.min(16) as i32)).min(BACKOFF_CAP.as_secs_f64());
+    Duration::from_secs_f64(full * (0.5 + jitter / 2.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let secs = |f, auth| backoff(f, auth, 0.999_999).as_secs();
+        assert_eq!(
+            [
+                secs(0, false),
+                secs(1, false),
+                secs(5, false),
+                secs(30, false)
+            ],
+            [0, 1, 31, 299]
+        );
+        assert_eq!(secs(0, true), 59);
+        assert_eq!(backoff(3, false, 0.0), Duration::from_secs(4));
+    }
+}
