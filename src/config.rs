@@ -27,6 +27,40 @@ struct Raw {
     tickets: RawTickets,
     acknowledgement: RawAcknowledgement,
     mailbox: Vec<RawMailbox>,
+    smtp: Option<RawSmtp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmtp {
+    host: String,
+    port: Option<u16>,
+    #[serde(default = "default_tls")]
+    tls: TlsMode,
+    ca_file: Option<PathBuf>,
+    username: Option<String>,
+    password: Option<String>,
+    password_file: Option<PathBuf>,
+    password_credential: Option<String>,
+    #[serde(default = "default_give_up")]
+    give_up_after_hours: u64,
+}
+
+fn default_give_up() -> u64 {
+    48
+}
+
+/// The SMTP server acknowledgements are delivered through.
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub ca_file: Option<PathBuf>,
+    /// Username and password for AUTH, when the server wants it.
+    pub credentials: Option<(String, Secret)>,
+    /// Transient failures are retried this long after the acknowledgement was queued.
+    pub give_up_after: chrono::Duration,
 }
 
 /// How a connection is secured.
@@ -180,6 +214,7 @@ impl Default for Raw {
             tickets: RawTickets::default(),
             acknowledgement: RawAcknowledgement::default(),
             mailbox: Vec::new(),
+            smtp: None,
         }
     }
 }
@@ -254,6 +289,8 @@ pub struct Config {
     pub batch_size: usize,
     pub policy: Policy,
     pub mailboxes: Vec<MailboxConfig>,
+    /// Without it, acknowledgements wait in the outbox.
+    pub smtp: Option<SmtpConfig>,
 }
 
 /// One problem with one key.
@@ -346,6 +383,25 @@ impl Problems {
         })
     }
 
+    /// A host name, and plain text only to a loopback address.
+    fn endpoint(&mut self, key: &dyn Fn(&str) -> String, host: &str, tls: TlsMode) {
+        if host.trim().is_empty() {
+            self.add(&key("host"), "must not be empty");
+        }
+        if tls == TlsMode::None && !is_loopback(host) {
+            let why = "sends the password and mail in clear text; it is allowed only to a loopback address";
+            self.add(&key("tls"), format!("\"none\" {why}, not {host:?}"));
+        }
+    }
+
+    fn ca_file(&mut self, key: &str, file: Option<&Path>, base: &Path) -> Option<PathBuf> {
+        let path = base.join(file?);
+        if !path.is_file() {
+            self.add(key, format!("{} does not exist", path.display()));
+        }
+        Some(path)
+    }
+
     fn domain(&mut self, key: &str, value: &str) -> String {
         address::normalise(&format!("x@{value}"))
             .map(|a| address::domain_of(&a).to_owned())
@@ -429,6 +485,7 @@ fn validate(raw: Raw, file: Option<PathBuf>, base: &Path) -> Result<Config, Conf
             own_addresses.push(m.address.clone());
         }
     }
+    let smtp = raw.smtp.as_ref().and_then(|s| smtp(&mut p, s, base));
     let template = load_template(&raw.acknowledgement, base).unwrap_or_else(|e| {
         p.add("acknowledgement.template", e);
         AckTemplate::new(String::new()).expect("an empty template compiles")
@@ -467,6 +524,7 @@ fn validate(raw: Raw, file: Option<PathBuf>, base: &Path) -> Result<Config, Conf
             max_message_bytes: raw.ingest.max_message_bytes as usize,
         },
         mailboxes,
+        smtp,
     })
 }
 
@@ -484,12 +542,7 @@ fn mailbox(p: &mut Problems, i: usize, raw: &RawMailbox, base: &Path) -> Option<
         p.add(&key("name"), "must not be empty");
     }
     let address = p.address(&key("address"), &raw.address);
-    if raw.host.trim().is_empty() {
-        p.add(&key("host"), "must not be empty");
-    }
-    if raw.tls == TlsMode::None && !is_loopback(&raw.host) {
-        p.add(&key("tls"), format!("\"none\" sends the password in clear text; it is allowed only to a loopback address, not {:?}", raw.host));
-    }
+    p.endpoint(&key, &raw.host, raw.tls);
     if raw.poll_interval_secs == 0 {
         p.add(&key("poll_interval_secs"), "must be at least 1");
     }
@@ -502,11 +555,10 @@ fn mailbox(p: &mut Problems, i: usize, raw: &RawMailbox, base: &Path) -> Option<
             p.add(&key(field), "must not be empty");
         }
     }
-    let ca_file = raw.ca_file.as_ref().map(|f| base.join(f));
-    if let Some(f) = ca_file.as_ref().filter(|f| !f.is_file()) {
-        p.add(&key("ca_file"), format!("{} does not exist", f.display()));
-    }
-    let password = password(raw).map_err(|e| p.add(&key("password"), e)).ok();
+    let ca_file = p.ca_file(&key("ca_file"), raw.ca_file.as_deref(), base);
+    let password = password(&raw.password, &raw.password_file, &raw.password_credential)
+        .map_err(|e| p.add(&key("password"), e))
+        .ok();
     let port = raw.port.unwrap_or(if raw.tls == TlsMode::Implicit {
         993
     } else {
@@ -530,10 +582,52 @@ fn mailbox(p: &mut Problems, i: usize, raw: &RawMailbox, base: &Path) -> Option<
     })
 }
 
+fn smtp(p: &mut Problems, raw: &RawSmtp, base: &Path) -> Option<SmtpConfig> {
+    let key = |field: &str| format!("smtp.{field}");
+    let before = p.0.len();
+    p.endpoint(&key, &raw.host, raw.tls);
+    let ca_file = p.ca_file(&key("ca_file"), raw.ca_file.as_deref(), base);
+    let credentials = match &raw.username {
+        Some(user) => password(&raw.password, &raw.password_file, &raw.password_credential)
+            .map(|pw| Some((user.clone(), pw)))
+            .map_err(|e| p.add(&key("password"), e))
+            .ok()
+            .flatten(),
+        None if raw.password.is_some()
+            || raw.password_file.is_some()
+            || raw.password_credential.is_some() =>
+        {
+            p.add(&key("username"), "a password is configured but no username");
+            None
+        }
+        None => None,
+    };
+    if raw.give_up_after_hours == 0 {
+        p.add(&key("give_up_after_hours"), "must be at least 1");
+    }
+    let port = raw.port.unwrap_or(match raw.tls {
+        TlsMode::Implicit => 465,
+        TlsMode::Starttls => 587,
+        TlsMode::None => 25,
+    });
+    (p.0.len() == before).then(|| SmtpConfig {
+        host: raw.host.clone(),
+        port,
+        tls: raw.tls,
+        ca_file,
+        credentials,
+        give_up_after: chrono::Duration::hours(raw.give_up_after_hours as i64),
+    })
+}
+
 /// Exactly one of `password`, `password_file` or `password_credential` (a systemd
 /// credential, read from `$CREDENTIALS_DIRECTORY`).
-fn password(raw: &RawMailbox) -> Result<Secret, String> {
-    match (&raw.password, &raw.password_file, &raw.password_credential) {
+fn password(
+    inline: &Option<String>,
+    file: &Option<PathBuf>,
+    credential: &Option<String>,
+) -> Result<Secret, String> {
+    match (inline, file, credential) {
         (Some(p), None, None) => Ok(Secret::new(p.clone())),
         (None, Some(file), None) => Secret::from_file(file),
         (None, None, Some(name)) => {
@@ -683,6 +777,23 @@ mod tests {
                 .replace("imap.helpdesk.example", "127.0.0.1"),
         );
         assert_eq!(plain_loopback.unwrap().mailboxes[0].port, 143);
+    }
+
+    #[test]
+    fn smtp_settings() {
+        let c = from_toml("[smtp]\nhost = 'mail.helpdesk.example'\ntls = 'starttls'\n").unwrap();
+        let s = c.smtp.unwrap();
+        assert_eq!(
+            (s.port, s.credentials.is_none(), s.give_up_after.num_hours()),
+            (587, true, 48)
+        );
+        let err = from_toml("[smtp]\nhost = 'mail.example.com'\ntls = 'none'\npassword = 'x'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("smtp.tls: ") && err.contains("smtp.username: "),
+            "{err}"
+        );
     }
 
     #[test]

@@ -14,7 +14,10 @@ use tracing::{debug, error, info, warn};
 use crate::config::{After, Config, MailboxConfig};
 use crate::imap::{self, Capabilities, ImapError, Session};
 use crate::ingest::{Batch, Outcome, Source};
+use crate::outbox::Sender;
 use crate::store::{self, Store, StoreError};
+use futures_util::future::Either;
+use tokio::sync::Notify;
 
 /// IDLE is re-issued before the 29 minutes after which RFC 2177 lets a server drop us.
 const IDLE_RENEW: Duration = Duration::from_secs(25 * 60);
@@ -41,18 +44,52 @@ pub async fn run(
     );
     // Open (and migrate) before anything starts, so a bad database stops us at once.
     drop(Store::open(&config.database_path)?);
+    let nudge = Arc::new(Notify::new());
+    let sender = match &config.smtp {
+        Some(smtp) => Some(
+            Sender::new(
+                smtp,
+                &config.policy.loop_header,
+                Store::open(&config.database_path)?,
+            )
+            .map_err(anyhow::Error::msg)?,
+        ),
+        None => {
+            warn!("no [smtp] section is configured: acknowledgements wait in the outbox");
+            None
+        }
+    };
     let tracker = TaskTracker::new();
     let mut tasks = Vec::new();
     for mailbox in &config.mailboxes {
-        let watcher = Watcher::new(Arc::clone(&config), mailbox.clone(), shutdown.clone())?;
+        let watcher = Watcher::new(
+            Arc::clone(&config),
+            mailbox.clone(),
+            shutdown.clone(),
+            Arc::clone(&nudge),
+        )?;
         tasks.push(tracker.spawn(watcher.watch(once)));
     }
+    // Once, the outbox is drained after the mailboxes, so it sends what they queued.
+    let sending = sender.map(|s| {
+        let run = s.run(Arc::clone(&nudge), shutdown.clone(), once);
+        if once {
+            Either::Left(run)
+        } else {
+            Either::Right(tracker.spawn(run))
+        }
+    });
     tracker.close();
     let mut failed = 0;
     for task in tasks {
         if !task.await.unwrap_or(false) {
             failed += 1;
         }
+    }
+    match sending {
+        Some(Either::Left(run)) => run.await?,
+        Some(Either::Right(task)) => task.await??,
+        None => {}
     }
     anyhow::ensure!(failed == 0, "{failed} mailbox(es) could not be drained");
     Ok(())
@@ -63,6 +100,8 @@ struct Watcher {
     mailbox: MailboxConfig,
     store: Arc<Mutex<Store>>,
     shutdown: CancellationToken,
+    /// Woken when a batch queued acknowledgements.
+    nudge: Arc<Notify>,
     /// The kind of the last connection error, so each state change is logged once.
     down: Option<&'static str>,
     failures: u32,
@@ -73,6 +112,7 @@ impl Watcher {
         config: Arc<Config>,
         mailbox: MailboxConfig,
         shutdown: CancellationToken,
+        nudge: Arc<Notify>,
     ) -> Result<Watcher, StoreError> {
         let store = Arc::new(Mutex::new(Store::open(&config.database_path)?));
         Ok(Watcher {
@@ -80,6 +120,7 @@ impl Watcher {
             mailbox,
             store,
             shutdown,
+            nudge,
             down: None,
             failures: 0,
         })
@@ -283,6 +324,12 @@ impl Watcher {
                 Ok(outcomes)
             })
             .await?;
+        if outcomes
+            .iter()
+            .any(|(_, o)| matches!(o, Outcome::Created { ack, .. } if ack == "queued"))
+        {
+            self.nudge.notify_one();
+        }
         let (mut ok, mut failed) = (Vec::new(), Vec::new());
         for (uid, outcome) in &outcomes {
             info!(mailbox = %m.name, uid, "{} UID {uid}: {outcome}", m.name);

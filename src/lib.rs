@@ -6,6 +6,8 @@ pub mod core;
 pub mod daemon;
 pub mod imap;
 pub mod ingest;
+pub mod outbox;
 pub mod secret;
+pub mod smtp;
 pub mod store;
 pub mod tls;

@@ -2,6 +2,7 @@
 //! loads the config, opens the store and prints; the work happens in the library.
 
 mod ingest;
+mod outbox;
 mod output;
 mod tickets;
 
@@ -79,6 +80,9 @@ enum Command {
     /// Messages that could not be processed, kept with their raw bytes
     #[command(subcommand)]
     Failed(tickets::FailedCommand),
+    /// Acknowledgements: list them, retry failed ones
+    #[command(subcommand)]
+    Outbox(outbox::OutboxCommand),
     /// Validate the configuration and report every problem with its key
     CheckConfig,
 }
@@ -102,6 +106,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run { once } => run_daemon(config, once),
         Command::Tickets(cmd) => tickets::run_tickets(&config, cmd),
         Command::Failed(cmd) => tickets::run_failed(&config, cmd),
+        Command::Outbox(cmd) => outbox::run(&config, cmd),
         Command::CheckConfig => {
             let file = config
                 .file

@@ -7,5 +7,6 @@ pub mod classify;
 pub mod decide;
 pub mod parse;
 pub mod resolve;
+pub mod retry;
 pub mod route;
 pub mod ticket_number;

@@ -4,6 +4,7 @@
 
 mod ingest;
 mod mailbox;
+pub mod outbox;
 pub mod tickets;
 
 pub use ingest::{

@@ -1,0 +1,74 @@
+//! `postdesk outbox …`: the acknowledgements waiting, sent or failed, and re-queueing.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use chrono::Utc;
+use clap::Subcommand;
+
+use super::output::{clip, json, or_dash, table};
+use crate::config::Config;
+use crate::store::outbox;
+
+#[derive(Subcommand)]
+pub enum OutboxCommand {
+    /// Every acknowledgement with its state, attempts and last error
+    #[command(after_help = "Example:\n  postdesk outbox list --json")]
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue failed or waiting acknowledgements for delivery now
+    #[command(after_help = "Examples:\n  postdesk outbox retry 17\n  postdesk outbox retry --all")]
+    Retry {
+        /// The outbox row to retry
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<i64>,
+        /// Every row not sent yet
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+pub fn run(config: &Config, cmd: OutboxCommand) -> anyhow::Result<ExitCode> {
+    let store = super::open_store(config)?;
+    match cmd {
+        OutboxCommand::List { json: true } => json(&outbox::list(store.conn())?)?,
+        OutboxCommand::List { json: false } => {
+            let rows: Vec<Vec<String>> = outbox::list(store.conn())?
+                .into_iter()
+                .map(|r| {
+                    vec![
+                        r.id.to_string(),
+                        r.ticket,
+                        r.state,
+                        r.attempts.to_string(),
+                        r.recipient,
+                        r.sent_at.unwrap_or(r.next_attempt_at),
+                        clip(&or_dash(r.last_error.as_deref()), 60),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "ID",
+                    "TICKET",
+                    "STATE",
+                    "ATTEMPTS",
+                    "RECIPIENT",
+                    "SENT / NEXT TRY",
+                    "LAST ERROR",
+                ],
+                &rows,
+            );
+        }
+        OutboxCommand::Retry { id, .. } => {
+            let n = outbox::retry(store.conn(), id, Utc::now())?;
+            match id {
+                Some(id) if n == 0 => bail!("no unsent acknowledgement with id {id}"),
+                _ => println!("{n} acknowledgement(s) queued for delivery; a running daemon sends them within 30 s"),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,127 @@
+//! The acknowledgement outbox: rows written in the ticket's transaction, read and
+//! updated by the sender, listed and re-queued by the CLI.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, Row};
+use serde::Serialize;
+
+use super::{timestamp, StoreError};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub ticket: String,
+    pub recipient: String,
+    pub recipient_name: Option<String>,
+    pub sender: String,
+    pub sender_name: Option<String>,
+    pub subject: String,
+    #[serde(skip)]
+    pub body_text: String,
+    pub message_id: String,
+    pub in_reply_to: Option<String>,
+    pub references: Vec<String>,
+    pub state: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub next_attempt_at: String,
+    pub sent_at: Option<String>,
+    pub created_at: String,
+}
+
+const SELECT: &str = "
+    SELECT o.id, t.number, o.recipient, o.recipient_name, o.sender, o.sender_name, o.subject, o.body_text,
+           o.message_id, o.in_reply_to, o.refs, o.state, o.attempts, o.last_error, o.next_attempt_at, o.sent_at,
+           o.created_at
+    FROM outbox o JOIN tickets t ON t.id = o.ticket_id";
+
+fn row(r: &Row) -> rusqlite::Result<OutboxRow> {
+    let refs: String = r.get(10)?;
+    Ok(OutboxRow {
+        id: r.get(0)?,
+        ticket: r.get(1)?,
+        recipient: r.get(2)?,
+        recipient_name: r.get(3)?,
+        sender: r.get(4)?,
+        sender_name: r.get(5)?,
+        subject: r.get(6)?,
+        body_text: r.get(7)?,
+        message_id: r.get(8)?,
+        in_reply_to: r.get(9)?,
+        references: refs.split_whitespace().map(str::to_owned).collect(),
+        state: r.get(11)?,
+        attempts: r.get(12)?,
+        last_error: r.get(13)?,
+        next_attempt_at: r.get(14)?,
+        sent_at: r.get(15)?,
+        created_at: r.get(16)?,
+    })
+}
+
+/// Queued rows whose next attempt is due, oldest first.
+pub fn due(
+    conn: &Connection,
+    now: DateTime<Utc>,
+    limit: usize,
+) -> Result<Vec<OutboxRow>, StoreError> {
+    let sql = format!(
+        "{SELECT} WHERE o.state = 'queued' AND o.next_attempt_at <= ?1 ORDER BY o.id LIMIT ?2"
+    );
+    let rows = conn
+        .prepare_cached(&sql)?
+        .query_map(params![timestamp(now), limit as i64], row)?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+/// When the earliest queued row is due, if any.
+pub fn next_due(conn: &Connection) -> Result<Option<String>, StoreError> {
+    let sql = "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'queued'";
+    Ok(conn.prepare_cached(sql)?.query_row([], |r| r.get(0))?)
+}
+
+pub fn list(conn: &Connection) -> Result<Vec<OutboxRow>, StoreError> {
+    let sql = format!("{SELECT} ORDER BY o.id");
+    let rows = conn
+        .prepare(&sql)?
+        .query_map([], row)?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+pub fn mark_sent(conn: &Connection, id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE outbox SET state = 'sent', attempts = attempts + 1, sent_at = ?1, last_error = NULL WHERE id = ?2",
+    )?
+    .execute(params![timestamp(now), id])?;
+    Ok(())
+}
+
+pub fn mark_retry(
+    conn: &Connection,
+    id: i64,
+    error: &str,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE outbox SET attempts = attempts + 1, last_error = ?1, next_attempt_at = ?2 WHERE id = ?3")?
+        .execute(params![error, timestamp(at), id])?;
+    Ok(())
+}
+
+pub fn mark_failed(conn: &Connection, id: i64, error: &str) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ?1 WHERE id = ?2")?
+        .execute(params![error, id])?;
+    Ok(())
+}
+
+/// Queues failed (or waiting) rows for an attempt now: one row, or every unsent one.
+/// How many rows were re-queued.
+pub fn retry(conn: &Connection, id: Option<i64>, now: DateTime<Utc>) -> Result<usize, StoreError> {
+    let n = conn
+        .prepare(
+            "UPDATE outbox SET state = 'queued', next_attempt_at = ?1
+             WHERE state != 'sent' AND (?2 IS NULL OR id = ?2)",
+        )?
+        .execute(params![timestamp(now), id])?;
+    Ok(n)
+}
