@@ -1,6 +1,9 @@
 //! The one integration-test binary: golden tests over `fixtures/mail/` and CLI tests
-//! that run the real `postdesk` binary against temporary databases.
+//! that run the real `postdesk` binary against temporary databases, and tests against a
+//! private Dovecot IMAP server (`dovecot.rs`).
 
 mod cli;
+mod dovecot;
+mod dovecot_smoke;
 mod golden;
 mod harness;

@@ -1,0 +1,801 @@
+//! A private Dovecot IMAP server for integration tests.
+//!
+//! `Dovecot::start(&[("help@example.com", "secret")])` writes a self-contained config into a
+//! short temporary directory under `/tmp`, generates a test CA and a server certificate with
+//! the `openssl` command line, and runs `dovecot -F -c CONFIG` as a child process listening
+//! only on 127.0.0.1 on two free ports: a plain port (offering STARTTLS when TLS is on) and an
+//! implicit-TLS port. Mail is added and inspected behind the server's back with
+//! `doveadm -c CONFIG …`, which goes through Dovecot's own storage code (no hand-written
+//! Maildir files). Everything is std and blocking.
+//!
+//! Needs the Debian packages in `scripts/dovecot-packages.txt`. A missing `dovecot` makes
+//! `start` panic: these tests are never skipped silently.
+//!
+//! Facts this relies on (Dovecot 2.3):
+//! - A private `base_dir`, `state_dir`, `log_path` and a unique `instance_name`, and `-c` on
+//!   every `doveadm` call, keep it apart from any system-wide Dovecot (which may or may not
+//!   be running on 143/993: nothing here depends on it).
+//! - Unix sockets live in `base_dir`; their paths are limited to 108 bytes, hence the short
+//!   `/tmp/pd-dove-XXXXXX` directory rather than `$TMPDIR`.
+//! - Users: Dovecot refuses to access mail as uid 0. Run as root (the containers), the mail
+//!   belongs to the Debian `mail` user (uid 8, from /etc/passwd), so `first_valid_uid` and
+//!   `last_valid_uid` are set to exactly that uid; the temporary directory is made 0711 so
+//!   that `mail` (and the `dovecot` user running the auth process, which reads the users file)
+//!   can traverse it, and only `DIR/mail` is owned by `mail`. The internal and login users
+//!   stay Dovecot's defaults, `dovecot` and `dovenull`, which the dovecot-core package
+//!   creates. Run as a normal user, everything runs as that user ("rootless" Dovecot):
+//!   `mail_uid`, `default_internal_user`, `default_login_user` and `default_internal_group`
+//!   are the current user and group, and the login and anvil processes are not chrooted.
+//!   Both modes were tried (the normal-user one as `nobody`).
+//! - `disable_plaintext_auth = no` allows LOGIN on the plain port; loopback only.
+//! - `mail_max_userip_connections = 100`: the default of 10 is too few for parallel clients.
+//! - `mail_save_crlf = yes`: messages are stored with CRLF line ends, exactly as IMAP serves
+//!   them, so `messages()` returns the bytes a client's `BODY[]` gets.
+//! - Stopping kills the whole process group with SIGKILL. Killing only the master would leave
+//!   logged-in `imap` processes serving their clients; a SIGTERM shutdown takes ~2 s.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long the server may take to accept connections after being started.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the ports may stay open after the server was killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Searched after `$PATH`: Debian installs `dovecot` in /usr/sbin, often not on a user's PATH.
+const SBIN_DIRS: [&str; 4] = ["/usr/sbin", "/usr/local/sbin", "/sbin", "/usr/bin"];
+/// Debian packages to install when a program is missing.
+const PACKAGES: &str = "dovecot-core dovecot-imapd (see scripts/dovecot-packages.txt)";
+
+pub struct Options {
+    /// false: no SSL at all, so the plain port does not offer STARTTLS and there is no
+    /// implicit-TLS port.
+    pub tls: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { tls: true }
+    }
+}
+
+/// What `doveadm mailbox status` says about one folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    pub messages: u32,
+    pub unseen: u32,
+    pub uidvalidity: u32,
+    pub uidnext: u32,
+}
+
+pub struct Dovecot {
+    dir: tempfile::TempDir,
+    dovecot: PathBuf,
+    doveadm: PathBuf,
+    child: Option<Child>,
+    imap_port: u16,
+    imaps_port: Option<u16>,
+}
+
+impl Dovecot {
+    /// A server with TLS (STARTTLS on the plain port, and an implicit-TLS port) and these
+    /// (login, password) users.
+    pub fn start(users: &[(&str, &str)]) -> Dovecot {
+        Dovecot::start_with(users, Options::default())
+    }
+
+    pub fn start_with(users: &[(&str, &str)], options: Options) -> Dovecot {
+        let dovecot = find_program("dovecot");
+        let doveadm = find_program("doveadm");
+        let dir = tempfile::Builder::new()
+            .prefix("pd-dove-")
+            .tempdir_in("/tmp")
+            .expect("create a temporary directory under /tmp");
+        let owner = MailOwner::for_dir(dir.path());
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o711))
+            .expect("make the temporary directory traversable");
+        let mail = dir.path().join("mail");
+        fs::create_dir(&mail).expect("create the mail directory");
+        std::os::unix::fs::chown(&mail, Some(owner.uid), Some(owner.gid))
+            .unwrap_or_else(|e| panic!("chown {} to {}: {e}", mail.display(), owner.uid));
+        fs::set_permissions(&mail, fs::Permissions::from_mode(0o700)).expect("chmod mail dir");
+
+        let mut passwd = String::new();
+        for (login, password) in users {
+            for field in [login, password] {
+                assert!(
+                    !field.is_empty() && !field.contains([':', '\n', '\r']),
+                    "Dovecot test users: {field:?} can't go into a passwd-file"
+                );
+            }
+            // user:password:uid:gid:gecos:home:shell:extra; uid, gid and home come from the config.
+            passwd.push_str(&format!("{login}:{{PLAIN}}{password}::::::\n"));
+        }
+        // 0644: in root mode the auth process reading it runs as the `dovecot` user.
+        write_file(&dir.path().join("users"), passwd.as_bytes(), 0o644);
+        if options.tls {
+            make_certificates(dir.path());
+        }
+
+        let mut server = Dovecot {
+            dir,
+            dovecot,
+            doveadm,
+            child: None,
+            imap_port: 0,
+            imaps_port: None,
+        };
+        // Free ports are picked by binding port 0 and letting go; someone else may grab one
+        // before Dovecot binds it, so try again with new ports if that happens.
+        for attempt in 1.. {
+            let ports = free_ports(if options.tls { 2 } else { 1 });
+            server.imap_port = ports[0];
+            server.imaps_port = ports.get(1).copied();
+            write_file(
+                &server.config_path(),
+                server.config(&owner, options.tls).as_bytes(),
+                0o644,
+            );
+            server.spawn();
+            match server.wait_ready() {
+                Ok(()) => break,
+                Err(why) => {
+                    server.kill();
+                    let log = server.log();
+                    if attempt < 3 && log.contains("Address already in use") {
+                        continue;
+                    }
+                    panic!("{why}\n{log}");
+                }
+            }
+        }
+        server
+    }
+
+    /// The plain port (offering STARTTLS when TLS is on).
+    pub fn imap_port(&self) -> u16 {
+        self.imap_port
+    }
+
+    /// The implicit-TLS port. Panics for a server started with `tls: false`.
+    pub fn imaps_port(&self) -> u16 {
+        self.imaps_port
+            .expect("imaps_port: this Dovecot was started with `tls: false`")
+    }
+
+    /// PEM of the test CA that signed the server certificate (for 127.0.0.1 and localhost).
+    pub fn ca_file(&self) -> PathBuf {
+        self.tls_file("ca.pem")
+    }
+
+    /// PEM of an unrelated CA, for "wrong CA" tests.
+    pub fn other_ca_file(&self) -> PathBuf {
+        self.tls_file("other-ca.pem")
+    }
+
+    /// Kills the server (every Dovecot process, so connected clients see the connection
+    /// close) and waits until its ports refuse connections. The ports stay ours for `restart`.
+    pub fn stop(&mut self) {
+        if self.child.is_none() {
+            return;
+        }
+        self.kill();
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        for port in self.ports() {
+            while port_accepts(port) {
+                assert!(
+                    Instant::now() < deadline,
+                    "Dovecot port {port} still accepts connections {STOP_TIMEOUT:?} after the \
+                     server was killed\n{}",
+                    self.log()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Starts the server again, on the same ports and with the same data (stopping it first
+    /// if it is running).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+        if let Err(why) = self.wait_ready() {
+            self.kill();
+            panic!("{why}\n{}", self.log());
+        }
+    }
+
+    /// Delivers one message (unseen) to `folder`, creating the folder if needed. Dovecot
+    /// stores it with CRLF line ends.
+    pub fn append(&self, user: &str, folder: &str, raw: &[u8]) {
+        if !self.folder_exists(user, folder) {
+            let created = self.doveadm(&["mailbox", "create", "-u", user, folder], None);
+            // Another thread may have created it meanwhile.
+            if !created.status.success() && !self.folder_exists(user, folder) {
+                self.fail(&format!("create folder {folder:?} for {user}"), &created);
+            }
+        }
+        self.doveadm_ok(
+            &format!("append a message to {folder:?} for {user}"),
+            &["save", "-u", user, "-m", folder],
+            Some(raw),
+        );
+    }
+
+    pub fn status(&self, user: &str, folder: &str) -> Status {
+        let what = format!("status of {folder:?} for {user}");
+        let out = self.doveadm_ok(
+            &what,
+            &[
+                "-f",
+                "json",
+                "mailbox",
+                "status",
+                "-u",
+                user,
+                "messages unseen uidvalidity uidnext",
+                folder,
+            ],
+            None,
+        );
+        let rows = json_rows(&out, &what);
+        let row = rows
+            .first()
+            .unwrap_or_else(|| panic!("{what}: doveadm printed no row\n{}", self.log()));
+        let number = |key: &str| -> u32 {
+            row.get(key)
+                .and_then(|v| v.as_str())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{what}: no number {key:?} in {row}"))
+        };
+        Status {
+            messages: number("messages"),
+            unseen: number("unseen"),
+            uidvalidity: number("uidvalidity"),
+            uidnext: number("uidnext"),
+        }
+    }
+
+    /// Creates `folder` (and missing parents, hierarchy separator `/`). Panics if it exists.
+    pub fn create_folder(&self, user: &str, folder: &str) {
+        self.doveadm_ok(
+            &format!("create folder {folder:?} for {user}"),
+            &["mailbox", "create", "-u", user, folder],
+            None,
+        );
+    }
+
+    /// Deletes `folder` and its messages. Creating it again gives it a new UIDVALIDITY.
+    pub fn delete_folder(&self, user: &str, folder: &str) {
+        self.doveadm_ok(
+            &format!("delete folder {folder:?} for {user}"),
+            &["mailbox", "delete", "-u", user, folder],
+            None,
+        );
+    }
+
+    /// Whether `folder` exists and can be selected (a mere parent such as `A` of `A/B`
+    /// created alone does not count).
+    pub fn folder_exists(&self, user: &str, folder: &str) -> bool {
+        let out = self.doveadm(&["mailbox", "status", "-u", user, "messages", folder], None);
+        match out.status.code() {
+            Some(0) => true,
+            Some(68) => false, // DOVEADM_EX_NOTFOUND: "Mailbox doesn't exist"
+            _ => self.fail(&format!("check folder {folder:?} for {user}"), &out),
+        }
+    }
+
+    /// The raw bytes of every message in `folder`, in UID order, as stored (CRLF line ends).
+    pub fn messages(&self, user: &str, folder: &str) -> Vec<Vec<u8>> {
+        let what = format!("messages in {folder:?} for {user}");
+        let out = self.doveadm_ok(
+            &what,
+            &[
+                "-f", "json", "fetch", "-u", user, "guid", "mailbox", folder, "all",
+            ],
+            None,
+        );
+        // For Maildir the GUID is the file's base name, before ":2,FLAGS".
+        let guids: Vec<String> = json_rows(&out, &what)
+            .iter()
+            .map(|row| {
+                row.get("guid")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_else(|| panic!("{what}: no guid in {row}"))
+                    .to_owned()
+            })
+            .collect();
+        let out = self.doveadm_ok(
+            &what,
+            &["-f", "json", "mailbox", "path", "-u", user, folder],
+            None,
+        );
+        let rows = json_rows(&out, &what);
+        let maildir = rows
+            .first()
+            .and_then(|row| row.get("path"))
+            .and_then(|v| v.as_str())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| panic!("{what}: no path in {}", String::from_utf8_lossy(&out)));
+        guids
+            .iter()
+            .map(|guid| read_maildir_message(&maildir, guid))
+            .collect()
+    }
+
+    /// Dovecot's private log (and anything the master printed before opening it).
+    pub fn log(&self) -> String {
+        let read = |name: &str| {
+            fs::read(self.dir.path().join(name))
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
+        };
+        let mut log = format!(
+            "--- Dovecot log ({}) ---\n{}",
+            self.dir.path().join("dovecot.log").display(),
+            read("dovecot.log")
+        );
+        let stderr = read("stderr.log");
+        if !stderr.trim().is_empty() {
+            log.push_str(&format!("--- dovecot -F output ---\n{stderr}"));
+        }
+        log
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("dovecot.conf")
+    }
+
+    fn ports(&self) -> Vec<u16> {
+        std::iter::once(self.imap_port)
+            .chain(self.imaps_port)
+            .collect()
+    }
+
+    fn tls_file(&self, name: &str) -> PathBuf {
+        assert!(
+            self.imaps_port.is_some(),
+            "{name}: this Dovecot was started with `tls: false`"
+        );
+        self.dir.path().join(name)
+    }
+
+    fn config(&self, owner: &MailOwner, tls: bool) -> String {
+        let dir = self.dir.path().display();
+        let instance = self
+            .dir
+            .path()
+            .file_name()
+            .expect("temporary directory name")
+            .to_string_lossy();
+        let mut conf = format!(
+            "# Written by tests/it/dovecot.rs\n\
+             instance_name = {instance}\n\
+             base_dir = {dir}/run\n\
+             state_dir = {dir}/state\n\
+             log_path = {dir}/dovecot.log\n\
+             protocols = imap\n\
+             listen = 127.0.0.1\n\
+             disable_plaintext_auth = no\n\
+             auth_mechanisms = plain login\n\
+             mail_home = {dir}/mail/%u\n\
+             mail_location = maildir:~/Maildir\n\
+             mail_save_crlf = yes\n\
+             mail_max_userip_connections = 100\n\
+             mail_uid = {uid}\n\
+             mail_gid = {gid}\n\
+             first_valid_uid = {uid}\n\
+             last_valid_uid = {uid}\n\
+             first_valid_gid = {gid}\n\
+             last_valid_gid = {gid}\n\
+             passdb {{\n  driver = passwd-file\n  args = {dir}/users\n}}\n\
+             userdb {{\n  driver = passwd-file\n  args = {dir}/users\n}}\n\
+             namespace inbox {{\n  inbox = yes\n  separator = /\n}}\n",
+            uid = owner.uid,
+            gid = owner.gid,
+        );
+        if tls {
+            conf.push_str(&format!(
+                "ssl = yes\nssl_cert = <{dir}/server.pem\nssl_key = <{dir}/server.key\n"
+            ));
+        } else {
+            conf.push_str("ssl = no\n");
+        }
+        let chroot = match &owner.rootless {
+            Some(rootless) => {
+                conf.push_str(&format!(
+                    "default_internal_user = {user}\n\
+                     default_login_user = {user}\n\
+                     default_internal_group = {group}\n\
+                     service anvil {{\n  chroot =\n}}\n",
+                    user = rootless.user,
+                    group = rootless.group,
+                ));
+                "  chroot =\n"
+            }
+            None => "",
+        };
+        // The built-in imap-login service also has an imaps listener on 993: always override
+        // it (port 0 disables it).
+        conf.push_str(&format!(
+            "service imap-login {{\n{chroot}\
+             {i}inet_listener imap {{\n{i}{i}address = 127.0.0.1\n{i}{i}port = {imap}\n{i}}}\n\
+             {i}inet_listener imaps {{\n{i}{i}address = 127.0.0.1\n{i}{i}port = {imaps}\n\
+             {i}{i}ssl = yes\n{i}}}\n\
+             }}\n",
+            i = "  ",
+            imap = self.imap_port,
+            imaps = self.imaps_port.unwrap_or(0),
+        ));
+        conf
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "Dovecot is already running");
+        // A stale pid file whose number was reused would make Dovecot refuse to start.
+        let _ = fs::remove_file(self.dir.path().join("run/master.pid"));
+        let output = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("stderr.log"))
+            .expect("open stderr.log");
+        let child = Command::new(&self.dovecot)
+            .arg("-F")
+            .arg("-c")
+            .arg(self.config_path())
+            .stdin(Stdio::null())
+            .stdout(output.try_clone().expect("clone stderr.log"))
+            .stderr(output)
+            // Its own process group, so that `kill` reaches every Dovecot process.
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("run {}: {e}", self.dovecot.display()));
+        self.child = Some(child);
+    }
+
+    /// Until the plain port greets with a real "* OK" (not "Waiting for authentication
+    /// process") and the TLS port accepts connections.
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .expect("Dovecot child")
+                .try_wait()
+                .expect("try_wait on dovecot")
+            {
+                self.child = None;
+                return Err(format!("Dovecot exited while starting ({status})"));
+            }
+            if greets(self.imap_port) && self.imaps_port.is_none_or(port_accepts) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "Dovecot did not accept connections on 127.0.0.1:{:?} within {START_TIMEOUT:?}",
+                    self.ports()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL to Dovecot's process group, then reap the master.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pgid = i32::try_from(child.id()).expect("pid fits in i32");
+            // SAFETY: kill(2) has no memory-safety preconditions. The group id is the pid of
+            // our child, which is not reaped yet, so it cannot have been reused.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+            let _ = child.wait();
+        }
+    }
+
+    fn doveadm(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut child = Command::new(&self.doveadm)
+            .arg("-c")
+            .arg(self.config_path())
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("run {}: {e}", self.doveadm.display()));
+        if let Some(bytes) = stdin {
+            let mut pipe = child.stdin.take().expect("doveadm stdin");
+            pipe.write_all(bytes).expect("write to doveadm");
+        }
+        child.wait_with_output().expect("wait for doveadm")
+    }
+
+    fn doveadm_ok(&self, what: &str, args: &[&str], stdin: Option<&[u8]>) -> Vec<u8> {
+        let out = self.doveadm(args, stdin);
+        if !out.status.success() {
+            self.fail(what, &out);
+        }
+        out.stdout
+    }
+
+    fn fail(&self, what: &str, out: &Output) -> ! {
+        let hint = if self.child.is_none() {
+            " (the server is stopped: doveadm needs it for user lookups)"
+        } else {
+            ""
+        };
+        panic!(
+            "Dovecot test server: {what} failed{hint}: doveadm exited with {}\nstderr:\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        )
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Which uid owns the mail, and for a non-root run the names Dovecot needs for itself.
+struct MailOwner {
+    uid: u32,
+    gid: u32,
+    rootless: Option<Rootless>,
+}
+
+struct Rootless {
+    user: String,
+    group: String,
+}
+
+impl MailOwner {
+    /// `dir` was just created by this process, so its owner is our effective uid and gid.
+    fn for_dir(dir: &Path) -> MailOwner {
+        let meta = fs::metadata(dir).expect("stat the temporary directory");
+        if meta.uid() == 0 {
+            let (uid, gid) = passwd_entries()
+                .into_iter()
+                .find(|(name, _, _)| name == "mail")
+                .map(|(_, uid, gid)| (uid, gid))
+                .expect("Dovecot test server run as root needs the `mail` user in /etc/passwd");
+            return MailOwner {
+                uid,
+                gid,
+                rootless: None,
+            };
+        }
+        let user = passwd_entries()
+            .into_iter()
+            .find(|(_, uid, _)| *uid == meta.uid())
+            .map(|(name, _, _)| name)
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| panic!("no user name for uid {} in /etc/passwd", meta.uid()));
+        let group = fs::read_to_string("/etc/group")
+            .unwrap_or_default()
+            .lines()
+            .map(|line| line.split(':').collect::<Vec<_>>())
+            .find(|f| f.len() > 2 && f[2].parse() == Ok(meta.gid()))
+            .map(|f| f[0].to_owned())
+            .unwrap_or_else(|| panic!("no group name for gid {} in /etc/group", meta.gid()));
+        MailOwner {
+            uid: meta.uid(),
+            gid: meta.gid(),
+            rootless: Some(Rootless { user, group }),
+        }
+    }
+}
+
+/// (name, uid, gid) of each line of /etc/passwd.
+fn passwd_entries() -> Vec<(String, u32, u32)> {
+    fs::read_to_string("/etc/passwd")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split(':').collect();
+            Some((
+                f.first()?.to_string(),
+                f.get(2)?.parse().ok()?,
+                f.get(3)?.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+fn find_program(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(SBIN_DIRS.iter().map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| {
+            fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "Dovecot test server: `{name}` not found on PATH nor in {SBIN_DIRS:?}; \
+                 install the Debian packages {PACKAGES}"
+            )
+        })
+}
+
+fn write_file(path: &Path, contents: &[u8], mode: u32) {
+    fs::write(path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+}
+
+/// `count` distinct free ports on 127.0.0.1 (all bound at once, then released).
+fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local address").port())
+        .collect()
+}
+
+fn connect(port: u16) -> Option<TcpStream> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()
+}
+
+fn port_accepts(port: u16) -> bool {
+    connect(port).is_some()
+}
+
+/// Whether the plain port answers with Dovecot's real greeting.
+fn greets(port: u16) -> bool {
+    let Some(stream) = connect(port) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).is_ok()
+        && line.starts_with("* OK")
+        && !line.contains("Waiting for authentication")
+}
+
+fn json_rows(out: &[u8], what: &str) -> Vec<serde_json::Value> {
+    match serde_json::from_slice(out) {
+        Ok(serde_json::Value::Array(rows)) => rows,
+        _ => panic!(
+            "{what}: doveadm printed no JSON array:\n{}",
+            String::from_utf8_lossy(out)
+        ),
+    }
+}
+
+/// The Maildir file whose base name is `guid`, in `new/` or `cur/`. A client may move it
+/// from `new/` to `cur/` (or change its flags) while we look, so look a few times.
+fn read_maildir_message(maildir: &Path, guid: &str) -> Vec<u8> {
+    for _ in 0..5 {
+        for sub in ["new", "cur"] {
+            let Ok(entries) = fs::read_dir(maildir.join(sub)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                let matches = name
+                    .strip_prefix(guid)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(':'));
+                if matches {
+                    if let Ok(bytes) = fs::read(entry.path()) {
+                        return bytes;
+                    }
+                }
+            }
+        }
+    }
+    panic!(
+        "no Maildir file for message {guid} in {}",
+        maildir.display()
+    )
+}
+
+/// A test CA, a server certificate it signs for 127.0.0.1 (SAN IP:127.0.0.1, DNS:127.0.0.1
+/// — mbsync checks only DNS names — and DNS:localhost), and an unrelated CA. EC P-256 keys:
+/// quick to generate.
+fn make_certificates(dir: &Path) {
+    let openssl = find_program("openssl");
+    let run = |args: &[&str]| {
+        let out = Command::new(&openssl)
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", openssl.display()));
+        assert!(
+            out.status.success(),
+            "openssl {args:?} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let new_key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    for (name, cn) in [
+        ("ca", "postdesk test CA"),
+        ("other-ca", "postdesk unrelated test CA"),
+    ] {
+        let (key, pem, subject) = (
+            format!("{name}.key"),
+            format!("{name}.pem"),
+            format!("/CN={cn}"),
+        );
+        let mut args = vec!["req", "-x509"];
+        args.extend(new_key);
+        args.extend([
+            "-keyout",
+            &key,
+            "-out",
+            &pem,
+            "-days",
+            "3650",
+            "-subj",
+            &subject,
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        run(&args);
+    }
+    let mut args = vec!["req", "-new"];
+    args.extend(new_key);
+    args.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    run(&args);
+    write_file(
+        &dir.join("server.ext"),
+        b"basicConstraints = critical,CA:FALSE\n\
+          keyUsage = critical,digitalSignature,keyEncipherment\n\
+          extendedKeyUsage = serverAuth\n\
+          subjectAltName = IP:127.0.0.1,DNS:127.0.0.1,DNS:localhost\n",
+        0o644,
+    );
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-CAserial",
+        "ca.srl",
+        "-days",
+        "3650",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ]);
+}
