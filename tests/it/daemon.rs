@@ -342,12 +342,14 @@ fn a_certificate_from_another_ca_is_refused() {
 #[test]
 fn starttls_is_required_when_configured() {
     let dovecot = Dovecot::start_with(&[(USER, PASSWORD)], Options { tls: false });
-    let port = dovecot.imap_port();
-    let world = World::with(dovecot, "");
-    let config = std::fs::read_to_string(world.dir.config()).unwrap();
-    let config = config.replace(&format!("port = {}", world.dovecot.imaps_port()), &format!("port = {port}\ntls = \"starttls\""));
-    std::fs::write(world.dir.config(), config).unwrap();
+    let mailbox = format!(
+        "[[mailbox]]\nname = \"support\"\naddress = \"{USER}\"\nhost = \"127.0.0.1\"\nport = {}\n\
+         tls = \"starttls\"\nusername = \"{USER}\"\npassword = \"{PASSWORD}\"\n",
+        dovecot.imap_port()
+    );
+    let world = World { dir: Dir::new(&mailbox), dovecot };
     assert_refused(&world, "does not offer STARTTLS");
+    assert!(!world.dovecot.log().contains(&format!("user=<{USER}>")), "a login reached the server");
 }
 
 #[test]
