@@ -1,7 +1,10 @@
 //! The command line: argument parsing and dispatch. Each command is a thin adapter that
 //! loads the config, opens the store and prints; the work happens in the library.
 
+mod customers;
 mod ingest;
+mod input;
+mod orgs;
 mod output;
 mod tickets;
 
@@ -62,9 +65,15 @@ enum Command {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
-    /// List and read tickets
+    /// List, read and change the state of tickets
     #[command(subcommand)]
     Tickets(tickets::TicketsCommand),
+    /// Customer users: list, show, add, edit and merge
+    #[command(subcommand)]
+    Customers(customers::CustomersCommand),
+    /// Organisations, the level above customer users: list, show, add, edit and merge
+    #[command(subcommand)]
+    Orgs(orgs::OrgsCommand),
     /// Messages that could not be processed, kept with their raw bytes
     #[command(subcommand)]
     Failed(tickets::FailedCommand),
@@ -89,6 +98,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Ingest { paths } => ingest::run(&config, &paths),
         Command::Tickets(cmd) => tickets::run_tickets(&config, cmd),
+        Command::Customers(cmd) => customers::run(&config, cmd),
+        Command::Orgs(cmd) => orgs::run(&config, cmd),
         Command::Failed(cmd) => tickets::run_failed(&config, cmd),
         Command::CheckConfig => {
             let file = config

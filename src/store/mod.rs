@@ -2,7 +2,9 @@
 //! the facts a decision needs, writing a decision, and the read queries of the CLI.
 //! It decides nothing: every choice is made in `core`.
 
+pub mod customers;
 mod ingest;
+pub mod orgs;
 pub mod tickets;
 
 pub use ingest::{
@@ -12,7 +14,7 @@ pub use ingest::{
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, ErrorCode};
+use rusqlite::{params, Connection, ErrorCode, Row, Transaction, TransactionBehavior};
 use rusqlite_migration::{Migrations, M};
 
 const MIGRATIONS: &[M<'static>] = &[M::up(include_str!("migrations/0001_initial.sql"))];
@@ -100,6 +102,55 @@ impl Store {
     pub fn conn_mut(&mut self) -> &mut Connection {
         &mut self.conn
     }
+
+    /// Runs `f` in one transaction: a consistent snapshot while the daemon writes.
+    pub fn read<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&Transaction) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.transaction(TransactionBehavior::Deferred, f)
+    }
+
+    /// Runs `f` in one transaction that holds the write lock from the start, so checks
+    /// and writes see the same data, and a command that reads before it writes never
+    /// fails to upgrade a snapshot the daemon has moved past (`SQLITE_BUSY_SNAPSHOT`).
+    /// Nothing is written when `f` fails.
+    pub fn write<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&Transaction) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.transaction(TransactionBehavior::Immediate, f)
+    }
+
+    fn transaction<T, E: From<StoreError>>(
+        &mut self,
+        behavior: TransactionBehavior,
+        f: impl FnOnce(&Transaction) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(behavior)
+            .map_err(StoreError::from)?;
+        let value = f(&tx)?;
+        tx.commit().map_err(StoreError::from)?;
+        Ok(value)
+    }
+}
+
+/// A column built with `json_group_array`, as a list.
+fn string_list(r: &Row, idx: usize) -> rusqlite::Result<Vec<String>> {
+    let text: String = r.get(idx)?;
+    serde_json::from_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+/// Runs the statements of a merge in order, each with `?1` = from and `?2` = into.
+fn run_merge(conn: &Connection, statements: &[&str], from: i64, into: i64) -> Result<(), StoreError> {
+    for sql in statements {
+        conn.execute(sql, params![from, into])?;
+    }
+    Ok(())
 }
 
 /// RFC 3339 UTC with seconds, the one timestamp format stored.
