@@ -253,9 +253,9 @@ impl Problems {
 
     fn domain(&mut self, key: &str, value: &str) -> String {
         address::normalise_domain(value).unwrap_or_else(|| {
-                self.add(key, format!("{value:?} is not a domain name"));
-                String::new()
-            })
+            self.add(key, format!("{value:?} is not a domain name"));
+            String::new()
+        })
     }
 }
 

@@ -39,6 +39,7 @@ pub enum CustomersCommand {
         /// Only customers whose name or one of whose addresses contains TEXT (any case)
         #[arg(long, value_name = "TEXT")]
         search: Option<String>,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
@@ -47,6 +48,7 @@ pub enum CustomersCommand {
     Show {
         /// Any of the customer's addresses
         email: String,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
@@ -65,6 +67,7 @@ pub enum CustomersCommand {
         /// The primary organisation
         #[arg(long, value_name = "NAME")]
         org: Option<String>,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
@@ -81,6 +84,7 @@ pub enum CustomersCommand {
         email: String,
         #[command(flatten)]
         changes: Changes,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
@@ -96,6 +100,7 @@ pub enum CustomersCommand {
         from_email: String,
         /// Any address of the customer that remains
         into_email: String,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
@@ -291,7 +296,11 @@ impl Changes {
             name: self.name,
             add_email: input::addresses(&self.add_email)?,
             remove_email: input::addresses(&self.remove_email)?,
-            org: if self.no_org { Some(None) } else { self.org.map(Some) },
+            org: if self.no_org {
+                Some(None)
+            } else {
+                self.org.map(Some)
+            },
             link_org: self.link_org,
             unlink_org: self.unlink_org,
         })
@@ -370,7 +379,7 @@ fn report(done: &str, customer: &Customer, as_json: bool) -> anyhow::Result<()> 
 
 fn print_customer(c: &Customer) {
     fields(&[
-        ("Customer", or_dash(c.name.as_deref())),
+        ("Name", or_dash(c.name.as_deref())),
         ("Addresses", addresses(c)),
         ("Organisation", or_dash(c.organisation.as_deref())),
         ("Linked", list_or_dash(&c.linked_organisations)),
@@ -406,5 +415,8 @@ pub fn print_list(list: &[Customer]) {
             ]
         })
         .collect();
-    table(&["NAME", "EMAIL", "ORGANISATION", "TICKETS", "ADDED"], &rows);
+    table(
+        &["NAME", "EMAIL", "ORGANISATION", "TICKETS", "ADDED"],
+        &rows,
+    );
 }

@@ -26,6 +26,7 @@ pub enum OrgsCommand {
     /// Every organisation with its domains, customer and ticket counts, by name
     #[command(after_help = "Example:\n  postdesk orgs list --json")]
     List {
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
@@ -33,6 +34,7 @@ pub enum OrgsCommand {
     #[command(after_help = "Example:\n  postdesk orgs show acme-widgets.com")]
     Show {
         name: String,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
@@ -46,6 +48,7 @@ pub enum OrgsCommand {
         /// Accept a free-mail domain such as gmail.com
         #[arg(long)]
         force: bool,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
@@ -69,6 +72,7 @@ pub enum OrgsCommand {
         /// Accept a free-mail domain such as gmail.com
         #[arg(long)]
         force: bool,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
@@ -78,6 +82,7 @@ pub enum OrgsCommand {
     Merge {
         from: String,
         into: String,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
@@ -160,7 +165,12 @@ pub fn run(config: &Config, cmd: OrgsCommand) -> anyhow::Result<ExitCode> {
                 extra_free_mail,
             };
             let (changed, lines) = store.write(|tx| add(tx, &name, &domains, &claim))?;
-            report(&format!("added organisation {name:?}"), changed, &lines, as_json)?;
+            report(
+                &format!("added organisation {name:?}"),
+                changed,
+                &lines,
+                as_json,
+            )?;
         }
         OrgsCommand::Edit {
             name,
@@ -191,7 +201,11 @@ pub fn run(config: &Config, cmd: OrgsCommand) -> anyhow::Result<ExitCode> {
             json: as_json,
         } => {
             let organisation = store.write(|tx| merge(tx, &from, &into))?;
-            let done = format!("merged organisation {:?} into {:?}", from.trim(), organisation.name);
+            let done = format!(
+                "merged organisation {:?} into {:?}",
+                from.trim(),
+                organisation.name
+            );
             let changed = Changed {
                 organisation,
                 assigned_customers: 0,
@@ -277,7 +291,11 @@ fn claim_all(
         assigned_customers += assigned;
         lines.push(format!(
             "domain {domain}: {assigned} existing {} without an organisation assigned",
-            if assigned == 1 { "customer" } else { "customers" }
+            if assigned == 1 {
+                "customer"
+            } else {
+                "customers"
+            }
         ));
     }
     let organisation = orgs::get(conn, id)?;

@@ -14,12 +14,15 @@ use crate::store::tickets::{self, TicketSummary};
 #[derive(Subcommand)]
 pub enum TicketsCommand {
     /// Tickets, oldest first; the options narrow the list and combine
-    #[command(after_help = "Examples:\n  postdesk tickets list --state open --org ACME\n  \
+    #[command(
+        after_help = "Examples:\n  postdesk tickets list --state open --org ACME\n  \
                             postdesk tickets list --visible-to alice@acme.example --json\n  \
-                            postdesk tickets list --overdue")]
+                            postdesk tickets list --overdue"
+    )]
     List {
         #[command(flatten)]
         filter: ListFilter,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
@@ -27,6 +30,7 @@ pub enum TicketsCommand {
     #[command(after_help = "Example:\n  postdesk tickets show 2026112310000017")]
     Show {
         number: String,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
@@ -35,6 +39,7 @@ pub enum TicketsCommand {
     SetState {
         number: String,
         state: String,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
@@ -64,6 +69,7 @@ pub struct ListFilter {
 pub enum FailedCommand {
     /// Every failed message with its reason
     List {
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
@@ -72,7 +78,10 @@ pub enum FailedCommand {
 pub fn run_tickets(config: &Config, cmd: TicketsCommand) -> anyhow::Result<ExitCode> {
     let mut store = super::open_store(config)?;
     match cmd {
-        TicketsCommand::List { filter, json: as_json } => {
+        TicketsCommand::List {
+            filter,
+            json: as_json,
+        } => {
             let filter = ListArgs::check(filter)?;
             let list = store.read(|tx| filter.list(tx))?;
             if as_json {
@@ -101,12 +110,13 @@ pub fn run_tickets(config: &Config, cmd: TicketsCommand) -> anyhow::Result<ExitC
         } => {
             let state = input::state(&state)?;
             let number = number.trim();
-            let (previous, ticket) = store.write(|tx| {
-                match tickets::set_state(tx, number, state, Utc::now())? {
-                    Some(changed) => Ok(changed),
-                    None => bail!("no ticket {number}"),
-                }
-            })?;
+            let (previous, ticket) =
+                store.write(
+                    |tx| match tickets::set_state(tx, number, state, Utc::now())? {
+                        Some(changed) => Ok(changed),
+                        None => bail!("no ticket {number}"),
+                    },
+                )?;
             if as_json {
                 json(&ticket)?;
             } else {

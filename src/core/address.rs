@@ -156,7 +156,10 @@ mod tests {
 
     #[test]
     fn owner_domains_cases() {
-        assert_eq!(owner_domains("eu.acme.co.uk"), ["eu.acme.co.uk", "acme.co.uk"]);
+        assert_eq!(
+            owner_domains("eu.acme.co.uk"),
+            ["eu.acme.co.uk", "acme.co.uk"]
+        );
         assert_eq!(owner_domains("acme.com"), ["acme.com"]);
     }
 

@@ -37,10 +37,13 @@ impl Month {
     /// Exactly `YYYY-MM`, as the customers page's month picker gives it.
     pub fn parse(text: &str) -> Option<Month> {
         let shaped = text.len() == 7
-            && text
-                .bytes()
-                .enumerate()
-                .all(|(i, b)| if i == 4 { b == b'-' } else { b.is_ascii_digit() });
+            && text.bytes().enumerate().all(|(i, b)| {
+                if i == 4 {
+                    b == b'-'
+                } else {
+                    b.is_ascii_digit()
+                }
+            });
         if !shaped {
             return None;
         }
@@ -111,7 +114,13 @@ pub fn list(conn: &Connection, filter: &Filter) -> Result<Vec<Customer>, StoreEr
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt
         .query_map(
-            params![filter.has_tickets, start, end, filter.organisation_id, pattern],
+            params![
+                filter.has_tickets,
+                start,
+                end,
+                filter.organisation_id,
+                pattern
+            ],
             customer,
         )?
         .collect::<Result<_, _>>()?;
@@ -270,8 +279,14 @@ mod tests {
     #[test]
     fn months() {
         let cases = [
-            ("2026-11", Some(("2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z"))),
-            ("2026-12", Some(("2026-12-01T00:00:00Z", "2027-01-01T00:00:00Z"))),
+            (
+                "2026-11",
+                Some(("2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z")),
+            ),
+            (
+                "2026-12",
+                Some(("2026-12-01T00:00:00Z", "2027-01-01T00:00:00Z")),
+            ),
             ("2026-13", None),
             ("2026-1", None),
             ("2026-011", None),

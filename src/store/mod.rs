@@ -14,7 +14,7 @@ pub use ingest::{
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{params, Connection, ErrorCode, Row, Transaction, TransactionBehavior};
+use rusqlite::{params_from_iter, Connection, ErrorCode, Row, Transaction, TransactionBehavior};
 use rusqlite_migration::{Migrations, M};
 
 const MIGRATIONS: &[M<'static>] = &[M::up(include_str!("migrations/0001_initial.sql"))];
@@ -145,10 +145,19 @@ fn string_list(r: &Row, idx: usize) -> rusqlite::Result<Vec<String>> {
     })
 }
 
-/// Runs the statements of a merge in order, each with `?1` = from and `?2` = into.
-fn run_merge(conn: &Connection, statements: &[&str], from: i64, into: i64) -> Result<(), StoreError> {
+/// Runs the statements of a merge in order, each with `?1` = from and `?2` = into
+/// (a statement may use only `?1`).
+fn run_merge(
+    conn: &Connection,
+    statements: &[&str],
+    from: i64,
+    into: i64,
+) -> Result<(), StoreError> {
+    let ids = [from, into];
     for sql in statements {
-        conn.execute(sql, params![from, into])?;
+        let mut stmt = conn.prepare(sql)?;
+        let used = stmt.parameter_count();
+        stmt.execute(params_from_iter(&ids[..used]))?;
     }
     Ok(())
 }

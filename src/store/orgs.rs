@@ -49,7 +49,9 @@ fn organisation(r: &Row) -> rusqlite::Result<Organisation> {
 pub fn list(conn: &Connection) -> Result<Vec<Organisation>, StoreError> {
     let sql = format!("{ORG_SELECT} ORDER BY o.name");
     let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map([], organisation)?.collect::<Result<_, _>>()?;
+    let rows = stmt
+        .query_map([], organisation)?
+        .collect::<Result<_, _>>()?;
     Ok(rows)
 }
 

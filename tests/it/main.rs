@@ -2,5 +2,6 @@
 //! that run the real `postdesk` binary against temporary databases.
 
 mod cli;
+mod customers;
 mod golden;
 mod harness;
