@@ -108,7 +108,7 @@ pub enum CustomersCommand {
 
 #[derive(Args)]
 pub struct Changes {
-    /// The display name
+    /// The display name; an empty one clears it
     #[arg(long)]
     name: Option<String>,
     /// Another address for this customer (repeatable)
@@ -160,7 +160,7 @@ pub fn run(config: &Config, cmd: CustomersCommand) -> anyhow::Result<ExitCode> {
             if as_json {
                 json(&list)?;
             } else {
-                print_list(&list);
+                print_customers(&list);
             }
         }
         CustomersCommand::Show {
@@ -402,7 +402,7 @@ fn addresses(c: &Customer) -> String {
 }
 
 /// Customers as an aligned table, one line each.
-pub fn print_list(list: &[Customer]) {
+pub fn print_customers(list: &[Customer]) {
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|c| {

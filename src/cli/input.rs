@@ -65,6 +65,11 @@ pub fn customer(conn: &Connection, email: &str) -> anyhow::Result<i64> {
     }
 }
 
+/// Resolves an optional address.
+pub fn customer_opt(conn: &Connection, email: Option<&str>) -> anyhow::Result<Option<i64>> {
+    email.map(|e| customer(conn, e)).transpose()
+}
+
 /// The organisation of this name (case-insensitive).
 pub fn organisation(conn: &Connection, name: &str) -> anyhow::Result<i64> {
     match orgs::id_by_name(conn, name.trim())? {

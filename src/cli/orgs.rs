@@ -11,7 +11,7 @@ use clap::Subcommand;
 use rusqlite::Connection;
 use serde::Serialize;
 
-use super::customers::print_list;
+use super::customers::print_customers;
 use super::input;
 use super::output::{fields, json, list_or_dash, table};
 use super::tickets::print_tickets;
@@ -98,7 +98,8 @@ have no organisation yet. A free-mail domain (gmail.com, outlook.com, ...) is re
 owned by another organisation is refused.\n\n\
 Example:\n  postdesk orgs edit acme-widgets.com --rename 'ACME Widgets' --add-domain acme.example --first-response 4";
 
-/// An organisation after a change, with how many customers its new domains brought.
+/// An organisation after adding or editing it, with how many customers its new
+/// domains brought.
 #[derive(Serialize)]
 struct Changed {
     #[serde(flatten)]
@@ -336,13 +337,18 @@ fn report(done: &str, changed: Changed, lines: &[String], as_json: bool) -> anyh
     if as_json {
         return json(&changed);
     }
+    report_text(done, lines, &changed.organisation);
+    Ok(())
+}
+
+/// What a change did, a line for each domain added, and the organisation's fields.
+fn report_text(done: &str, lines: &[String], organisation: &Organisation) {
     println!("{done}");
     for line in lines {
         println!("{line}");
     }
     println!();
-    print_org(&changed.organisation);
-    Ok(())
+    print_org(organisation);
 }
 
 fn print_org(o: &Organisation) {
@@ -364,7 +370,7 @@ fn first_response(o: &Organisation) -> String {
 fn print_detail(d: &OrgDetail) {
     print_org(&d.organisation);
     println!();
-    print_list(&d.customer_list);
+    print_customers(&d.customer_list);
     println!();
     print_tickets(&d.ticket_list);
 }

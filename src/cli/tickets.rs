@@ -1,14 +1,17 @@
-//! `postdesk tickets …` and `postdesk failed …`: reading what the pipeline stored.
+//! `postdesk tickets …` and `postdesk failed …`: reading and filtering what the pipeline
+//! stored, and setting a ticket's state.
 
 use std::process::ExitCode;
 
 use anyhow::bail;
 use chrono::Utc;
 use clap::{Args, Subcommand};
+use rusqlite::Connection;
 
 use super::input;
 use super::output::{clip, json, or_dash, table};
 use crate::config::Config;
+use crate::core::route::State;
 use crate::store::tickets::{self, TicketSummary};
 
 #[derive(Subcommand)]
@@ -94,7 +97,7 @@ pub fn run_tickets(config: &Config, cmd: TicketsCommand) -> anyhow::Result<ExitC
             number,
             json: as_json,
         } => {
-            let Some(ticket) = tickets::show(store.conn(), number.trim())? else {
+            let Some(ticket) = store.read(|tx| tickets::show(tx, number.trim()))? else {
                 bail!("no ticket {number}");
             };
             if as_json {
@@ -110,13 +113,7 @@ pub fn run_tickets(config: &Config, cmd: TicketsCommand) -> anyhow::Result<ExitC
         } => {
             let state = input::state(&state)?;
             let number = number.trim();
-            let (previous, ticket) =
-                store.write(
-                    |tx| match tickets::set_state(tx, number, state, Utc::now())? {
-                        Some(changed) => Ok(changed),
-                        None => bail!("no ticket {number}"),
-                    },
-                )?;
+            let (previous, ticket) = store.write(|tx| set_state(tx, number, state))?;
             if as_json {
                 json(&ticket)?;
             } else {
@@ -127,9 +124,20 @@ pub fn run_tickets(config: &Config, cmd: TicketsCommand) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
+fn set_state(
+    conn: &Connection,
+    number: &str,
+    state: State,
+) -> anyhow::Result<(String, TicketSummary)> {
+    match tickets::set_state(conn, number, state, Utc::now())? {
+        Some(changed) => Ok(changed),
+        None => bail!("no ticket {number}"),
+    }
+}
+
 /// The list options with addresses and the state checked, before the store is opened.
 struct ListArgs {
-    state: Option<crate::core::route::State>,
+    state: Option<State>,
     org: Option<String>,
     customer: Option<String>,
     visible_to: Option<String>,
@@ -148,18 +156,12 @@ impl ListArgs {
     }
 
     /// The tickets selected, names resolved in the same transaction.
-    fn list(&self, conn: &rusqlite::Connection) -> anyhow::Result<Vec<TicketSummary>> {
-        let customer = |email: &Option<String>| {
-            email
-                .as_deref()
-                .map(|e| input::customer(conn, e))
-                .transpose()
-        };
+    fn list(&self, conn: &Connection) -> anyhow::Result<Vec<TicketSummary>> {
         let filter = tickets::Filter {
             state: self.state,
             organisation_id: input::organisation_opt(conn, self.org.as_deref())?,
-            customer_id: customer(&self.customer)?,
-            visible_to: customer(&self.visible_to)?,
+            customer_id: input::customer_opt(conn, self.customer.as_deref())?,
+            visible_to: input::customer_opt(conn, self.visible_to.as_deref())?,
             overdue_at: self.overdue.then(Utc::now),
         };
         Ok(tickets::list(conn, &filter)?)

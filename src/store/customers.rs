@@ -11,8 +11,6 @@ use super::{run_merge, string_list, timestamp, StoreError};
 
 #[derive(Debug, Serialize)]
 pub struct Customer {
-    #[serde(skip)]
-    pub id: i64,
     /// The primary address.
     pub email: String,
     pub name: Option<String>,
@@ -54,6 +52,7 @@ impl Month {
     /// Its first instant and the next month's, as stored timestamps.
     fn bounds(self) -> (String, String) {
         let start = self.first_day.and_time(chrono::NaiveTime::MIN).and_utc();
+        // Only past chrono's last representable month is there no next one.
         let end = start.checked_add_months(Months::new(1)).unwrap_or(start);
         (timestamp(start), timestamp(end))
     }
@@ -72,7 +71,7 @@ pub struct Filter {
 }
 
 const CUSTOMER_SELECT: &str = "
-    SELECT c.id, p.email, c.name, o.name,
+    SELECT p.email, c.name, o.name,
            (SELECT json_group_array(e.email ORDER BY e.is_primary DESC, e.email)
               FROM customer_emails e WHERE e.customer_id = c.id),
            (SELECT json_group_array(lo.name ORDER BY lo.name)
@@ -86,14 +85,13 @@ const CUSTOMER_SELECT: &str = "
 
 fn customer(r: &Row) -> rusqlite::Result<Customer> {
     Ok(Customer {
-        id: r.get(0)?,
-        email: r.get(1)?,
-        name: r.get(2)?,
-        organisation: r.get(3)?,
-        emails: string_list(r, 4)?,
-        linked_organisations: string_list(r, 5)?,
-        tickets: r.get(6)?,
-        created_at: r.get(7)?,
+        email: r.get(0)?,
+        name: r.get(1)?,
+        organisation: r.get(2)?,
+        emails: string_list(r, 3)?,
+        linked_organisations: string_list(r, 4)?,
+        tickets: r.get(5)?,
+        created_at: r.get(6)?,
     })
 }
 

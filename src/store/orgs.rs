@@ -11,8 +11,6 @@ use crate::core::address;
 
 #[derive(Debug, Serialize)]
 pub struct Organisation {
-    #[serde(skip)]
-    pub id: i64,
     pub name: String,
     pub domains: Vec<String>,
     /// Customer users whose primary organisation this is, or who are linked to it.
@@ -24,7 +22,7 @@ pub struct Organisation {
 }
 
 const ORG_SELECT: &str = "
-    SELECT o.id, o.name,
+    SELECT o.name,
            (SELECT json_group_array(d.domain ORDER BY d.domain)
               FROM organisation_domains d WHERE d.organisation_id = o.id),
            (SELECT COUNT(*) FROM (SELECT c.id FROM customer_users c WHERE c.organisation_id = o.id
@@ -35,13 +33,12 @@ const ORG_SELECT: &str = "
 
 fn organisation(r: &Row) -> rusqlite::Result<Organisation> {
     Ok(Organisation {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        domains: string_list(r, 2)?,
-        customers: r.get(3)?,
-        tickets: r.get(4)?,
-        first_response_hours: r.get(5)?,
-        created_at: r.get(6)?,
+        name: r.get(0)?,
+        domains: string_list(r, 1)?,
+        customers: r.get(2)?,
+        tickets: r.get(3)?,
+        first_response_hours: r.get(4)?,
+        created_at: r.get(5)?,
     })
 }
 
