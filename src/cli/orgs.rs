@@ -123,6 +123,15 @@ struct Edit {
     first_response: Option<u32>,
 }
 
+impl Edit {
+    fn is_empty(&self) -> bool {
+        self.rename.is_none()
+            && self.add_domain.is_empty()
+            && self.remove_domain.is_empty()
+            && self.first_response.is_none()
+    }
+}
+
 /// How a domain may be claimed: whether free-mail domains are accepted, and which
 /// domains count as free mail beside the built-in ones.
 struct Claim<'a> {
@@ -188,6 +197,9 @@ pub fn run(config: &Config, cmd: OrgsCommand) -> anyhow::Result<ExitCode> {
                 remove_domain: input::domains(&remove_domain)?,
                 first_response,
             };
+            if edit.is_empty() {
+                bail!("nothing to change: give --rename, --add-domain, --remove-domain or --first-response");
+            }
             let claim = Claim {
                 force,
                 extra_free_mail,

@@ -941,6 +941,7 @@ fn bad_input_exits_1_with_one_line_naming_the_problem() {
             &["customers", "edit", "bob@acme-widgets.com"],
             "nothing to change",
         ),
+        (&["orgs", "edit", "initech.com"], "nothing to change"),
         (
             &["customers", "list", "--added", "2026-13"],
             "\"2026-13\" is not a month: expected YYYY-MM",
