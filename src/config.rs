@@ -403,12 +403,10 @@ impl Problems {
     }
 
     fn domain(&mut self, key: &str, value: &str) -> String {
-        address::normalise(&format!("x@{value}"))
-            .map(|a| address::domain_of(&a).to_owned())
-            .unwrap_or_else(|| {
-                self.add(key, format!("{value:?} is not a domain name"));
-                String::new()
-            })
+        address::normalise_domain(value).unwrap_or_else(|| {
+            self.add(key, format!("{value:?} is not a domain name"));
+            String::new()
+        })
     }
 }
 

@@ -1,7 +1,10 @@
 //! The command line: argument parsing and dispatch. Each command is a thin adapter that
 //! loads the config, opens the store and prints; the work happens in the library.
 
+mod customers;
 mod ingest;
+mod input;
+mod orgs;
 mod outbox;
 mod output;
 mod tickets;
@@ -74,9 +77,15 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
-    /// List and read tickets
+    /// List, read and change the state of tickets
     #[command(subcommand)]
     Tickets(tickets::TicketsCommand),
+    /// Customer users: list, show, add, edit and merge
+    #[command(subcommand)]
+    Customers(customers::CustomersCommand),
+    /// Organisations, the level above customer users: list, show, add, edit and merge
+    #[command(subcommand)]
+    Orgs(orgs::OrgsCommand),
     /// Messages that could not be processed, kept with their raw bytes
     #[command(subcommand)]
     Failed(tickets::FailedCommand),
@@ -105,6 +114,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ingest { paths } => ingest::run(&config, &paths),
         Command::Run { once } => run_daemon(config, once),
         Command::Tickets(cmd) => tickets::run_tickets(&config, cmd),
+        Command::Customers(cmd) => customers::run(&config, cmd),
+        Command::Orgs(cmd) => orgs::run(&config, cmd),
         Command::Failed(cmd) => tickets::run_failed(&config, cmd),
         Command::Outbox(cmd) => outbox::run(&config, cmd),
         Command::CheckConfig => {

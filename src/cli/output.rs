@@ -42,3 +42,24 @@ pub fn clip(text: &str, max: usize) -> String {
         format!("{}…", text.chars().take(max - 1).collect::<String>())
     }
 }
+
+/// Prints "Label: value" lines with the values aligned.
+pub fn fields(rows: &[(&str, String)]) {
+    let width = rows
+        .iter()
+        .map(|(label, _)| label.chars().count() + 1)
+        .max()
+        .unwrap_or(0);
+    for (label, value) in rows {
+        println!("{:<width$}  {value}", format!("{label}:"));
+    }
+}
+
+/// A list cell: the items joined, or a dash.
+pub fn list_or_dash(items: &[String]) -> String {
+    if items.is_empty() {
+        "-".to_owned()
+    } else {
+        items.join(", ")
+    }
+}

@@ -20,6 +20,15 @@ pub fn normalise(address: &str) -> Option<String> {
     Some(format!("{}@{}", local.to_lowercase(), domain))
 }
 
+/// A domain name normalised as the domain of an address is (lower-case, IDNA), so
+/// configured and typed domains compare equal to the domains of stored addresses.
+pub fn normalise_domain(domain: &str) -> Option<String> {
+    if domain.contains('@') {
+        return None;
+    }
+    normalise(&format!("x@{}", domain.trim())).map(|a| domain_of(&a).to_owned())
+}
+
 /// The domain part of a normalised address.
 pub fn domain_of(normalised: &str) -> &str {
     normalised.rsplit_once('@').map_or("", |(_, d)| d)
@@ -29,6 +38,14 @@ pub fn domain_of(normalised: &str) -> &str {
 /// suffix list: `mail.eu.acme.co.uk` → `acme.co.uk`.
 pub fn registrable_domain(domain: &str) -> Option<String> {
     psl::domain_str(domain).map(str::to_owned)
+}
+
+/// The domains an organisation may own for an address at `domain`, most specific
+/// first: the domain itself and its registrable domain (`eu.acme.com`, `acme.com`).
+pub fn owner_domains(domain: &str) -> Vec<String> {
+    let mut domains = vec![domain.to_owned()];
+    domains.extend(registrable_domain(domain).filter(|r| r != domain));
+    domains
 }
 
 /// Consumer mail providers: exact registrable domains.
@@ -121,6 +138,29 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(normalise(input).as_deref(), want, "normalise({input:?})");
         }
+    }
+
+    #[test]
+    fn normalise_domain_cases() {
+        let cases = [
+            ("Acme.COM", Some("acme.com")),
+            (" b\u{fc}cher.de ", Some("xn--bcher-kva.de")),
+            ("localhost", None),
+            ("acme .com", None),
+            ("a@b.com", None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(normalise_domain(input).as_deref(), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn owner_domains_cases() {
+        assert_eq!(
+            owner_domains("eu.acme.co.uk"),
+            ["eu.acme.co.uk", "acme.co.uk"]
+        );
+        assert_eq!(owner_domains("acme.com"), ["acme.com"]);
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub fn after_attempt(
         Attempt::Transient(error) => {
             let exponent = attempts.saturating_sub(1).min(20) as i32;
             let full = (FIRST_DELAY_SECS * 2f64.powi(exponent)).min(MAX_DELAY_SECS);
-            let at = now + Duration::milliseconds((full * (0.5 + jitter / 2.0) * 1000.0) as i64);
+            let at = now + Duration::milliseconds((full * (0.5 + jitter / 2.0) * 1000.0).round() as i64);
             if at > queued_at + give_up_after {
                 Next::Failed(format!(
                     "gave up after {} hours: {error}",

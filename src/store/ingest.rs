@@ -174,15 +174,12 @@ fn sender_facts(conn: &Connection, email: &str) -> Result<SenderFacts, StoreErro
             })
         })
         .optional()?;
-    let domain = address::domain_of(email);
-    let mut domains = vec![domain.to_owned()];
-    domains.extend(address::registrable_domain(domain).filter(|r| r != domain));
     let mut stmt = conn.prepare_cached(
         "SELECT o.id, o.name, o.first_response_hours FROM organisation_domains d
          JOIN organisations o ON o.id = d.organisation_id WHERE d.domain = ?1",
     )?;
     let mut domain_owner = None;
-    for d in &domains {
+    for d in &address::owner_domains(address::domain_of(email)) {
         domain_owner = stmt
             .query_row([d], |r| org_fact(r, 0))
             .optional()?
@@ -229,7 +226,7 @@ pub fn apply(
     now: DateTime<Utc>,
 ) -> Result<Applied, StoreError> {
     let now_text = timestamp(now);
-    let (customer_id, organisation_id) = upsert_customer(conn, &decision.customer, &now_text)?;
+    let (customer_id, organisation_id) = upsert_customer(conn, &decision.customer, now)?;
     let (ticket_id, ticket_number) = match (&decision.route, &decision.new_ticket) {
         (Route::FollowUp { ticket, .. }, _) => {
             let state = decision.follow_up_state.map(State::as_str);
@@ -365,7 +362,7 @@ fn insert_article(
 fn upsert_customer(
     conn: &Connection,
     customer: &Customer,
-    now_text: &str,
+    now: DateTime<Utc>,
 ) -> Result<(Option<i64>, Option<i64>), StoreError> {
     match customer {
         Customer::None { .. } => Ok((None, None)),
@@ -379,18 +376,10 @@ fn upsert_customer(
                 Organisation::None { .. } => None,
                 Organisation::Existing(o) => Some(o.id),
                 Organisation::Create { name, domain } => {
-                    Some(create_organisation(conn, name, domain, now_text)?)
+                    Some(create_organisation(conn, name, domain, &timestamp(now))?)
                 }
             };
-            let id: i64 = conn
-                .prepare_cached(
-                    "INSERT INTO customer_users (name, organisation_id, created_at) VALUES (?1, ?2, ?3) RETURNING id",
-                )?
-                .query_row(params![name, org_id, now_text], |r| r.get(0))?;
-            conn.prepare_cached(
-                "INSERT INTO customer_emails (email, customer_id, is_primary) VALUES (?1, ?2, 1)",
-            )?
-            .execute(params![email, id])?;
+            let id = super::customers::create(conn, email, name.as_deref(), org_id, now)?;
             Ok((Some(id), org_id))
         }
     }

@@ -2,8 +2,10 @@
 //! the facts a decision needs, writing a decision, and the read queries of the CLI.
 //! It decides nothing: every choice is made in `core`.
 
+pub mod customers;
 mod ingest;
 mod mailbox;
+pub mod orgs;
 pub mod outbox;
 pub mod tickets;
 
@@ -15,7 +17,7 @@ pub use mailbox::{is_processed, record_poll, record_uidvalidity};
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, ErrorCode};
+use rusqlite::{params_from_iter, Connection, ErrorCode, Row, Transaction, TransactionBehavior};
 use rusqlite_migration::{Migrations, M};
 
 const MIGRATIONS: &[M<'static>] = &[
@@ -106,6 +108,64 @@ impl Store {
     pub fn conn_mut(&mut self) -> &mut Connection {
         &mut self.conn
     }
+
+    /// Runs `f` in one transaction: a consistent snapshot while the daemon writes.
+    pub fn read<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&Transaction) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.transaction(TransactionBehavior::Deferred, f)
+    }
+
+    /// Runs `f` in one transaction that holds the write lock from the start, so checks
+    /// and writes see the same data, and a command that reads before it writes never
+    /// fails to upgrade a snapshot the daemon has moved past (`SQLITE_BUSY_SNAPSHOT`).
+    /// Nothing is written when `f` fails.
+    pub fn write<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&Transaction) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.transaction(TransactionBehavior::Immediate, f)
+    }
+
+    fn transaction<T, E: From<StoreError>>(
+        &mut self,
+        behavior: TransactionBehavior,
+        f: impl FnOnce(&Transaction) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(behavior)
+            .map_err(StoreError::from)?;
+        let value = f(&tx)?;
+        tx.commit().map_err(StoreError::from)?;
+        Ok(value)
+    }
+}
+
+/// A column built with `json_group_array`, as a list.
+fn string_list(r: &Row, idx: usize) -> rusqlite::Result<Vec<String>> {
+    let text: String = r.get(idx)?;
+    serde_json::from_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+/// Runs the statements of a merge in order, each with `?1` = from and `?2` = into
+/// (a statement may use only `?1`).
+fn run_merge(
+    conn: &Connection,
+    statements: &[&str],
+    from: i64,
+    into: i64,
+) -> Result<(), StoreError> {
+    let ids = [from, into];
+    for sql in statements {
+        let mut stmt = conn.prepare(sql)?;
+        let used = stmt.parameter_count();
+        stmt.execute(params_from_iter(&ids[..used]))?;
+    }
+    Ok(())
 }
 
 /// RFC 3339 UTC with seconds, the one timestamp format stored.

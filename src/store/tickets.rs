@@ -1,9 +1,11 @@
 //! Read queries for tickets and failed messages, shaped for the CLI's text and JSON.
 
+use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 
-use super::StoreError;
+use super::{timestamp, StoreError};
+use crate::core::route::State;
 
 #[derive(Debug, Serialize)]
 pub struct TicketSummary {
@@ -73,12 +75,70 @@ fn summary(r: &Row) -> rusqlite::Result<TicketSummary> {
     })
 }
 
-/// Every ticket, oldest first.
-pub fn list(conn: &Connection) -> Result<Vec<TicketSummary>, StoreError> {
-    let sql = format!("{SUMMARY_SELECT} ORDER BY t.id");
+/// Which tickets `list` returns; every field narrows the list.
+#[derive(Debug, Default)]
+pub struct Filter {
+    pub state: Option<State>,
+    pub organisation_id: Option<i64>,
+    pub customer_id: Option<i64>,
+    /// What this customer user may see: their own tickets and those of their primary
+    /// and linked organisations.
+    pub visible_to: Option<i64>,
+    /// Tickets not closed whose `respond_by` is before this time.
+    pub overdue_at: Option<DateTime<Utc>>,
+}
+
+/// The tickets a filter selects, oldest first.
+pub fn list(conn: &Connection, filter: &Filter) -> Result<Vec<TicketSummary>, StoreError> {
+    let sql = format!(
+        "{SUMMARY_SELECT}
+         WHERE (?1 IS NULL OR t.state = ?1)
+           AND (?2 IS NULL OR t.organisation_id = ?2)
+           AND (?3 IS NULL OR t.customer_id = ?3)
+           AND (?4 IS NULL OR t.customer_id = ?4
+                OR t.organisation_id IN (SELECT organisation_id FROM customer_users WHERE id = ?4
+                                         UNION SELECT organisation_id FROM customer_links WHERE customer_id = ?4))
+           AND (?5 IS NULL OR (t.state <> 'closed' AND t.respond_by < ?5))
+         ORDER BY t.id"
+    );
     let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map([], summary)?.collect::<Result<_, _>>()?;
+    let rows = stmt
+        .query_map(
+            params![
+                filter.state.map(State::as_str),
+                filter.organisation_id,
+                filter.customer_id,
+                filter.visible_to,
+                filter.overdue_at.map(timestamp)
+            ],
+            summary,
+        )?
+        .collect::<Result<_, _>>()?;
     Ok(rows)
+}
+
+/// Sets a ticket's state: its previous state and the ticket as it is now, or `None`
+/// when there is no such ticket.
+pub fn set_state(
+    conn: &Connection,
+    number: &str,
+    state: State,
+    now: DateTime<Utc>,
+) -> Result<Option<(String, TicketSummary)>, StoreError> {
+    let Some(before) = summary_of(conn, number)? else {
+        return Ok(None);
+    };
+    conn.execute(
+        "UPDATE tickets SET state = ?1, updated_at = ?2 WHERE number = ?3",
+        params![state.as_str(), timestamp(now), number],
+    )?;
+    let after = summary_of(conn, number)?;
+    Ok(after.map(|t| (before.state, t)))
+}
+
+fn summary_of(conn: &Connection, number: &str) -> Result<Option<TicketSummary>, StoreError> {
+    let sql = format!("{SUMMARY_SELECT} WHERE t.number = ?1");
+    Ok(conn.query_row(&sql, [number], summary).optional()?)
 }
 
 pub fn show(conn: &Connection, number: &str) -> Result<Option<TicketDetail>, StoreError> {

@@ -3,6 +3,7 @@
 //! private Dovecot IMAP server (`dovecot.rs`).
 
 mod cli;
+mod customers;
 mod daemon;
 mod dovecot;
 mod dovecot_smoke;

@@ -1,0 +1,84 @@
+//! What the user typed, in two stages: values checked before the database is opened
+//! (addresses, domains, months, states, names), then names resolved to rows inside the
+//! command's transaction. Every failure is one line naming the problem.
+
+use anyhow::bail;
+use rusqlite::Connection;
+
+use crate::core::address;
+use crate::core::route::State;
+use crate::store::customers::{self, Month};
+use crate::store::orgs;
+
+/// A normalised address.
+pub fn address(text: &str) -> anyhow::Result<String> {
+    match address::normalise(text) {
+        Some(a) => Ok(a),
+        None => bail!("{text:?} is not an email address"),
+    }
+}
+
+pub fn addresses(texts: &[String]) -> anyhow::Result<Vec<String>> {
+    texts.iter().map(|t| address(t)).collect()
+}
+
+/// A normalised domain name.
+pub fn domain(text: &str) -> anyhow::Result<String> {
+    match address::normalise_domain(text) {
+        Some(d) => Ok(d),
+        None => bail!("{text:?} is not a domain name"),
+    }
+}
+
+pub fn domains(texts: &[String]) -> anyhow::Result<Vec<String>> {
+    texts.iter().map(|t| domain(t)).collect()
+}
+
+pub fn month(text: &str) -> anyhow::Result<Month> {
+    match Month::parse(text.trim()) {
+        Some(m) => Ok(m),
+        None => bail!("{text:?} is not a month: expected YYYY-MM, e.g. 2026-11"),
+    }
+}
+
+pub fn state(text: &str) -> anyhow::Result<State> {
+    match State::parse(&text.trim().to_lowercase()) {
+        Some(s) => Ok(s),
+        None => bail!("{text:?} is not a ticket state: expected new, open, pending or closed"),
+    }
+}
+
+/// An organisation name as stored: trimmed, not empty.
+pub fn org_name(text: &str) -> anyhow::Result<String> {
+    let name = text.trim();
+    if name.is_empty() {
+        bail!("an organisation name cannot be empty");
+    }
+    Ok(name.to_owned())
+}
+
+/// The customer user owning a normalised address.
+pub fn customer(conn: &Connection, email: &str) -> anyhow::Result<i64> {
+    match customers::owner_of(conn, email)? {
+        Some(id) => Ok(id),
+        None => bail!("no customer {email}"),
+    }
+}
+
+/// Resolves an optional address.
+pub fn customer_opt(conn: &Connection, email: Option<&str>) -> anyhow::Result<Option<i64>> {
+    email.map(|e| customer(conn, e)).transpose()
+}
+
+/// The organisation of this name (case-insensitive).
+pub fn organisation(conn: &Connection, name: &str) -> anyhow::Result<i64> {
+    match orgs::id_by_name(conn, name.trim())? {
+        Some(id) => Ok(id),
+        None => bail!("no organisation {:?}", name.trim()),
+    }
+}
+
+/// Resolves an optional name.
+pub fn organisation_opt(conn: &Connection, name: Option<&str>) -> anyhow::Result<Option<i64>> {
+    name.map(|n| organisation(conn, n)).transpose()
+}

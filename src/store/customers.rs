@@ -1,0 +1,307 @@
+//! Customer users for the management commands: reading them with their addresses,
+//! organisations and ticket counts, creating, editing and merging them. SQL only: what
+//! is allowed (a duplicate address, removing the last one) is decided by the caller,
+//! inside the same transaction.
+
+use chrono::{DateTime, Months, NaiveDate, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
+
+use super::{run_merge, string_list, timestamp, StoreError};
+
+#[derive(Debug, Serialize)]
+pub struct Customer {
+    /// The primary address.
+    pub email: String,
+    pub name: Option<String>,
+    /// Every address, the primary first.
+    pub emails: Vec<String>,
+    /// The primary organisation's name.
+    pub organisation: Option<String>,
+    /// Organisations the customer user is associated with beside the primary one.
+    pub linked_organisations: Vec<String>,
+    /// Tickets filed under this customer user, from any of their addresses.
+    pub tickets: i64,
+    pub created_at: String,
+}
+
+/// A calendar month (UTC), the unit of the "added in" filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Month {
+    first_day: NaiveDate,
+}
+
+impl Month {
+    /// Exactly `YYYY-MM`, as the customers page's month picker gives it.
+    pub fn parse(text: &str) -> Option<Month> {
+        let shaped = text.len() == 7
+            && text.bytes().enumerate().all(|(i, b)| {
+                if i == 4 {
+                    b == b'-'
+                } else {
+                    b.is_ascii_digit()
+                }
+            });
+        if !shaped {
+            return None;
+        }
+        let first_day = NaiveDate::parse_from_str(&format!("{text}-01"), "%Y-%m-%d").ok()?;
+        Some(Month { first_day })
+    }
+
+    /// Its first instant and the next month's, as stored timestamps.
+    fn bounds(self) -> (String, String) {
+        let start = self.first_day.and_time(chrono::NaiveTime::MIN).and_utc();
+        // Only past chrono's last representable month is there no next one.
+        let end = start.checked_add_months(Months::new(1)).unwrap_or(start);
+        (timestamp(start), timestamp(end))
+    }
+}
+
+/// Which customers `list` returns; every field narrows the list.
+#[derive(Debug, Default)]
+pub struct Filter {
+    /// `Some(true)`: with at least one ticket; `Some(false)`: without any.
+    pub has_tickets: Option<bool>,
+    pub added: Option<Month>,
+    /// Members of this organisation, primary or linked.
+    pub organisation_id: Option<i64>,
+    /// A case-insensitive part of the name or of an address.
+    pub search: Option<String>,
+}
+
+const CUSTOMER_SELECT: &str = "
+    SELECT p.email, c.name, o.name,
+           (SELECT json_group_array(e.email ORDER BY e.is_primary DESC, e.email)
+              FROM customer_emails e WHERE e.customer_id = c.id),
+           (SELECT json_group_array(lo.name ORDER BY lo.name)
+              FROM customer_links l JOIN organisations lo ON lo.id = l.organisation_id
+              WHERE l.customer_id = c.id),
+           (SELECT COUNT(*) FROM tickets t WHERE t.customer_id = c.id),
+           c.created_at
+    FROM customer_users c
+    JOIN customer_emails p ON p.customer_id = c.id AND p.is_primary = 1
+    LEFT JOIN organisations o ON o.id = c.organisation_id";
+
+fn customer(r: &Row) -> rusqlite::Result<Customer> {
+    Ok(Customer {
+        email: r.get(0)?,
+        name: r.get(1)?,
+        organisation: r.get(2)?,
+        emails: string_list(r, 3)?,
+        linked_organisations: string_list(r, 4)?,
+        tickets: r.get(5)?,
+        created_at: r.get(6)?,
+    })
+}
+
+/// The customers a filter selects, by name (customers without one by address).
+pub fn list(conn: &Connection, filter: &Filter) -> Result<Vec<Customer>, StoreError> {
+    let sql = format!(
+        "{CUSTOMER_SELECT}
+         WHERE (?1 IS NULL OR EXISTS (SELECT 1 FROM tickets t WHERE t.customer_id = c.id) = ?1)
+           AND (?2 IS NULL OR c.created_at >= ?2) AND (?3 IS NULL OR c.created_at < ?3)
+           AND (?4 IS NULL OR c.organisation_id = ?4
+                OR EXISTS (SELECT 1 FROM customer_links l WHERE l.customer_id = c.id AND l.organisation_id = ?4))
+           AND (?5 IS NULL OR c.name LIKE ?5 ESCAPE '\\'
+                OR EXISTS (SELECT 1 FROM customer_emails e WHERE e.customer_id = c.id AND e.email LIKE ?5 ESCAPE '\\'))
+         ORDER BY lower(COALESCE(c.name, p.email)), p.email"
+    );
+    let (start, end) = filter.added.map(Month::bounds).unzip();
+    let pattern = filter.search.as_deref().map(like_pattern);
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt
+        .query_map(
+            params![
+                filter.has_tickets,
+                start,
+                end,
+                filter.organisation_id,
+                pattern
+            ],
+            customer,
+        )?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+/// `%text%` with LIKE's wildcards in `text` taken literally.
+fn like_pattern(text: &str) -> String {
+    let escaped: String = text
+        .chars()
+        .flat_map(|c| match c {
+            '%' | '_' | '\\' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect();
+    format!("%{escaped}%")
+}
+
+pub fn get(conn: &Connection, id: i64) -> Result<Customer, StoreError> {
+    let sql = format!("{CUSTOMER_SELECT} WHERE c.id = ?1");
+    Ok(conn.query_row(&sql, [id], customer)?)
+}
+
+/// The customer user an address (normalised) belongs to.
+pub fn owner_of(conn: &Connection, email: &str) -> Result<Option<i64>, StoreError> {
+    let sql = "SELECT customer_id FROM customer_emails WHERE email = ?1";
+    Ok(conn.query_row(sql, [email], |r| r.get(0)).optional()?)
+}
+
+/// A customer user with one (primary) address.
+pub fn create(
+    conn: &Connection,
+    email: &str,
+    name: Option<&str>,
+    organisation_id: Option<i64>,
+    now: DateTime<Utc>,
+) -> Result<i64, StoreError> {
+    let id: i64 = conn
+        .prepare_cached(
+            "INSERT INTO customer_users (name, organisation_id, created_at) VALUES (?1, ?2, ?3) RETURNING id",
+        )?
+        .query_row(params![name, organisation_id, timestamp(now)], |r| {
+            r.get(0)
+        })?;
+    conn.prepare_cached(
+        "INSERT INTO customer_emails (email, customer_id, is_primary) VALUES (?1, ?2, 1)",
+    )?
+    .execute(params![email, id])?;
+    Ok(id)
+}
+
+pub fn set_name(conn: &Connection, id: i64, name: Option<&str>) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE customer_users SET name = ?1 WHERE id = ?2",
+        params![name, id],
+    )?;
+    Ok(())
+}
+
+/// Adds an address that belongs to nobody yet.
+pub fn add_email(conn: &Connection, id: i64, email: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO customer_emails (email, customer_id, is_primary) VALUES (?1, ?2, 0)",
+        params![email, id],
+    )?;
+    Ok(())
+}
+
+pub fn email_count(conn: &Connection, id: i64) -> Result<i64, StoreError> {
+    let sql = "SELECT COUNT(*) FROM customer_emails WHERE customer_id = ?1";
+    Ok(conn.query_row(sql, [id], |r| r.get(0))?)
+}
+
+/// Removes one of the customer's addresses; when it was the primary one, the first
+/// remaining address (by name) becomes primary, so every customer keeps one.
+pub fn remove_email(conn: &Connection, id: i64, email: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "DELETE FROM customer_emails WHERE email = ?1 AND customer_id = ?2",
+        params![email, id],
+    )?;
+    conn.execute(
+        "UPDATE customer_emails SET is_primary = 1
+         WHERE email = (SELECT email FROM customer_emails WHERE customer_id = ?1 ORDER BY email LIMIT 1)
+           AND NOT EXISTS (SELECT 1 FROM customer_emails WHERE customer_id = ?1 AND is_primary = 1)",
+        [id],
+    )?;
+    Ok(())
+}
+
+/// Sets (or clears) the primary organisation; a link to it is dropped, since the
+/// primary organisation is never also a linked one.
+pub fn set_organisation(
+    conn: &Connection,
+    id: i64,
+    organisation_id: Option<i64>,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE customer_users SET organisation_id = ?1 WHERE id = ?2",
+        params![organisation_id, id],
+    )?;
+    conn.execute(
+        "DELETE FROM customer_links WHERE customer_id = ?1 AND organisation_id = ?2",
+        params![id, organisation_id],
+    )?;
+    Ok(())
+}
+
+pub fn organisation_id(conn: &Connection, id: i64) -> Result<Option<i64>, StoreError> {
+    let sql = "SELECT organisation_id FROM customer_users WHERE id = ?1";
+    Ok(conn.query_row(sql, [id], |r| r.get(0))?)
+}
+
+pub fn link(conn: &Connection, id: i64, organisation_id: i64) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT OR IGNORE INTO customer_links (customer_id, organisation_id) VALUES (?1, ?2)",
+        params![id, organisation_id],
+    )?;
+    Ok(())
+}
+
+/// Whether there was such a link.
+pub fn unlink(conn: &Connection, id: i64, organisation_id: i64) -> Result<bool, StoreError> {
+    let removed = conn.execute(
+        "DELETE FROM customer_links WHERE customer_id = ?1 AND organisation_id = ?2",
+        params![id, organisation_id],
+    )?;
+    Ok(removed > 0)
+}
+
+/// Makes `from` part of `into`: its addresses (no longer primary), tickets and links
+/// move; its organisation becomes `into`'s when `into` has none, else a link; its
+/// name fills a missing one; the earlier "added" date stays. Then `from` is deleted.
+pub fn merge(conn: &Connection, from: i64, into: i64) -> Result<(), StoreError> {
+    let statements = [
+        "UPDATE customer_emails SET customer_id = ?2, is_primary = 0 WHERE customer_id = ?1",
+        "UPDATE tickets SET customer_id = ?2 WHERE customer_id = ?1",
+        "INSERT OR IGNORE INTO customer_links (customer_id, organisation_id)
+             SELECT ?2, organisation_id FROM customer_links WHERE customer_id = ?1
+             UNION SELECT ?2, organisation_id FROM customer_users WHERE id = ?1 AND organisation_id IS NOT NULL",
+        "UPDATE customer_users SET
+             organisation_id = COALESCE(organisation_id, (SELECT f.organisation_id FROM customer_users f WHERE f.id = ?1)),
+             name = COALESCE(name, (SELECT f.name FROM customer_users f WHERE f.id = ?1)),
+             created_at = MIN(created_at, (SELECT f.created_at FROM customer_users f WHERE f.id = ?1))
+         WHERE id = ?2",
+        "DELETE FROM customer_links WHERE customer_id = ?2
+             AND organisation_id = (SELECT organisation_id FROM customer_users WHERE id = ?2)",
+        "DELETE FROM customer_users WHERE id = ?1",
+    ];
+    run_merge(conn, &statements, from, into)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn months() {
+        let cases = [
+            (
+                "2026-11",
+                Some(("2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z")),
+            ),
+            (
+                "2026-12",
+                Some(("2026-12-01T00:00:00Z", "2027-01-01T00:00:00Z")),
+            ),
+            ("2026-13", None),
+            ("2026-1", None),
+            ("2026-011", None),
+            ("26-11-01", None),
+            ("november", None),
+            ("", None),
+        ];
+        for (text, want) in cases {
+            let got = Month::parse(text).map(Month::bounds);
+            let want = want.map(|(a, b)| (a.to_owned(), b.to_owned()));
+            assert_eq!(got, want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn like_patterns_take_wildcards_literally() {
+        assert_eq!(like_pattern("acme"), "%acme%");
+        assert_eq!(like_pattern("50%_a\\b"), "%50\\%\\_a\\\\b%");
+    }
+}

@@ -1,0 +1,172 @@
+//! Organisations for the management commands: reading them with their domains and
+//! counts, creating, renaming, owning domains, the first-response time and merging.
+//! SQL only: what is allowed (a free-mail domain, a taken name) is decided by the caller.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
+
+use super::{run_merge, string_list, timestamp, StoreError};
+use crate::core::address;
+
+#[derive(Debug, Serialize)]
+pub struct Organisation {
+    pub name: String,
+    pub domains: Vec<String>,
+    /// Customer users whose primary organisation this is, or who are linked to it.
+    pub customers: i64,
+    /// Tickets filed under it (the organisation is copied onto a ticket at creation).
+    pub tickets: i64,
+    pub first_response_hours: Option<i64>,
+    pub created_at: String,
+}
+
+const ORG_SELECT: &str = "
+    SELECT o.name,
+           (SELECT json_group_array(d.domain ORDER BY d.domain)
+              FROM organisation_domains d WHERE d.organisation_id = o.id),
+           (SELECT COUNT(*) FROM (SELECT c.id FROM customer_users c WHERE c.organisation_id = o.id
+                                  UNION SELECT l.customer_id FROM customer_links l WHERE l.organisation_id = o.id)),
+           (SELECT COUNT(*) FROM tickets t WHERE t.organisation_id = o.id),
+           o.first_response_hours, o.created_at
+    FROM organisations o";
+
+fn organisation(r: &Row) -> rusqlite::Result<Organisation> {
+    Ok(Organisation {
+        name: r.get(0)?,
+        domains: string_list(r, 1)?,
+        customers: r.get(2)?,
+        tickets: r.get(3)?,
+        first_response_hours: r.get(4)?,
+        created_at: r.get(5)?,
+    })
+}
+
+/// Every organisation, by name.
+pub fn list(conn: &Connection) -> Result<Vec<Organisation>, StoreError> {
+    let sql = format!("{ORG_SELECT} ORDER BY o.name");
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt
+        .query_map([], organisation)?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+pub fn get(conn: &Connection, id: i64) -> Result<Organisation, StoreError> {
+    let sql = format!("{ORG_SELECT} WHERE o.id = ?1");
+    Ok(conn.query_row(&sql, [id], organisation)?)
+}
+
+/// The organisation of this name, compared case-insensitively.
+pub fn id_by_name(conn: &Connection, name: &str) -> Result<Option<i64>, StoreError> {
+    let sql = "SELECT id FROM organisations WHERE name = ?1";
+    Ok(conn.query_row(sql, [name], |r| r.get(0)).optional()?)
+}
+
+pub fn create(conn: &Connection, name: &str, now: DateTime<Utc>) -> Result<i64, StoreError> {
+    let sql = "INSERT INTO organisations (name, created_at) VALUES (?1, ?2) RETURNING id";
+    Ok(conn.query_row(sql, params![name, timestamp(now)], |r| r.get(0))?)
+}
+
+pub fn rename(conn: &Connection, id: i64, name: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE organisations SET name = ?1 WHERE id = ?2",
+        params![name, id],
+    )?;
+    Ok(())
+}
+
+/// `None` removes the first-response time: new tickets get no `respond_by`.
+pub fn set_first_response(
+    conn: &Connection,
+    id: i64,
+    hours: Option<u32>,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE organisations SET first_response_hours = ?1 WHERE id = ?2",
+        params![hours, id],
+    )?;
+    Ok(())
+}
+
+/// The (id, name) of the organisation owning exactly this domain.
+pub fn domain_owner(conn: &Connection, domain: &str) -> Result<Option<(i64, String)>, StoreError> {
+    let sql = "SELECT o.id, o.name FROM organisation_domains d JOIN organisations o ON o.id = d.organisation_id
+               WHERE d.domain = ?1";
+    Ok(conn
+        .query_row(sql, [domain], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
+
+/// The organisation ingest would file a new customer at this address under: the owner
+/// of its domain, else of its registrable domain.
+pub fn owner_of_address(conn: &Connection, email: &str) -> Result<Option<i64>, StoreError> {
+    for domain in address::owner_domains(address::domain_of(email)) {
+        if let Some((id, _)) = domain_owner(conn, &domain)? {
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
+}
+
+/// Gives the organisation a domain nobody owns, and makes it the organisation of the
+/// customers without one who have an address that ingest would now file under it.
+/// How many customers were assigned.
+pub fn add_domain(conn: &Connection, id: i64, domain: &str) -> Result<usize, StoreError> {
+    conn.execute(
+        "INSERT INTO organisation_domains (domain, organisation_id) VALUES (?1, ?2)",
+        params![domain, id],
+    )?;
+    // Addresses at the domain or a subdomain of it; `owner_domains` then applies
+    // ingest's exact rule.
+    let mut stmt = conn.prepare(
+        "SELECT c.id, e.email FROM customer_users c JOIN customer_emails e ON e.customer_id = c.id
+         WHERE c.organisation_id IS NULL AND substr(e.email, -length(?1)) = ?1
+           AND substr(e.email, -length(?1) - 1, 1) IN ('@', '.')",
+    )?;
+    let candidates: Vec<(i64, String)> = stmt
+        .query_map([domain], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut assign = conn.prepare(
+        "UPDATE customer_users SET organisation_id = ?1 WHERE id = ?2 AND organisation_id IS NULL",
+    )?;
+    let mut assigned = 0;
+    for (customer, email) in candidates {
+        if address::owner_domains(address::domain_of(&email))
+            .iter()
+            .any(|d| d == domain)
+        {
+            assigned += assign.execute(params![id, customer])?;
+        }
+    }
+    Ok(assigned)
+}
+
+/// Whether the organisation owned the domain. Its customers keep their organisation.
+pub fn remove_domain(conn: &Connection, id: i64, domain: &str) -> Result<bool, StoreError> {
+    let removed = conn.execute(
+        "DELETE FROM organisation_domains WHERE domain = ?1 AND organisation_id = ?2",
+        params![domain, id],
+    )?;
+    Ok(removed > 0)
+}
+
+/// Makes `from` part of `into`: its domains, customers (primary and linked, without
+/// duplicate links) and tickets move; its first-response time fills a missing one.
+/// Then `from` is deleted.
+pub fn merge(conn: &Connection, from: i64, into: i64) -> Result<(), StoreError> {
+    let statements = [
+        "UPDATE organisation_domains SET organisation_id = ?2 WHERE organisation_id = ?1",
+        "UPDATE customer_users SET organisation_id = ?2 WHERE organisation_id = ?1",
+        "INSERT OR IGNORE INTO customer_links (customer_id, organisation_id)
+             SELECT customer_id, ?2 FROM customer_links WHERE organisation_id = ?1",
+        "DELETE FROM customer_links WHERE organisation_id = ?2
+             AND customer_id IN (SELECT id FROM customer_users WHERE organisation_id = ?2)",
+        "UPDATE tickets SET organisation_id = ?2 WHERE organisation_id = ?1",
+        "UPDATE organisations SET first_response_hours = COALESCE(first_response_hours,
+             (SELECT f.first_response_hours FROM organisations f WHERE f.id = ?1))
+         WHERE id = ?2",
+        "DELETE FROM organisations WHERE id = ?1",
+    ];
+    run_merge(conn, &statements, from, into)
+}
