@@ -4,6 +4,9 @@
 //! per second and the process's peak RSS. Run: `cargo bench --bench ingest`
 //! (`POSTDESK_BENCH_MESSAGES=N` changes the count).
 
+#[path = "common.rs"]
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -13,36 +16,6 @@ use postdesk::ingest::{Batch, Source};
 use postdesk::store::Store;
 
 const DOMAINS: usize = 200;
-const SENDERS_PER_DOMAIN: usize = 10;
-const BODY_BYTES: usize = 7_600;
-
-fn message(i: usize) -> String {
-    let domain = i % DOMAINS;
-    let sender = (i / DOMAINS) % SENDERS_PER_DOMAIN;
-    let host = if domain % 20 == 0 {
-        "gmail.com".to_owned()
-    } else {
-        format!("mail.company{domain}.com")
-    };
-    // Every fifth message answers the one sent 100 messages earlier: a follow-up.
-    let reply = if i % 5 == 4 && i >= 100 {
-        format!("In-Reply-To: <m{}@bench.example>\r\n", i - 100)
-    } else {
-        String::new()
-    };
-    let line = "The printer on the third floor shows error 0x42 again after the firmware update. ";
-    let mut body = String::with_capacity(BODY_BYTES + 100);
-    while body.len() < BODY_BYTES {
-        body.push_str(line);
-        body.push_str("\r\n");
-    }
-    format!(
-        "From: User {sender} <user{sender}@{host}>\r\nTo: support@helpdesk.example\r\n\
-         Subject: Request {i} about the printer\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\
-         Message-ID: <m{i}@bench.example>\r\n{reply}MIME-Version: 1.0\r\n\
-         Content-Type: text/plain; charset=utf-8\r\n\r\n{body}"
-    )
-}
 
 fn peak_rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -57,17 +30,14 @@ fn write_messages(dir: &Path, count: usize) -> Vec<PathBuf> {
     (0..count)
         .map(|i| {
             let path = dir.join(format!("{i:06}.eml"));
-            std::fs::write(&path, message(i)).expect("write message");
+            std::fs::write(&path, common::message(i)).expect("write message");
             path
         })
         .collect()
 }
 
 fn main() {
-    let count: usize = std::env::var("POSTDESK_BENCH_MESSAGES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
+    let count: usize = std::env::var("POSTDESK_BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
     let dir = tempfile::tempdir().expect("temp dir");
     let files = write_messages(dir.path(), count);
     let config = config::load(Some(&write_config(dir.path()))).expect("config");
@@ -93,10 +63,7 @@ fn main() {
         batch.commit().expect("commit");
     }
     let secs = start.elapsed().as_secs_f64();
-    let bytes: u64 = files
-        .iter()
-        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
-        .sum();
+    let bytes: u64 = files.iter().map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum();
     println!(
         "ingest: {count} messages ({:.1} KB average, {DOMAINS} sender domains, {created} new tickets) in {secs:.2} s \
          = {:.0} messages/s, batches of {}, peak RSS {:.1} MB",
@@ -109,10 +76,7 @@ fn main() {
 
 fn write_config(dir: &Path) -> PathBuf {
     let path = dir.join("postdesk.toml");
-    let toml = format!(
-        "[database]\npath = \"{}\"\n",
-        dir.join("bench.db").display()
-    );
+    let toml = format!("[database]\npath = \"{}\"\n", dir.join("bench.db").display());
     std::fs::write(&path, toml).expect("write config");
     path
 }

@@ -3,8 +3,9 @@
 //! commit), then waits with IDLE (or polls), reconnecting with jittered backoff. It stops
 //! only at safe points: between batches and while waiting, never inside a batch.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
@@ -14,10 +15,13 @@ use tracing::{debug, error, info, warn};
 use crate::config::{After, Config, MailboxConfig};
 use crate::imap::{self, Capabilities, ImapError, Session};
 use crate::ingest::{Batch, Outcome, Source};
+use crate::metrics::Metrics;
 use crate::outbox::Sender;
+use crate::service;
 use crate::store::{self, Store, StoreError};
 use futures_util::future::Either;
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
 /// IDLE is re-issued before the 29 minutes after which RFC 2177 lets a server drop us.
 const IDLE_RENEW: Duration = Duration::from_secs(25 * 60);
@@ -33,27 +37,18 @@ enum WatchError {
 
 /// Watches every mailbox until `shutdown` (or, with `once`, until each backlog is drained).
 /// With `once`, an error for any mailbox makes the whole run fail after the others finish.
-pub async fn run(
-    config: Arc<Config>,
-    shutdown: CancellationToken,
-    once: bool,
-) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        !config.mailboxes.is_empty(),
-        "no [[mailbox]] is configured: there is nothing to watch"
-    );
+pub async fn run(config: Arc<Config>, shutdown: CancellationToken, once: bool) -> anyhow::Result<()> {
+    anyhow::ensure!(!config.mailboxes.is_empty(), "no [[mailbox]] is configured: there is nothing to watch");
     // Open (and migrate) before anything starts, so a bad database stops us at once.
     drop(Store::open(&config.database_path)?);
     let nudge = Arc::new(Notify::new());
+    let metrics = Arc::new(Metrics::default());
     let sender = match &config.smtp {
-        Some(smtp) => Some(
-            Sender::new(
-                smtp,
-                &config.policy.loop_header,
-                Store::open(&config.database_path)?,
-            )
-            .map_err(anyhow::Error::msg)?,
-        ),
+        Some(smtp) => {
+            let store = Store::open(&config.database_path)?;
+            let sender = Sender::new(smtp, &config.policy.loop_header, store).map_err(anyhow::Error::msg)?;
+            Some(sender.with_metrics(Arc::clone(&metrics)))
+        }
         None => {
             warn!("no [smtp] section is configured: acknowledgements wait in the outbox");
             None
@@ -62,13 +57,16 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let mut tasks = Vec::new();
     for mailbox in &config.mailboxes {
-        let watcher = Watcher::new(
-            Arc::clone(&config),
-            mailbox.clone(),
-            shutdown.clone(),
-            Arc::clone(&nudge),
-        )?;
+        let links = Links { shutdown: shutdown.clone(), nudge: Arc::clone(&nudge), metrics: Arc::clone(&metrics) };
+        let watcher = Watcher::new(Arc::clone(&config), mailbox.clone(), links)?;
         tasks.push(tracker.spawn(watcher.watch(once)));
+    }
+    if let Some(addr) = config.metrics_listen {
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("metrics.listen {addr}: {e}"))?;
+        info!("serving metrics on http://{addr}/metrics");
+        let (metrics, db, shutdown) = (Arc::clone(&metrics), config.database_path.clone(), shutdown.clone());
+        tracker.spawn(service::serve_metrics(listener, metrics, db, shutdown));
     }
     // Once, the outbox is drained after the mailboxes, so it sends what they queued.
     let sending = sender.map(|s| {
@@ -80,6 +78,9 @@ pub async fn run(
         }
     });
     tracker.close();
+    if !once {
+        service::supervise(&tasks, &metrics, &config.database_path, &shutdown).await;
+    }
     let mut failed = 0;
     for task in tasks {
         if !task.await.unwrap_or(false) {
@@ -95,35 +96,28 @@ pub async fn run(
     Ok(())
 }
 
+/// What a mailbox loop shares with the rest of the daemon.
+struct Links {
+    shutdown: CancellationToken,
+    /// Woken when a batch queued acknowledgements.
+    nudge: Arc<Notify>,
+    metrics: Arc<Metrics>,
+}
+
 struct Watcher {
     config: Arc<Config>,
     mailbox: MailboxConfig,
     store: Arc<Mutex<Store>>,
-    shutdown: CancellationToken,
-    /// Woken when a batch queued acknowledgements.
-    nudge: Arc<Notify>,
+    links: Links,
     /// The kind of the last connection error, so each state change is logged once.
     down: Option<&'static str>,
     failures: u32,
 }
 
 impl Watcher {
-    fn new(
-        config: Arc<Config>,
-        mailbox: MailboxConfig,
-        shutdown: CancellationToken,
-        nudge: Arc<Notify>,
-    ) -> Result<Watcher, StoreError> {
+    fn new(config: Arc<Config>, mailbox: MailboxConfig, links: Links) -> Result<Watcher, StoreError> {
         let store = Arc::new(Mutex::new(Store::open(&config.database_path)?));
-        Ok(Watcher {
-            config,
-            mailbox,
-            store,
-            shutdown,
-            nudge,
-            down: None,
-            failures: 0,
-        })
+        Ok(Watcher { config, mailbox, store, links, down: None, failures: 0 })
     }
 
     /// Whether the mailbox ended well (always, unless `once` met an error).
@@ -139,7 +133,7 @@ impl Watcher {
                     let delay = self.went_down(&e);
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
-                        _ = self.shutdown.cancelled() => return true,
+                        _ = self.links.shutdown.cancelled() => return true,
                     }
                 }
             }
@@ -152,11 +146,11 @@ impl Watcher {
             WatchError::Imap(e) => e.kind(),
             WatchError::Store(_) => "store",
         };
-        let delay = backoff(
-            self.failures,
-            matches!(e, WatchError::Imap(e) if e.is_auth()),
-            fastrand::f64(),
-        );
+        let delay = backoff(self.failures, matches!(e, WatchError::Imap(e) if e.is_auth()), fastrand::f64());
+        self.links.metrics.mailbox(&self.mailbox.name, |h| {
+            h.connected = false;
+            h.busy_since = None;
+        });
         if self.down != Some(kind) {
             warn!(mailbox = %self.mailbox.name, "{}: {e}; retrying with backoff (next in {}s)", self.mailbox.name, delay.as_secs());
             self.down = Some(kind);
@@ -169,6 +163,10 @@ impl Watcher {
 
     fn came_up(&mut self) {
         let m = &self.mailbox;
+        self.links.metrics.mailbox(&m.name, |h| h.connected = true);
+        if self.down.is_some() {
+            self.links.metrics.reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         match self.down.take() {
             Some(_) => {
                 info!(mailbox = %m.name, "{}: connected again to {}:{}", m.name, m.host, m.port)
@@ -183,6 +181,7 @@ impl Watcher {
     /// One connection: set up, then drain and wait until shutdown (or once drained).
     async fn session(&mut self, once: bool) -> Result<(), WatchError> {
         let m = self.mailbox.clone();
+        self.busy(true);
         let mut session = imap::connect(&m).await?;
         let caps = imap::capabilities(&mut session).await?;
         if m.after == After::Move {
@@ -192,55 +191,53 @@ impl Watcher {
         let uidvalidity = imap::select(&mut session, &m.folder).await?;
         self.came_up();
         let name = m.name.clone();
-        if let Some(old) = self
-            .with_store(move |s| store::record_uidvalidity(s.conn(), &name, uidvalidity))
-            .await?
-        {
+        if let Some(old) = self.with_store(move |s| store::record_uidvalidity(s.conn(), &name, uidvalidity)).await? {
             warn!(mailbox = %m.name, "{}: UIDVALIDITY changed from {old} to {uidvalidity}; known messages will be recognised by Message-ID", m.name);
         }
         loop {
             self.drain(&mut session, uidvalidity, caps).await?;
-            if once || self.shutdown.is_cancelled() {
+            if once || self.links.shutdown.is_cancelled() {
                 imap::logout(session).await;
                 return Ok(());
             }
+            self.busy(false);
             session = self.wait_for_mail(session, caps).await?;
-            if self.shutdown.is_cancelled() {
+            self.busy(true);
+            if self.links.shutdown.is_cancelled() {
                 imap::logout(session).await;
                 return Ok(());
             }
         }
+    }
+
+    /// Marks a step under way (or done), for the watchdog: a step that never ends is a hang.
+    fn busy(&self, busy: bool) {
+        let now = Utc::now().timestamp();
+        self.links.metrics.mailbox(&self.mailbox.name, |h| h.busy_since = busy.then_some(now));
+    }
+
+    /// Runs `f` on the store in a blocking thread; it goes on while the caller does IMAP.
+    fn spawn_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> JoinHandle<Result<T, StoreError>> {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || f(&mut store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())))
     }
 
     async fn with_store<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || {
-            let mut guard = store
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            f(&mut guard)
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("the store task failed: {e}")))?
+        joined(self.spawn_store(f).await)
     }
 
     /// Ingests everything waiting in the folder, batch by batch.
-    async fn drain(
-        &mut self,
-        session: &mut Session,
-        uidvalidity: u32,
-        caps: Capabilities,
-    ) -> Result<(), WatchError> {
+    async fn drain(&mut self, session: &mut Session, uidvalidity: u32, caps: Capabilities) -> Result<(), WatchError> {
         let m = self.mailbox.clone();
         loop {
             let uids = imap::waiting(session, m.after == After::Seen).await?;
-            let sources: Vec<(u32, Source)> = uids
-                .iter()
-                .map(|&u| (u, Source::imap(&m, uidvalidity, u)))
-                .collect();
+            let sources: Vec<(u32, Source)> = uids.iter().map(|&u| (u, Source::imap(&m, uidvalidity, u))).collect();
             let (done, todo) = self
                 .with_store(move |s| {
                     let mut split = (Vec::new(), Vec::new());
@@ -258,80 +255,102 @@ impl Watcher {
                 info!(mailbox = %m.name, "{}: {} message(s) were committed before a restart; finishing their post-action", m.name, done.len());
                 self.post_action(session, &done, caps).await?;
             }
+            // Pipelined: batch N commits (and fsyncs) while batch N+1 is fetched; N's
+            // post-action follows its commit.
+            let mut in_flight: Option<Committing> = None;
             for chunk in todo.chunks(self.config.batch_size) {
-                if self.shutdown.is_cancelled() {
-                    return Ok(());
+                if self.links.shutdown.is_cancelled() {
+                    break;
                 }
-                self.ingest_chunk(session, uidvalidity, chunk, caps).await?;
+                let started = Instant::now();
+                let fetched = self.fetch_chunk(session, uidvalidity, chunk).await;
+                if let Some(previous) = in_flight.take() {
+                    self.finish_chunk(session, previous, caps).await?;
+                }
+                in_flight = Some(Committing { task: self.commit_chunk(fetched?), started });
+            }
+            if let Some(last) = in_flight.take() {
+                self.finish_chunk(session, last, caps).await?;
+            }
+            if self.links.shutdown.is_cancelled() {
+                return Ok(());
             }
             let name = m.name.clone();
-            self.with_store(move |s| store::record_poll(s.conn(), &name, Utc::now()))
-                .await?;
+            let now = Utc::now();
+            self.with_store(move |s| store::record_poll(s.conn(), &name, now)).await?;
+            self.links.metrics.mailbox(&m.name, |h| h.last_poll = Some(now.timestamp()));
             if todo.is_empty() {
                 return Ok(());
             }
         }
     }
 
-    /// Fetches, ingests and commits one batch; then applies the post-actions.
-    async fn ingest_chunk(
-        &mut self,
+    /// Downloads one batch: whole messages, or only the header of one over the size limit.
+    async fn fetch_chunk(
+        &self,
         session: &mut Session,
         uidvalidity: u32,
         uids: &[u32],
-        caps: Capabilities,
-    ) -> Result<(), WatchError> {
-        let m = self.mailbox.clone();
+    ) -> Result<Vec<Item>, WatchError> {
+        let m = &self.mailbox;
         let limit = self.config.policy.max_message_bytes;
         let sizes = imap::sizes(session, uids).await?;
-        let (small, large): (Vec<u32>, Vec<u32>) = uids
-            .iter()
-            .partition(|u| sizes.get(u).is_some_and(|&s| s as usize <= limit));
+        let (small, large): (Vec<u32>, Vec<u32>) =
+            uids.iter().partition(|u| sizes.get(u).is_some_and(|&s| s as usize <= limit));
         let mut bodies = imap::bodies(session, &small).await?;
-        let headers = if large.is_empty() {
-            Default::default()
-        } else {
-            imap::headers(session, &large).await?
-        };
+        let mut headers = if large.is_empty() { HashMap::new() } else { imap::headers(session, &large).await? };
         // A message expunged by someone else between SEARCH and FETCH is simply gone.
         let mut items = Vec::with_capacity(uids.len());
         for &uid in uids {
-            let source = Source::imap(&m, uidvalidity, uid);
+            let source = Source::imap(m, uidvalidity, uid);
             if let Some(raw) = bodies.remove(&uid) {
-                items.push((uid, raw, source, None));
-            } else if let Some(raw) = headers.get(&uid) {
+                items.push(Item { uid, raw, source, too_large: None });
+            } else if let Some(raw) = headers.remove(&uid) {
                 let reason = format!(
                     "message is {} bytes, over the limit of {limit}; its header is kept here, the message in folder {}",
                     sizes[&uid], m.failed_folder
                 );
-                items.push((uid, raw.clone(), source, Some(reason)));
+                items.push(Item { uid, raw, source, too_large: Some(reason) });
             }
         }
+        Ok(items)
+    }
+
+    /// Ingests and commits one batch in the background.
+    fn commit_chunk(&self, items: Vec<Item>) -> JoinHandle<Result<Vec<(u32, Outcome)>, StoreError>> {
         let config = Arc::clone(&self.config);
-        let outcomes = self
-            .with_store(move |store| {
-                let now = Utc::now();
-                let mut batch = Batch::begin(store, &config)?;
-                let mut outcomes = Vec::with_capacity(items.len());
-                for (uid, raw, source, too_large) in &items {
-                    let report = match too_large {
-                        Some(reason) => batch.fail(raw, source, reason.clone(), now)?,
-                        None => batch.ingest_one(raw, source, now)?,
-                    };
-                    outcomes.push((*uid, report.outcome));
-                }
-                batch.commit()?;
-                Ok(outcomes)
-            })
-            .await?;
-        if outcomes
-            .iter()
-            .any(|(_, o)| matches!(o, Outcome::Created { ack, .. } if ack == "queued"))
-        {
-            self.nudge.notify_one();
+        self.spawn_store(move |store| {
+            let now = Utc::now();
+            let mut batch = Batch::begin(store, &config)?;
+            let mut outcomes = Vec::with_capacity(items.len());
+            for item in &items {
+                let report = match &item.too_large {
+                    Some(reason) => batch.fail(&item.raw, &item.source, reason.clone(), now)?,
+                    None => batch.ingest_one(&item.raw, &item.source, now)?,
+                };
+                outcomes.push((item.uid, report.outcome));
+            }
+            batch.commit()?;
+            Ok(outcomes)
+        })
+    }
+
+    /// After a batch's commit: logs, metrics, the outbox nudge, and the post-actions.
+    async fn finish_chunk(
+        &self,
+        session: &mut Session,
+        committing: Committing,
+        caps: Capabilities,
+    ) -> Result<(), WatchError> {
+        let m = &self.mailbox;
+        let outcomes = joined(committing.task.await)?;
+        if outcomes.iter().any(|(_, o)| matches!(o, Outcome::Created { ack, .. } if ack == "queued")) {
+            self.links.nudge.notify_one();
         }
+        let seconds = committing.started.elapsed().as_secs_f64();
         let (mut ok, mut failed) = (Vec::new(), Vec::new());
         for (uid, outcome) in &outcomes {
+            self.links.metrics.record(outcome, seconds);
             info!(mailbox = %m.name, uid, "{} UID {uid}: {outcome}", m.name);
             if matches!(outcome, Outcome::Failed { .. }) {
                 failed.push(*uid)
@@ -346,12 +365,7 @@ impl Watcher {
         self.post_action(session, &ok, caps).await
     }
 
-    async fn post_action(
-        &self,
-        session: &mut Session,
-        uids: &[u32],
-        caps: Capabilities,
-    ) -> Result<(), WatchError> {
+    async fn post_action(&self, session: &mut Session, uids: &[u32], caps: Capabilities) -> Result<(), WatchError> {
         if uids.is_empty() {
             return Ok(());
         }
@@ -365,15 +379,11 @@ impl Watcher {
     }
 
     /// Waits for new mail with IDLE where the server has it, else sleeps the poll interval.
-    async fn wait_for_mail(
-        &self,
-        session: Session,
-        caps: Capabilities,
-    ) -> Result<Session, WatchError> {
+    async fn wait_for_mail(&self, session: Session, caps: Capabilities) -> Result<Session, WatchError> {
         if !(caps.idle && self.mailbox.idle) {
             tokio::select! {
                 _ = tokio::time::sleep(self.mailbox.poll_interval) => {}
-                _ = self.shutdown.cancelled() => {}
+                _ = self.links.shutdown.cancelled() => {}
             }
             return Ok(session);
         }
@@ -385,7 +395,7 @@ impl Watcher {
         let (wait, _interrupt) = idle.wait_with_timeout(IDLE_RENEW);
         let woke = tokio::select! {
             r = wait => r.map(|_| ()),
-            _ = self.shutdown.cancelled() => Ok(()),
+            _ = self.links.shutdown.cancelled() => Ok(()),
         };
         woke.map_err(|e| ImapError::Protocol("waiting in IDLE", e.to_string()))?;
         let session = tokio::time::timeout(Duration::from_secs(60), idle.done())
@@ -394,6 +404,25 @@ impl Watcher {
             .map_err(|e| ImapError::Protocol("ending IDLE", e.to_string()))?;
         Ok(session)
     }
+}
+
+/// One fetched message on its way into a batch.
+struct Item {
+    uid: u32,
+    raw: Vec<u8>,
+    source: Source,
+    /// Set for a message over the size limit, of which only the header was fetched.
+    too_large: Option<String>,
+}
+
+/// A batch being committed in the background.
+struct Committing {
+    task: JoinHandle<Result<Vec<(u32, Outcome)>, StoreError>>,
+    started: Instant,
+}
+
+fn joined<T>(result: Result<Result<T, StoreError>, tokio::task::JoinError>) -> Result<T, StoreError> {
+    result.map_err(|e| StoreError::Unavailable(format!("the store task failed: {e}")))?
 }
 
 /// Exponential backoff with jitter: 1 s doubling to 5 minutes; a refused login starts at
@@ -411,15 +440,7 @@ mod tests {
     #[test]
     fn backoff_grows_and_is_capped() {
         let secs = |f, auth| backoff(f, auth, 0.999_999).as_secs();
-        assert_eq!(
-            [
-                secs(0, false),
-                secs(1, false),
-                secs(5, false),
-                secs(30, false)
-            ],
-            [0, 1, 31, 299]
-        );
+        assert_eq!([secs(0, false), secs(1, false), secs(5, false), secs(30, false)], [0, 1, 31, 299]);
         assert_eq!(secs(0, true), 59);
         assert_eq!(backoff(3, false, 0.0), Duration::from_secs(4));
     }

@@ -29,9 +29,7 @@ pub enum ImapError {
     Connect(String, String),
     #[error("TLS with {0} failed: {1}")]
     Tls(String, String),
-    #[error(
-        "{0} does not offer STARTTLS (server said: {1}); refusing to continue without encryption"
-    )]
+    #[error("{0} does not offer STARTTLS (server said: {1}); refusing to continue without encryption")]
     NoStarttls(String, String),
     #[error("login as {0} refused: {1}")]
     Auth(String, String),
@@ -75,12 +73,7 @@ async fn bounded<T, E: std::fmt::Display>(
 /// Connects, secures the connection as configured and logs in.
 pub async fn connect(m: &MailboxConfig) -> Result<Session, ImapError> {
     let endpoint = format!("{}:{}", m.host, m.port);
-    let tcp = match timeout(
-        CONNECT_TIMEOUT,
-        TcpStream::connect((m.host.as_str(), m.port)),
-    )
-    .await
-    {
+    let tcp = match timeout(CONNECT_TIMEOUT, TcpStream::connect((m.host.as_str(), m.port))).await {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(e)) => return Err(ImapError::Connect(endpoint, e.to_string())),
         Err(_) => return Err(ImapError::Connect(endpoint, "timed out".to_owned())),
@@ -94,19 +87,13 @@ pub async fn connect(m: &MailboxConfig) -> Result<Session, ImapError> {
         TlsMode::Starttls => {
             let mut plain = async_imap::Client::new(Either::Right(tcp));
             greeting(&mut plain).await?;
-            let upgrade = timeout(
-                COMMAND_TIMEOUT,
-                plain.run_command_and_check_ok("STARTTLS", None),
-            )
-            .await;
+            let upgrade = timeout(COMMAND_TIMEOUT, plain.run_command_and_check_ok("STARTTLS", None)).await;
             match upgrade {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(ImapError::NoStarttls(endpoint, e.to_string())),
                 Err(_) => return Err(ImapError::Timeout("waiting for STARTTLS")),
             }
-            let Either::Right(tcp) = plain.into_inner() else {
-                unreachable!("the plain stream is TCP")
-            };
+            let Either::Right(tcp) = plain.into_inner() else { unreachable!("the plain stream is TCP") };
             async_imap::Client::new(Either::Left(tls(m, tcp).await?))
         }
         TlsMode::None => {
@@ -115,12 +102,7 @@ pub async fn connect(m: &MailboxConfig) -> Result<Session, ImapError> {
             client
         }
     };
-    match timeout(
-        COMMAND_TIMEOUT,
-        client.login(&m.username, m.password.expose()),
-    )
-    .await
-    {
+    match timeout(COMMAND_TIMEOUT, client.login(&m.username, m.password.expose())).await {
         Ok(Ok(session)) => Ok(session),
         Ok(Err((e, _))) => Err(ImapError::Auth(m.username.clone(), e.to_string())),
         Err(_) => Err(ImapError::Timeout("logging in")),
@@ -129,10 +111,8 @@ pub async fn connect(m: &MailboxConfig) -> Result<Session, ImapError> {
 
 async fn tls(m: &MailboxConfig, tcp: TcpStream) -> Result<TlsStream<TcpStream>, ImapError> {
     let endpoint = format!("{}:{}", m.host, m.port);
-    let config = crate::tls::client_config(m.ca_file.as_deref())
-        .map_err(|e| ImapError::Tls(endpoint.clone(), e))?;
-    let name = ServerName::try_from(m.host.clone())
-        .map_err(|e| ImapError::Tls(endpoint.clone(), e.to_string()))?;
+    let config = crate::tls::client_config(m.ca_file.as_deref()).map_err(|e| ImapError::Tls(endpoint.clone(), e))?;
+    let name = ServerName::try_from(m.host.clone()).map_err(|e| ImapError::Tls(endpoint.clone(), e.to_string()))?;
     let handshake = TlsConnector::from(Arc::clone(&config)).connect(name, tcp);
     match timeout(CONNECT_TIMEOUT, handshake).await {
         Ok(Ok(stream)) => Ok(stream),
@@ -144,10 +124,7 @@ async fn tls(m: &MailboxConfig, tcp: TcpStream) -> Result<TlsStream<TcpStream>, 
 async fn greeting(client: &mut async_imap::Client<Conn>) -> Result<(), ImapError> {
     match timeout(COMMAND_TIMEOUT, client.read_response()).await {
         Ok(Ok(Some(_))) => Ok(()),
-        Ok(Ok(None)) => Err(ImapError::Protocol(
-            "reading the greeting",
-            "connection closed".to_owned(),
-        )),
+        Ok(Ok(None)) => Err(ImapError::Protocol("reading the greeting", "connection closed".to_owned())),
         Ok(Err(e)) => Err(ImapError::Protocol("reading the greeting", e.to_string())),
         Err(_) => Err(ImapError::Timeout("waiting for the greeting")),
     }
@@ -162,42 +139,21 @@ pub struct Capabilities {
 }
 
 pub async fn capabilities(session: &mut Session) -> Result<Capabilities, ImapError> {
-    let caps = bounded(
-        "asking for capabilities",
-        COMMAND_TIMEOUT,
-        session.capabilities(),
-    )
-    .await?;
-    Ok(Capabilities {
-        idle: caps.has_str("IDLE"),
-        r#move: caps.has_str("MOVE"),
-        uidplus: caps.has_str("UIDPLUS"),
-    })
+    let caps = bounded("asking for capabilities", COMMAND_TIMEOUT, session.capabilities()).await?;
+    Ok(Capabilities { idle: caps.has_str("IDLE"), r#move: caps.has_str("MOVE"), uidplus: caps.has_str("UIDPLUS") })
 }
 
 /// Selects a folder; its UIDVALIDITY.
 pub async fn select(session: &mut Session, folder: &str) -> Result<u32, ImapError> {
-    let mailbox = bounded(
-        "selecting the folder",
-        COMMAND_TIMEOUT,
-        session.select(folder),
-    )
-    .await?;
-    mailbox.uid_validity.ok_or(ImapError::Protocol(
-        "selecting the folder",
-        "no UIDVALIDITY".to_owned(),
-    ))
+    let mailbox = bounded("selecting the folder", COMMAND_TIMEOUT, session.select(folder)).await?;
+    mailbox.uid_validity.ok_or(ImapError::Protocol("selecting the folder", "no UIDVALIDITY".to_owned()))
 }
 
 /// Creates `folder` unless it exists.
 pub async fn ensure_folder(session: &mut Session, folder: &str) -> Result<(), ImapError> {
     let pattern = quote(folder);
     let names: Vec<_> = bounded("listing folders", COMMAND_TIMEOUT, async {
-        session
-            .list(None, Some(&pattern))
-            .await?
-            .try_collect::<Vec<_>>()
-            .await
+        session.list(None, Some(&pattern)).await?.try_collect::<Vec<_>>().await
     })
     .await?;
     if names.is_empty() {
@@ -213,78 +169,42 @@ fn quote(text: &str) -> String {
 /// UIDs of the messages waiting: unseen ones, or all when processed mail leaves the folder.
 pub async fn waiting(session: &mut Session, only_unseen: bool) -> Result<Vec<u32>, ImapError> {
     let query = if only_unseen { "UNSEEN" } else { "ALL" };
-    let found = bounded(
-        "searching for new mail",
-        COMMAND_TIMEOUT,
-        session.uid_search(query),
-    )
-    .await?;
+    let found = bounded("searching for new mail", COMMAND_TIMEOUT, session.uid_search(query)).await?;
     let mut uids: Vec<u32> = found.into_iter().collect();
     uids.sort_unstable();
     Ok(uids)
 }
 
 /// `UID FETCH` of `items` for `uids`, keyed by UID.
-async fn fetch(
-    session: &mut Session,
-    uids: &[u32],
-    items: &str,
-) -> Result<HashMap<u32, Fetch>, ImapError> {
+async fn fetch(session: &mut Session, uids: &[u32], items: &str) -> Result<HashMap<u32, Fetch>, ImapError> {
     let set = uid_set(uids);
     let fetched: Vec<Fetch> = bounded("fetching messages", COMMAND_TIMEOUT, async {
-        session
-            .uid_fetch(&set, items)
-            .await?
-            .try_collect::<Vec<_>>()
-            .await
+        session.uid_fetch(&set, items).await?.try_collect::<Vec<_>>().await
     })
     .await?;
-    Ok(fetched
-        .into_iter()
-        .filter_map(|f| Some((f.uid?, f)))
-        .collect())
+    Ok(fetched.into_iter().filter_map(|f| Some((f.uid?, f))).collect())
 }
 
 pub async fn sizes(session: &mut Session, uids: &[u32]) -> Result<HashMap<u32, u32>, ImapError> {
-    Ok(fetch(session, uids, "RFC822.SIZE")
-        .await?
-        .into_iter()
-        .filter_map(|(uid, f)| Some((uid, f.size?)))
-        .collect())
+    Ok(fetch(session, uids, "RFC822.SIZE").await?.into_iter().filter_map(|(uid, f)| Some((uid, f.size?))).collect())
 }
 
 /// Whole messages, without setting `\Seen` (`BODY.PEEK[]`).
-pub async fn bodies(
-    session: &mut Session,
-    uids: &[u32],
-) -> Result<HashMap<u32, Vec<u8>>, ImapError> {
+pub async fn bodies(session: &mut Session, uids: &[u32]) -> Result<HashMap<u32, Vec<u8>>, ImapError> {
     let fetched = fetch(session, uids, "BODY.PEEK[]").await?;
-    Ok(fetched
-        .into_iter()
-        .filter_map(|(uid, f)| Some((uid, f.body()?.to_vec())))
-        .collect())
+    Ok(fetched.into_iter().filter_map(|(uid, f)| Some((uid, f.body()?.to_vec()))).collect())
 }
 
 /// Only the header section, for messages too large to download.
-pub async fn headers(
-    session: &mut Session,
-    uids: &[u32],
-) -> Result<HashMap<u32, Vec<u8>>, ImapError> {
+pub async fn headers(session: &mut Session, uids: &[u32]) -> Result<HashMap<u32, Vec<u8>>, ImapError> {
     let fetched = fetch(session, uids, "BODY.PEEK[HEADER]").await?;
-    Ok(fetched
-        .into_iter()
-        .filter_map(|(uid, f)| Some((uid, f.header()?.to_vec())))
-        .collect())
+    Ok(fetched.into_iter().filter_map(|(uid, f)| Some((uid, f.header()?.to_vec()))).collect())
 }
 
 async fn store_flags(session: &mut Session, uids: &[u32], change: &str) -> Result<(), ImapError> {
     let set = uid_set(uids);
     bounded("setting flags", COMMAND_TIMEOUT, async {
-        session
-            .uid_store(&set, change)
-            .await?
-            .try_collect::<Vec<_>>()
-            .await
+        session.uid_store(&set, change).await?.try_collect::<Vec<_>>().await
     })
     .await?;
     Ok(())
@@ -300,11 +220,7 @@ async fn expunge(session: &mut Session, uids: &[u32], caps: Capabilities) -> Res
     let set = uid_set(uids);
     bounded("expunging", COMMAND_TIMEOUT, async {
         if caps.uidplus {
-            session
-                .uid_expunge(&set)
-                .await?
-                .try_collect::<Vec<_>>()
-                .await
+            session.uid_expunge(&set).await?.try_collect::<Vec<_>>().await
         } else {
             session.expunge().await?.try_collect::<Vec<_>>().await
         }
@@ -313,36 +229,17 @@ async fn expunge(session: &mut Session, uids: &[u32], caps: Capabilities) -> Res
     Ok(())
 }
 
-pub async fn delete(
-    session: &mut Session,
-    uids: &[u32],
-    caps: Capabilities,
-) -> Result<(), ImapError> {
+pub async fn delete(session: &mut Session, uids: &[u32], caps: Capabilities) -> Result<(), ImapError> {
     expunge(session, uids, caps).await
 }
 
 /// MOVE (RFC 6851), or COPY + `\Deleted` + expunge where the server lacks it.
-pub async fn move_to(
-    session: &mut Session,
-    uids: &[u32],
-    folder: &str,
-    caps: Capabilities,
-) -> Result<(), ImapError> {
+pub async fn move_to(session: &mut Session, uids: &[u32], folder: &str, caps: Capabilities) -> Result<(), ImapError> {
     let set = uid_set(uids);
     if caps.r#move {
-        return bounded(
-            "moving messages",
-            COMMAND_TIMEOUT,
-            session.uid_mv(&set, folder),
-        )
-        .await;
+        return bounded("moving messages", COMMAND_TIMEOUT, session.uid_mv(&set, folder)).await;
     }
-    bounded(
-        "copying messages",
-        COMMAND_TIMEOUT,
-        session.uid_copy(&set, folder),
-    )
-    .await?;
+    bounded("copying messages", COMMAND_TIMEOUT, session.uid_copy(&set, folder)).await?;
     expunge(session, uids, caps).await
 }
 
@@ -358,11 +255,7 @@ pub fn uid_set(uids: &[u32]) -> String {
         while i + 1 < sorted.len() && sorted[i + 1] == sorted[i] + 1 {
             i += 1;
         }
-        parts.push(if sorted[i] == start {
-            start.to_string()
-        } else {
-            format!("{start}:{}", sorted[i])
-        });
+        parts.push(if sorted[i] == start { start.to_string() } else { format!("{start}:{}", sorted[i]) });
         i += 1;
     }
     parts.join(",")

@@ -28,10 +28,7 @@ impl Source {
     /// A message in an IMAP folder: (account, folder, UIDVALIDITY, UID).
     pub fn imap(mailbox: &crate::config::MailboxConfig, uidvalidity: u32, uid: u32) -> Source {
         Source {
-            identity: format!(
-                "imap:{}@{}/{};{uidvalidity};{uid}",
-                mailbox.username, mailbox.host, mailbox.folder
-            ),
+            identity: format!("imap:{}@{}/{};{uidvalidity};{uid}", mailbox.username, mailbox.host, mailbox.folder),
             label: format!("{} UID {uid}", mailbox.name),
             mailbox_address: Some(mailbox.address.clone()),
         }
@@ -39,33 +36,17 @@ impl Source {
 
     /// A file or standard input: identified by its content.
     pub fn file(label: impl Into<String>, raw: &[u8]) -> Source {
-        Source {
-            identity: format!("file:{}", parse::content_hash(raw)),
-            label: label.into(),
-            mailbox_address: None,
-        }
+        Source { identity: format!("file:{}", parse::content_hash(raw)), label: label.into(), mailbox_address: None }
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum Outcome {
-    Created {
-        ticket: String,
-        ack: String,
-    },
-    FollowUp {
-        ticket: String,
-        reopened: bool,
-    },
-    Duplicate {
-        ticket: Option<String>,
-        reason: &'static str,
-    },
-    Failed {
-        failure: i64,
-        reason: String,
-    },
+    Created { ticket: String, ack: String },
+    FollowUp { ticket: String, reopened: bool },
+    Duplicate { ticket: Option<String>, reason: &'static str },
+    Failed { failure: i64, reason: String },
 }
 
 impl fmt::Display for Outcome {
@@ -77,22 +58,10 @@ impl fmt::Display for Outcome {
             Outcome::Created { ticket, ack } => {
                 write!(f, "new ticket {ticket}, no acknowledgement ({ack})")
             }
-            Outcome::FollowUp {
-                ticket,
-                reopened: true,
-            } => write!(f, "follow-up to ticket {ticket}, reopened it"),
-            Outcome::FollowUp {
-                ticket,
-                reopened: false,
-            } => write!(f, "follow-up to ticket {ticket}"),
-            Outcome::Duplicate {
-                ticket: Some(t),
-                reason,
-            } => write!(f, "duplicate of ticket {t} ({reason})"),
-            Outcome::Duplicate {
-                ticket: None,
-                reason,
-            } => write!(f, "duplicate ({reason})"),
+            Outcome::FollowUp { ticket, reopened: true } => write!(f, "follow-up to ticket {ticket}, reopened it"),
+            Outcome::FollowUp { ticket, reopened: false } => write!(f, "follow-up to ticket {ticket}"),
+            Outcome::Duplicate { ticket: Some(t), reason } => write!(f, "duplicate of ticket {t} ({reason})"),
+            Outcome::Duplicate { ticket: None, reason } => write!(f, "duplicate ({reason})"),
             Outcome::Failed { failure, reason } => {
                 write!(f, "failed, kept as failed message #{failure}: {reason}")
             }
@@ -111,10 +80,7 @@ pub struct Report {
 
 impl Report {
     fn outcome(outcome: Outcome) -> Report {
-        Report {
-            outcome,
-            decision: None,
-        }
+        Report { outcome, decision: None }
     }
 }
 
@@ -127,21 +93,14 @@ pub struct Batch<'a> {
 
 impl<'a> Batch<'a> {
     pub fn begin(store: &'a mut Store, config: &'a Config) -> Result<Batch<'a>, StoreError> {
-        let tx = store
-            .conn_mut()
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = store.conn_mut().transaction_with_behavior(TransactionBehavior::Immediate)?;
         Ok(Batch { tx, config })
     }
 
     /// Runs one message through the pipeline inside its own savepoint: a message that
     /// hits a bug is rolled back alone and kept as a failed message. Only a storage
     /// failure that may pass (disk full, locked) is returned, and it spoils the batch.
-    pub fn ingest_one(
-        &mut self,
-        raw: &[u8],
-        source: &Source,
-        now: DateTime<Utc>,
-    ) -> Result<Report, StoreError> {
+    pub fn ingest_one(&mut self, raw: &[u8], source: &Source, now: DateTime<Utc>) -> Result<Report, StoreError> {
         let result = {
             let sp = self.tx.savepoint()?;
             match process(&sp, raw, source, self.config, now) {
@@ -199,17 +158,10 @@ fn process(
 ) -> Result<Report, StoreError> {
     let policy = &config.policy;
     if let Some(ticket) = store::ledger_entry(conn, &source.identity)? {
-        return Ok(Report::outcome(Outcome::Duplicate {
-            ticket,
-            reason: "already processed",
-        }));
+        return Ok(Report::outcome(Outcome::Duplicate { ticket, reason: "already processed" }));
     }
     if raw.len() > policy.max_message_bytes {
-        let reason = format!(
-            "message is {} bytes, over the limit of {}",
-            raw.len(),
-            policy.max_message_bytes
-        );
+        let reason = format!("message is {} bytes, over the limit of {}", raw.len(), policy.max_message_bytes);
         return fail(conn, raw, source, reason, now);
     }
     let inbound = match parse::parse(raw, &policy.loop_header) {
@@ -219,23 +171,9 @@ fn process(
     let sender = resolve::sender(&inbound, policy.resolve.prefer);
     let key = inbound.message_key();
     if let Some((ticket_id, number)) = store::find_duplicate(conn, &key)? {
-        store::record_processed(
-            conn,
-            &source.identity,
-            &key,
-            Some(ticket_id),
-            "duplicate",
-            now,
-        )?;
-        let reason = if inbound.message_id.is_some() {
-            "same Message-ID"
-        } else {
-            "same content"
-        };
-        return Ok(Report::outcome(Outcome::Duplicate {
-            ticket: Some(number),
-            reason,
-        }));
+        store::record_processed(conn, &source.identity, &key, Some(ticket_id), "duplicate", now)?;
+        let reason = if inbound.message_id.is_some() { "same Message-ID" } else { "same content" };
+        return Ok(Report::outcome(Outcome::Duplicate { ticket: Some(number), reason }));
     }
     let recipient = ack::recipient(&inbound);
     let facts = store::gather(
@@ -250,32 +188,12 @@ fn process(
     let decision = decide::decide(&inbound, sender, &facts, policy, &mailbox, now);
     let applied = store::apply(conn, &inbound, raw, &decision, &mailbox, now)?;
     let outcome = match &decision.new_ticket {
-        Some(_) => Outcome::Created {
-            ticket: applied.ticket_number,
-            ack: decision.ack.summary(),
-        },
-        None => Outcome::FollowUp {
-            ticket: applied.ticket_number,
-            reopened: decision.follow_up_state.is_some(),
-        },
+        Some(_) => Outcome::Created { ticket: applied.ticket_number, ack: decision.ack.summary() },
+        None => Outcome::FollowUp { ticket: applied.ticket_number, reopened: decision.follow_up_state.is_some() },
     };
-    let name = if decision.new_ticket.is_some() {
-        "new"
-    } else {
-        "follow-up"
-    };
-    store::record_processed(
-        conn,
-        &source.identity,
-        &key,
-        Some(applied.ticket_id),
-        name,
-        now,
-    )?;
-    Ok(Report {
-        outcome,
-        decision: Some(decision),
-    })
+    let name = if decision.new_ticket.is_some() { "new" } else { "follow-up" };
+    store::record_processed(conn, &source.identity, &key, Some(applied.ticket_id), name, now)?;
+    Ok(Report { outcome, decision: Some(decision) })
 }
 
 fn fail(

@@ -12,8 +12,11 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use crate::config::SmtpConfig;
 use crate::core::retry::{self, Attempt, Next};
+use crate::metrics::Metrics;
 use crate::smtp::Smtp;
 use crate::store::outbox::{self, OutboxRow};
 use crate::store::{Store, StoreError};
@@ -28,6 +31,7 @@ pub struct Sender {
     smtp: Smtp,
     give_up_after: chrono::Duration,
     store: Arc<Mutex<Store>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Sender {
@@ -36,7 +40,13 @@ impl Sender {
             smtp: Smtp::new(config, loop_header)?,
             give_up_after: config.give_up_after,
             store: Arc::new(Mutex::new(store)),
+            metrics: Arc::default(),
         })
+    }
+
+    /// Counts sent and failed acknowledgements in the daemon's metrics.
+    pub fn with_metrics(self, metrics: Arc<Metrics>) -> Sender {
+        Sender { metrics, ..self }
     }
 
     async fn with_store<T: Send + 'static>(
@@ -50,12 +60,7 @@ impl Sender {
     }
 
     /// Delivers until shutdown; with `once`, until nothing is due now.
-    pub async fn run(
-        self,
-        nudge: Arc<Notify>,
-        shutdown: CancellationToken,
-        once: bool,
-    ) -> Result<(), StoreError> {
+    pub async fn run(self, nudge: Arc<Notify>, shutdown: CancellationToken, once: bool) -> Result<(), StoreError> {
         loop {
             let delivered = self.deliver_due().await?;
             if once && delivered == 0 {
@@ -75,22 +80,13 @@ impl Sender {
 
     async fn until_next_due(&self) -> Result<Duration, StoreError> {
         let next = self.with_store(|s| outbox::next_due(s.conn())).await?;
-        let due = next
-            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
-            .map(|t| t.with_timezone(&Utc));
-        Ok(due.map_or(POLL, |t| {
-            (t - Utc::now())
-                .to_std()
-                .unwrap_or(Duration::ZERO)
-                .min(POLL)
-        }))
+        let due = next.and_then(|t| DateTime::parse_from_rfc3339(&t).ok()).map(|t| t.with_timezone(&Utc));
+        Ok(due.map_or(POLL, |t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO).min(POLL)))
     }
 
     /// One pass over the due rows; how many were attempted.
     async fn deliver_due(&self) -> Result<usize, StoreError> {
-        let rows = self
-            .with_store(|s| outbox::due(s.conn(), Utc::now(), BATCH))
-            .await?;
+        let rows = self.with_store(|s| outbox::due(s.conn(), Utc::now(), BATCH)).await?;
         let count = rows.len();
         let results: Vec<(OutboxRow, Attempt)> = futures_util::stream::iter(rows)
             .map(|row| async move {
@@ -108,17 +104,15 @@ impl Sender {
 
     async fn record(&self, row: OutboxRow, attempt: Attempt) -> Result<(), StoreError> {
         let now = Utc::now();
-        let queued_at =
-            DateTime::parse_from_rfc3339(&row.created_at).map_or(now, |t| t.with_timezone(&Utc));
-        let next = retry::after_attempt(
-            &attempt,
-            row.attempts + 1,
-            queued_at,
-            now,
-            self.give_up_after,
-            fastrand::f64(),
-        );
+        let queued_at = DateTime::parse_from_rfc3339(&row.created_at).map_or(now, |t| t.with_timezone(&Utc));
+        let next =
+            retry::after_attempt(&attempt, row.attempts + 1, queued_at, now, self.give_up_after, fastrand::f64());
         let (id, ticket, to) = (row.id, row.ticket, row.recipient);
+        match &next {
+            Next::Sent => _ = self.metrics.acks_sent.fetch_add(1, Relaxed),
+            Next::Failed(_) => _ = self.metrics.acks_failed.fetch_add(1, Relaxed),
+            Next::RetryAt(_) => {}
+        }
         match &next {
             Next::Sent => {
                 info!(ticket = %ticket, "acknowledgement for ticket {ticket} sent to {to}")

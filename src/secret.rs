@@ -14,8 +14,7 @@ impl Secret {
 
     /// The first line of a file, as written by `systemd-creds` or an editor.
     pub fn from_file(path: &Path) -> Result<Secret, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let value = text.lines().next().unwrap_or("").to_owned();
         if value.is_empty() {
             return Err(format!("{} is empty", path.display()));

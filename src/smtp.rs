@@ -31,13 +31,9 @@ impl Smtp {
             TlsMode::None => builder.tls(Tls::None),
         };
         if let Some((user, password)) = &config.credentials {
-            builder =
-                builder.credentials(Credentials::new(user.clone(), password.expose().to_owned()));
+            builder = builder.credentials(Credentials::new(user.clone(), password.expose().to_owned()));
         }
-        Ok(Smtp {
-            transport: builder.build(),
-            loop_header: loop_header.to_owned(),
-        })
+        Ok(Smtp { transport: builder.build(), loop_header: loop_header.to_owned() })
     }
 
     /// One delivery attempt.
@@ -67,11 +63,8 @@ fn tls_parameters(config: &SmtpConfig) -> Result<TlsParameters, String> {
     let mut builder = TlsParameters::builder(config.host.clone());
     if let Some(ca) = &config.ca_file {
         let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
-        let cert = Certificate::from_pem(&pem)
-            .map_err(|e| format!("bad certificate in {}: {e}", ca.display()))?;
-        builder = builder
-            .certificate_store(CertificateStore::None)
-            .add_root_certificate(cert);
+        let cert = Certificate::from_pem(&pem).map_err(|e| format!("bad certificate in {}: {e}", ca.display()))?;
+        builder = builder.certificate_store(CertificateStore::None).add_root_certificate(cert);
     }
     builder.build_rustls().map_err(|e| e.to_string())
 }
@@ -80,10 +73,7 @@ fn tls_parameters(config: &SmtpConfig) -> Result<TlsParameters, String> {
 /// lettre encodes non-ASCII text.
 fn message(row: &OutboxRow, loop_header: &str) -> Result<Message, String> {
     let mailbox = |name: &Option<String>, address: &str| -> Result<Mailbox, String> {
-        Ok(Mailbox::new(
-            name.clone(),
-            address.parse().map_err(|e| format!("{address}: {e}"))?,
-        ))
+        Ok(Mailbox::new(name.clone(), address.parse().map_err(|e| format!("{address}: {e}"))?))
     };
     let mut builder = Message::builder()
         .from(mailbox(&row.sender_name, &row.sender)?)
@@ -126,10 +116,7 @@ mod tests {
             body_text: "Hello".to_owned(),
             message_id: "ack.2026112310000012@helpdesk.example".to_owned(),
             in_reply_to: Some("m1@umbrella.example".to_owned()),
-            references: vec![
-                "m0@umbrella.example".to_owned(),
-                "m1@umbrella.example".to_owned(),
-            ],
+            references: vec!["m0@umbrella.example".to_owned(), "m1@umbrella.example".to_owned()],
             state: "queued".to_owned(),
             attempts: 0,
             last_error: None,
@@ -141,8 +128,7 @@ mod tests {
 
     #[test]
     fn the_acknowledgement_carries_threading_and_anti_loop_headers() {
-        let text =
-            String::from_utf8(message(&row(), "X-Postdesk-Loop").unwrap().formatted()).unwrap();
+        let text = String::from_utf8(message(&row(), "X-Postdesk-Loop").unwrap().formatted()).unwrap();
         for needle in [
             "Auto-Submitted: auto-replied\r\n",
             "X-Auto-Response-Suppress: All\r\n",

@@ -17,11 +17,8 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String
             let certs = CertificateDer::pem_file_iter(path)
                 .map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
             for cert in certs {
-                let cert =
-                    cert.map_err(|e| format!("bad certificate in {}: {e}", path.display()))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("bad certificate in {}: {e}", path.display()))?;
+                let cert = cert.map_err(|e| format!("bad certificate in {}: {e}", path.display()))?;
+                roots.add(cert).map_err(|e| format!("bad certificate in {}: {e}", path.display()))?;
             }
         }
         None => {

@@ -53,11 +53,9 @@ pub enum CustomersCommand {
         json: bool,
     },
     /// Adds a customer user by hand ("New customer")
-    #[command(
-        after_help = "Without --org, the customer joins the organisation owning the address's \
+    #[command(after_help = "Without --org, the customer joins the organisation owning the address's \
                       domain, as the daemon would file them.\n\n\
-                      Example:\n  postdesk customers add --email bob@acme.example --name 'Bob Stone' --org ACME"
-    )]
+                      Example:\n  postdesk customers add --email bob@acme.example --name 'Bob Stone' --org ACME")]
     Add {
         /// The address; refused when it already belongs to a customer
         #[arg(long, value_name = "ADDRESS")]
@@ -72,13 +70,11 @@ pub enum CustomersCommand {
         json: bool,
     },
     /// Changes a customer user's name, addresses or organisations
-    #[command(
-        after_help = "An address belongs to one customer only (to join two customers, use `customers merge`); \
+    #[command(after_help = "An address belongs to one customer only (to join two customers, use `customers merge`); \
                       the last address cannot be removed. Addresses are added before any are removed, \
                       so one command can replace an address.\n\n\
                       Example:\n  postdesk customers edit bob@acme.example --name 'Bob Stone' \
-                      --add-email bob.stone@acme.example --link-org Globex"
-    )]
+                      --add-email bob.stone@acme.example --link-org Globex")]
     Edit {
         /// Any of the customer's addresses
         email: String,
@@ -90,11 +86,9 @@ pub enum CustomersCommand {
     },
     /// Makes two customer users one: FROM's addresses, tickets and organisations move
     /// to INTO, and FROM is deleted
-    #[command(
-        after_help = "INTO keeps its primary address, name and organisation; FROM's fill the ones INTO lacks, \
+    #[command(after_help = "INTO keeps its primary address, name and organisation; FROM's fill the ones INTO lacks, \
                       and FROM's organisation otherwise becomes a linked one.\n\n\
-                      Example:\n  postdesk customers merge erin.walsh@gmail.com erin@walsh-consulting.example"
-    )]
+                      Example:\n  postdesk customers merge erin.walsh@gmail.com erin@walsh-consulting.example")]
     Merge {
         /// Any address of the customer that disappears
         from_email: String,
@@ -142,14 +136,7 @@ struct CustomerDetail {
 pub fn run(config: &Config, cmd: CustomersCommand) -> anyhow::Result<ExitCode> {
     let mut store = super::open_store(config)?;
     match cmd {
-        CustomersCommand::List {
-            with_tickets,
-            without_tickets,
-            added,
-            org,
-            search,
-            json: as_json,
-        } => {
+        CustomersCommand::List { with_tickets, without_tickets, added, org, search, json: as_json } => {
             let filter = Filter {
                 has_tickets: (with_tickets || without_tickets).then_some(with_tickets),
                 added: added.as_deref().map(input::month).transpose()?,
@@ -163,10 +150,7 @@ pub fn run(config: &Config, cmd: CustomersCommand) -> anyhow::Result<ExitCode> {
                 print_customers(&list);
             }
         }
-        CustomersCommand::Show {
-            email,
-            json: as_json,
-        } => {
+        CustomersCommand::Show { email, json: as_json } => {
             let email = input::address(&email)?;
             let detail = store.read(|tx| detail(tx, &email))?;
             if as_json {
@@ -177,39 +161,22 @@ pub fn run(config: &Config, cmd: CustomersCommand) -> anyhow::Result<ExitCode> {
                 print_tickets(&detail.ticket_list);
             }
         }
-        CustomersCommand::Add {
-            email,
-            name,
-            org,
-            json: as_json,
-        } => {
+        CustomersCommand::Add { email, name, org, json: as_json } => {
             let email = input::address(&email)?;
             let customer = store.write(|tx| add(tx, &email, name.as_deref(), org.as_deref()))?;
             report(&format!("added customer {email}"), &customer, as_json)?;
         }
-        CustomersCommand::Edit {
-            email,
-            changes,
-            json: as_json,
-        } => {
+        CustomersCommand::Edit { email, changes, json: as_json } => {
             let email = input::address(&email)?;
             let changes = changes.check()?;
             let customer = store.write(|tx| edit(tx, &email, &changes))?;
             report(&format!("updated customer {email}"), &customer, as_json)?;
         }
-        CustomersCommand::Merge {
-            from_email,
-            into_email,
-            json: as_json,
-        } => {
+        CustomersCommand::Merge { from_email, into_email, json: as_json } => {
             let from = input::address(&from_email)?;
             let into = input::address(&into_email)?;
             let customer = store.write(|tx| merge(tx, &from, &into))?;
-            report(
-                &format!("merged customer {from} into {}", customer.email),
-                &customer,
-                as_json,
-            )?;
+            report(&format!("merged customer {from} into {}", customer.email), &customer, as_json)?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -217,31 +184,17 @@ pub fn run(config: &Config, cmd: CustomersCommand) -> anyhow::Result<ExitCode> {
 
 /// The filter's customers, members of `org` when one is named.
 fn list(conn: &Connection, org: Option<&str>, filter: Filter) -> anyhow::Result<Vec<Customer>> {
-    let filter = Filter {
-        organisation_id: input::organisation_opt(conn, org)?,
-        ..filter
-    };
+    let filter = Filter { organisation_id: input::organisation_opt(conn, org)?, ..filter };
     Ok(customers::list(conn, &filter)?)
 }
 
 fn detail(conn: &Connection, email: &str) -> anyhow::Result<CustomerDetail> {
     let id = input::customer(conn, email)?;
-    let mine = tickets::Filter {
-        customer_id: Some(id),
-        ..Default::default()
-    };
-    Ok(CustomerDetail {
-        customer: customers::get(conn, id)?,
-        ticket_list: tickets::list(conn, &mine)?,
-    })
+    let mine = tickets::Filter { customer_id: Some(id), ..Default::default() };
+    Ok(CustomerDetail { customer: customers::get(conn, id)?, ticket_list: tickets::list(conn, &mine)? })
 }
 
-fn add(
-    conn: &Connection,
-    email: &str,
-    name: Option<&str>,
-    org: Option<&str>,
-) -> anyhow::Result<Customer> {
+fn add(conn: &Connection, email: &str, name: Option<&str>, org: Option<&str>) -> anyhow::Result<Customer> {
     refuse_taken(conn, email)?;
     let organisation_id = match org {
         Some(org) => Some(input::organisation(conn, org)?),
@@ -296,11 +249,7 @@ impl Changes {
             name: self.name,
             add_email: input::addresses(&self.add_email)?,
             remove_email: input::addresses(&self.remove_email)?,
-            org: if self.no_org {
-                Some(None)
-            } else {
-                self.org.map(Some)
-            },
+            org: if self.no_org { Some(None) } else { self.org.map(Some) },
             link_org: self.link_org,
             unlink_org: self.unlink_org,
         })
@@ -349,10 +298,7 @@ fn remove_email(conn: &Connection, id: i64, email: &str, address: &str) -> anyho
 fn link(conn: &Connection, id: i64, email: &str, org: &str) -> anyhow::Result<()> {
     let organisation_id = input::organisation(conn, org)?;
     if customers::organisation_id(conn, id)? == Some(organisation_id) {
-        bail!(
-            "organisation {:?} is already the primary organisation of {email}",
-            org.trim()
-        );
+        bail!("organisation {:?} is already the primary organisation of {email}", org.trim());
     }
     Ok(customers::link(conn, id, organisation_id)?)
 }
@@ -415,8 +361,5 @@ pub fn print_customers(list: &[Customer]) {
             ]
         })
         .collect();
-    table(
-        &["NAME", "EMAIL", "ORGANISATION", "TICKETS", "ADDED"],
-        &rows,
-    );
+    table(&["NAME", "EMAIL", "ORGANISATION", "TICKETS", "ADDED"], &rows);
 }

@@ -39,11 +39,7 @@ pub fn run(config: &Config, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn commit_batch(
-    store: &mut Store,
-    config: &Config,
-    pending: &mut Vec<(Vec<u8>, Source)>,
-) -> anyhow::Result<()> {
+fn commit_batch(store: &mut Store, config: &Config, pending: &mut Vec<(Vec<u8>, Source)>) -> anyhow::Result<()> {
     if pending.is_empty() {
         return Ok(());
     }
@@ -52,17 +48,11 @@ fn commit_batch(
     let mut lines = Vec::with_capacity(pending.len());
     for (raw, source) in pending.iter() {
         let report = batch.ingest_one(raw, source, now).with_context(|| {
-            format!(
-                "{}: not stored, nor the {} messages of its batch",
-                source.label,
-                pending.len()
-            )
+            format!("{}: not stored, nor the {} messages of its batch", source.label, pending.len())
         })?;
         lines.push(format!("{}: {}", source.label, report.outcome));
     }
-    batch
-        .commit()
-        .with_context(|| format!("{} messages not stored", pending.len()))?;
+    batch.commit().with_context(|| format!("{} messages not stored", pending.len()))?;
     println!("{}", lines.join("\n"));
     pending.clear();
     Ok(())
@@ -72,14 +62,11 @@ fn read(input: &Input) -> anyhow::Result<(Vec<u8>, String)> {
     match input {
         Input::Stdin => {
             let mut raw = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut raw)
-                .context("cannot read standard input")?;
+            std::io::stdin().read_to_end(&mut raw).context("cannot read standard input")?;
             Ok((raw, "stdin".to_owned()))
         }
         Input::File(path) => {
-            let raw =
-                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let raw = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
             Ok((raw, path.display().to_string()))
         }
     }
@@ -93,8 +80,7 @@ fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<Input>> {
             inputs.push(Input::Stdin);
             continue;
         }
-        let meta =
-            std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
         if meta.is_dir() {
             let mut files = Vec::new();
             walk(path, &mut files)?;
@@ -105,14 +91,7 @@ fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<Input>> {
         }
     }
     if inputs.is_empty() {
-        bail!(
-            "no messages found in {}",
-            paths
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        bail!("no messages found in {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
     }
     Ok(inputs)
 }

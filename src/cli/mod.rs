@@ -54,24 +54,20 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Ingest messages from files, directories (Maildirs included) or standard input
-    #[command(
-        after_help = "Examples:\n  postdesk ingest fixtures/mail\n  postdesk ingest ~/Maildir\n  \
+    #[command(after_help = "Examples:\n  postdesk ingest fixtures/mail\n  postdesk ingest ~/Maildir\n  \
                             postdesk ingest - < message.eml     # as an MTA pipe\n\n\
                             Prints one line per message. Exit status: 0 when every message was stored \
                             (as a ticket, follow-up, duplicate or failed message), 75 when the database \
-                            cannot be written (an MTA retries), 1 for a usage error."
-    )]
+                            cannot be written (an MTA retries), 1 for a usage error.")]
     Ingest {
         /// Files, directories (read recursively) or - for standard input
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
     /// Watch the configured IMAP mailboxes and turn new mail into tickets
-    #[command(
-        after_help = "Examples:\n  postdesk --config /etc/postdesk/postdesk.toml run\n  \
+    #[command(after_help = "Examples:\n  postdesk --config /etc/postdesk/postdesk.toml run\n  \
                             postdesk run --once     # drain every mailbox's backlog, then exit (cron)\n\n\
-                            Stops cleanly on SIGTERM or SIGINT: the message batch in hand is finished first."
-    )]
+                            Stops cleanly on SIGTERM or SIGINT: the message batch in hand is finished first.")]
     Run {
         /// Drain each mailbox once and exit instead of waiting for new mail
         #[arg(long)]
@@ -119,23 +115,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Failed(cmd) => tickets::run_failed(&config, cmd),
         Command::Outbox(cmd) => outbox::run(&config, cmd),
         Command::CheckConfig => {
-            let file = config
-                .file
-                .as_ref()
-                .map_or("built-in defaults".to_owned(), |f| f.display().to_string());
-            println!(
-                "configuration OK ({file}); database {}",
-                config.database_path.display()
-            );
+            let file = config.file.as_ref().map_or("built-in defaults".to_owned(), |f| f.display().to_string());
+            println!("configuration OK ({file}); database {}", config.database_path.display());
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
 fn run_daemon(config: Config, once: bool) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let shutdown = tokio_util::sync::CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
@@ -147,10 +135,7 @@ fn run_daemon(config: Config, once: bool) -> anyhow::Result<ExitCode> {
 /// SIGTERM (systemd) or SIGINT (a terminal) asks the daemon to stop at the next safe point.
 async fn cancel_on_signal(shutdown: tokio_util::sync::CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         tracing::error!("cannot listen for SIGTERM/SIGINT; stop postdesk with SIGKILL");
         return;
     };
@@ -164,10 +149,7 @@ async fn cancel_on_signal(shutdown: tokio_util::sync::CancellationToken) {
 
 /// 75 when the database is unavailable (so an MTA retries), 1 for everything else.
 fn exit_code_for(e: &anyhow::Error) -> ExitCode {
-    let transient = e.chain().any(|c| {
-        c.downcast_ref::<StoreError>()
-            .is_some_and(StoreError::is_transient)
-    });
+    let transient = e.chain().any(|c| c.downcast_ref::<StoreError>().is_some_and(StoreError::is_transient));
     ExitCode::from(if transient { EXIT_TEMPFAIL } else { 1 })
 }
 
@@ -177,11 +159,8 @@ fn open_store(config: &Config) -> anyhow::Result<Store> {
 
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,rusqlite_migration=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rusqlite_migration=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     // journald stamps every line itself; a second timestamp is noise.
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
     match format {

@@ -151,10 +151,7 @@ pub fn run(config: &Config, cmd: OrgsCommand) -> anyhow::Result<ExitCode> {
                 print_orgs(&list);
             }
         }
-        OrgsCommand::Show {
-            name,
-            json: as_json,
-        } => {
+        OrgsCommand::Show { name, json: as_json } => {
             let detail = store.read(|tx| detail(tx, &name))?;
             if as_json {
                 json(&detail)?;
@@ -162,35 +159,14 @@ pub fn run(config: &Config, cmd: OrgsCommand) -> anyhow::Result<ExitCode> {
                 print_detail(&detail);
             }
         }
-        OrgsCommand::Add {
-            name,
-            domains,
-            force,
-            json: as_json,
-        } => {
+        OrgsCommand::Add { name, domains, force, json: as_json } => {
             let name = input::org_name(&name)?;
             let domains = input::domains(&domains)?;
-            let claim = Claim {
-                force,
-                extra_free_mail,
-            };
+            let claim = Claim { force, extra_free_mail };
             let (changed, lines) = store.write(|tx| add(tx, &name, &domains, &claim))?;
-            report(
-                &format!("added organisation {name:?}"),
-                changed,
-                &lines,
-                as_json,
-            )?;
+            report(&format!("added organisation {name:?}"), changed, &lines, as_json)?;
         }
-        OrgsCommand::Edit {
-            name,
-            rename,
-            add_domain,
-            remove_domain,
-            first_response,
-            force,
-            json: as_json,
-        } => {
+        OrgsCommand::Edit { name, rename, add_domain, remove_domain, first_response, force, json: as_json } => {
             let edit = Edit {
                 rename: rename.as_deref().map(input::org_name).transpose()?,
                 add_domain: input::domains(&add_domain)?,
@@ -200,29 +176,15 @@ pub fn run(config: &Config, cmd: OrgsCommand) -> anyhow::Result<ExitCode> {
             if edit.is_empty() {
                 bail!("nothing to change: give --rename, --add-domain, --remove-domain or --first-response");
             }
-            let claim = Claim {
-                force,
-                extra_free_mail,
-            };
+            let claim = Claim { force, extra_free_mail };
             let (changed, lines) = store.write(|tx| edit_org(tx, &name, &edit, &claim))?;
             let done = format!("updated organisation {:?}", changed.organisation.name);
             report(&done, changed, &lines, as_json)?;
         }
-        OrgsCommand::Merge {
-            from,
-            into,
-            json: as_json,
-        } => {
+        OrgsCommand::Merge { from, into, json: as_json } => {
             let organisation = store.write(|tx| merge(tx, &from, &into))?;
-            let done = format!(
-                "merged organisation {:?} into {:?}",
-                from.trim(),
-                organisation.name
-            );
-            let changed = Changed {
-                organisation,
-                assigned_customers: 0,
-            };
+            let done = format!("merged organisation {:?} into {:?}", from.trim(), organisation.name);
+            let changed = Changed { organisation, assigned_customers: 0 };
             report(&done, changed, &[], as_json)?;
         }
     }
@@ -231,14 +193,8 @@ pub fn run(config: &Config, cmd: OrgsCommand) -> anyhow::Result<ExitCode> {
 
 fn detail(conn: &Connection, name: &str) -> anyhow::Result<OrgDetail> {
     let id = input::organisation(conn, name)?;
-    let members = customers::Filter {
-        organisation_id: Some(id),
-        ..Default::default()
-    };
-    let filed = tickets::Filter {
-        organisation_id: Some(id),
-        ..Default::default()
-    };
+    let members = customers::Filter { organisation_id: Some(id), ..Default::default() };
+    let filed = tickets::Filter { organisation_id: Some(id), ..Default::default() };
     Ok(OrgDetail {
         organisation: orgs::get(conn, id)?,
         customer_list: customers::list(conn, &members)?,
@@ -246,23 +202,13 @@ fn detail(conn: &Connection, name: &str) -> anyhow::Result<OrgDetail> {
     })
 }
 
-fn add(
-    conn: &Connection,
-    name: &str,
-    domains: &[String],
-    claim: &Claim,
-) -> anyhow::Result<(Changed, Vec<String>)> {
+fn add(conn: &Connection, name: &str, domains: &[String], claim: &Claim) -> anyhow::Result<(Changed, Vec<String>)> {
     refuse_taken_name(conn, name, None)?;
     let id = orgs::create(conn, name, Utc::now())?;
     claim_all(conn, id, domains, claim)
 }
 
-fn edit_org(
-    conn: &Connection,
-    name: &str,
-    edit: &Edit,
-    claim: &Claim,
-) -> anyhow::Result<(Changed, Vec<String>)> {
+fn edit_org(conn: &Connection, name: &str, edit: &Edit, claim: &Claim) -> anyhow::Result<(Changed, Vec<String>)> {
     let id = input::organisation(conn, name)?;
     if let Some(new) = &edit.rename {
         refuse_taken_name(conn, new, Some(id))?;
@@ -282,21 +228,16 @@ fn edit_org(
 /// Refuses a name another organisation has (any case).
 fn refuse_taken_name(conn: &Connection, name: &str, this: Option<i64>) -> anyhow::Result<()> {
     match orgs::id_by_name(conn, name)? {
-        Some(other) if Some(other) != this => bail!(
-            "organisation {name:?} already exists (to join two organisations, use `postdesk orgs merge`)"
-        ),
+        Some(other) if Some(other) != this => {
+            bail!("organisation {name:?} already exists (to join two organisations, use `postdesk orgs merge`)")
+        }
         _ => Ok(()),
     }
 }
 
 /// Claims each domain; the organisation afterwards and one line per domain saying how
 /// many customers it brought.
-fn claim_all(
-    conn: &Connection,
-    id: i64,
-    domains: &[String],
-    claim: &Claim,
-) -> anyhow::Result<(Changed, Vec<String>)> {
+fn claim_all(conn: &Connection, id: i64, domains: &[String], claim: &Claim) -> anyhow::Result<(Changed, Vec<String>)> {
     let mut lines = Vec::new();
     let mut assigned_customers = 0;
     for domain in domains {
@@ -304,18 +245,11 @@ fn claim_all(
         assigned_customers += assigned;
         lines.push(format!(
             "domain {domain}: {assigned} existing {} without an organisation assigned",
-            if assigned == 1 {
-                "customer"
-            } else {
-                "customers"
-            }
+            if assigned == 1 { "customer" } else { "customers" }
         ));
     }
     let organisation = orgs::get(conn, id)?;
-    let changed = Changed {
-        organisation,
-        assigned_customers,
-    };
+    let changed = Changed { organisation, assigned_customers };
     Ok((changed, lines))
 }
 
@@ -375,8 +309,7 @@ fn print_org(o: &Organisation) {
 }
 
 fn first_response(o: &Organisation) -> String {
-    o.first_response_hours
-        .map_or("-".to_owned(), |h| format!("{h}h"))
+    o.first_response_hours.map_or("-".to_owned(), |h| format!("{h}h"))
 }
 
 fn print_detail(d: &OrgDetail) {
@@ -400,8 +333,5 @@ fn print_orgs(list: &[Organisation]) {
             ]
         })
         .collect();
-    table(
-        &["NAME", "DOMAINS", "CUSTOMERS", "TICKETS", "FIRST RESPONSE"],
-        &rows,
-    );
+    table(&["NAME", "DOMAINS", "CUSTOMERS", "TICKETS", "FIRST RESPONSE"], &rows);
 }

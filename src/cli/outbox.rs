@@ -49,18 +49,7 @@ pub fn run(config: &Config, cmd: OutboxCommand) -> anyhow::Result<ExitCode> {
                     ]
                 })
                 .collect();
-            table(
-                &[
-                    "ID",
-                    "TICKET",
-                    "STATE",
-                    "ATTEMPTS",
-                    "RECIPIENT",
-                    "SENT / NEXT TRY",
-                    "LAST ERROR",
-                ],
-                &rows,
-            );
+            table(&["ID", "TICKET", "STATE", "ATTEMPTS", "RECIPIENT", "SENT / NEXT TRY", "LAST ERROR"], &rows);
         }
         OutboxCommand::Retry { id, .. } => {
             let n = outbox::retry(store.conn(), id, Utc::now())?;

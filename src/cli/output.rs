@@ -11,11 +11,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
         }
     }
     let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
         println!("{}", padded.join("  ").trim_end());
     };
     line(header.to_vec());
@@ -45,11 +41,7 @@ pub fn clip(text: &str, max: usize) -> String {
 
 /// Prints "Label: value" lines with the values aligned.
 pub fn fields(rows: &[(&str, String)]) {
-    let width = rows
-        .iter()
-        .map(|(label, _)| label.chars().count() + 1)
-        .max()
-        .unwrap_or(0);
+    let width = rows.iter().map(|(label, _)| label.chars().count() + 1).max().unwrap_or(0);
     for (label, value) in rows {
         println!("{:<width$}  {value}", format!("{label}:"));
     }

@@ -17,11 +17,9 @@ use crate::store::tickets::{self, TicketSummary};
 #[derive(Subcommand)]
 pub enum TicketsCommand {
     /// Tickets, oldest first; the options narrow the list and combine
-    #[command(
-        after_help = "Examples:\n  postdesk tickets list --state open --org ACME\n  \
+    #[command(after_help = "Examples:\n  postdesk tickets list --state open --org ACME\n  \
                             postdesk tickets list --visible-to alice@acme.example --json\n  \
-                            postdesk tickets list --overdue"
-    )]
+                            postdesk tickets list --overdue")]
     List {
         #[command(flatten)]
         filter: ListFilter,
@@ -81,10 +79,7 @@ pub enum FailedCommand {
 pub fn run_tickets(config: &Config, cmd: TicketsCommand) -> anyhow::Result<ExitCode> {
     let mut store = super::open_store(config)?;
     match cmd {
-        TicketsCommand::List {
-            filter,
-            json: as_json,
-        } => {
+        TicketsCommand::List { filter, json: as_json } => {
             let filter = ListArgs::check(filter)?;
             let list = store.read(|tx| filter.list(tx))?;
             if as_json {
@@ -93,10 +88,7 @@ pub fn run_tickets(config: &Config, cmd: TicketsCommand) -> anyhow::Result<ExitC
                 print_tickets(&list);
             }
         }
-        TicketsCommand::Show {
-            number,
-            json: as_json,
-        } => {
+        TicketsCommand::Show { number, json: as_json } => {
             let Some(ticket) = store.read(|tx| tickets::show(tx, number.trim()))? else {
                 bail!("no ticket {number}");
             };
@@ -106,11 +98,7 @@ pub fn run_tickets(config: &Config, cmd: TicketsCommand) -> anyhow::Result<ExitC
                 print_ticket(&ticket);
             }
         }
-        TicketsCommand::SetState {
-            number,
-            state,
-            json: as_json,
-        } => {
+        TicketsCommand::SetState { number, state, json: as_json } => {
             let state = input::state(&state)?;
             let number = number.trim();
             let (previous, ticket) = store.write(|tx| set_state(tx, number, state))?;
@@ -124,11 +112,7 @@ pub fn run_tickets(config: &Config, cmd: TicketsCommand) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-fn set_state(
-    conn: &Connection,
-    number: &str,
-    state: State,
-) -> anyhow::Result<(String, TicketSummary)> {
+fn set_state(conn: &Connection, number: &str, state: State) -> anyhow::Result<(String, TicketSummary)> {
     match tickets::set_state(conn, number, state, Utc::now())? {
         Some(changed) => Ok(changed),
         None => bail!("no ticket {number}"),
@@ -187,17 +171,7 @@ pub fn print_tickets(list: &[TicketSummary]) {
         })
         .collect();
     table(
-        &[
-            "NUMBER",
-            "STATE",
-            "CREATED",
-            "RESPOND BY",
-            "CUSTOMER",
-            "ORGANISATION",
-            "ARTICLES",
-            "ACK",
-            "SUBJECT",
-        ],
+        &["NUMBER", "STATE", "CREATED", "RESPOND BY", "CUSTOMER", "ORGANISATION", "ARTICLES", "ACK", "SUBJECT"],
         &rows,
     );
 }
@@ -217,21 +191,13 @@ fn print_ticket(ticket: &tickets::TicketDetail) {
             (Some(name), Some(addr)) => format!("{name} <{addr}>"),
             (_, addr) => or_dash(addr.as_deref()),
         };
-        println!(
-            "\n--- article {} ({}) {} from {from}",
-            i + 1,
-            a.direction,
-            a.created_at
-        );
+        println!("\n--- article {} ({}) {} from {from}", i + 1, a.direction, a.created_at);
         if !a.classification.is_empty() {
             println!("classified: {}", a.classification.join(", "));
         }
         println!("Subject: {}\n\n{}", a.subject, a.body.trim_end());
         for f in &a.attachments {
-            println!(
-                "[attachment] {} ({}, {} bytes)",
-                f.filename, f.content_type, f.size
-            );
+            println!("[attachment] {} ({}, {} bytes)", f.filename, f.content_type, f.size);
         }
     }
 }
@@ -245,15 +211,7 @@ pub fn run_failed(config: &Config, cmd: FailedCommand) -> anyhow::Result<ExitCod
     } else {
         let rows: Vec<Vec<String>> = failed
             .into_iter()
-            .map(|f| {
-                vec![
-                    f.id.to_string(),
-                    f.updated_at,
-                    f.size.to_string(),
-                    clip(&f.source, 40),
-                    f.reason,
-                ]
-            })
+            .map(|f| vec![f.id.to_string(), f.updated_at, f.size.to_string(), clip(&f.source, 40), f.reason])
             .collect();
         table(&["ID", "LAST TRIED", "BYTES", "SOURCE", "REASON"], &rows);
     }

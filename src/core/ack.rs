@@ -20,16 +20,13 @@ impl AckTemplate {
     pub fn new(source: String) -> Result<Self, String> {
         let mut env = minijinja::Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-        env.add_template_owned(Self::NAME, source)
-            .map_err(|e| e.to_string())?;
+        env.add_template_owned(Self::NAME, source).map_err(|e| e.to_string())?;
         Ok(AckTemplate(env))
     }
 
     fn render(&self, ctx: &TemplateContext) -> Result<String, String> {
         let template = self.0.get_template(Self::NAME).map_err(|e| e.to_string())?;
-        template
-            .render(minijinja::value::Serde(ctx))
-            .map_err(|e| e.to_string())
+        template.render(minijinja::value::Serde(ctx)).map_err(|e| e.to_string())
     }
 }
 
@@ -75,9 +72,7 @@ pub enum AckDecision {
 
 impl AckDecision {
     fn skip(reason: impl Into<String>) -> Self {
-        AckDecision::Skip {
-            reason: reason.into(),
-        }
+        AckDecision::Skip { reason: reason.into() }
     }
 
     /// `queued`, or why no acknowledgement was queued: the ticket's `ack` field.
@@ -94,12 +89,7 @@ pub fn recipient(inbound: &Inbound) -> Option<Sender> {
     [&inbound.reply_to, &inbound.from]
         .into_iter()
         .flatten()
-        .find_map(|m| {
-            Some(Sender {
-                email: address::normalise(&m.address)?,
-                name: m.name.clone(),
-            })
-        })
+        .find_map(|m| Some(Sender { email: address::normalise(&m.address)?, name: m.name.clone() }))
 }
 
 /// Everything an acknowledgement decision looks at for one new ticket.
@@ -130,18 +120,11 @@ pub fn decide(input: &AckInput, policy: &AckPolicy) -> AckDecision {
         return AckDecision::skip("recipient is one of our own addresses");
     }
     let domain = address::domain_of(&to.email);
-    if input
-        .internal_domains
-        .iter()
-        .any(|d| address::is_within(domain, d))
-    {
+    if input.internal_domains.iter().any(|d| address::is_within(domain, d)) {
         return AckDecision::skip("recipient is internal");
     }
     if input.recent_to_recipient >= policy.max_per_sender_per_day {
-        return AckDecision::skip(format!(
-            "per-sender limit reached ({} in 24 h)",
-            policy.max_per_sender_per_day
-        ));
+        return AckDecision::skip(format!("per-sender limit reached ({} in 24 h)", policy.max_per_sender_per_day));
     }
     match build(input, policy, to) {
         Ok(ack) => AckDecision::Queue(ack),
@@ -151,11 +134,7 @@ pub fn decide(input: &AckInput, policy: &AckPolicy) -> AckDecision {
 
 fn build(input: &AckInput, policy: &AckPolicy, to: Sender) -> Result<Acknowledgement, String> {
     let subject = header_safe(&input.inbound.subject, 200);
-    let to_name = to
-        .name
-        .as_deref()
-        .map(|n| header_safe(n, 100))
-        .filter(|n| !n.is_empty());
+    let to_name = to.name.as_deref().map(|n| header_safe(n, 100)).filter(|n| !n.is_empty());
     let body = policy.template.render(&TemplateContext {
         ticket_number: input.ticket_number,
         tag: input.tag,
@@ -165,21 +144,9 @@ fn build(input: &AckInput, policy: &AckPolicy, to: Sender) -> Result<Acknowledge
         organisation: input.organisation,
         helpdesk_name: &policy.helpdesk_name,
     })?;
-    let in_reply_to = input
-        .inbound
-        .message_id
-        .clone()
-        .filter(|id| header_safe_id(id));
-    let safe: Vec<&String> = input
-        .inbound
-        .references
-        .iter()
-        .filter(|id| header_safe_id(id))
-        .collect();
-    let mut references: Vec<String> = safe[safe.len().saturating_sub(10)..]
-        .iter()
-        .map(|id| id.to_string())
-        .collect();
+    let in_reply_to = input.inbound.message_id.clone().filter(|id| header_safe_id(id));
+    let safe: Vec<&String> = input.inbound.references.iter().filter(|id| header_safe_id(id)).collect();
+    let mut references: Vec<String> = safe[safe.len().saturating_sub(10)..].iter().map(|id| id.to_string()).collect();
     references.extend(in_reply_to.clone().filter(|id| !references.contains(id)));
     let helpdesk_domain = address::domain_of(input.helpdesk_address);
     Ok(Acknowledgement {
@@ -187,11 +154,7 @@ fn build(input: &AckInput, policy: &AckPolicy, to: Sender) -> Result<Acknowledge
         to_name,
         from: input.helpdesk_address.to_owned(),
         from_name: policy.from_name.clone(),
-        subject: if subject.is_empty() {
-            input.tag.to_owned()
-        } else {
-            format!("{} {subject}", input.tag)
-        },
+        subject: if subject.is_empty() { input.tag.to_owned() } else { format!("{} {subject}", input.tag) },
         body,
         message_id: format!("ack.{}@{helpdesk_domain}", input.ticket_number),
         in_reply_to,
@@ -202,26 +165,13 @@ fn build(input: &AckInput, policy: &AckPolicy, to: Sender) -> Result<Acknowledge
 /// Text from a mail, made safe for an outgoing header: one line, no control
 /// characters, bounded length. Non-ASCII is left to the SMTP adapter to encode.
 pub fn header_safe(text: &str, max_chars: usize) -> String {
-    let clean: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    clean
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .chars()
-        .take(max_chars)
-        .collect()
+    let clean: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    clean.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(max_chars).collect()
 }
 
 /// A message-id that can be written inside `<…>` as is.
 fn header_safe_id(id: &str) -> bool {
-    id.len() <= 250
-        && id.contains('@')
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>')
+    id.len() <= 250 && id.contains('@') && id.bytes().all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>')
 }
 
 #[cfg(test)]
@@ -235,19 +185,12 @@ mod tests {
             from_name: "ACME Support".to_owned(),
             helpdesk_name: "ACME Support".to_owned(),
             max_per_sender_per_day: 2,
-            template: AckTemplate::new(
-                "Hi {{ customer_name or customer_email }}, {{ tag }}: {{ subject }}".to_owned(),
-            )
-            .unwrap(),
+            template: AckTemplate::new("Hi {{ customer_name or customer_email }}, {{ tag }}: {{ subject }}".to_owned())
+                .unwrap(),
         }
     }
 
-    fn decide_for(
-        headers: &str,
-        classification: &[Kind],
-        recent: u32,
-        policy: &AckPolicy,
-    ) -> AckDecision {
+    fn decide_for(headers: &str, classification: &[Kind], recent: u32, policy: &AckPolicy) -> AckDecision {
         let raw = format!("{headers}\r\n\r\nbody");
         let inbound = parse(raw.as_bytes(), "X-Postdesk-Loop").unwrap();
         let own = vec!["support@helpdesk.example".to_owned()];
@@ -275,72 +218,31 @@ mod tests {
     #[test]
     fn when_not_to_acknowledge() {
         let customer = "From: Alice <alice@acme.com>\r\nSubject: Help";
-        let disabled = AckPolicy {
-            enabled: false,
-            ..policy()
-        };
+        let disabled = AckPolicy { enabled: false, ..policy() };
         assert_eq!(reason(decide_for(customer, &[], 0, &policy())), "queued");
-        assert_eq!(
-            reason(decide_for(customer, &[], 0, &disabled)),
-            "acknowledgements are disabled"
-        );
-        assert_eq!(
-            reason(decide_for(customer, &[Kind::Bulk], 0, &policy())),
-            "bulk"
-        );
-        assert_eq!(
-            reason(decide_for(
-                customer,
-                &[Kind::Bounce, Kind::Spam],
-                0,
-                &policy()
-            )),
-            "bounce"
-        );
-        assert_eq!(
-            reason(decide_for(customer, &[], 2, &policy())),
-            "per-sender limit reached (2 in 24 h)"
-        );
+        assert_eq!(reason(decide_for(customer, &[], 0, &disabled)), "acknowledgements are disabled");
+        assert_eq!(reason(decide_for(customer, &[Kind::Bulk], 0, &policy())), "bulk");
+        assert_eq!(reason(decide_for(customer, &[Kind::Bounce, Kind::Spam], 0, &policy())), "bounce");
+        assert_eq!(reason(decide_for(customer, &[], 2, &policy())), "per-sender limit reached (2 in 24 h)");
         assert_eq!(reason(decide_for(customer, &[], 1, &policy())), "queued");
         assert_eq!(
-            reason(decide_for(
-                "From: x@acme.com\r\nReply-To: support@helpdesk.example",
-                &[],
-                0,
-                &policy()
-            )),
+            reason(decide_for("From: x@acme.com\r\nReply-To: support@helpdesk.example", &[], 0, &policy())),
             "recipient is one of our own addresses"
         );
-        assert_eq!(
-            reason(decide_for(
-                "From: agent@it.helpdesk.example",
-                &[],
-                0,
-                &policy()
-            )),
-            "recipient is internal"
-        );
-        assert_eq!(
-            reason(decide_for("From: nobody", &[], 0, &policy())),
-            "no recipient address"
-        );
+        assert_eq!(reason(decide_for("From: agent@it.helpdesk.example", &[], 0, &policy())), "recipient is internal");
+        assert_eq!(reason(decide_for("From: nobody", &[], 0, &policy())), "no recipient address");
     }
 
     #[test]
     fn the_acknowledgement_mail() {
         let headers = "From: Web <no-reply@forms.acme.com>\r\nReply-To: =?UTF-8?Q?J=C3=BCdy?= <Judy@Umbrella.com>\r\n\
                        Subject: Cannot\r\n log in\r\nMessage-ID: <m1@acme.com>\r\nReferences: <r0@acme.com> <bad id>";
-        let AckDecision::Queue(ack) = decide_for(headers, &[], 0, &policy()) else {
-            panic!("expected an ack")
-        };
+        let AckDecision::Queue(ack) = decide_for(headers, &[], 0, &policy()) else { panic!("expected an ack") };
         assert_eq!(ack.to, "judy@umbrella.com");
         assert_eq!(ack.to_name.as_deref(), Some("Jüdy"));
         assert_eq!(ack.from, "support@helpdesk.example");
         assert_eq!(ack.subject, "[Ticket#2026112310000017] Cannot log in");
-        assert_eq!(
-            ack.body,
-            "Hi Jüdy, [Ticket#2026112310000017]: Cannot log in"
-        );
+        assert_eq!(ack.body, "Hi Jüdy, [Ticket#2026112310000017]: Cannot log in");
         assert_eq!(ack.message_id, "ack.2026112310000017@helpdesk.example");
         assert_eq!(ack.in_reply_to.as_deref(), Some("m1@acme.com"));
         assert_eq!(ack.references, vec!["r0@acme.com", "m1@acme.com"]);
@@ -348,10 +250,7 @@ mod tests {
 
     #[test]
     fn header_values_are_made_safe() {
-        assert_eq!(
-            header_safe("a\r\nBcc: evil@x.example", 100),
-            "a Bcc: evil@x.example"
-        );
+        assert_eq!(header_safe("a\r\nBcc: evil@x.example", 100), "a Bcc: evil@x.example");
         assert_eq!(header_safe("tab\there\u{7f}", 100), "tab here");
         assert_eq!(header_safe(&"x".repeat(500), 200).len(), 200);
     }

@@ -7,10 +7,7 @@ pub fn normalise(address: &str) -> Option<String> {
     let address = address.trim().trim_start_matches('<').trim_end_matches('>');
     let (local, domain) = address.rsplit_once('@')?;
     let bad = |c: char| c.is_whitespace() || c.is_control() || "<>()[],;:\\\"@".contains(c);
-    if local.is_empty()
-        || local.len() > 64
-        || local.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
+    if local.is_empty() || local.len() > 64 || local.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return None;
     }
     let domain = idna::domain_to_ascii(domain.trim_end_matches('.')).ok()?;
@@ -96,9 +93,7 @@ const FREE_MAIL: &[&str] = &[
 
 /// Consumer mail providers that register one name under many suffixes (`yahoo.co.uk`,
 /// `gmx.net`, `hotmail.fr`): matched on the first label of the registrable domain.
-const FREE_MAIL_FAMILIES: &[&str] = &[
-    "hotmail", "yahoo", "ymail", "gmx", "yandex", "outlook", "live",
-];
+const FREE_MAIL_FAMILIES: &[&str] = &["hotmail", "yahoo", "ymail", "gmx", "yandex", "outlook", "live"];
 
 /// Whether a domain belongs to a consumer mail provider, built in or configured.
 pub fn is_free_mail(domain: &str, extra: &[String]) -> bool {
@@ -111,10 +106,7 @@ pub fn is_free_mail(domain: &str, extra: &[String]) -> bool {
 
 /// Whether `domain` is `parent` or one of its subdomains.
 pub fn is_within(domain: &str, parent: &str) -> bool {
-    domain == parent
-        || domain
-            .strip_suffix(parent)
-            .is_some_and(|rest| rest.ends_with('.'))
+    domain == parent || domain.strip_suffix(parent).is_some_and(|rest| rest.ends_with('.'))
 }
 
 #[cfg(test)]
@@ -156,10 +148,7 @@ mod tests {
 
     #[test]
     fn owner_domains_cases() {
-        assert_eq!(
-            owner_domains("eu.acme.co.uk"),
-            ["eu.acme.co.uk", "acme.co.uk"]
-        );
+        assert_eq!(owner_domains("eu.acme.co.uk"), ["eu.acme.co.uk", "acme.co.uk"]);
         assert_eq!(owner_domains("acme.com"), ["acme.com"]);
     }
 
@@ -179,15 +168,7 @@ mod tests {
     #[test]
     fn free_mail() {
         let extra = vec!["mycorp-mail.net".to_owned()];
-        for d in [
-            "gmail.com",
-            "yahoo.co.uk",
-            "hotmail.fr",
-            "gmx.net",
-            "web.de",
-            "mycorp-mail.net",
-            "mx.gmail.com",
-        ] {
+        for d in ["gmail.com", "yahoo.co.uk", "hotmail.fr", "gmx.net", "web.de", "mycorp-mail.net", "mx.gmail.com"] {
             assert!(is_free_mail(d, &extra), "{d} is free mail");
         }
         for d in ["acme.com", "globex.co.uk", "livestock.com"] {

@@ -43,62 +43,26 @@ impl Kind {
 /// Every kind that applies, in a fixed order; empty for a message written by a person.
 pub fn classify(inbound: &Inbound, own_addresses: &[String]) -> Vec<Kind> {
     let s = &inbound.signals;
-    let from = inbound
-        .from
-        .as_ref()
-        .map(|m| m.address.as_str())
-        .unwrap_or("");
+    let from = inbound.from.as_ref().map(|m| m.address.as_str()).unwrap_or("");
     let from_normalised = address::normalise(from);
-    let auto_submitted = s
-        .auto_submitted
-        .as_deref()
-        .is_some_and(|v| !v.starts_with("no"));
+    let auto_submitted = s.auto_submitted.as_deref().is_some_and(|v| !v.starts_with("no"));
     let precedence = s.precedence.as_deref().unwrap_or("");
     let checks = [
-        (
-            Kind::AutoReply,
-            auto_submitted || s.x_autoreply || s.x_autorespond || precedence == "auto_reply",
-        ),
-        (
-            Kind::AutoResponseSuppressed,
-            s.x_auto_response_suppress
-                .as_deref()
-                .is_some_and(|v| !v.is_empty()),
-        ),
-        (
-            Kind::Bulk,
-            matches!(precedence, "bulk" | "junk" | "list") || s.list_id || s.list_unsubscribe,
-        ),
-        (
-            Kind::Bounce,
-            s.report || s.report_in_body || s.null_return_path || is_daemon_sender(from),
-        ),
+        (Kind::AutoReply, auto_submitted || s.x_autoreply || s.x_autorespond || precedence == "auto_reply"),
+        (Kind::AutoResponseSuppressed, s.x_auto_response_suppress.as_deref().is_some_and(|v| !v.is_empty())),
+        (Kind::Bulk, matches!(precedence, "bulk" | "junk" | "list") || s.list_id || s.list_unsubscribe),
+        (Kind::Bounce, s.report || s.report_in_body || s.null_return_path || is_daemon_sender(from)),
         (Kind::Loop, !s.loop_header.is_empty()),
-        (
-            Kind::OwnAddress,
-            from_normalised.is_some_and(|f| own_addresses.contains(&f)),
-        ),
+        (Kind::OwnAddress, from_normalised.is_some_and(|f| own_addresses.contains(&f))),
         (Kind::Spam, s.spam_flag),
     ];
-    checks
-        .into_iter()
-        .filter(|(_, applies)| *applies)
-        .map(|(kind, _)| kind)
-        .collect()
+    checks.into_iter().filter(|(_, applies)| *applies).map(|(kind, _)| kind).collect()
 }
 
 /// MAILER-DAEMON and postmaster send bounces, with or without a domain.
 fn is_daemon_sender(from: &str) -> bool {
-    let local = from
-        .split('@')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    matches!(
-        local.as_str(),
-        "mailer-daemon" | "postmaster" | "mail-daemon"
-    )
+    let local = from.split('@').next().unwrap_or("").trim().to_ascii_lowercase();
+    matches!(local.as_str(), "mailer-daemon" | "postmaster" | "mail-daemon")
 }
 
 #[cfg(test)]

@@ -69,17 +69,13 @@ pub fn decide(
     let classification = classify::classify(inbound, &policy.own_addresses);
     let customer = match &sender {
         Some(sender) => resolve::resolve(sender, &facts.sender, &policy.resolve),
-        None => Customer::None {
-            reason: "no usable sender address",
-        },
+        None => Customer::None { reason: "no usable sender address" },
     };
     let route = route::route(&facts.route, policy.reopen_closed);
     let (new_ticket, follow_up_state, ack) = match &route {
         Route::New => {
             let number = ticket_number::format(now.date_naive(), facts.next_seq_today);
-            let respond_by = customer
-                .first_response_hours()
-                .map(|h| now + Duration::hours(h));
+            let respond_by = customer.first_response_hours().map(|h| now + Duration::hours(h));
             let tag = ticket_number::tag(&policy.tag_prefix, &number);
             let ack = ack::decide(
                 &AckInput {
@@ -95,15 +91,7 @@ pub fn decide(
                 },
                 &policy.ack,
             );
-            (
-                Some(NewTicket {
-                    number,
-                    seq: facts.next_seq_today,
-                    respond_by,
-                }),
-                None,
-                ack,
-            )
+            (Some(NewTicket { number, seq: facts.next_seq_today, respond_by }), None, ack)
         }
         Route::FollowUp { ticket, reopen, .. } => {
             let state = match ticket.state {
@@ -111,24 +99,10 @@ pub fn decide(
                 State::Pending => Some(State::Open),
                 _ => None,
             };
-            (
-                None,
-                state,
-                AckDecision::Skip {
-                    reason: "follow-up".to_owned(),
-                },
-            )
+            (None, state, AckDecision::Skip { reason: "follow-up".to_owned() })
         }
     };
-    Decision {
-        classification,
-        sender,
-        customer,
-        route,
-        new_ticket,
-        follow_up_state,
-        ack,
-    }
+    Decision { classification, sender, customer, route, new_ticket, follow_up_state, ack }
 }
 
 #[cfg(test)]
@@ -168,14 +142,7 @@ pub(crate) mod tests {
         let inbound = parse(raw.as_bytes(), "X-Postdesk-Loop").unwrap();
         let sender = resolve::sender(&inbound, AddressSource::From);
         let now = Utc.with_ymd_and_hms(2026, 11, 23, 9, 30, 0).unwrap();
-        decide(
-            &inbound,
-            sender,
-            facts,
-            &policy(),
-            "support@helpdesk.example",
-            now,
-        )
+        decide(&inbound, sender, facts, &policy(), "support@helpdesk.example", now)
     }
 
     #[test]
@@ -184,48 +151,25 @@ pub(crate) mod tests {
             next_seq_today: 17,
             sender: SenderFacts {
                 customer: None,
-                domain_owner: Some(OrgFact {
-                    id: 1,
-                    name: "ACME".to_owned(),
-                    first_response_hours: Some(4),
-                }),
+                domain_owner: Some(OrgFact { id: 1, name: "ACME".to_owned(), first_response_hours: Some(4) }),
             },
             ..Facts::default()
         };
         let d = run("From: a@acme.com\r\nSubject: Help\r\n\r\nx", &facts);
         let ticket = d.new_ticket.expect("a new ticket");
-        assert_eq!(
-            ticket.number,
-            ticket_number::format(chrono::NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(), 17)
-        );
-        assert_eq!(
-            ticket.respond_by.unwrap().to_rfc3339(),
-            "2026-11-23T13:30:00+00:00"
-        );
+        assert_eq!(ticket.number, ticket_number::format(chrono::NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(), 17));
+        assert_eq!(ticket.respond_by.unwrap().to_rfc3339(), "2026-11-23T13:30:00+00:00");
         assert_eq!(d.customer.organisation_name(), Some("ACME"));
         assert!(matches!(d.ack, AckDecision::Queue(_)));
     }
 
     #[test]
     fn follow_ups_change_state_and_are_never_acknowledged() {
-        let known = |state| RouteFacts {
-            tagged: None,
-            referenced: Some(KnownTicket {
-                id: 4,
-                number: "N".to_owned(),
-                state,
-            }),
-        };
-        let cases = [
-            (State::Closed, Some(State::Open)),
-            (State::Pending, Some(State::Open)),
-            (State::Open, None),
-        ];
+        let known =
+            |state| RouteFacts { tagged: None, referenced: Some(KnownTicket { id: 4, number: "N".to_owned(), state }) };
+        let cases = [(State::Closed, Some(State::Open)), (State::Pending, Some(State::Open)), (State::Open, None)];
         for (state, want) in cases {
-            let facts = Facts {
-                route: known(state),
-                ..Facts::default()
-            };
+            let facts = Facts { route: known(state), ..Facts::default() };
             let d = run("From: a@acme.com\r\nIn-Reply-To: <x@y>\r\n\r\nx", &facts);
             assert_eq!(d.follow_up_state, want, "{state:?}");
             assert_eq!(d.new_ticket, None);
@@ -235,10 +179,7 @@ pub(crate) mod tests {
 
     #[test]
     fn automated_mail_makes_a_ticket_without_an_ack() {
-        let d = run(
-            "From: a@acme.com\r\nAuto-Submitted: auto-replied\r\n\r\nx",
-            &Facts::default(),
-        );
+        let d = run("From: a@acme.com\r\nAuto-Submitted: auto-replied\r\n\r\nx", &Facts::default());
         assert!(d.new_ticket.is_some());
         assert_eq!(d.classification, vec![Kind::AutoReply]);
         assert_eq!(d.ack.summary(), "auto-reply");
@@ -246,17 +187,9 @@ pub(crate) mod tests {
 
     #[test]
     fn a_sender_without_an_address_still_makes_a_ticket() {
-        let d = run(
-            "From: Mail Delivery Subsystem <MAILER-DAEMON>\r\nSubject: failure\r\n\r\nx",
-            &Facts::default(),
-        );
+        let d = run("From: Mail Delivery Subsystem <MAILER-DAEMON>\r\nSubject: failure\r\n\r\nx", &Facts::default());
         assert!(d.new_ticket.is_some());
-        assert_eq!(
-            d.customer,
-            Customer::None {
-                reason: "no usable sender address"
-            }
-        );
+        assert_eq!(d.customer, Customer::None { reason: "no usable sender address" });
         assert_eq!(d.ack.summary(), "bounce");
     }
 }

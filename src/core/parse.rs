@@ -72,10 +72,7 @@ impl Inbound {
     pub fn message_key(&self) -> String {
         match &self.message_id {
             Some(id) => format!("mid:{id}"),
-            None => format!(
-                "sha256:{}",
-                self.content_hash.as_deref().unwrap_or_default()
-            ),
+            None => format!("sha256:{}", self.content_hash.as_deref().unwrap_or_default()),
         }
     }
 }
@@ -91,19 +88,13 @@ pub enum ParseError {
 }
 
 pub fn content_hash(raw: &[u8]) -> String {
-    Sha256::digest(raw)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(raw).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Drops leading white space and an mbox `From ` envelope line, as MTAs add when they
 /// pipe a message.
 fn strip_mbox_from_line(raw: &[u8]) -> &[u8] {
-    let start = raw
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(raw.len());
+    let start = raw.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(raw.len());
     let raw = &raw[start..];
     if raw.starts_with(b"From ") {
         if let Some(end) = raw.iter().position(|&b| b == b'\n') {
@@ -127,17 +118,12 @@ fn parse_message(raw: &[u8], loop_header: &str) -> Result<Inbound, ParseError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ParseError::Empty);
     }
-    let message = MessageParser::default()
-        .parse(body)
-        .ok_or(ParseError::NoHeaders)?;
+    let message = MessageParser::default().parse(body).ok_or(ParseError::NoHeaders)?;
     if message.headers().is_empty() {
         return Err(ParseError::NoHeaders);
     }
     const ESSENTIAL: [&str; 6] = ["from", "sender", "to", "subject", "date", "message-id"];
-    if !message
-        .headers_raw()
-        .any(|(name, _)| ESSENTIAL.iter().any(|e| name.eq_ignore_ascii_case(e)))
-    {
+    if !message.headers_raw().any(|(name, _)| ESSENTIAL.iter().any(|e| name.eq_ignore_ascii_case(e))) {
         return Err(ParseError::NotMail);
     }
     Ok(Inbound {
@@ -162,14 +148,8 @@ fn parse_message(raw: &[u8], loop_header: &str) -> Result<Inbound, ParseError> {
 
 /// A Message-ID without angle brackets, or `None` when it is unusable.
 fn clean_message_id(id: &str) -> Option<String> {
-    let id = id
-        .trim()
-        .trim_start_matches('<')
-        .trim_end_matches('>')
-        .trim();
-    let usable = !id.is_empty()
-        && id.len() <= 998
-        && !id.chars().any(|c| c.is_whitespace() || c.is_control());
+    let id = id.trim().trim_start_matches('<').trim_end_matches('>').trim();
+    let usable = !id.is_empty() && id.len() <= 998 && !id.chars().any(|c| c.is_whitespace() || c.is_control());
     usable.then(|| id.to_owned())
 }
 
@@ -195,10 +175,8 @@ fn mailboxes(address: Option<&Address>) -> Vec<Mailbox> {
         .iter()
         .filter_map(|a| {
             let addr = a.address()?.trim();
-            (!addr.is_empty()).then(|| Mailbox {
-                name: a.name().map(one_line).filter(|n| !n.is_empty()),
-                address: addr.to_owned(),
-            })
+            (!addr.is_empty())
+                .then(|| Mailbox { name: a.name().map(one_line).filter(|n| !n.is_empty()), address: addr.to_owned() })
         })
         .collect()
 }
@@ -209,10 +187,8 @@ fn first_mailbox(address: Option<&Address>) -> Option<Mailbox> {
 
 /// Every inline text part, joined; HTML is rendered to text when there is no text part.
 fn text_body(message: &Message) -> String {
-    let parts: Vec<String> = (0..message.text_body_count())
-        .filter_map(|i| message.body_text(i))
-        .map(|t| t.into_owned())
-        .collect();
+    let parts: Vec<String> =
+        (0..message.text_body_count()).filter_map(|i| message.body_text(i)).map(|t| t.into_owned()).collect();
     parts.join("\n")
 }
 
@@ -231,10 +207,7 @@ fn attachments(message: &Message) -> Vec<Attachment> {
         .map(|(i, part)| {
             let content_type = part.content_type().map_or_else(
                 || "application/octet-stream".to_owned(),
-                |ct| {
-                    format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("octet-stream"))
-                        .to_lowercase()
-                },
+                |ct| format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("octet-stream")).to_lowercase(),
             );
             let content = part.contents().to_vec();
             Attachment {
@@ -269,16 +242,12 @@ pub fn sanitise_filename(name: Option<&str>, position: usize) -> String {
 
 /// RFC 3464 fields in the text, quoted or not: `Final-Recipient:` and a 4.x.x/5.x.x `Status:`.
 fn quotes_delivery_report(text: &str) -> bool {
-    let fields = text.lines().map(|l| {
-        l.trim_start_matches(|c: char| c == '>' || c.is_whitespace())
-            .to_ascii_lowercase()
-    });
+    let fields =
+        text.lines().map(|l| l.trim_start_matches(|c: char| c == '>' || c.is_whitespace()).to_ascii_lowercase());
     let (mut recipient, mut status) = (false, false);
     for line in fields {
         recipient |= line.starts_with("final-recipient:");
-        status |= line
-            .strip_prefix("status:")
-            .is_some_and(|v| v.trim_start().starts_with(['4', '5']));
+        status |= line.strip_prefix("status:").is_some_and(|v| v.trim_start().starts_with(['4', '5']));
     }
     recipient && status
 }
@@ -297,18 +266,13 @@ fn signals(message: &Message, loop_header: &str) -> Signals {
             "list-id" => s.list_id = true,
             "list-unsubscribe" => s.list_unsubscribe = true,
             "x-spam-flag" => s.spam_flag |= lower().starts_with("yes"),
-            "return-path" => {
-                s.null_return_path |= value.trim_matches(|c| c == '<' || c == '>').is_empty()
-            }
+            "return-path" => s.null_return_path |= value.trim_matches(|c| c == '<' || c == '>').is_empty(),
             n if n.eq_ignore_ascii_case(loop_header) => s.loop_header.push(lower()),
             _ => {}
         }
     }
     s.report = message.root_part().content_type().is_some_and(|ct| {
-        ct.ctype().eq_ignore_ascii_case("multipart")
-            && ct
-                .subtype()
-                .is_some_and(|st| st.eq_ignore_ascii_case("report"))
+        ct.ctype().eq_ignore_ascii_case("multipart") && ct.subtype().is_some_and(|st| st.eq_ignore_ascii_case("report"))
     });
     s
 }
@@ -341,9 +305,7 @@ mod tests {
 
     #[test]
     fn html_only_is_rendered_to_text() {
-        let m = parse_str(
-            "From: a@b.example\r\nContent-Type: text/html\r\n\r\n<p>Hello &amp; <b>welcome</b></p>",
-        );
+        let m = parse_str("From: a@b.example\r\nContent-Type: text/html\r\n\r\n<p>Hello &amp; <b>welcome</b></p>");
         assert!(m.text_body.contains("Hello & welcome"), "{:?}", m.text_body);
         assert!(m.html_body.unwrap().contains("<b>"));
     }
@@ -352,29 +314,22 @@ mod tests {
     fn without_message_id_the_key_is_the_hash() {
         let raw = "From: a@b.example\r\nSubject: x\r\n\r\nbody";
         let m = parse_str(raw);
-        assert_eq!(
-            m.message_key(),
-            format!("sha256:{}", content_hash(raw.as_bytes()))
-        );
+        assert_eq!(m.message_key(), format!("sha256:{}", content_hash(raw.as_bytes())));
     }
 
     #[test]
     fn empty_and_headerless_input_fail() {
         assert_eq!(parse(b"", "X-Loop").unwrap_err(), ParseError::Empty);
         assert_eq!(parse(b"  \r\n", "X-Loop").unwrap_err(), ParseError::Empty);
-        assert_eq!(
-            parse(b"{\"json\": true}\n", "X-Loop").unwrap_err(),
-            ParseError::NotMail
-        );
-        assert_eq!(
-            parse(b"Foo: bar\n\nbody", "X-Loop").unwrap_err(),
-            ParseError::NotMail
-        );
+        assert_eq!(parse(b"{\"json\": true}\n", "X-Loop").unwrap_err(), ParseError::NotMail);
+        assert_eq!(parse(b"Foo: bar\n\nbody", "X-Loop").unwrap_err(), ParseError::NotMail);
     }
 
     #[test]
     fn a_quoted_delivery_report_is_noticed() {
-        let bounce = parse_str("From: a@b.example\n\n> Final-Recipient: rfc822; x@y.example\n> Action: failed\n> Status: 5.1.1\n");
+        let bounce = parse_str(
+            "From: a@b.example\n\n> Final-Recipient: rfc822; x@y.example\n> Action: failed\n> Status: 5.1.1\n",
+        );
         assert!(bounce.signals.report_in_body);
         let chat = parse_str("From: a@b.example\n\nStatus: 5 of 7 done\n");
         assert!(!chat.signals.report_in_body);
@@ -382,7 +337,8 @@ mod tests {
 
     #[test]
     fn mbox_from_line_is_dropped() {
-        let m = parse_str("\r\nFrom alice@example.com Mon Nov 23 10:00:00 2026\nFrom: alice@example.com\nSubject: s\n\nb");
+        let m =
+            parse_str("\r\nFrom alice@example.com Mon Nov 23 10:00:00 2026\nFrom: alice@example.com\nSubject: s\n\nb");
         assert_eq!(m.from.unwrap().address, "alice@example.com");
         assert_eq!(m.subject, "s");
     }

@@ -42,12 +42,7 @@ pub fn sender(inbound: &Inbound, prefer: AddressSource) -> Option<Sender> {
     [first, second, &inbound.sender]
         .into_iter()
         .flatten()
-        .find_map(|m: &Mailbox| {
-            Some(Sender {
-                email: address::normalise(&m.address)?,
-                name: m.name.clone(),
-            })
-        })
+        .find_map(|m: &Mailbox| Some(Sender { email: address::normalise(&m.address)?, name: m.name.clone() }))
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -84,42 +79,24 @@ pub enum Organisation {
 #[serde(tag = "customer", rename_all = "kebab-case")]
 pub enum Customer {
     Existing(CustomerFact),
-    Create {
-        email: String,
-        name: Option<String>,
-        organisation: Organisation,
-    },
-    None {
-        reason: &'static str,
-    },
+    Create { email: String, name: Option<String>, organisation: Organisation },
+    None { reason: &'static str },
 }
 
 impl Customer {
     pub fn organisation_name(&self) -> Option<&str> {
         match self {
             Customer::Existing(c) => c.organisation.as_ref().map(|o| o.name.as_str()),
-            Customer::Create {
-                organisation: Organisation::Existing(o),
-                ..
-            } => Some(&o.name),
-            Customer::Create {
-                organisation: Organisation::Create { name, .. },
-                ..
-            } => Some(name),
+            Customer::Create { organisation: Organisation::Existing(o), .. } => Some(&o.name),
+            Customer::Create { organisation: Organisation::Create { name, .. }, .. } => Some(name),
             _ => None,
         }
     }
 
     pub fn first_response_hours(&self) -> Option<i64> {
         match self {
-            Customer::Existing(CustomerFact {
-                organisation: Some(o),
-                ..
-            })
-            | Customer::Create {
-                organisation: Organisation::Existing(o),
-                ..
-            } => o.first_response_hours,
+            Customer::Existing(CustomerFact { organisation: Some(o), .. })
+            | Customer::Create { organisation: Organisation::Existing(o), .. } => o.first_response_hours,
             _ => None,
         }
     }
@@ -127,10 +104,7 @@ impl Customer {
 
 pub fn is_internal(email: &str, policy: &ResolvePolicy) -> bool {
     let domain = address::domain_of(email);
-    policy
-        .internal_domains
-        .iter()
-        .any(|d| address::is_within(domain, d))
+    policy.internal_domains.iter().any(|d| address::is_within(domain, d))
 }
 
 pub fn resolve(sender: &Sender, facts: &SenderFacts, policy: &ResolvePolicy) -> Customer {
@@ -138,14 +112,10 @@ pub fn resolve(sender: &Sender, facts: &SenderFacts, policy: &ResolvePolicy) -> 
         return Customer::Existing(existing.clone());
     }
     if is_internal(&sender.email, policy) {
-        return Customer::None {
-            reason: "internal sender",
-        };
+        return Customer::None { reason: "internal sender" };
     }
     if !policy.auto_create_customers {
-        return Customer::None {
-            reason: "auto-creation of customers is off",
-        };
+        return Customer::None { reason: "auto-creation of customers is off" };
     }
     Customer::Create {
         email: sender.email.clone(),
@@ -157,27 +127,15 @@ pub fn resolve(sender: &Sender, facts: &SenderFacts, policy: &ResolvePolicy) -> 
 fn organisation(email: &str, facts: &SenderFacts, policy: &ResolvePolicy) -> Organisation {
     let domain = address::domain_of(email);
     if address::is_free_mail(domain, &policy.extra_free_mail) {
-        return Organisation::None {
-            reason: "free-mail domain",
-        };
+        return Organisation::None { reason: "free-mail domain" };
     }
     if let Some(owner) = &facts.domain_owner {
         return Organisation::Existing(owner.clone());
     }
-    match (
-        policy.auto_create_organisations,
-        address::registrable_domain(domain),
-    ) {
-        (true, Some(registrable)) => Organisation::Create {
-            name: registrable.clone(),
-            domain: registrable,
-        },
-        (true, None) => Organisation::None {
-            reason: "no registrable domain",
-        },
-        (false, _) => Organisation::None {
-            reason: "auto-creation of organisations is off",
-        },
+    match (policy.auto_create_organisations, address::registrable_domain(domain)) {
+        (true, Some(registrable)) => Organisation::Create { name: registrable.clone(), domain: registrable },
+        (true, None) => Organisation::None { reason: "no registrable domain" },
+        (false, _) => Organisation::None { reason: "auto-creation of organisations is off" },
     }
 }
 
@@ -196,128 +154,61 @@ mod tests {
     }
 
     fn org(id: i64, name: &str) -> OrgFact {
-        OrgFact {
-            id,
-            name: name.to_owned(),
-            first_response_hours: None,
-        }
+        OrgFact { id, name: name.to_owned(), first_response_hours: None }
     }
 
     fn sender_of(email: &str) -> Sender {
-        Sender {
-            email: email.to_owned(),
-            name: None,
-        }
+        Sender { email: email.to_owned(), name: None }
     }
 
     #[test]
     fn table() {
-        let acme = || SenderFacts {
-            customer: None,
-            domain_owner: Some(org(7, "ACME")),
-        };
+        let acme = || SenderFacts { customer: None, domain_owner: Some(org(7, "ACME")) };
         let known = || SenderFacts {
-            customer: Some(CustomerFact {
-                id: 3,
-                name: None,
-                organisation: None,
-            }),
+            customer: Some(CustomerFact { id: 3, name: None, organisation: None }),
             domain_owner: None,
         };
-        let create = |email: &str, organisation| Customer::Create {
-            email: email.to_owned(),
-            name: None,
-            organisation,
-        };
-        let new_org = |d: &str| Organisation::Create {
-            name: d.to_owned(),
-            domain: d.to_owned(),
-        };
+        let create = |email: &str, organisation| Customer::Create { email: email.to_owned(), name: None, organisation };
+        let new_org = |d: &str| Organisation::Create { name: d.to_owned(), domain: d.to_owned() };
         let cases: Vec<(&str, SenderFacts, ResolvePolicy, Customer)> = vec![
             (
                 "a@acme.com",
                 known(),
                 policy(),
-                Customer::Existing(CustomerFact {
-                    id: 3,
-                    name: None,
-                    organisation: None,
-                }),
+                Customer::Existing(CustomerFact { id: 3, name: None, organisation: None }),
             ),
-            (
-                "a@acme.com",
-                acme(),
-                policy(),
-                create("a@acme.com", Organisation::Existing(org(7, "ACME"))),
-            ),
+            ("a@acme.com", acme(), policy(), create("a@acme.com", Organisation::Existing(org(7, "ACME")))),
             (
                 "a@mail.eu.acme.co.uk",
                 SenderFacts::default(),
                 policy(),
                 create("a@mail.eu.acme.co.uk", new_org("acme.co.uk")),
             ),
-            (
-                "a@gmail.com",
-                acme(),
-                policy(),
-                create(
-                    "a@gmail.com",
-                    Organisation::None {
-                        reason: "free-mail domain",
-                    },
-                ),
-            ),
+            ("a@gmail.com", acme(), policy(), create("a@gmail.com", Organisation::None { reason: "free-mail domain" })),
             (
                 "a@freemail.example",
                 SenderFacts::default(),
                 policy(),
-                create(
-                    "a@freemail.example",
-                    Organisation::None {
-                        reason: "free-mail domain",
-                    },
-                ),
+                create("a@freemail.example", Organisation::None { reason: "free-mail domain" }),
             ),
-            (
-                "agent@helpdesk.example",
-                SenderFacts::default(),
-                policy(),
-                Customer::None {
-                    reason: "internal sender",
-                },
-            ),
+            ("agent@helpdesk.example", SenderFacts::default(), policy(), Customer::None { reason: "internal sender" }),
             (
                 "agent@it.helpdesk.example",
                 SenderFacts::default(),
                 policy(),
-                Customer::None {
-                    reason: "internal sender",
-                },
+                Customer::None { reason: "internal sender" },
             ),
             (
                 "a@acme.com",
                 SenderFacts::default(),
-                ResolvePolicy {
-                    auto_create_customers: false,
-                    ..policy()
-                },
-                Customer::None {
-                    reason: "auto-creation of customers is off",
-                },
+                ResolvePolicy { auto_create_customers: false, ..policy() },
+                Customer::None { reason: "auto-creation of customers is off" },
             ),
             (
                 "a@acme.com",
                 SenderFacts::default(),
-                ResolvePolicy {
-                    auto_create_organisations: false,
-                    ..policy()
-                },
-                create(
-                    "a@acme.com",
-                    Organisation::None {
-                        reason: "auto-creation of organisations is off",
-                    },
-                ),
+                ResolvePolicy { auto_create_organisations: false, ..policy() },
+                create("a@acme.com", Organisation::None { reason: "auto-creation of organisations is off" }),
             ),
         ];
         for (email, facts, policy, want) in cases {
@@ -329,21 +220,12 @@ mod tests {
     fn sender_prefers_the_configured_header() {
         let raw = "From: Website <no-reply@forms.acme.com>\r\nReply-To: Judy <Judy@Umbrella.com>\r\n\r\nx";
         let inbound = crate::core::parse::parse(raw.as_bytes(), "X-Loop").unwrap();
-        assert_eq!(
-            sender(&inbound, AddressSource::From).unwrap().email,
-            "no-reply@forms.acme.com"
-        );
+        assert_eq!(sender(&inbound, AddressSource::From).unwrap().email, "no-reply@forms.acme.com");
         let judy = sender(&inbound, AddressSource::ReplyTo).unwrap();
-        assert_eq!(
-            (judy.email.as_str(), judy.name.as_deref()),
-            ("judy@umbrella.com", Some("Judy"))
-        );
+        assert_eq!((judy.email.as_str(), judy.name.as_deref()), ("judy@umbrella.com", Some("Judy")));
 
         let raw = "From: MAILER-DAEMON\r\nSender: Real <real@acme.com>\r\n\r\nx";
         let inbound = crate::core::parse::parse(raw.as_bytes(), "X-Loop").unwrap();
-        assert_eq!(
-            sender(&inbound, AddressSource::From).unwrap().email,
-            "real@acme.com"
-        );
+        assert_eq!(sender(&inbound, AddressSource::From).unwrap().email, "real@acme.com");
     }
 }

@@ -41,10 +41,7 @@ pub fn after_attempt(
             let full = (FIRST_DELAY_SECS * 2f64.powi(exponent)).min(MAX_DELAY_SECS);
             let at = now + Duration::milliseconds((full * (0.5 + jitter / 2.0) * 1000.0).round() as i64);
             if at > queued_at + give_up_after {
-                Next::Failed(format!(
-                    "gave up after {} hours: {error}",
-                    give_up_after.num_hours()
-                ))
+                Next::Failed(format!("gave up after {} hours: {error}", give_up_after.num_hours()))
             } else {
                 Next::RetryAt(at)
             }
@@ -64,30 +61,10 @@ mod tests {
         let transient = Attempt::Transient("451 try later".to_owned());
         let cases = [
             (Attempt::Accepted, 1, t0, Next::Sent),
-            (
-                Attempt::Permanent("550 no such user".to_owned()),
-                1,
-                t0,
-                Next::Failed("550 no such user".to_owned()),
-            ),
-            (
-                transient.clone(),
-                1,
-                t0,
-                Next::RetryAt(t0 + Duration::seconds(30)),
-            ),
-            (
-                transient.clone(),
-                3,
-                t0,
-                Next::RetryAt(t0 + Duration::seconds(120)),
-            ),
-            (
-                transient.clone(),
-                30,
-                t0,
-                Next::RetryAt(t0 + Duration::seconds(3600)),
-            ),
+            (Attempt::Permanent("550 no such user".to_owned()), 1, t0, Next::Failed("550 no such user".to_owned())),
+            (transient.clone(), 1, t0, Next::RetryAt(t0 + Duration::seconds(30))),
+            (transient.clone(), 3, t0, Next::RetryAt(t0 + Duration::seconds(120))),
+            (transient.clone(), 30, t0, Next::RetryAt(t0 + Duration::seconds(3600))),
             (
                 transient.clone(),
                 30,
@@ -102,9 +79,6 @@ mod tests {
                 "{attempt:?} #{attempts}"
             );
         }
-        assert_eq!(
-            after_attempt(&transient, 1, t0, t0, two_days, 0.0),
-            Next::RetryAt(t0 + Duration::seconds(15))
-        );
+        assert_eq!(after_attempt(&transient, 1, t0, t0, two_days, 0.0), Next::RetryAt(t0 + Duration::seconds(15)));
     }
 }

@@ -23,9 +23,7 @@ impl State {
     }
 
     pub fn parse(text: &str) -> Option<State> {
-        [State::New, State::Open, State::Pending, State::Closed]
-            .into_iter()
-            .find(|s| s.as_str() == text)
+        [State::New, State::Open, State::Pending, State::Closed].into_iter().find(|s| s.as_str() == text)
     }
 }
 
@@ -56,11 +54,7 @@ pub enum Via {
 #[serde(tag = "route", rename_all = "kebab-case")]
 pub enum Route {
     New,
-    FollowUp {
-        ticket: KnownTicket,
-        via: Via,
-        reopen: bool,
-    },
+    FollowUp { ticket: KnownTicket, via: Via, reopen: bool },
 }
 
 /// The subject tag wins over references: a customer who forwards an old thread into a
@@ -73,11 +67,9 @@ pub fn route(facts: &RouteFacts, reopen_closed: bool) -> Route {
     };
     match found {
         None => Route::New,
-        Some((ticket, via)) => Route::FollowUp {
-            ticket: ticket.clone(),
-            via,
-            reopen: reopen_closed && ticket.state == State::Closed,
-        },
+        Some((ticket, via)) => {
+            Route::FollowUp { ticket: ticket.clone(), via, reopen: reopen_closed && ticket.state == State::Closed }
+        }
     }
 }
 
@@ -86,11 +78,7 @@ mod tests {
     use super::*;
 
     fn t(id: i64, state: State) -> Option<KnownTicket> {
-        Some(KnownTicket {
-            id,
-            number: format!("N{id}"),
-            state,
-        })
+        Some(KnownTicket { id, number: format!("N{id}"), state })
     }
 
     #[test]
@@ -98,36 +86,17 @@ mod tests {
         let cases = [
             (None, None, true, None),
             (t(1, State::Open), None, true, Some((1, Via::Tag, false))),
-            (
-                None,
-                t(2, State::Open),
-                true,
-                Some((2, Via::Reference, false)),
-            ),
-            (
-                t(1, State::Open),
-                t(2, State::Open),
-                true,
-                Some((1, Via::Tag, false)),
-            ),
+            (None, t(2, State::Open), true, Some((2, Via::Reference, false))),
+            (t(1, State::Open), t(2, State::Open), true, Some((1, Via::Tag, false))),
             (t(1, State::Closed), None, true, Some((1, Via::Tag, true))),
             (t(1, State::Closed), None, false, Some((1, Via::Tag, false))),
-            (
-                None,
-                t(3, State::Closed),
-                true,
-                Some((3, Via::Reference, true)),
-            ),
+            (None, t(3, State::Closed), true, Some((3, Via::Reference, true))),
         ];
         for (tagged, referenced, reopen_closed, want) in cases {
             let facts = RouteFacts { tagged, referenced };
             let got = match route(&facts, reopen_closed) {
                 Route::New => None,
-                Route::FollowUp {
-                    ticket,
-                    via,
-                    reopen,
-                } => Some((ticket.id, via, reopen)),
+                Route::FollowUp { ticket, via, reopen } => Some((ticket.id, via, reopen)),
             };
             assert_eq!(got, want, "{facts:?} reopen_closed={reopen_closed}");
         }

@@ -23,9 +23,7 @@ const SEQ_BASE: u32 = 1_000_000;
 pub const MAX_PER_DAY: u32 = 8_999_999;
 
 fn check_digit(digits: &str) -> u8 {
-    digits.bytes().fold(0u8, |interim, b| {
-        DAMM[interim as usize][(b - b'0') as usize]
-    })
+    digits.bytes().fold(0u8, |interim, b| DAMM[interim as usize][(b - b'0') as usize])
 }
 
 /// The number of the `seq`-th ticket (1-based) created on `day`.
@@ -85,19 +83,13 @@ mod tests {
         for i in 0..n.len() {
             let mut bytes = n.clone().into_bytes();
             bytes[i] = b'0' + (bytes[i] - b'0' + 1) % 10;
-            assert!(
-                !is_valid(std::str::from_utf8(&bytes).unwrap()),
-                "single-digit error at {i}"
-            );
+            assert!(!is_valid(std::str::from_utf8(&bytes).unwrap()), "single-digit error at {i}");
         }
         for i in 0..n.len() - 1 {
             let mut bytes = n.clone().into_bytes();
             if bytes[i] != bytes[i + 1] {
                 bytes.swap(i, i + 1);
-                assert!(
-                    !is_valid(std::str::from_utf8(&bytes).unwrap()),
-                    "transposition at {i}"
-                );
+                assert!(!is_valid(std::str::from_utf8(&bytes).unwrap()), "transposition at {i}");
             }
         }
     }

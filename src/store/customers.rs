@@ -35,13 +35,7 @@ impl Month {
     /// Exactly `YYYY-MM`, as the customers page's month picker gives it.
     pub fn parse(text: &str) -> Option<Month> {
         let shaped = text.len() == 7
-            && text.bytes().enumerate().all(|(i, b)| {
-                if i == 4 {
-                    b == b'-'
-                } else {
-                    b.is_ascii_digit()
-                }
-            });
+            && text.bytes().enumerate().all(|(i, b)| if i == 4 { b == b'-' } else { b.is_ascii_digit() });
         if !shaped {
             return None;
         }
@@ -111,16 +105,7 @@ pub fn list(conn: &Connection, filter: &Filter) -> Result<Vec<Customer>, StoreEr
     let pattern = filter.search.as_deref().map(like_pattern);
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt
-        .query_map(
-            params![
-                filter.has_tickets,
-                start,
-                end,
-                filter.organisation_id,
-                pattern
-            ],
-            customer,
-        )?
+        .query_map(params![filter.has_tickets, start, end, filter.organisation_id, pattern], customer)?
         .collect::<Result<_, _>>()?;
     Ok(rows)
 }
@@ -160,21 +145,14 @@ pub fn create(
         .prepare_cached(
             "INSERT INTO customer_users (name, organisation_id, created_at) VALUES (?1, ?2, ?3) RETURNING id",
         )?
-        .query_row(params![name, organisation_id, timestamp(now)], |r| {
-            r.get(0)
-        })?;
-    conn.prepare_cached(
-        "INSERT INTO customer_emails (email, customer_id, is_primary) VALUES (?1, ?2, 1)",
-    )?
-    .execute(params![email, id])?;
+        .query_row(params![name, organisation_id, timestamp(now)], |r| r.get(0))?;
+    conn.prepare_cached("INSERT INTO customer_emails (email, customer_id, is_primary) VALUES (?1, ?2, 1)")?
+        .execute(params![email, id])?;
     Ok(id)
 }
 
 pub fn set_name(conn: &Connection, id: i64, name: Option<&str>) -> Result<(), StoreError> {
-    conn.execute(
-        "UPDATE customer_users SET name = ?1 WHERE id = ?2",
-        params![name, id],
-    )?;
+    conn.execute("UPDATE customer_users SET name = ?1 WHERE id = ?2", params![name, id])?;
     Ok(())
 }
 
@@ -195,10 +173,7 @@ pub fn email_count(conn: &Connection, id: i64) -> Result<i64, StoreError> {
 /// Removes one of the customer's addresses; when it was the primary one, the first
 /// remaining address (by name) becomes primary, so every customer keeps one.
 pub fn remove_email(conn: &Connection, id: i64, email: &str) -> Result<(), StoreError> {
-    conn.execute(
-        "DELETE FROM customer_emails WHERE email = ?1 AND customer_id = ?2",
-        params![email, id],
-    )?;
+    conn.execute("DELETE FROM customer_emails WHERE email = ?1 AND customer_id = ?2", params![email, id])?;
     conn.execute(
         "UPDATE customer_emails SET is_primary = 1
          WHERE email = (SELECT email FROM customer_emails WHERE customer_id = ?1 ORDER BY email LIMIT 1)
@@ -210,15 +185,8 @@ pub fn remove_email(conn: &Connection, id: i64, email: &str) -> Result<(), Store
 
 /// Sets (or clears) the primary organisation; a link to it is dropped, since the
 /// primary organisation is never also a linked one.
-pub fn set_organisation(
-    conn: &Connection,
-    id: i64,
-    organisation_id: Option<i64>,
-) -> Result<(), StoreError> {
-    conn.execute(
-        "UPDATE customer_users SET organisation_id = ?1 WHERE id = ?2",
-        params![organisation_id, id],
-    )?;
+pub fn set_organisation(conn: &Connection, id: i64, organisation_id: Option<i64>) -> Result<(), StoreError> {
+    conn.execute("UPDATE customer_users SET organisation_id = ?1 WHERE id = ?2", params![organisation_id, id])?;
     conn.execute(
         "DELETE FROM customer_links WHERE customer_id = ?1 AND organisation_id = ?2",
         params![id, organisation_id],
@@ -277,14 +245,8 @@ mod tests {
     #[test]
     fn months() {
         let cases = [
-            (
-                "2026-11",
-                Some(("2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z")),
-            ),
-            (
-                "2026-12",
-                Some(("2026-12-01T00:00:00Z", "2027-01-01T00:00:00Z")),
-            ),
+            ("2026-11", Some(("2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z"))),
+            ("2026-12", Some(("2026-12-01T00:00:00Z", "2027-01-01T00:00:00Z"))),
             ("2026-13", None),
             ("2026-1", None),
             ("2026-011", None),

@@ -16,22 +16,13 @@ use crate::core::ticket_number;
 /// A source identity that already reached an outcome: the ticket it went to, if any.
 pub fn ledger_entry(conn: &Connection, source: &str) -> Result<Option<Option<String>>, StoreError> {
     let sql = "SELECT t.number FROM processed p LEFT JOIN tickets t ON t.id = p.ticket_id WHERE p.source = ?1";
-    Ok(conn
-        .prepare_cached(sql)?
-        .query_row([source], |r| r.get::<_, Option<String>>(0))
-        .optional()?)
+    Ok(conn.prepare_cached(sql)?.query_row([source], |r| r.get::<_, Option<String>>(0)).optional()?)
 }
 
 /// The ticket (id, number) of an earlier message with the same duplicate key.
-pub fn find_duplicate(
-    conn: &Connection,
-    message_key: &str,
-) -> Result<Option<(i64, String)>, StoreError> {
+pub fn find_duplicate(conn: &Connection, message_key: &str) -> Result<Option<(i64, String)>, StoreError> {
     let sql = "SELECT t.id, t.number FROM articles a JOIN tickets t ON t.id = a.ticket_id WHERE a.message_key = ?1";
-    Ok(conn
-        .prepare_cached(sql)?
-        .query_row([message_key], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?)
+    Ok(conn.prepare_cached(sql)?.query_row([message_key], |r| Ok((r.get(0)?, r.get(1)?))).optional()?)
 }
 
 pub fn record_processed(
@@ -42,17 +33,11 @@ pub fn record_processed(
     outcome: &str,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let sql = "INSERT INTO processed (source, message_key, ticket_id, outcome, processed_at) VALUES (?1, ?2, ?3, ?4, ?5)
+    let sql =
+        "INSERT INTO processed (source, message_key, ticket_id, outcome, processed_at) VALUES (?1, ?2, ?3, ?4, ?5)
                ON CONFLICT (source) DO NOTHING";
-    conn.prepare_cached(sql)?.execute(params![
-        source,
-        message_key,
-        ticket_id,
-        outcome,
-        timestamp(now)
-    ])?;
-    conn.prepare_cached("DELETE FROM failed_messages WHERE source = ?1")?
-        .execute([source])?;
+    conn.prepare_cached(sql)?.execute(params![source, message_key, ticket_id, outcome, timestamp(now)])?;
+    conn.prepare_cached("DELETE FROM failed_messages WHERE source = ?1")?.execute([source])?;
     Ok(())
 }
 
@@ -70,31 +55,22 @@ pub fn record_failure(
                ON CONFLICT (source) DO UPDATE SET reason = excluded.reason, attempts = attempts + 1,
                    updated_at = excluded.updated_at
                RETURNING id";
-    let id = conn.prepare_cached(sql)?.query_row(
-        params![source, reason, raw.len() as i64, raw, timestamp(now)],
-        |r| r.get(0),
-    )?;
+    let id = conn
+        .prepare_cached(sql)?
+        .query_row(params![source, reason, raw.len() as i64, raw, timestamp(now)], |r| r.get(0))?;
     Ok(id)
 }
 
 fn known_ticket(r: &Row) -> rusqlite::Result<KnownTicket> {
     let state: String = r.get(2)?;
-    Ok(KnownTicket {
-        id: r.get(0)?,
-        number: r.get(1)?,
-        state: State::parse(&state).unwrap_or(State::Open),
-    })
+    Ok(KnownTicket { id: r.get(0)?, number: r.get(1)?, state: State::parse(&state).unwrap_or(State::Open) })
 }
 
 fn org_fact(r: &Row, first: usize) -> rusqlite::Result<Option<OrgFact>> {
     let Some(id) = r.get::<_, Option<i64>>(first)? else {
         return Ok(None);
     };
-    Ok(Some(OrgFact {
-        id,
-        name: r.get(first + 1)?,
-        first_response_hours: r.get(first + 2)?,
-    }))
+    Ok(Some(OrgFact { id, name: r.get(first + 1)?, first_response_hours: r.get(first + 2)? }))
 }
 
 /// Reads everything `core::decide` needs to know about this message.
@@ -123,13 +99,8 @@ pub fn gather(
     })
 }
 
-fn tagged_ticket(
-    conn: &Connection,
-    subject: &str,
-    prefix: &str,
-) -> Result<Option<KnownTicket>, StoreError> {
-    let mut stmt =
-        conn.prepare_cached("SELECT id, number, state FROM tickets WHERE number = ?1")?;
+fn tagged_ticket(conn: &Connection, subject: &str, prefix: &str) -> Result<Option<KnownTicket>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT id, number, state FROM tickets WHERE number = ?1")?;
     for number in ticket_number::find_tags(subject, prefix) {
         if let Some(t) = stmt.query_row([&number], known_ticket).optional()? {
             return Ok(Some(t));
@@ -139,19 +110,12 @@ fn tagged_ticket(
 }
 
 /// The newest reference first: `In-Reply-To`, then `References` from the end.
-fn referenced_ticket(
-    conn: &Connection,
-    inbound: &Inbound,
-) -> Result<Option<KnownTicket>, StoreError> {
+fn referenced_ticket(conn: &Connection, inbound: &Inbound) -> Result<Option<KnownTicket>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT t.id, t.number, t.state FROM message_ids m JOIN tickets t ON t.id = m.ticket_id
          WHERE m.message_id = ?1",
     )?;
-    for id in inbound
-        .in_reply_to
-        .iter()
-        .chain(inbound.references.iter().rev())
-    {
+    for id in inbound.in_reply_to.iter().chain(inbound.references.iter().rev()) {
         if let Some(t) = stmt.query_row([id], known_ticket).optional()? {
             return Ok(Some(t));
         }
@@ -166,13 +130,7 @@ fn sender_facts(conn: &Connection, email: &str) -> Result<SenderFacts, StoreErro
              FROM customer_emails e JOIN customer_users c ON c.id = e.customer_id
              LEFT JOIN organisations o ON o.id = c.organisation_id WHERE e.email = ?1",
         )?
-        .query_row([email], |r| {
-            Ok(CustomerFact {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                organisation: org_fact(r, 2)?,
-            })
-        })
+        .query_row([email], |r| Ok(CustomerFact { id: r.get(0)?, name: r.get(1)?, organisation: org_fact(r, 2)? }))
         .optional()?;
     let mut stmt = conn.prepare_cached(
         "SELECT o.id, o.name, o.first_response_hours FROM organisation_domains d
@@ -180,26 +138,18 @@ fn sender_facts(conn: &Connection, email: &str) -> Result<SenderFacts, StoreErro
     )?;
     let mut domain_owner = None;
     for d in &address::owner_domains(address::domain_of(email)) {
-        domain_owner = stmt
-            .query_row([d], |r| org_fact(r, 0))
-            .optional()?
-            .flatten();
+        domain_owner = stmt.query_row([d], |r| org_fact(r, 0)).optional()?.flatten();
         if domain_owner.is_some() {
             break;
         }
     }
-    Ok(SenderFacts {
-        customer,
-        domain_owner,
-    })
+    Ok(SenderFacts { customer, domain_owner })
 }
 
 fn recent_acks(conn: &Connection, recipient: &str, now: DateTime<Utc>) -> Result<u32, StoreError> {
     let since = timestamp(now - Duration::hours(24));
     let sql = "SELECT COUNT(*) FROM outbox WHERE recipient = ?1 AND created_at > ?2";
-    Ok(conn
-        .prepare_cached(sql)?
-        .query_row(params![recipient, since], |r| r.get(0))?)
+    Ok(conn.prepare_cached(sql)?.query_row(params![recipient, since], |r| r.get(0))?)
 }
 
 fn next_seq(conn: &Connection, now: DateTime<Utc>) -> Result<u32, StoreError> {
@@ -230,18 +180,12 @@ pub fn apply(
     let (ticket_id, ticket_number) = match (&decision.route, &decision.new_ticket) {
         (Route::FollowUp { ticket, .. }, _) => {
             let state = decision.follow_up_state.map(State::as_str);
-            conn.prepare_cached(
-                "UPDATE tickets SET updated_at = ?1, state = COALESCE(?2, state) WHERE id = ?3",
-            )?
-            .execute(params![now_text, state, ticket.id])?;
+            conn.prepare_cached("UPDATE tickets SET updated_at = ?1, state = COALESCE(?2, state) WHERE id = ?3")?
+                .execute(params![now_text, state, ticket.id])?;
             (ticket.id, ticket.number.clone())
         }
         (Route::New, Some(new)) => {
-            let subject = if inbound.subject.is_empty() {
-                "(no subject)"
-            } else {
-                &inbound.subject
-            };
+            let subject = if inbound.subject.is_empty() { "(no subject)" } else { &inbound.subject };
             let id = conn
                 .prepare_cached(
                     "INSERT INTO tickets (number, day, seq, subject, state, customer_id, customer_email,
@@ -273,19 +217,11 @@ pub fn apply(
         "INSERT INTO attachments (article_id, filename, content_type, size, content) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
     for a in &inbound.attachments {
-        stmt.execute(params![
-            article_id,
-            a.filename,
-            a.content_type,
-            a.size as i64,
-            a.content
-        ])?;
+        stmt.execute(params![article_id, a.filename, a.content_type, a.size as i64, a.content])?;
     }
     conn.prepare_cached("INSERT INTO raw_messages (article_id, raw) VALUES (?1, ?2)")?
         .execute(params![article_id, raw])?;
-    let mut known = conn.prepare_cached(
-        "INSERT OR IGNORE INTO message_ids (message_id, ticket_id) VALUES (?1, ?2)",
-    )?;
+    let mut known = conn.prepare_cached("INSERT OR IGNORE INTO message_ids (message_id, ticket_id) VALUES (?1, ?2)")?;
     if let Some(id) = &inbound.message_id {
         known.execute(params![id, ticket_id])?;
     }
@@ -310,10 +246,7 @@ pub fn apply(
         ])?;
         known.execute(params![ack.message_id, ticket_id])?;
     }
-    Ok(Applied {
-        ticket_id,
-        ticket_number,
-    })
+    Ok(Applied { ticket_id, ticket_number })
 }
 
 fn insert_article(
@@ -323,12 +256,7 @@ fn insert_article(
     decision: &Decision,
     now_text: &str,
 ) -> Result<i64, StoreError> {
-    let join = |list: &[Mailbox]| {
-        list.iter()
-            .map(|m| m.address.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let join = |list: &[Mailbox]| list.iter().map(|m| m.address.as_str()).collect::<Vec<_>>().join(", ");
     let kinds: Vec<&str> = decision.classification.iter().map(|k| k.as_str()).collect();
     let from = inbound.from.as_ref();
     let id = conn
@@ -367,11 +295,7 @@ fn upsert_customer(
     match customer {
         Customer::None { .. } => Ok((None, None)),
         Customer::Existing(c) => Ok((Some(c.id), c.organisation.as_ref().map(|o| o.id))),
-        Customer::Create {
-            email,
-            name,
-            organisation,
-        } => {
+        Customer::Create { email, name, organisation } => {
             let org_id = match organisation {
                 Organisation::None { .. } => None,
                 Organisation::Existing(o) => Some(o.id),
@@ -386,21 +310,14 @@ fn upsert_customer(
 }
 
 /// An organisation named after a domain, owning it; an existing one of that name is reused.
-fn create_organisation(
-    conn: &Connection,
-    name: &str,
-    domain: &str,
-    now_text: &str,
-) -> Result<i64, StoreError> {
+fn create_organisation(conn: &Connection, name: &str, domain: &str, now_text: &str) -> Result<i64, StoreError> {
     let id: i64 = conn
         .prepare_cached(
             "INSERT INTO organisations (name, created_at) VALUES (?1, ?2)
              ON CONFLICT (name) DO UPDATE SET name = name RETURNING id",
         )?
         .query_row(params![name, now_text], |r| r.get(0))?;
-    conn.prepare_cached(
-        "INSERT OR IGNORE INTO organisation_domains (domain, organisation_id) VALUES (?1, ?2)",
-    )?
-    .execute(params![domain, id])?;
+    conn.prepare_cached("INSERT OR IGNORE INTO organisation_domains (domain, organisation_id) VALUES (?1, ?2)")?
+        .execute(params![domain, id])?;
     Ok(id)
 }

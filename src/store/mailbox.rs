@@ -7,19 +7,13 @@ use super::{timestamp, StoreError};
 
 /// Whether a source identity already reached an outcome (so only its post-action is due).
 pub fn is_processed(conn: &Connection, source: &str) -> Result<bool, StoreError> {
-    let found = conn
-        .prepare_cached("SELECT 1 FROM processed WHERE source = ?1")?
-        .query_row([source], |_| Ok(()))
-        .optional()?;
+    let found =
+        conn.prepare_cached("SELECT 1 FROM processed WHERE source = ?1")?.query_row([source], |_| Ok(())).optional()?;
     Ok(found.is_some())
 }
 
 /// Stores a mailbox's UIDVALIDITY; the previous value when it changed.
-pub fn record_uidvalidity(
-    conn: &Connection,
-    mailbox: &str,
-    uidvalidity: u32,
-) -> Result<Option<u32>, StoreError> {
+pub fn record_uidvalidity(conn: &Connection, mailbox: &str, uidvalidity: u32) -> Result<Option<u32>, StoreError> {
     let previous: Option<u32> = conn
         .prepare_cached("SELECT uidvalidity FROM mailbox_state WHERE name = ?1")?
         .query_row([mailbox], |r| r.get(0))
@@ -46,17 +40,8 @@ mod tests {
     #[test]
     fn uidvalidity_changes_are_reported() {
         let store = Store::open_in_memory().unwrap();
-        assert_eq!(
-            record_uidvalidity(store.conn(), "support", 7).unwrap(),
-            None
-        );
-        assert_eq!(
-            record_uidvalidity(store.conn(), "support", 7).unwrap(),
-            None
-        );
-        assert_eq!(
-            record_uidvalidity(store.conn(), "support", 9).unwrap(),
-            Some(7)
-        );
+        assert_eq!(record_uidvalidity(store.conn(), "support", 7).unwrap(), None);
+        assert_eq!(record_uidvalidity(store.conn(), "support", 7).unwrap(), None);
+        assert_eq!(record_uidvalidity(store.conn(), "support", 9).unwrap(), Some(7));
     }
 }

@@ -9,9 +9,7 @@ pub mod orgs;
 pub mod outbox;
 pub mod tickets;
 
-pub use ingest::{
-    apply, find_duplicate, gather, ledger_entry, record_failure, record_processed, Applied,
-};
+pub use ingest::{apply, find_duplicate, gather, ledger_entry, record_failure, record_processed, Applied};
 pub use mailbox::{is_processed, record_poll, record_uidvalidity};
 
 use std::path::Path;
@@ -20,10 +18,8 @@ use std::time::Duration;
 use rusqlite::{params_from_iter, Connection, ErrorCode, Row, Transaction, TransactionBehavior};
 use rusqlite_migration::{Migrations, M};
 
-const MIGRATIONS: &[M<'static>] = &[
-    M::up(include_str!("migrations/0001_initial.sql")),
-    M::up(include_str!("migrations/0002_mailbox_state.sql")),
-];
+const MIGRATIONS: &[M<'static>] =
+    &[M::up(include_str!("migrations/0001_initial.sql")), M::up(include_str!("migrations/0002_mailbox_state.sql"))];
 
 /// Whether a storage failure may go away by itself (disk full, locked, I/O): the
 /// caller keeps the message for later. Anything else is a bug or a corrupt database.
@@ -92,12 +88,10 @@ impl Store {
         // A group-committed batch (200 messages of ~16 KB stored each) fits the page
         // cache, so it is not spilled to the WAL before its commit. In KiB.
         conn.pragma_update(None, "cache_size", -16384)?;
-        Migrations::from_slice(MIGRATIONS)
-            .to_latest(&mut conn)
-            .map_err(|e| match e {
-                rusqlite_migration::Error::RusqliteError { err, .. } => StoreError::from(err),
-                other => StoreError::Unavailable(format!("cannot migrate the database: {other}")),
-            })?;
+        Migrations::from_slice(MIGRATIONS).to_latest(&mut conn).map_err(|e| match e {
+            rusqlite_migration::Error::RusqliteError { err, .. } => StoreError::from(err),
+            other => StoreError::Unavailable(format!("cannot migrate the database: {other}")),
+        })?;
         Ok(Store { conn })
     }
 
@@ -110,10 +104,7 @@ impl Store {
     }
 
     /// Runs `f` in one transaction: a consistent snapshot while the daemon writes.
-    pub fn read<T, E: From<StoreError>>(
-        &mut self,
-        f: impl FnOnce(&Transaction) -> Result<T, E>,
-    ) -> Result<T, E> {
+    pub fn read<T, E: From<StoreError>>(&mut self, f: impl FnOnce(&Transaction) -> Result<T, E>) -> Result<T, E> {
         self.transaction(TransactionBehavior::Deferred, f)
     }
 
@@ -121,10 +112,7 @@ impl Store {
     /// and writes see the same data, and a command that reads before it writes never
     /// fails to upgrade a snapshot the daemon has moved past (`SQLITE_BUSY_SNAPSHOT`).
     /// Nothing is written when `f` fails.
-    pub fn write<T, E: From<StoreError>>(
-        &mut self,
-        f: impl FnOnce(&Transaction) -> Result<T, E>,
-    ) -> Result<T, E> {
+    pub fn write<T, E: From<StoreError>>(&mut self, f: impl FnOnce(&Transaction) -> Result<T, E>) -> Result<T, E> {
         self.transaction(TransactionBehavior::Immediate, f)
     }
 
@@ -133,10 +121,7 @@ impl Store {
         behavior: TransactionBehavior,
         f: impl FnOnce(&Transaction) -> Result<T, E>,
     ) -> Result<T, E> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(behavior)
-            .map_err(StoreError::from)?;
+        let tx = self.conn.transaction_with_behavior(behavior).map_err(StoreError::from)?;
         let value = f(&tx)?;
         tx.commit().map_err(StoreError::from)?;
         Ok(value)
@@ -146,19 +131,13 @@ impl Store {
 /// A column built with `json_group_array`, as a list.
 fn string_list(r: &Row, idx: usize) -> rusqlite::Result<Vec<String>> {
     let text: String = r.get(idx)?;
-    serde_json::from_str(&text).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
-    })
+    serde_json::from_str(&text)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e)))
 }
 
 /// Runs the statements of a merge in order, each with `?1` = from and `?2` = into
 /// (a statement may use only `?1`).
-fn run_merge(
-    conn: &Connection,
-    statements: &[&str],
-    from: i64,
-    into: i64,
-) -> Result<(), StoreError> {
+fn run_merge(conn: &Connection, statements: &[&str], from: i64, into: i64) -> Result<(), StoreError> {
     let ids = [from, into];
     for sql in statements {
         let mut stmt = conn.prepare(sql)?;
@@ -186,22 +165,14 @@ mod tests {
     fn opens_in_wal_mode_with_foreign_keys() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("t.db")).unwrap();
-        let mode: String = store
-            .conn()
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .unwrap();
-        let fk: i64 = store
-            .conn()
-            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
-            .unwrap();
+        let mode: String = store.conn().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        let fk: i64 = store.conn().query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
         assert_eq!((mode.as_str(), fk), ("wal", 1));
     }
 
     #[test]
     fn an_unwritable_location_is_transient() {
-        let err = Store::open(Path::new("/nonexistent-dir/x/postdesk.db"))
-            .err()
-            .expect("fails");
+        let err = Store::open(Path::new("/nonexistent-dir/x/postdesk.db")).err().expect("fails");
         assert!(err.is_transient(), "{err}");
     }
 }

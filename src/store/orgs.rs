@@ -46,9 +46,7 @@ fn organisation(r: &Row) -> rusqlite::Result<Organisation> {
 pub fn list(conn: &Connection) -> Result<Vec<Organisation>, StoreError> {
     let sql = format!("{ORG_SELECT} ORDER BY o.name");
     let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt
-        .query_map([], organisation)?
-        .collect::<Result<_, _>>()?;
+    let rows = stmt.query_map([], organisation)?.collect::<Result<_, _>>()?;
     Ok(rows)
 }
 
@@ -69,23 +67,13 @@ pub fn create(conn: &Connection, name: &str, now: DateTime<Utc>) -> Result<i64, 
 }
 
 pub fn rename(conn: &Connection, id: i64, name: &str) -> Result<(), StoreError> {
-    conn.execute(
-        "UPDATE organisations SET name = ?1 WHERE id = ?2",
-        params![name, id],
-    )?;
+    conn.execute("UPDATE organisations SET name = ?1 WHERE id = ?2", params![name, id])?;
     Ok(())
 }
 
 /// `None` removes the first-response time: new tickets get no `respond_by`.
-pub fn set_first_response(
-    conn: &Connection,
-    id: i64,
-    hours: Option<u32>,
-) -> Result<(), StoreError> {
-    conn.execute(
-        "UPDATE organisations SET first_response_hours = ?1 WHERE id = ?2",
-        params![hours, id],
-    )?;
+pub fn set_first_response(conn: &Connection, id: i64, hours: Option<u32>) -> Result<(), StoreError> {
+    conn.execute("UPDATE organisations SET first_response_hours = ?1 WHERE id = ?2", params![hours, id])?;
     Ok(())
 }
 
@@ -93,9 +81,7 @@ pub fn set_first_response(
 pub fn domain_owner(conn: &Connection, domain: &str) -> Result<Option<(i64, String)>, StoreError> {
     let sql = "SELECT o.id, o.name FROM organisation_domains d JOIN organisations o ON o.id = d.organisation_id
                WHERE d.domain = ?1";
-    Ok(conn
-        .query_row(sql, [domain], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?)
+    Ok(conn.query_row(sql, [domain], |r| Ok((r.get(0)?, r.get(1)?))).optional()?)
 }
 
 /// The organisation ingest would file a new customer at this address under: the owner
@@ -113,10 +99,7 @@ pub fn owner_of_address(conn: &Connection, email: &str) -> Result<Option<i64>, S
 /// customers without one who have an address that ingest would now file under it.
 /// How many customers were assigned.
 pub fn add_domain(conn: &Connection, id: i64, domain: &str) -> Result<usize, StoreError> {
-    conn.execute(
-        "INSERT INTO organisation_domains (domain, organisation_id) VALUES (?1, ?2)",
-        params![domain, id],
-    )?;
+    conn.execute("INSERT INTO organisation_domains (domain, organisation_id) VALUES (?1, ?2)", params![domain, id])?;
     // Addresses at the domain or a subdomain of it; `owner_domains` then applies
     // ingest's exact rule.
     let mut stmt = conn.prepare(
@@ -124,18 +107,13 @@ pub fn add_domain(conn: &Connection, id: i64, domain: &str) -> Result<usize, Sto
          WHERE c.organisation_id IS NULL AND substr(e.email, -length(?1)) = ?1
            AND substr(e.email, -length(?1) - 1, 1) IN ('@', '.')",
     )?;
-    let candidates: Vec<(i64, String)> = stmt
-        .query_map([domain], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    let mut assign = conn.prepare(
-        "UPDATE customer_users SET organisation_id = ?1 WHERE id = ?2 AND organisation_id IS NULL",
-    )?;
+    let candidates: Vec<(i64, String)> =
+        stmt.query_map([domain], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+    let mut assign =
+        conn.prepare("UPDATE customer_users SET organisation_id = ?1 WHERE id = ?2 AND organisation_id IS NULL")?;
     let mut assigned = 0;
     for (customer, email) in candidates {
-        if address::owner_domains(address::domain_of(&email))
-            .iter()
-            .any(|d| d == domain)
-        {
+        if address::owner_domains(address::domain_of(&email)).iter().any(|d| d == domain) {
             assigned += assign.execute(params![id, customer])?;
         }
     }
@@ -144,10 +122,8 @@ pub fn add_domain(conn: &Connection, id: i64, domain: &str) -> Result<usize, Sto
 
 /// Whether the organisation owned the domain. Its customers keep their organisation.
 pub fn remove_domain(conn: &Connection, id: i64, domain: &str) -> Result<bool, StoreError> {
-    let removed = conn.execute(
-        "DELETE FROM organisation_domains WHERE domain = ?1 AND organisation_id = ?2",
-        params![domain, id],
-    )?;
+    let removed = conn
+        .execute("DELETE FROM organisation_domains WHERE domain = ?1 AND organisation_id = ?2", params![domain, id])?;
     Ok(removed > 0)
 }
 

@@ -59,18 +59,10 @@ fn row(r: &Row) -> rusqlite::Result<OutboxRow> {
 }
 
 /// Queued rows whose next attempt is due, oldest first.
-pub fn due(
-    conn: &Connection,
-    now: DateTime<Utc>,
-    limit: usize,
-) -> Result<Vec<OutboxRow>, StoreError> {
-    let sql = format!(
-        "{SELECT} WHERE o.state = 'queued' AND o.next_attempt_at <= ?1 ORDER BY o.id LIMIT ?2"
-    );
-    let rows = conn
-        .prepare_cached(&sql)?
-        .query_map(params![timestamp(now), limit as i64], row)?
-        .collect::<Result<_, _>>()?;
+pub fn due(conn: &Connection, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+    let sql = format!("{SELECT} WHERE o.state = 'queued' AND o.next_attempt_at <= ?1 ORDER BY o.id LIMIT ?2");
+    let rows =
+        conn.prepare_cached(&sql)?.query_map(params![timestamp(now), limit as i64], row)?.collect::<Result<_, _>>()?;
     Ok(rows)
 }
 
@@ -82,10 +74,7 @@ pub fn next_due(conn: &Connection) -> Result<Option<String>, StoreError> {
 
 pub fn list(conn: &Connection) -> Result<Vec<OutboxRow>, StoreError> {
     let sql = format!("{SELECT} ORDER BY o.id");
-    let rows = conn
-        .prepare(&sql)?
-        .query_map([], row)?
-        .collect::<Result<_, _>>()?;
+    let rows = conn.prepare(&sql)?.query_map([], row)?.collect::<Result<_, _>>()?;
     Ok(rows)
 }
 
@@ -97,14 +86,11 @@ pub fn mark_sent(conn: &Connection, id: i64, now: DateTime<Utc>) -> Result<(), S
     Ok(())
 }
 
-pub fn mark_retry(
-    conn: &Connection,
-    id: i64,
-    error: &str,
-    at: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    conn.prepare_cached("UPDATE outbox SET attempts = attempts + 1, last_error = ?1, next_attempt_at = ?2 WHERE id = ?3")?
-        .execute(params![error, timestamp(at), id])?;
+pub fn mark_retry(conn: &Connection, id: i64, error: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE outbox SET attempts = attempts + 1, last_error = ?1, next_attempt_at = ?2 WHERE id = ?3",
+    )?
+    .execute(params![error, timestamp(at), id])?;
     Ok(())
 }
 

@@ -143,16 +143,11 @@ fn summary_of(conn: &Connection, number: &str) -> Result<Option<TicketSummary>, 
 
 pub fn show(conn: &Connection, number: &str) -> Result<Option<TicketDetail>, StoreError> {
     let sql = format!("{SUMMARY_SELECT} WHERE t.number = ?1");
-    let Some((summary, id)) = conn
-        .query_row(&sql, [number], |r| Ok((summary(r)?, r.get::<_, i64>(10)?)))
-        .optional()?
+    let Some((summary, id)) = conn.query_row(&sql, [number], |r| Ok((summary(r)?, r.get::<_, i64>(10)?))).optional()?
     else {
         return Ok(None);
     };
-    Ok(Some(TicketDetail {
-        summary,
-        article_list: articles(conn, id)?,
-    }))
+    Ok(Some(TicketDetail { summary, article_list: articles(conn, id)? }))
 }
 
 fn articles(conn: &Connection, ticket_id: i64) -> Result<Vec<Article>, StoreError> {
@@ -161,8 +156,7 @@ fn articles(conn: &Connection, ticket_id: i64) -> Result<Vec<Article>, StoreErro
                 body_text
          FROM articles WHERE ticket_id = ?1 ORDER BY id",
     )?;
-    let mut files =
-        conn.prepare("SELECT filename, content_type, size FROM attachments WHERE article_id = ?1")?;
+    let mut files = conn.prepare("SELECT filename, content_type, size FROM attachments WHERE article_id = ?1")?;
     let rows: Vec<(i64, Article)> = stmt
         .query_map([ticket_id], |r| {
             let classification: String = r.get(7)?;
@@ -175,11 +169,7 @@ fn articles(conn: &Connection, ticket_id: i64) -> Result<Vec<Article>, StoreErro
                     to: r.get(4)?,
                     subject: r.get(5)?,
                     message_id: r.get(6)?,
-                    classification: classification
-                        .split(',')
-                        .filter(|k| !k.is_empty())
-                        .map(str::to_owned)
-                        .collect(),
+                    classification: classification.split(',').filter(|k| !k.is_empty()).map(str::to_owned).collect(),
                     created_at: r.get(8)?,
                     body: r.get(9)?,
                     attachments: Vec::new(),
@@ -191,11 +181,7 @@ fn articles(conn: &Connection, ticket_id: i64) -> Result<Vec<Article>, StoreErro
         .map(|(id, mut article)| {
             article.attachments = files
                 .query_map(params![id], |r| {
-                    Ok(AttachmentInfo {
-                        filename: r.get(0)?,
-                        content_type: r.get(1)?,
-                        size: r.get(2)?,
-                    })
+                    Ok(AttachmentInfo { filename: r.get(0)?, content_type: r.get(1)?, size: r.get(2)? })
                 })?
                 .collect::<Result<_, _>>()?;
             Ok(article)

@@ -5,9 +5,7 @@ use serde_json::Value;
 use crate::harness::{repo_path, run_command, Dir};
 
 fn fixture(name: &str) -> String {
-    repo_path(&format!("fixtures/mail/{name}"))
-        .display()
-        .to_string()
+    repo_path(&format!("fixtures/mail/{name}")).display().to_string()
 }
 
 /// The ticket number in an ingest line such as "x.eml: new ticket N, …".
@@ -20,10 +18,7 @@ fn ticket_in(line: &str) -> String {
 }
 
 fn tickets(dir: &Dir) -> Vec<Value> {
-    dir.json(&["tickets", "list"])
-        .as_array()
-        .expect("a JSON array")
-        .clone()
+    dir.json(&["tickets", "list"]).as_array().expect("a JSON array").clone()
 }
 
 #[test]
@@ -34,55 +29,31 @@ fn ingest_prints_one_line_per_message_and_tickets_list_shows_them() {
     assert_eq!(run.stdout.lines().count(), 20, "{}", run.stdout);
     let first = ticket_in(run.lines_with("01-plain-text.eml")[0]);
     assert_eq!(
-        run.lines_with("06-reply-in-reply-to.eml")[0]
-            .split(": ")
-            .nth(1),
+        run.lines_with("06-reply-in-reply-to.eml")[0].split(": ").nth(1),
         Some(&*format!("follow-up to ticket {first}"))
     );
     assert!(
-        run.lines_with("15-oversized.eml")[0]
-            .contains("failed, kept as failed message #1: message is"),
+        run.lines_with("15-oversized.eml")[0].contains("failed, kept as failed message #1: message is"),
         "{}",
         run.stdout
     );
     assert!(run.lines_with("08-auto-reply.eml")[0].ends_with("no acknowledgement (auto-reply)"));
 
     let all = tickets(&dir);
-    let printer = all
-        .iter()
-        .find(|t| t["number"] == first.as_str())
-        .expect("ticket of 01");
-    for key in [
-        "number",
-        "subject",
-        "state",
-        "customer_email",
-        "organisation",
-        "created_at",
-        "articles",
-        "ack",
-    ] {
-        assert!(
-            printer.get(key).is_some(),
-            "ticket JSON lacks {key}: {printer}"
-        );
+    let printer = all.iter().find(|t| t["number"] == first.as_str()).expect("ticket of 01");
+    for key in ["number", "subject", "state", "customer_email", "organisation", "created_at", "articles", "ack"] {
+        assert!(printer.get(key).is_some(), "ticket JSON lacks {key}: {printer}");
     }
     assert_eq!(printer["customer_email"], "alice.martin@acme-widgets.com");
     assert_eq!(printer["organisation"], "acme-widgets.com");
     assert_eq!(printer["ack"], "queued");
     assert!(printer["articles"].as_i64().unwrap() >= 2, "{printer}");
-    let erin = all
-        .iter()
-        .find(|t| t["customer_email"] == "erin.walsh@gmail.com")
-        .expect("free-mail ticket");
+    let erin = all.iter().find(|t| t["customer_email"] == "erin.walsh@gmail.com").expect("free-mail ticket");
     assert_eq!(erin["organisation"], Value::Null);
 
     let failed = dir.json(&["failed", "list"]);
     assert_eq!(failed.as_array().unwrap().len(), 1, "{failed}");
-    assert!(failed[0]["reason"]
-        .as_str()
-        .unwrap()
-        .contains("over the limit of 32768"));
+    assert!(failed[0]["reason"].as_str().unwrap().contains("over the limit of 32768"));
 
     let text = dir.run(&["tickets", "list"]);
     text.assert_code(0);
@@ -110,8 +81,7 @@ fn the_same_message_twice_makes_one_ticket() {
     let copy = dir.run_with_stdin(&["ingest", "-"], Some(&other));
     copy.assert_code(0);
     assert!(
-        copy.stdout.starts_with("stdin: duplicate of ticket")
-            && copy.stdout.contains("same Message-ID"),
+        copy.stdout.starts_with("stdin: duplicate of ticket") && copy.stdout.contains("same Message-ID"),
         "{}",
         copy.stdout
     );
@@ -121,37 +91,22 @@ fn the_same_message_twice_makes_one_ticket() {
 #[test]
 fn a_subject_tag_routes_a_follow_up_and_a_mistyped_one_does_not() {
     let dir = Dir::new("");
-    let number = ticket_in(
-        dir.run(&["ingest", &fixture("01-plain-text.eml")])
-            .assert_code(0)
-            .stdout
-            .trim(),
-    );
+    let number = ticket_in(dir.run(&["ingest", &fixture("01-plain-text.eml")]).assert_code(0).stdout.trim());
     let reply = |n: &str, id: &str| {
         format!("From: Alice <alice.martin@acme-widgets.com>\nSubject: Re: [Ticket#{n}] printer\nMessage-ID: <{id}@x>\n\nStill jammed.\n")
     };
     let follow = dir.run_with_stdin(&["ingest", "-"], Some(reply(&number, "r1").as_bytes()));
-    assert_eq!(
-        follow.assert_code(0).stdout.trim(),
-        format!("stdin: follow-up to ticket {number}")
-    );
+    assert_eq!(follow.assert_code(0).stdout.trim(), format!("stdin: follow-up to ticket {number}"));
 
     let mut typo = number.clone().into_bytes();
     typo[10] = if typo[10] == b'9' { b'8' } else { typo[10] + 1 };
     let typo = String::from_utf8(typo).unwrap();
     let fresh = dir.run_with_stdin(&["ingest", "-"], Some(reply(&typo, "r2").as_bytes()));
-    assert!(
-        fresh.assert_code(0).stdout.contains("new ticket"),
-        "a mistyped tag must not route: {}",
-        fresh.stdout
-    );
+    assert!(fresh.assert_code(0).stdout.contains("new ticket"), "a mistyped tag must not route: {}", fresh.stdout);
 
     let shown = dir.json(&["tickets", "show", &number]);
     assert_eq!(shown["articles"], 2);
-    assert_eq!(
-        shown["article_list"][1]["body"].as_str().unwrap().trim(),
-        "Still jammed."
-    );
+    assert_eq!(shown["article_list"][1]["body"].as_str().unwrap().trim(), "Still jammed.");
 }
 
 #[test]
@@ -168,38 +123,21 @@ fn ticket_show_lists_articles_and_safe_attachment_names() {
         .collect();
     assert_eq!(names, ["invoice 2026-11.pdf", "passwd.csv"]);
     let text = dir.run(&["tickets", "show", &number]);
-    assert!(
-        text.assert_code(0)
-            .stdout
-            .contains("[attachment] passwd.csv"),
-        "{}",
-        text.stdout
-    );
+    assert!(text.assert_code(0).stdout.contains("[attachment] passwd.csv"), "{}", text.stdout);
     let missing = dir.run(&["tickets", "show", "2020010110000016"]);
     missing.assert_code(1);
-    assert_eq!(
-        missing.stderr.trim(),
-        "postdesk: no ticket 2020010110000016"
-    );
+    assert_eq!(missing.stderr.trim(), "postdesk: no ticket 2020010110000016");
 }
 
 #[test]
 fn an_unwritable_database_exits_75_so_an_mta_retries() {
     let dir = Dir::new("");
     let mut cmd = dir.command(&["ingest", "-"]);
-    cmd.env(
-        "POSTDESK_DATABASE__PATH",
-        "/nonexistent-postdesk-dir/postdesk.db",
-    );
+    cmd.env("POSTDESK_DATABASE__PATH", "/nonexistent-postdesk-dir/postdesk.db");
     let run = run_command(cmd, Some(b"From: a@acme.example\nSubject: x\n\nbody\n"));
     run.assert_code(75);
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("cannot open /nonexistent-postdesk-dir/postdesk.db"),
-        "{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains("cannot open /nonexistent-postdesk-dir/postdesk.db"), "{}", run.stderr);
 }
 
 #[test]
@@ -218,38 +156,19 @@ fn usage_errors_exit_1_with_one_line() {
     let dir = Dir::new("");
     let missing = dir.run(&["ingest", "/no/such/file.eml"]);
     missing.assert_code(1);
-    assert!(
-        missing
-            .stderr
-            .starts_with("postdesk: cannot read /no/such/file.eml"),
-        "{}",
-        missing.stderr
-    );
+    assert!(missing.stderr.starts_with("postdesk: cannot read /no/such/file.eml"), "{}", missing.stderr);
 
-    std::fs::write(
-        dir.config(),
-        "[database]\npath = 'x.db'\n[acknowledgment]\nenabled = false\n",
-    )
-    .unwrap();
+    std::fs::write(dir.config(), "[database]\npath = 'x.db'\n[acknowledgment]\nenabled = false\n").unwrap();
     let bad = dir.run(&["check-config"]);
     bad.assert_code(1);
     assert_eq!(bad.stderr.lines().count(), 1);
-    assert!(
-        bad.stderr.contains("unknown field `acknowledgment`"),
-        "{}",
-        bad.stderr
-    );
+    assert!(bad.stderr.contains("unknown field `acknowledgment`"), "{}", bad.stderr);
 
-    std::fs::write(
-        dir.config(),
-        "[helpdesk]\naddress = 'not an address'\n[ingest]\nbatch_size = 0\n",
-    )
-    .unwrap();
+    std::fs::write(dir.config(), "[helpdesk]\naddress = 'not an address'\n[ingest]\nbatch_size = 0\n").unwrap();
     let invalid = dir.run(&["check-config"]);
     invalid.assert_code(1);
     assert!(
-        invalid.stderr.contains("helpdesk.address: ")
-            && invalid.stderr.contains("ingest.batch_size: "),
+        invalid.stderr.contains("helpdesk.address: ") && invalid.stderr.contains("ingest.batch_size: "),
         "{}",
         invalid.stderr
     );
@@ -259,18 +178,9 @@ fn usage_errors_exit_1_with_one_line() {
 fn the_example_config_is_valid() {
     let dir = Dir::new("");
     let mut cmd = dir.command(&["check-config"]);
-    cmd.args([
-        "--config",
-        &repo_path("config/postdesk.example.toml")
-            .display()
-            .to_string(),
-    ]);
+    cmd.args(["--config", &repo_path("config/postdesk.example.toml").display().to_string()]);
     let run = run_command(cmd, None);
-    assert!(
-        run.assert_code(0).stdout.starts_with("configuration OK"),
-        "{}",
-        run.stdout
-    );
+    assert!(run.assert_code(0).stdout.starts_with("configuration OK"), "{}", run.stdout);
 }
 
 /// Every file of the shared real-world corpus ends as a ticket, follow-up, duplicate or
@@ -278,11 +188,7 @@ fn the_example_config_is_valid() {
 #[test]
 fn the_real_world_corpus_goes_through_cleanly() {
     let corpus = repo_path("../shared/corpus");
-    assert!(
-        corpus.is_dir(),
-        "the shared corpus is expected beside the repo at {}",
-        corpus.display()
-    );
+    assert!(corpus.is_dir(), "the shared corpus is expected beside the repo at {}", corpus.display());
     let dir = Dir::new("");
     let run = dir.run(&["ingest", &corpus.display().to_string()]);
     run.assert_code(0);
@@ -299,26 +205,11 @@ fn the_real_world_corpus_goes_through_cleanly() {
             }
         }
     }
-    assert_eq!(
-        run.stdout.lines().count(),
-        files,
-        "one line per corpus file"
-    );
-    let known = [
-        "new ticket",
-        "follow-up to ticket",
-        "duplicate",
-        "failed, kept as failed message",
-    ];
+    assert_eq!(run.stdout.lines().count(), files, "one line per corpus file");
+    let known = ["new ticket", "follow-up to ticket", "duplicate", "failed, kept as failed message"];
     for line in run.stdout.lines() {
-        assert!(
-            known.iter().any(|k| line.contains(k)),
-            "unexpected outcome: {line}"
-        );
+        assert!(known.iter().any(|k| line.contains(k)), "unexpected outcome: {line}");
         let automated = line.contains("/sisimai/") || line.contains("/messages/bounce/");
-        assert!(
-            !(automated && line.contains("acknowledgement queued")),
-            "automated mail acknowledged: {line}"
-        );
+        assert!(!(automated && line.contains("acknowledgement queued")), "automated mail acknowledged: {line}");
     }
 }

@@ -1,8 +1,6 @@
 //! `postdesk run` against a real Dovecot: exactly-once ingest, post-actions, IDLE,
 //! crashes, restarts, UIDVALIDITY resets, bad credentials and certificates, poison mail.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,50 +23,11 @@ pub fn mail(n: usize) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Appends many messages quickly over one plain IMAP connection (LITERAL+ pipelining).
-pub fn append_many(dovecot: &Dovecot, folder: &str, messages: impl IntoIterator<Item = Vec<u8>>) {
-    let mut stream =
-        TcpStream::connect(("127.0.0.1", dovecot.imap_port())).expect("connect to Dovecot");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    let expect_ok = |reader: &mut BufReader<TcpStream>, tag: &str| loop {
-        let mut line = String::new();
-        assert!(
-            reader.read_line(&mut line).unwrap() > 0,
-            "Dovecot closed the connection"
-        );
-        if line.starts_with(tag) {
-            assert!(line.starts_with(&format!("{tag} OK")), "{line}");
-            return;
-        }
-    };
-    write!(stream, "l LOGIN \"{USER}\" \"{PASSWORD}\"\r\n").unwrap();
-    expect_ok(&mut reader, "l");
-    let mut count = 0;
-    for (i, raw) in messages.into_iter().enumerate() {
-        write!(stream, "a{i} APPEND \"{folder}\" {{{}+}}\r\n", raw.len()).unwrap();
-        stream.write_all(&raw).unwrap();
-        stream.write_all(b"\r\n").unwrap();
-        count = i + 1;
-    }
-    for i in 0..count {
-        expect_ok(&mut reader, &format!("a{i}"));
-    }
-    write!(stream, "z LOGOUT\r\n").unwrap();
-}
-
 /// Polls `condition` until it holds, failing with `what` after `limit`.
 pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let start = Instant::now();
     while !condition() {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting until {what}"
-        );
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting until {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -91,10 +50,7 @@ impl World {
             dovecot.imaps_port(),
             dovecot.ca_file().display()
         );
-        World {
-            dir: Dir::new(&mailbox),
-            dovecot,
-        }
+        World { dir: Dir::new(&mailbox), dovecot }
     }
 
     fn db(&self) -> PathBuf {
@@ -116,10 +72,7 @@ impl World {
     }
 
     fn spawn(&self) -> Daemon {
-        let log = self
-            .dir
-            .path()
-            .join(format!("daemon-{}.log", fastrand::u32(..)));
+        let log = self.dir.path().join(format!("daemon-{}.log", fastrand::u32(..)));
         let child = Command::new(env!("CARGO_BIN_EXE_postdesk"))
             .arg("--config")
             .arg(self.dir.config())
@@ -130,10 +83,7 @@ impl World {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("spawn postdesk run");
-        Daemon {
-            child: Some(child),
-            log,
-        }
+        Daemon { child: Some(child), log }
     }
 
     fn folder(&self, folder: &str) -> u32 {
@@ -154,11 +104,7 @@ impl Daemon {
 
     fn signal(&self, signal: &str) {
         let pid = self.child.as_ref().expect("running").id().to_string();
-        assert!(Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .unwrap()
-            .success());
+        assert!(Command::new("kill").args([signal, &pid]).status().unwrap().success());
     }
 
     /// Waits (bounded) for the exit; its status code.
@@ -171,10 +117,7 @@ impl Daemon {
             }
             if start.elapsed() > limit {
                 let _ = child.kill();
-                panic!(
-                    "postdesk did not exit within {limit:?}; log:\n{}",
-                    self.log()
-                );
+                panic!("postdesk did not exit within {limit:?}; log:\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -193,7 +136,7 @@ impl Drop for Daemon {
 #[test]
 fn a_backlog_becomes_one_ticket_each_and_is_moved() {
     let world = World::new("");
-    append_many(&world.dovecot, "INBOX", (0..300).map(mail));
+    world.dovecot.append_many(USER, PASSWORD, "INBOX", (0..300).map(mail));
     let run = world.run_once();
     run.assert_code(0);
     assert_eq!(world.tickets(), 300, "{}", run.stderr);
@@ -207,7 +150,7 @@ fn a_backlog_becomes_one_ticket_each_and_is_moved() {
 #[test]
 fn seen_mode_marks_messages_and_leaves_them() {
     let world = World::new("after = \"seen\"\n");
-    append_many(&world.dovecot, "INBOX", (0..5).map(mail));
+    world.dovecot.append_many(USER, PASSWORD, "INBOX", (0..5).map(mail));
     world.run_once().assert_code(0);
     let status = world.dovecot.status(USER, "INBOX");
     assert_eq!((status.messages, status.unseen), (5, 0));
@@ -217,7 +160,7 @@ fn seen_mode_marks_messages_and_leaves_them() {
 #[test]
 fn delete_mode_expunges_processed_mail() {
     let world = World::new("after = \"delete\"\n");
-    append_many(&world.dovecot, "INBOX", (0..5).map(mail));
+    world.dovecot.append_many(USER, PASSWORD, "INBOX", (0..5).map(mail));
     world.run_once().assert_code(0);
     assert_eq!(world.folder("INBOX"), 0);
     assert_eq!(world.tickets(), 5);
@@ -227,85 +170,41 @@ fn delete_mode_expunges_processed_mail() {
 fn mail_arriving_while_idle_becomes_a_ticket_and_sigterm_stops_cleanly() {
     let world = World::new("");
     let mut daemon = world.spawn();
-    wait_until(Duration::from_secs(10), "the daemon has connected", || {
-        daemon.log().contains("connected to")
-    });
+    wait_until(Duration::from_secs(10), "the daemon has connected", || daemon.log().contains("connected to"));
     world.dovecot.append(USER, "INBOX", &mail(1));
-    wait_until(
-        Duration::from_secs(10),
-        "the IDLE-delivered message is a ticket",
-        || world.tickets() == 1,
-    );
-    wait_until(
-        Duration::from_secs(10),
-        "the message has been moved",
-        || world.folder("Processed") == 1,
-    );
+    wait_until(Duration::from_secs(10), "the IDLE-delivered message is a ticket", || world.tickets() == 1);
+    wait_until(Duration::from_secs(10), "the message has been moved", || world.folder("Processed") == 1);
     daemon.signal("-TERM");
-    assert_eq!(
-        daemon.wait_exit(Duration::from_secs(10)),
-        Some(0),
-        "{}",
-        daemon.log()
-    );
+    assert_eq!(daemon.wait_exit(Duration::from_secs(10)), Some(0), "{}", daemon.log());
 }
 
 #[test]
 fn sigkill_mid_backlog_then_restart_gives_exactly_one_ticket_each() {
     let world = World::new("");
-    append_many(&world.dovecot, "INBOX", (0..3000).map(mail));
+    world.dovecot.append_many(USER, PASSWORD, "INBOX", (0..3000).map(mail));
     let mut daemon = world.spawn();
-    wait_until(
-        Duration::from_secs(30),
-        "some tickets were committed",
-        || world.tickets() > 0,
-    );
+    wait_until(Duration::from_secs(30), "some tickets were committed", || world.tickets() > 0);
     daemon.signal("-KILL");
     daemon.wait_exit(Duration::from_secs(10));
     let done_before = world.tickets();
     let run = world.run_once();
     run.assert_code(0);
-    assert_eq!(
-        world.tickets(),
-        3000,
-        "killed after {done_before} tickets; {}",
-        run.stderr
-    );
-    assert_eq!(
-        world.count("SELECT COUNT(DISTINCT message_key) FROM articles"),
-        3000
-    );
-    assert_eq!(
-        (world.folder("INBOX"), world.folder("Processed")),
-        (0, 3000)
-    );
+    assert_eq!(world.tickets(), 3000, "killed after {done_before} tickets; {}", run.stderr);
+    assert_eq!(world.count("SELECT COUNT(DISTINCT message_key) FROM articles"), 3000);
+    assert_eq!((world.folder("INBOX"), world.folder("Processed")), (0, 3000));
 }
 
 #[test]
 fn sigterm_during_a_backlog_leaves_nothing_half_done() {
     let world = World::new("");
-    append_many(&world.dovecot, "INBOX", (0..3000).map(mail));
+    world.dovecot.append_many(USER, PASSWORD, "INBOX", (0..3000).map(mail));
     let mut daemon = world.spawn();
-    wait_until(
-        Duration::from_secs(30),
-        "some tickets were committed",
-        || world.tickets() > 0,
-    );
+    wait_until(Duration::from_secs(30), "some tickets were committed", || world.tickets() > 0);
     daemon.signal("-TERM");
-    assert_eq!(
-        daemon.wait_exit(Duration::from_secs(10)),
-        Some(0),
-        "{}",
-        daemon.log()
-    );
+    assert_eq!(daemon.wait_exit(Duration::from_secs(10)), Some(0), "{}", daemon.log());
     let tickets = world.tickets();
     // Every committed message was moved, and only those: the batch in hand was finished.
-    assert_eq!(
-        world.folder("Processed") as i64,
-        tickets,
-        "{}",
-        daemon.log()
-    );
+    assert_eq!(world.folder("Processed") as i64, tickets, "{}", daemon.log());
     assert_eq!(world.folder("INBOX") as i64, 3000 - tickets);
 }
 
@@ -313,18 +212,14 @@ fn sigterm_during_a_backlog_leaves_nothing_half_done() {
 fn a_uidvalidity_reset_makes_no_duplicates() {
     let world = World::new("after = \"seen\"\nfolder = \"Support\"\n");
     world.dovecot.create_folder(USER, "Support");
-    append_many(&world.dovecot, "Support", (0..5).map(mail));
+    world.dovecot.append_many(USER, PASSWORD, "Support", (0..5).map(mail));
     world.run_once().assert_code(0);
     assert_eq!(world.tickets(), 5);
     let before = world.dovecot.status(USER, "Support").uidvalidity;
     world.dovecot.delete_folder(USER, "Support");
     world.dovecot.create_folder(USER, "Support");
-    append_many(&world.dovecot, "Support", (0..5).map(mail));
-    assert_ne!(
-        world.dovecot.status(USER, "Support").uidvalidity,
-        before,
-        "the folder kept its UIDVALIDITY"
-    );
+    world.dovecot.append_many(USER, PASSWORD, "Support", (0..5).map(mail));
+    assert_ne!(world.dovecot.status(USER, "Support").uidvalidity, before, "the folder kept its UIDVALIDITY");
     let run = world.run_once();
     run.assert_code(0);
     assert_eq!(world.tickets(), 5, "{}", run.stderr);
@@ -347,13 +242,7 @@ fn the_same_message_in_two_mailboxes_is_one_ticket() {
     world.run_once().assert_code(0);
     assert_eq!(world.tickets(), 1);
     assert_eq!(world.count("SELECT COUNT(*) FROM processed"), 2);
-    assert_eq!(
-        world
-            .dovecot
-            .status("sales@helpdesk.example", "Processed")
-            .messages,
-        1
-    );
+    assert_eq!(world.dovecot.status("sales@helpdesk.example", "Processed").messages, 1);
 }
 
 #[test]
@@ -361,22 +250,12 @@ fn the_daemon_reconnects_after_a_server_restart() {
     let mut world = World::new("");
     let mut daemon = world.spawn();
     world.dovecot.append(USER, "INBOX", &mail(1));
-    wait_until(
-        Duration::from_secs(10),
-        "the first message is a ticket",
-        || world.tickets() == 1,
-    );
+    wait_until(Duration::from_secs(10), "the first message is a ticket", || world.tickets() == 1);
     world.dovecot.stop();
-    wait_until(Duration::from_secs(10), "the daemon notices", || {
-        daemon.log().contains("retrying with backoff")
-    });
+    wait_until(Duration::from_secs(10), "the daemon notices", || daemon.log().contains("retrying with backoff"));
     world.dovecot.restart();
     world.dovecot.append(USER, "INBOX", &mail(2));
-    wait_until(
-        Duration::from_secs(30),
-        "mail after the restart is a ticket",
-        || world.tickets() == 2,
-    );
+    wait_until(Duration::from_secs(30), "mail after the restart is a ticket", || world.tickets() == 2);
     assert!(daemon.log().contains("connected again"), "{}", daemon.log());
     daemon.signal("-TERM");
     assert_eq!(daemon.wait_exit(Duration::from_secs(10)), Some(0));
@@ -387,90 +266,50 @@ fn poison_mail_goes_to_the_failed_folder_and_the_rest_goes_on() {
     let world = World::new("");
     std::fs::write(
         world.dir.config(),
-        std::fs::read_to_string(world.dir.config()).unwrap()
-            + "[ingest]\nmax_message_bytes = 4096\n",
+        std::fs::read_to_string(world.dir.config()).unwrap() + "[ingest]\nmax_message_bytes = 4096\n",
     )
     .unwrap();
     let mut big = mail(2);
     big.extend(std::iter::repeat_n(b'x', 10_000));
-    append_many(
-        &world.dovecot,
-        "INBOX",
-        [mail(1), big, b"\r\n\r\n".to_vec(), mail(3)],
-    );
+    let poison = [mail(1), big, b"\r\n\r\n".to_vec(), mail(3)];
+    world.dovecot.append_many(USER, PASSWORD, "INBOX", poison);
     let run = world.run_once();
     run.assert_code(0);
     assert_eq!(world.tickets(), 2, "{}", run.stderr);
-    assert_eq!(
-        (
-            world.folder("Failed"),
-            world.folder("Processed"),
-            world.folder("INBOX")
-        ),
-        (2, 2, 0)
-    );
+    assert_eq!((world.folder("Failed"), world.folder("Processed"), world.folder("INBOX")), (2, 2, 0));
     let failed = world.dir.json(&["failed", "list"]);
-    let reasons: Vec<&str> = failed
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["reason"].as_str().unwrap())
-        .collect();
-    assert!(
-        reasons.iter().any(|r| r.contains("over the limit of 4096")),
-        "{reasons:?}"
-    );
-    assert!(
-        reasons.iter().any(|r| r.contains("unparseable")),
-        "{reasons:?}"
-    );
+    let reasons: Vec<&str> = failed.as_array().unwrap().iter().map(|f| f["reason"].as_str().unwrap()).collect();
+    assert!(reasons.iter().any(|r| r.contains("over the limit of 4096")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("unparseable")), "{reasons:?}");
 }
 
 fn assert_refused(world: &World, needle: &str) {
     let run = world.run_once();
     run.assert_code(1);
-    assert!(
-        run.stderr.contains(needle),
-        "expected {needle:?} in:\n{}",
-        run.stderr
-    );
-    assert!(
-        !run.stderr.contains(PASSWORD),
-        "the password reached the log"
-    );
+    assert!(run.stderr.contains(needle), "expected {needle:?} in:\n{}", run.stderr);
+    assert!(!run.stderr.contains(PASSWORD), "the password reached the log");
     assert_eq!(world.tickets(), 0);
 }
 
 #[test]
 fn a_wrong_password_is_a_clear_error() {
     let world = World::new("");
-    let config = std::fs::read_to_string(world.dir.config())
-        .unwrap()
-        .replace(PASSWORD, "wrong-password");
+    let config = std::fs::read_to_string(world.dir.config()).unwrap().replace(PASSWORD, "wrong-password");
     std::fs::write(world.dir.config(), config).unwrap();
     let run = world.run_once();
     run.assert_code(1);
-    assert!(
-        run.stderr.contains(&format!("login as {USER} refused")),
-        "{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains(&format!("login as {USER} refused")), "{}", run.stderr);
 }
 
 #[test]
 fn a_certificate_from_another_ca_is_refused() {
     let world = World::new("");
     let config = std::fs::read_to_string(world.dir.config()).unwrap();
-    let config = config.replace(
-        &world.dovecot.ca_file().display().to_string(),
-        &world.dovecot.other_ca_file().display().to_string(),
-    );
+    let config = config
+        .replace(&world.dovecot.ca_file().display().to_string(), &world.dovecot.other_ca_file().display().to_string());
     std::fs::write(world.dir.config(), config).unwrap();
     assert_refused(&world, "TLS with 127.0.0.1");
-    assert!(
-        !world.dovecot.log().contains(&format!("user=<{USER}>")),
-        "a login reached the server"
-    );
+    assert!(!world.dovecot.log().contains(&format!("user=<{USER}>")), "a login reached the server");
 }
 
 #[test]
@@ -481,15 +320,9 @@ fn starttls_is_required_when_configured() {
          tls = \"starttls\"\nusername = \"{USER}\"\npassword = \"{PASSWORD}\"\n",
         dovecot.imap_port()
     );
-    let world = World {
-        dir: Dir::new(&mailbox),
-        dovecot,
-    };
+    let world = World { dir: Dir::new(&mailbox), dovecot };
     assert_refused(&world, "does not offer STARTTLS");
-    assert!(
-        !world.dovecot.log().contains(&format!("user=<{USER}>")),
-        "a login reached the server"
-    );
+    assert!(!world.dovecot.log().contains(&format!("user=<{USER}>")), "a login reached the server");
 }
 
 #[test]

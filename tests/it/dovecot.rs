@@ -122,25 +122,14 @@ impl Dovecot {
             make_certificates(dir.path());
         }
 
-        let mut server = Dovecot {
-            dir,
-            dovecot,
-            doveadm,
-            child: None,
-            imap_port: 0,
-            imaps_port: None,
-        };
+        let mut server = Dovecot { dir, dovecot, doveadm, child: None, imap_port: 0, imaps_port: None };
         // Free ports are picked by binding port 0 and letting go; someone else may grab one
         // before Dovecot binds it, so try again with new ports if that happens.
         for attempt in 1.. {
             let ports = free_ports(if options.tls { 2 } else { 1 });
             server.imap_port = ports[0];
             server.imaps_port = ports.get(1).copied();
-            write_file(
-                &server.config_path(),
-                server.config(&owner, options.tls).as_bytes(),
-                0o644,
-            );
+            write_file(&server.config_path(), server.config(&owner, options.tls).as_bytes(), 0o644);
             server.spawn();
             match server.wait_ready() {
                 Ok(()) => break,
@@ -164,8 +153,7 @@ impl Dovecot {
 
     /// The implicit-TLS port. Panics for a server started with `tls: false`.
     pub fn imaps_port(&self) -> u16 {
-        self.imaps_port
-            .expect("imaps_port: this Dovecot was started with `tls: false`")
+        self.imaps_port.expect("imaps_port: this Dovecot was started with `tls: false`")
     }
 
     /// PEM of the test CA that signed the server certificate (for 127.0.0.1 and localhost).
@@ -227,26 +215,46 @@ impl Dovecot {
         );
     }
 
+    /// Appends many messages quickly over one plain IMAP connection (LITERAL+ pipelining),
+    /// as a client would; `append` runs doveadm once per message.
+    pub fn append_many(&self, user: &str, password: &str, folder: &str, messages: impl IntoIterator<Item = Vec<u8>>) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.imap_port())).expect("connect to Dovecot");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let expect_ok = |reader: &mut BufReader<TcpStream>, tag: &str| loop {
+            let mut line = String::new();
+            assert!(reader.read_line(&mut line).unwrap() > 0, "Dovecot closed the connection");
+            if line.starts_with(tag) {
+                assert!(line.starts_with(&format!("{tag} OK")), "{line}");
+                return;
+            }
+        };
+        write!(stream, "l LOGIN \"{user}\" \"{password}\"\r\n").unwrap();
+        expect_ok(&mut reader, "l");
+        let mut count = 0;
+        for (i, raw) in messages.into_iter().enumerate() {
+            write!(stream, "a{i} APPEND \"{folder}\" {{{}+}}\r\n", raw.len()).unwrap();
+            stream.write_all(&raw).unwrap();
+            stream.write_all(b"\r\n").unwrap();
+            count = i + 1;
+        }
+        for i in 0..count {
+            expect_ok(&mut reader, &format!("a{i}"));
+        }
+        write!(stream, "z LOGOUT\r\n").unwrap();
+    }
+
     pub fn status(&self, user: &str, folder: &str) -> Status {
         let what = format!("status of {folder:?} for {user}");
         let out = self.doveadm_ok(
             &what,
-            &[
-                "-f",
-                "json",
-                "mailbox",
-                "status",
-                "-u",
-                user,
-                "messages unseen uidvalidity uidnext",
-                folder,
-            ],
+            &["-f", "json", "mailbox", "status", "-u", user, "messages unseen uidvalidity uidnext", folder],
             None,
         );
         let rows = json_rows(&out, &what);
-        let row = rows
-            .first()
-            .unwrap_or_else(|| panic!("{what}: doveadm printed no row\n{}", self.log()));
+        let row = rows.first().unwrap_or_else(|| panic!("{what}: doveadm printed no row\n{}", self.log()));
         let number = |key: &str| -> u32 {
             row.get(key)
                 .and_then(|v| v.as_str())
@@ -293,13 +301,7 @@ impl Dovecot {
     /// The raw bytes of every message in `folder`, in UID order, as stored (CRLF line ends).
     pub fn messages(&self, user: &str, folder: &str) -> Vec<Vec<u8>> {
         let what = format!("messages in {folder:?} for {user}");
-        let out = self.doveadm_ok(
-            &what,
-            &[
-                "-f", "json", "fetch", "-u", user, "guid", "mailbox", folder, "all",
-            ],
-            None,
-        );
+        let out = self.doveadm_ok(&what, &["-f", "json", "fetch", "-u", user, "guid", "mailbox", folder, "all"], None);
         // For Maildir the GUID is the file's base name, before ":2,FLAGS".
         let guids: Vec<String> = json_rows(&out, &what)
             .iter()
@@ -310,11 +312,7 @@ impl Dovecot {
                     .to_owned()
             })
             .collect();
-        let out = self.doveadm_ok(
-            &what,
-            &["-f", "json", "mailbox", "path", "-u", user, folder],
-            None,
-        );
+        let out = self.doveadm_ok(&what, &["-f", "json", "mailbox", "path", "-u", user, folder], None);
         let rows = json_rows(&out, &what);
         let maildir = rows
             .first()
@@ -322,24 +320,16 @@ impl Dovecot {
             .and_then(|v| v.as_str())
             .map(PathBuf::from)
             .unwrap_or_else(|| panic!("{what}: no path in {}", String::from_utf8_lossy(&out)));
-        guids
-            .iter()
-            .map(|guid| read_maildir_message(&maildir, guid))
-            .collect()
+        guids.iter().map(|guid| read_maildir_message(&maildir, guid)).collect()
     }
 
     /// Dovecot's private log (and anything the master printed before opening it).
     pub fn log(&self) -> String {
         let read = |name: &str| {
-            fs::read(self.dir.path().join(name))
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default()
+            fs::read(self.dir.path().join(name)).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
         };
-        let mut log = format!(
-            "--- Dovecot log ({}) ---\n{}",
-            self.dir.path().join("dovecot.log").display(),
-            read("dovecot.log")
-        );
+        let mut log =
+            format!("--- Dovecot log ({}) ---\n{}", self.dir.path().join("dovecot.log").display(), read("dovecot.log"));
         let stderr = read("stderr.log");
         if !stderr.trim().is_empty() {
             log.push_str(&format!("--- dovecot -F output ---\n{stderr}"));
@@ -352,27 +342,17 @@ impl Dovecot {
     }
 
     fn ports(&self) -> Vec<u16> {
-        std::iter::once(self.imap_port)
-            .chain(self.imaps_port)
-            .collect()
+        std::iter::once(self.imap_port).chain(self.imaps_port).collect()
     }
 
     fn tls_file(&self, name: &str) -> PathBuf {
-        assert!(
-            self.imaps_port.is_some(),
-            "{name}: this Dovecot was started with `tls: false`"
-        );
+        assert!(self.imaps_port.is_some(), "{name}: this Dovecot was started with `tls: false`");
         self.dir.path().join(name)
     }
 
     fn config(&self, owner: &MailOwner, tls: bool) -> String {
         let dir = self.dir.path().display();
-        let instance = self
-            .dir
-            .path()
-            .file_name()
-            .expect("temporary directory name")
-            .to_string_lossy();
+        let instance = self.dir.path().file_name().expect("temporary directory name").to_string_lossy();
         let mut conf = format!(
             "# Written by tests/it/dovecot.rs\n\
              instance_name = {instance}\n\
@@ -400,9 +380,7 @@ impl Dovecot {
             gid = owner.gid,
         );
         if tls {
-            conf.push_str(&format!(
-                "ssl = yes\nssl_cert = <{dir}/server.pem\nssl_key = <{dir}/server.key\n"
-            ));
+            conf.push_str(&format!("ssl = yes\nssl_cert = <{dir}/server.pem\nssl_key = <{dir}/server.key\n"));
         } else {
             conf.push_str("ssl = no\n");
         }
@@ -463,13 +441,7 @@ impl Dovecot {
     fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .expect("Dovecot child")
-                .try_wait()
-                .expect("try_wait on dovecot")
-            {
+            if let Some(status) = self.child.as_mut().expect("Dovecot child").try_wait().expect("try_wait on dovecot") {
                 self.child = None;
                 return Err(format!("Dovecot exited while starting ({status})"));
             }
@@ -504,11 +476,7 @@ impl Dovecot {
             .arg("-c")
             .arg(self.config_path())
             .args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -529,11 +497,8 @@ impl Dovecot {
     }
 
     fn fail(&self, what: &str, out: &Output) -> ! {
-        let hint = if self.child.is_none() {
-            " (the server is stopped: doveadm needs it for user lookups)"
-        } else {
-            ""
-        };
+        let hint =
+            if self.child.is_none() { " (the server is stopped: doveadm needs it for user lookups)" } else { "" };
         panic!(
             "Dovecot test server: {what} failed{hint}: doveadm exited with {}\nstderr:\n{}\n{}",
             out.status,
@@ -571,11 +536,7 @@ impl MailOwner {
                 .find(|(name, _, _)| name == "mail")
                 .map(|(_, uid, gid)| (uid, gid))
                 .expect("Dovecot test server run as root needs the `mail` user in /etc/passwd");
-            return MailOwner {
-                uid,
-                gid,
-                rootless: None,
-            };
+            return MailOwner { uid, gid, rootless: None };
         }
         let user = passwd_entries()
             .into_iter()
@@ -590,11 +551,7 @@ impl MailOwner {
             .find(|f| f.len() > 2 && f[2].parse() == Ok(meta.gid()))
             .map(|f| f[0].to_owned())
             .unwrap_or_else(|| panic!("no group name for gid {} in /etc/group", meta.gid()));
-        MailOwner {
-            uid: meta.uid(),
-            gid: meta.gid(),
-            rootless: Some(Rootless { user, group }),
-        }
+        MailOwner { uid: meta.uid(), gid: meta.gid(), rootless: Some(Rootless { user, group }) }
     }
 }
 
@@ -605,11 +562,7 @@ fn passwd_entries() -> Vec<(String, u32, u32)> {
         .lines()
         .filter_map(|line| {
             let f: Vec<&str> = line.split(':').collect();
-            Some((
-                f.first()?.to_string(),
-                f.get(2)?.parse().ok()?,
-                f.get(3)?.parse().ok()?,
-            ))
+            Some((f.first()?.to_string(), f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?))
         })
         .collect()
 }
@@ -619,10 +572,7 @@ fn find_program(name: &str) -> PathBuf {
     std::env::split_paths(&path)
         .chain(SBIN_DIRS.iter().map(PathBuf::from))
         .map(|dir| dir.join(name))
-        .find(|candidate| {
-            fs::metadata(candidate)
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
+        .find(|candidate| fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
         .unwrap_or_else(|| {
             panic!(
                 "Dovecot test server: `{name}` not found on PATH nor in {SBIN_DIRS:?}; \
@@ -639,13 +589,9 @@ fn write_file(path: &Path, contents: &[u8], mode: u32) {
 
 /// `count` distinct free ports on 127.0.0.1 (all bound at once, then released).
 fn free_ports(count: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local address").port())
-        .collect()
+    let listeners: Vec<TcpListener> =
+        (0..count).map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0")).collect();
+    listeners.iter().map(|l| l.local_addr().expect("local address").port()).collect()
 }
 
 fn connect(port: u16) -> Option<TcpStream> {
@@ -672,10 +618,7 @@ fn greets(port: u16) -> bool {
 fn json_rows(out: &[u8], what: &str) -> Vec<serde_json::Value> {
     match serde_json::from_slice(out) {
         Ok(serde_json::Value::Array(rows)) => rows,
-        _ => panic!(
-            "{what}: doveadm printed no JSON array:\n{}",
-            String::from_utf8_lossy(out)
-        ),
+        _ => panic!("{what}: doveadm printed no JSON array:\n{}", String::from_utf8_lossy(out)),
     }
 }
 
@@ -690,9 +633,7 @@ fn read_maildir_message(maildir: &Path, guid: &str) -> Vec<u8> {
             for entry in entries.flatten() {
                 let name = entry.file_name();
                 let name = name.to_string_lossy();
-                let matches = name
-                    .strip_prefix(guid)
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(':'));
+                let matches = name.strip_prefix(guid).is_some_and(|rest| rest.is_empty() || rest.starts_with(':'));
                 if matches {
                     if let Ok(bytes) = fs::read(entry.path()) {
                         return bytes;
@@ -701,10 +642,7 @@ fn read_maildir_message(maildir: &Path, guid: &str) -> Vec<u8> {
             }
         }
     }
-    panic!(
-        "no Maildir file for message {guid} in {}",
-        maildir.display()
-    )
+    panic!("no Maildir file for message {guid} in {}", maildir.display())
 }
 
 /// A test CA, a server certificate it signs for 127.0.0.1 (SAN IP:127.0.0.1, DNS:127.0.0.1
@@ -726,22 +664,9 @@ fn make_certificates(dir: &Path) {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    let new_key = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    for (name, cn) in [
-        ("ca", "postdesk test CA"),
-        ("other-ca", "postdesk unrelated test CA"),
-    ] {
-        let (key, pem, subject) = (
-            format!("{name}.key"),
-            format!("{name}.pem"),
-            format!("/CN={cn}"),
-        );
+    let new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    for (name, cn) in [("ca", "postdesk test CA"), ("other-ca", "postdesk unrelated test CA")] {
+        let (key, pem, subject) = (format!("{name}.key"), format!("{name}.pem"), format!("/CN={cn}"));
         let mut args = vec!["req", "-x509"];
         args.extend(new_key);
         args.extend([
@@ -762,14 +687,7 @@ fn make_certificates(dir: &Path) {
     }
     let mut args = vec!["req", "-new"];
     args.extend(new_key);
-    args.extend([
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
+    args.extend(["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
     run(&args);
     write_file(
         &dir.join("server.ext"),

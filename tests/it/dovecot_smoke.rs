@@ -32,10 +32,7 @@ impl<'a> Imap<'a> {
         let stream = TcpStream::connect((Ipv4Addr::LOCALHOST, server.imap_port()))
             .unwrap_or_else(|e| panic!("connect to the plain port: {e}\n{}", server.log()));
         stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
-        let mut imap = Imap {
-            reader: BufReader::new(stream),
-            server,
-        };
+        let mut imap = Imap { reader: BufReader::new(stream), server };
         let greeting = imap.line();
         (imap, greeting)
     }
@@ -46,10 +43,7 @@ impl<'a> Imap<'a> {
             Ok(0) => panic!("the server closed the connection\n{}", self.server.log()),
             Ok(_) => line,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                panic!(
-                    "no line from the server within {TIMEOUT:?}\n{}",
-                    self.server.log()
-                )
+                panic!("no line from the server within {TIMEOUT:?}\n{}", self.server.log())
             }
             Err(e) => panic!("read from the server: {e}\n{}", self.server.log()),
         }
@@ -57,9 +51,7 @@ impl<'a> Imap<'a> {
 
     fn send(&mut self, line: &str) {
         let stream = self.reader.get_mut();
-        stream
-            .write_all(format!("{line}\r\n").as_bytes())
-            .expect("write to the server");
+        stream.write_all(format!("{line}\r\n").as_bytes()).expect("write to the server");
     }
 
     /// Sends `a COMMAND` and returns the lines up to and including the tagged answer, which
@@ -84,10 +76,7 @@ impl<'a> Imap<'a> {
     }
 
     fn capabilities(&mut self) -> String {
-        self.command("CAPABILITY")
-            .into_iter()
-            .find(|l| l.starts_with("* CAPABILITY"))
-            .expect("a CAPABILITY line")
+        self.command("CAPABILITY").into_iter().find(|l| l.starts_with("* CAPABILITY")).expect("a CAPABILITY line")
     }
 }
 
@@ -95,12 +84,7 @@ impl<'a> Imap<'a> {
 /// succeed? Bounded by `TIMEOUT`.
 fn s_client(port: u16, ca: &Path, extra: &[&str]) -> (bool, String) {
     let mut child = Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &format!("127.0.0.1:{port}"),
-            "-CAfile",
-        ])
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-CAfile"])
         .arg(ca)
         .args(["-verify_return_error", "-brief"])
         .args(extra)
@@ -118,11 +102,7 @@ fn s_client(port: u16, ca: &Path, extra: &[&str]) -> (bool, String) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = child.wait_with_output().expect("openssl output");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }
 
@@ -133,25 +113,15 @@ fn dovecot_appends_and_reports_status_and_messages() {
         server.append(USER, "INBOX", &message(n));
     }
     let status = server.status(USER, "INBOX");
-    assert_eq!(
-        (status.messages, status.unseen, status.uidnext),
-        (3, 3, 4),
-        "{status:?}"
-    );
+    assert_eq!((status.messages, status.unseen, status.uidnext), (3, 3, 4), "{status:?}");
     assert!(status.uidvalidity > 0);
-    assert_eq!(
-        server.messages(USER, "INBOX"),
-        (1..=3).map(message).collect::<Vec<_>>()
-    );
+    assert_eq!(server.messages(USER, "INBOX"), (1..=3).map(message).collect::<Vec<_>>());
 
     // append creates a nested folder; LF line ends are stored as CRLF.
     assert!(!server.folder_exists(USER, "Tickets/Done"));
     server.append(USER, "Tickets/Done", b"Subject: lf\n\nbody\n");
     assert!(server.folder_exists(USER, "Tickets/Done"));
-    assert_eq!(
-        server.messages(USER, "Tickets/Done"),
-        vec![b"Subject: lf\r\n\r\nbody\r\n".to_vec()]
-    );
+    assert_eq!(server.messages(USER, "Tickets/Done"), vec![b"Subject: lf\r\n\r\nbody\r\n".to_vec()]);
     assert_eq!(server.status(USER, "Tickets/Done").messages, 1);
 }
 
@@ -185,26 +155,17 @@ fn dovecot_without_tls_offers_no_starttls() {
 fn dovecot_tls_verifies_with_its_ca_only() {
     let server = Dovecot::start(&[(USER, PASSWORD)]);
     let port = server.imaps_port();
-    for names in [
-        &["-verify_ip", "127.0.0.1"][..],
-        &["-verify_hostname", "localhost"],
-        &["-verify_hostname", "127.0.0.1"],
-    ] {
+    for names in
+        [&["-verify_ip", "127.0.0.1"][..], &["-verify_hostname", "localhost"], &["-verify_hostname", "127.0.0.1"]]
+    {
         let (ok, out) = s_client(port, &server.ca_file(), names);
         assert!(ok, "TLS with the test CA and {names:?} failed:\n{out}");
         assert!(out.contains("Verification: OK"), "{out}");
     }
     let (ok, out) = s_client(port, &server.other_ca_file(), &[]);
-    assert!(
-        !ok,
-        "TLS verification with an unrelated CA succeeded:\n{out}"
-    );
+    assert!(!ok, "TLS verification with an unrelated CA succeeded:\n{out}");
 
-    let (ok, out) = s_client(
-        server.imap_port(),
-        &server.ca_file(),
-        &["-starttls", "imap", "-verify_ip", "127.0.0.1"],
-    );
+    let (ok, out) = s_client(server.imap_port(), &server.ca_file(), &["-starttls", "imap", "-verify_ip", "127.0.0.1"]);
     assert!(ok, "STARTTLS with the test CA failed:\n{out}");
 }
 
@@ -250,10 +211,7 @@ fn dovecot_idle_reports_new_mail() {
             assert!(line.starts_with("i OK"), "{line:?}");
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "IDLE did not end within {TIMEOUT:?}"
-        );
+        assert!(Instant::now() < deadline, "IDLE did not end within {TIMEOUT:?}");
     }
 }
 

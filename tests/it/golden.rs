@@ -19,11 +19,7 @@ fn fixtures() -> Vec<std::path::PathBuf> {
         .filter(|p| p.extension().is_some_and(|e| e == "eml"))
         .collect();
     files.sort();
-    assert!(
-        files.len() >= 20,
-        "expected the fixtures, found {}",
-        files.len()
-    );
+    assert!(files.len() >= 20, "expected the fixtures, found {}", files.len());
     files
 }
 
@@ -58,8 +54,7 @@ fn golden() {
     for path in fixtures() {
         let raw = std::fs::read(&path).expect("read fixture");
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-        let report = ingest::ingest_one(&mut store, &config, &raw, &Source::file(&name, &raw), now)
-            .expect("ingest");
+        let report = ingest::ingest_one(&mut store, &config, &raw, &Source::file(&name, &raw), now).expect("ingest");
         let got = serde_json::to_string_pretty(&describe(&raw, &report)).unwrap() + "\n";
         let expected_path = repo_path(&format!("fixtures/expected/{name}.json"));
         if update {
@@ -68,11 +63,7 @@ fn golden() {
             mismatches.push(format!("{name}: got\n{got}"));
         }
     }
-    assert!(
-        mismatches.is_empty(),
-        "golden mismatches (UPDATE_EXPECT=1 to accept):\n{}",
-        mismatches.join("\n")
-    );
+    assert!(mismatches.is_empty(), "golden mismatches (UPDATE_EXPECT=1 to accept):\n{}", mismatches.join("\n"));
 }
 
 /// The same message with CRLF and with LF line endings parses the same way.
@@ -80,33 +71,13 @@ fn golden() {
 fn line_endings_do_not_matter() {
     for path in fixtures() {
         let raw = std::fs::read(&path).expect("read fixture");
-        let lf: Vec<u8> = String::from_utf8_lossy(&raw)
-            .replace("\r\n", "\n")
-            .into_bytes();
-        let crlf: Vec<u8> = String::from_utf8_lossy(&lf)
-            .replace('\n', "\r\n")
-            .into_bytes();
-        let (a, b) = (
-            parse::parse(&lf, "X-Loop").unwrap(),
-            parse::parse(&crlf, "X-Loop").unwrap(),
-        );
+        let lf: Vec<u8> = String::from_utf8_lossy(&raw).replace("\r\n", "\n").into_bytes();
+        let crlf: Vec<u8> = String::from_utf8_lossy(&lf).replace('\n', "\r\n").into_bytes();
+        let (a, b) = (parse::parse(&lf, "X-Loop").unwrap(), parse::parse(&crlf, "X-Loop").unwrap());
         let name = path.display();
-        assert_eq!(
-            (&a.message_id, &a.from, &a.subject),
-            (&b.message_id, &b.from, &b.subject),
-            "{name}"
-        );
-        assert_eq!(
-            a.text_body.replace("\r\n", "\n").trim(),
-            b.text_body.replace("\r\n", "\n").trim(),
-            "{name}"
-        );
-        let names = |m: &parse::Inbound| {
-            m.attachments
-                .iter()
-                .map(|x| x.filename.clone())
-                .collect::<Vec<_>>()
-        };
+        assert_eq!((&a.message_id, &a.from, &a.subject), (&b.message_id, &b.from, &b.subject), "{name}");
+        assert_eq!(a.text_body.replace("\r\n", "\n").trim(), b.text_body.replace("\r\n", "\n").trim(), "{name}");
+        let names = |m: &parse::Inbound| m.attachments.iter().map(|x| x.filename.clone()).collect::<Vec<_>>();
         assert_eq!(names(&a), names(&b), "{name}");
     }
 }

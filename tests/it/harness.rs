@@ -18,10 +18,7 @@ impl Dir {
     /// A directory whose config adds `extra` TOML to a database path inside it.
     pub fn new(extra: &str) -> Dir {
         let tmp = tempfile::tempdir().expect("temp dir");
-        let config = format!(
-            "[database]\npath = \"{}\"\n{extra}",
-            tmp.path().join("postdesk.db").display()
-        );
+        let config = format!("[database]\npath = \"{}\"\n{extra}", tmp.path().join("postdesk.db").display());
         std::fs::write(tmp.path().join("postdesk.toml"), config).expect("write config");
         Dir { tmp }
     }
@@ -46,10 +43,7 @@ impl Dir {
     /// The command line without running it, to add environment variables.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_postdesk"));
-        cmd.arg("--config")
-            .arg(self.config())
-            .args(args)
-            .current_dir(self.path());
+        cmd.arg("--config").arg(self.config()).args(args).current_dir(self.path());
         cmd
     }
 
@@ -65,27 +59,14 @@ impl Dir {
 }
 
 pub fn run_command(mut cmd: Command, stdin: Option<&[u8]>) -> Run {
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn postdesk");
     if let Some(bytes) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(bytes)
-            .expect("write stdin");
+        child.stdin.take().expect("stdin").write_all(bytes).expect("write stdin");
     }
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = child.wait_with_output().expect("wait for postdesk");
+    let Output { status, stdout, stderr } = child.wait_with_output().expect("wait for postdesk");
     Run {
         code: status.code().expect("postdesk exited by a signal"),
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
@@ -101,11 +82,7 @@ pub struct Run {
 
 impl Run {
     pub fn assert_code(&self, code: i32) -> &Run {
-        assert_eq!(
-            self.code, code,
-            "exit status\nstdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
+        assert_eq!(self.code, code, "exit status\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
         self
     }
 

@@ -1,0 +1,127 @@
+//! Running under a service manager: sd_notify (`READY=1`, `STATUS=`, `WATCHDOG=1`,
+//! `STOPPING=1`) and the Prometheus endpoint. Without `NOTIFY_SOCKET` the notifications
+//! are no-ops, so the same binary runs in a terminal.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// A step (connecting, draining a backlog) taking longer than this means a hang: every
+/// network call is bounded far below it.
+const HUNG_AFTER_SECS: i64 = 600;
+
+fn notify(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        debug!("sd_notify failed: {e}");
+    }
+}
+
+/// Says READY, then keeps STATUS current and pings the watchdog while every mailbox
+/// loop is alive and none is stuck; returns at shutdown (or when all loops ended).
+pub async fn supervise<T>(
+    tasks: &[JoinHandle<T>],
+    metrics: &Metrics,
+    database: &PathBuf,
+    shutdown: &CancellationToken,
+) {
+    notify(&[NotifyState::Ready]);
+    let watchdog = sd_notify::watchdog_enabled();
+    let tick = watchdog.map_or(Duration::from_secs(10), |w| w / 2).min(Duration::from_secs(10));
+    let store = Store::open(database).ok();
+    loop {
+        let healthy = tasks.iter().all(|t| !t.is_finished()) && !hung(metrics);
+        let status = status(metrics, store.as_ref());
+        if healthy && watchdog.is_some() {
+            notify(&[NotifyState::Watchdog, NotifyState::Status(&status)]);
+        } else {
+            notify(&[NotifyState::Status(&status)]);
+        }
+        if !healthy {
+            warn!("a mailbox loop has stopped or hangs; withholding the watchdog ping");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = shutdown.cancelled() => break,
+        }
+        if tasks.iter().all(|t| t.is_finished()) {
+            break;
+        }
+    }
+    notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+}
+
+fn hung(metrics: &Metrics) -> bool {
+    let now = chrono::Utc::now().timestamp();
+    metrics.mailboxes().values().any(|h| h.busy_since.is_some_and(|t| now - t > HUNG_AFTER_SECS))
+}
+
+/// "2/2 mailboxes connected, 17 tickets today, 0 acknowledgements waiting".
+fn status(metrics: &Metrics, store: Option<&Store>) -> String {
+    let mailboxes = metrics.mailboxes();
+    let connected = mailboxes.values().filter(|h| h.connected).count();
+    let (today, waiting) = store.map_or((0, 0), |s| counts(s).unwrap_or((0, 0)));
+    format!(
+        "{connected}/{} mailboxes connected, {today} tickets today, {waiting} acknowledgements waiting",
+        mailboxes.len()
+    )
+}
+
+fn counts(store: &Store) -> rusqlite::Result<(i64, i64)> {
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let tickets = store.conn().query_row("SELECT COUNT(*) FROM tickets WHERE day = ?1", [today], |r| r.get(0))?;
+    let waiting = store.conn().query_row("SELECT COUNT(*) FROM outbox WHERE state = 'queued'", [], |r| r.get(0))?;
+    Ok((tickets, waiting))
+}
+
+/// A minimal HTTP endpoint: every request gets the metrics (GET /metrics is the norm).
+pub async fn serve_metrics(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    database: PathBuf,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (mut stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!("metrics endpoint: {e}");
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let metrics = Arc::clone(&metrics);
+        let database = database.clone();
+        tokio::spawn(async move {
+            let mut request = [0u8; 2048];
+            let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut request)).await;
+            let depth = tokio::task::spawn_blocking(move || {
+                let store = Store::open(&database).ok()?;
+                store.conn().query_row("SELECT COUNT(*) FROM outbox WHERE state = 'queued'", [], |r| r.get(0)).ok()
+            })
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(0);
+            let body = metrics.render(depth);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(body.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
