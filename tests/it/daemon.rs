@@ -27,14 +27,20 @@ pub fn mail(n: usize) -> Vec<u8> {
 
 /// Appends many messages quickly over one plain IMAP connection (LITERAL+ pipelining).
 pub fn append_many(dovecot: &Dovecot, folder: &str, messages: impl IntoIterator<Item = Vec<u8>>) {
-    let mut stream = TcpStream::connect(("127.0.0.1", dovecot.imap_port())).expect("connect to Dovecot");
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut stream =
+        TcpStream::connect(("127.0.0.1", dovecot.imap_port())).expect("connect to Dovecot");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut line = String::new();
     reader.read_line(&mut line).unwrap();
     let expect_ok = |reader: &mut BufReader<TcpStream>, tag: &str| loop {
         let mut line = String::new();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "Dovecot closed the connection");
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "Dovecot closed the connection"
+        );
         if line.starts_with(tag) {
             assert!(line.starts_with(&format!("{tag} OK")), "{line}");
             return;
@@ -59,7 +65,10 @@ pub fn append_many(dovecot: &Dovecot, folder: &str, messages: impl IntoIterator<
 pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let start = Instant::now();
     while !condition() {
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting until {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting until {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -82,7 +91,10 @@ impl World {
             dovecot.imaps_port(),
             dovecot.ca_file().display()
         );
-        World { dir: Dir::new(&mailbox), dovecot }
+        World {
+            dir: Dir::new(&mailbox),
+            dovecot,
+        }
     }
 
     fn db(&self) -> PathBuf {
@@ -104,7 +116,10 @@ impl World {
     }
 
     fn spawn(&self) -> Daemon {
-        let log = self.dir.path().join(format!("daemon-{}.log", fastrand::u32(..)));
+        let log = self
+            .dir
+            .path()
+            .join(format!("daemon-{}.log", fastrand::u32(..)));
         let child = Command::new(env!("CARGO_BIN_EXE_postdesk"))
             .arg("--config")
             .arg(self.dir.config())
@@ -115,7 +130,10 @@ impl World {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("spawn postdesk run");
-        Daemon { child: Some(child), log }
+        Daemon {
+            child: Some(child),
+            log,
+        }
     }
 
     fn folder(&self, folder: &str) -> u32 {
@@ -136,7 +154,11 @@ impl Daemon {
 
     fn signal(&self, signal: &str) {
         let pid = self.child.as_ref().expect("running").id().to_string();
-        assert!(Command::new("kill").args([signal, &pid]).status().unwrap().success());
+        assert!(Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap()
+            .success());
     }
 
     /// Waits (bounded) for the exit; its status code.
@@ -149,7 +171,10 @@ impl Daemon {
             }
             if start.elapsed() > limit {
                 let _ = child.kill();
-                panic!("postdesk did not exit within {limit:?}; log:\n{}", self.log());
+                panic!(
+                    "postdesk did not exit within {limit:?}; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -202,12 +227,27 @@ fn delete_mode_expunges_processed_mail() {
 fn mail_arriving_while_idle_becomes_a_ticket_and_sigterm_stops_cleanly() {
     let world = World::new("");
     let mut daemon = world.spawn();
-    wait_until(Duration::from_secs(10), "the daemon has connected", || daemon.log().contains("connected to"));
+    wait_until(Duration::from_secs(10), "the daemon has connected", || {
+        daemon.log().contains("connected to")
+    });
     world.dovecot.append(USER, "INBOX", &mail(1));
-    wait_until(Duration::from_secs(10), "the IDLE-delivered message is a ticket", || world.tickets() == 1);
-    wait_until(Duration::from_secs(10), "the message has been moved", || world.folder("Processed") == 1);
+    wait_until(
+        Duration::from_secs(10),
+        "the IDLE-delivered message is a ticket",
+        || world.tickets() == 1,
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the message has been moved",
+        || world.folder("Processed") == 1,
+    );
     daemon.signal("-TERM");
-    assert_eq!(daemon.wait_exit(Duration::from_secs(10)), Some(0), "{}", daemon.log());
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        daemon.log()
+    );
 }
 
 #[test]
@@ -215,15 +255,30 @@ fn sigkill_mid_backlog_then_restart_gives_exactly_one_ticket_each() {
     let world = World::new("");
     append_many(&world.dovecot, "INBOX", (0..3000).map(mail));
     let mut daemon = world.spawn();
-    wait_until(Duration::from_secs(30), "some tickets were committed", || world.tickets() > 0);
+    wait_until(
+        Duration::from_secs(30),
+        "some tickets were committed",
+        || world.tickets() > 0,
+    );
     daemon.signal("-KILL");
     daemon.wait_exit(Duration::from_secs(10));
     let done_before = world.tickets();
     let run = world.run_once();
     run.assert_code(0);
-    assert_eq!(world.tickets(), 3000, "killed after {done_before} tickets; {}", run.stderr);
-    assert_eq!(world.count("SELECT COUNT(DISTINCT message_key) FROM articles"), 3000);
-    assert_eq!((world.folder("INBOX"), world.folder("Processed")), (0, 3000));
+    assert_eq!(
+        world.tickets(),
+        3000,
+        "killed after {done_before} tickets; {}",
+        run.stderr
+    );
+    assert_eq!(
+        world.count("SELECT COUNT(DISTINCT message_key) FROM articles"),
+        3000
+    );
+    assert_eq!(
+        (world.folder("INBOX"), world.folder("Processed")),
+        (0, 3000)
+    );
 }
 
 #[test]
@@ -231,12 +286,26 @@ fn sigterm_during_a_backlog_leaves_nothing_half_done() {
     let world = World::new("");
     append_many(&world.dovecot, "INBOX", (0..3000).map(mail));
     let mut daemon = world.spawn();
-    wait_until(Duration::from_secs(30), "some tickets were committed", || world.tickets() > 0);
+    wait_until(
+        Duration::from_secs(30),
+        "some tickets were committed",
+        || world.tickets() > 0,
+    );
     daemon.signal("-TERM");
-    assert_eq!(daemon.wait_exit(Duration::from_secs(10)), Some(0), "{}", daemon.log());
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        daemon.log()
+    );
     let tickets = world.tickets();
     // Every committed message was moved, and only those: the batch in hand was finished.
-    assert_eq!(world.folder("Processed") as i64, tickets, "{}", daemon.log());
+    assert_eq!(
+        world.folder("Processed") as i64,
+        tickets,
+        "{}",
+        daemon.log()
+    );
     assert_eq!(world.folder("INBOX") as i64, 3000 - tickets);
 }
 
@@ -251,7 +320,11 @@ fn a_uidvalidity_reset_makes_no_duplicates() {
     world.dovecot.delete_folder(USER, "Support");
     world.dovecot.create_folder(USER, "Support");
     append_many(&world.dovecot, "Support", (0..5).map(mail));
-    assert_ne!(world.dovecot.status(USER, "Support").uidvalidity, before, "the folder kept its UIDVALIDITY");
+    assert_ne!(
+        world.dovecot.status(USER, "Support").uidvalidity,
+        before,
+        "the folder kept its UIDVALIDITY"
+    );
     let run = world.run_once();
     run.assert_code(0);
     assert_eq!(world.tickets(), 5, "{}", run.stderr);
@@ -274,7 +347,13 @@ fn the_same_message_in_two_mailboxes_is_one_ticket() {
     world.run_once().assert_code(0);
     assert_eq!(world.tickets(), 1);
     assert_eq!(world.count("SELECT COUNT(*) FROM processed"), 2);
-    assert_eq!(world.dovecot.status("sales@helpdesk.example", "Processed").messages, 1);
+    assert_eq!(
+        world
+            .dovecot
+            .status("sales@helpdesk.example", "Processed")
+            .messages,
+        1
+    );
 }
 
 #[test]
@@ -282,12 +361,22 @@ fn the_daemon_reconnects_after_a_server_restart() {
     let mut world = World::new("");
     let mut daemon = world.spawn();
     world.dovecot.append(USER, "INBOX", &mail(1));
-    wait_until(Duration::from_secs(10), "the first message is a ticket", || world.tickets() == 1);
+    wait_until(
+        Duration::from_secs(10),
+        "the first message is a ticket",
+        || world.tickets() == 1,
+    );
     world.dovecot.stop();
-    wait_until(Duration::from_secs(10), "the daemon notices", || daemon.log().contains("retrying with backoff"));
+    wait_until(Duration::from_secs(10), "the daemon notices", || {
+        daemon.log().contains("retrying with backoff")
+    });
     world.dovecot.restart();
     world.dovecot.append(USER, "INBOX", &mail(2));
-    wait_until(Duration::from_secs(30), "mail after the restart is a ticket", || world.tickets() == 2);
+    wait_until(
+        Duration::from_secs(30),
+        "mail after the restart is a ticket",
+        || world.tickets() == 2,
+    );
     assert!(daemon.log().contains("connected again"), "{}", daemon.log());
     daemon.signal("-TERM");
     assert_eq!(daemon.wait_exit(Duration::from_secs(10)), Some(0));
@@ -296,47 +385,92 @@ fn the_daemon_reconnects_after_a_server_restart() {
 #[test]
 fn poison_mail_goes_to_the_failed_folder_and_the_rest_goes_on() {
     let world = World::new("");
-    std::fs::write(world.dir.config(), std::fs::read_to_string(world.dir.config()).unwrap() + "[ingest]\nmax_message_bytes = 4096\n")
-        .unwrap();
+    std::fs::write(
+        world.dir.config(),
+        std::fs::read_to_string(world.dir.config()).unwrap()
+            + "[ingest]\nmax_message_bytes = 4096\n",
+    )
+    .unwrap();
     let mut big = mail(2);
     big.extend(std::iter::repeat_n(b'x', 10_000));
-    append_many(&world.dovecot, "INBOX", [mail(1), big, b"\r\n\r\n".to_vec(), mail(3)]);
+    append_many(
+        &world.dovecot,
+        "INBOX",
+        [mail(1), big, b"\r\n\r\n".to_vec(), mail(3)],
+    );
     let run = world.run_once();
     run.assert_code(0);
     assert_eq!(world.tickets(), 2, "{}", run.stderr);
-    assert_eq!((world.folder("Failed"), world.folder("Processed"), world.folder("INBOX")), (2, 2, 0));
+    assert_eq!(
+        (
+            world.folder("Failed"),
+            world.folder("Processed"),
+            world.folder("INBOX")
+        ),
+        (2, 2, 0)
+    );
     let failed = world.dir.json(&["failed", "list"]);
-    let reasons: Vec<&str> = failed.as_array().unwrap().iter().map(|f| f["reason"].as_str().unwrap()).collect();
-    assert!(reasons.iter().any(|r| r.contains("over the limit of 4096")), "{reasons:?}");
-    assert!(reasons.iter().any(|r| r.contains("unparseable")), "{reasons:?}");
+    let reasons: Vec<&str> = failed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["reason"].as_str().unwrap())
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("over the limit of 4096")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("unparseable")),
+        "{reasons:?}"
+    );
 }
 
 fn assert_refused(world: &World, needle: &str) {
     let run = world.run_once();
     run.assert_code(1);
-    assert!(run.stderr.contains(needle), "expected {needle:?} in:\n{}", run.stderr);
-    assert!(!run.stderr.contains(PASSWORD), "the password reached the log");
+    assert!(
+        run.stderr.contains(needle),
+        "expected {needle:?} in:\n{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains(PASSWORD),
+        "the password reached the log"
+    );
     assert_eq!(world.tickets(), 0);
 }
 
 #[test]
 fn a_wrong_password_is_a_clear_error() {
     let world = World::new("");
-    let config = std::fs::read_to_string(world.dir.config()).unwrap().replace(PASSWORD, "wrong-password");
+    let config = std::fs::read_to_string(world.dir.config())
+        .unwrap()
+        .replace(PASSWORD, "wrong-password");
     std::fs::write(world.dir.config(), config).unwrap();
     let run = world.run_once();
     run.assert_code(1);
-    assert!(run.stderr.contains(&format!("login as {USER} refused")), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("login as {USER} refused")),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
 fn a_certificate_from_another_ca_is_refused() {
     let world = World::new("");
     let config = std::fs::read_to_string(world.dir.config()).unwrap();
-    let config = config.replace(&world.dovecot.ca_file().display().to_string(), &world.dovecot.other_ca_file().display().to_string());
+    let config = config.replace(
+        &world.dovecot.ca_file().display().to_string(),
+        &world.dovecot.other_ca_file().display().to_string(),
+    );
     std::fs::write(world.dir.config(), config).unwrap();
     assert_refused(&world, "TLS with 127.0.0.1");
-    assert!(!world.dovecot.log().contains(&format!("user=<{USER}>")), "a login reached the server");
+    assert!(
+        !world.dovecot.log().contains(&format!("user=<{USER}>")),
+        "a login reached the server"
+    );
 }
 
 #[test]
@@ -347,9 +481,15 @@ fn starttls_is_required_when_configured() {
          tls = \"starttls\"\nusername = \"{USER}\"\npassword = \"{PASSWORD}\"\n",
         dovecot.imap_port()
     );
-    let world = World { dir: Dir::new(&mailbox), dovecot };
+    let world = World {
+        dir: Dir::new(&mailbox),
+        dovecot,
+    };
     assert_refused(&world, "does not offer STARTTLS");
-    assert!(!world.dovecot.log().contains(&format!("user=<{USER}>")), "a login reached the server");
+    assert!(
+        !world.dovecot.log().contains(&format!("user=<{USER}>")),
+        "a login reached the server"
+    );
 }
 
 #[test]
