@@ -8,8 +8,8 @@
 //! `doveadm -c CONFIG …`, which goes through Dovecot's own storage code (no hand-written
 //! Maildir files). Everything is std and blocking.
 //!
-//! Needs the Debian packages in `scripts/dovecot-packages.txt`. A missing `dovecot` makes
-//! `start` panic: these tests are never skipped silently.
+//! Needs the Debian packages dovecot-core and dovecot-imapd (`scripts/test` installs them). A
+//! missing `dovecot` makes `start` panic: these tests are never skipped silently.
 //!
 //! Facts this relies on (Dovecot 2.3):
 //! - A private `base_dir`, `state_dir`, `log_path` and a unique `instance_name`, and `-c` on
@@ -50,7 +50,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the ports may stay open after the server was killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Debian packages to install when a program is missing.
-const PACKAGES: &str = "dovecot-core dovecot-imapd (see scripts/dovecot-packages.txt)";
+const PACKAGES: &str = "dovecot-core dovecot-imapd (scripts/test installs them)";
 
 fn find_program(name: &str) -> PathBuf {
     servers::find_program(name, PACKAGES)
