@@ -10,6 +10,9 @@ mod common;
 #[allow(dead_code)]
 #[path = "../tests/it/dovecot.rs"]
 mod dovecot;
+#[allow(dead_code)]
+#[path = "../tests/it/servers.rs"]
+mod servers;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -32,6 +35,8 @@ struct Usage {
 /// Runs a command to its end; wall time, CPU time and peak RSS of the child (wait4).
 fn measure(mut cmd: Command) -> Usage {
     let start = Instant::now();
+    // Reaped by wait4 below, which also reports the child's resource usage.
+    #[expect(clippy::zombie_processes)]
     let child = cmd.stdin(Stdio::null()).spawn().expect("spawn");
     let mut status = 0;
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };

@@ -2,7 +2,7 @@
 //! `STOPPING=1`) and the Prometheus endpoint. Without `NOTIFY_SOCKET` the notifications
 //! are no-ops, so the same binary runs in a terminal.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,12 +28,7 @@ fn notify(states: &[NotifyState]) {
 
 /// Says READY, then keeps STATUS current and pings the watchdog while every mailbox
 /// loop is alive and none is stuck; returns at shutdown (or when all loops ended).
-pub async fn supervise<T>(
-    tasks: &[JoinHandle<T>],
-    metrics: &Metrics,
-    database: &PathBuf,
-    shutdown: &CancellationToken,
-) {
+pub async fn supervise<T>(tasks: &[JoinHandle<T>], metrics: &Metrics, database: &Path, shutdown: &CancellationToken) {
     notify(&[NotifyState::Ready]);
     let watchdog = sd_notify::watchdog_enabled();
     let tick = watchdog.map_or(Duration::from_secs(10), |w| w / 2).min(Duration::from_secs(10));

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::harness::{repo_path, run_command, Dir};
+use crate::harness::{postdesk, repo_path, run_command, Dir};
 
 fn fixture(name: &str) -> String {
     repo_path(&format!("fixtures/mail/{name}")).display().to_string()
@@ -174,11 +174,29 @@ fn usage_errors_exit_1_with_one_line() {
     );
 }
 
+/// The example config is valid as shipped, its passwords read as systemd credentials.
 #[test]
 fn the_example_config_is_valid() {
     let dir = Dir::new("");
-    let mut cmd = dir.command(&["check-config"]);
-    cmd.args(["--config", &repo_path("config/postdesk.example.toml").display().to_string()]);
+    let example = repo_path("config/postdesk.example.toml").display().to_string();
+    let check = || {
+        let mut cmd = postdesk(&["--config", &example, "check-config"]);
+        cmd.current_dir(dir.path());
+        cmd
+    };
+    let without = run_command(check(), None);
+    without.assert_code(1);
+    assert!(
+        without.stderr.contains("mailbox[0].password: credential \"imap\": CREDENTIALS_DIRECTORY is not set"),
+        "{}",
+        without.stderr
+    );
+    let credentials = dir.path().join("credentials");
+    std::fs::create_dir(&credentials).unwrap();
+    std::fs::write(credentials.join("imap"), "imap-secret\n").unwrap();
+    std::fs::write(credentials.join("smtp"), "smtp-secret\n").unwrap();
+    let mut cmd = check();
+    cmd.env("CREDENTIALS_DIRECTORY", &credentials);
     let run = run_command(cmd, None);
     assert!(run.assert_code(0).stdout.starts_with("configuration OK"), "{}", run.stdout);
 }

@@ -8,8 +8,8 @@
 //! `doveadm -c CONFIG …`, which goes through Dovecot's own storage code (no hand-written
 //! Maildir files). Everything is std and blocking.
 //!
-//! Needs the Debian packages in `scripts/dovecot-packages.txt`. A missing `dovecot` makes
-//! `start` panic: these tests are never skipped silently.
+//! Needs the Debian packages dovecot-core and dovecot-imapd (`scripts/test` installs them). A
+//! missing `dovecot` makes `start` panic: these tests are never skipped silently.
 //!
 //! Facts this relies on (Dovecot 2.3):
 //! - A private `base_dir`, `state_dir`, `log_path` and a unique `instance_name`, and `-c` on
@@ -34,23 +34,28 @@
 //! - Stopping kills the whole process group with SIGKILL. Killing only the master would leave
 //!   logged-in `imap` processes serving their clients; a SIGTERM shutdown takes ~2 s.
 
+use std::ffi::OsString;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::servers::{self, connect, free_ports, make_certificates, port_accepts, write_file};
+
 /// How long the server may take to accept connections after being started.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the ports may stay open after the server was killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
-/// Searched after `$PATH`: Debian installs `dovecot` in /usr/sbin, often not on a user's PATH.
-const SBIN_DIRS: [&str; 4] = ["/usr/sbin", "/usr/local/sbin", "/sbin", "/usr/bin"];
 /// Debian packages to install when a program is missing.
-const PACKAGES: &str = "dovecot-core dovecot-imapd (see scripts/dovecot-packages.txt)";
+const PACKAGES: &str = "dovecot-core dovecot-imapd (scripts/test installs them)";
+
+fn find_program(name: &str) -> PathBuf {
+    servers::find_program(name, PACKAGES)
+}
 
 pub struct Options {
     /// false: no SSL at all, so the plain port does not offer STARTTLS and there is no
@@ -213,6 +218,19 @@ impl Dovecot {
             &["save", "-u", user, "-m", folder],
             Some(raw),
         );
+    }
+
+    /// The command line that delivers a message on its stdin to a user's INBOX, as
+    /// `append(user, "INBOX", raw)` does, with the user's login still to be appended:
+    /// `doveadm -c CONFIG save -u`. For an MTA (`smtp.rs`); the server must be running.
+    pub fn deliver_command(&self) -> Vec<OsString> {
+        vec![
+            self.doveadm.clone().into_os_string(),
+            "-c".into(),
+            self.config_path().into_os_string(),
+            "save".into(),
+            "-u".into(),
+        ]
     }
 
     /// Appends many messages quickly over one plain IMAP connection (LITERAL+ pipelining),
@@ -567,42 +585,6 @@ fn passwd_entries() -> Vec<(String, u32, u32)> {
         .collect()
 }
 
-fn find_program(name: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(SBIN_DIRS.iter().map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|candidate| fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
-        .unwrap_or_else(|| {
-            panic!(
-                "Dovecot test server: `{name}` not found on PATH nor in {SBIN_DIRS:?}; \
-                 install the Debian packages {PACKAGES}"
-            )
-        })
-}
-
-fn write_file(path: &Path, contents: &[u8], mode: u32) {
-    fs::write(path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
-}
-
-/// `count` distinct free ports on 127.0.0.1 (all bound at once, then released).
-fn free_ports(count: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> =
-        (0..count).map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0")).collect();
-    listeners.iter().map(|l| l.local_addr().expect("local address").port()).collect()
-}
-
-fn connect(port: u16) -> Option<TcpStream> {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()
-}
-
-fn port_accepts(port: u16) -> bool {
-    connect(port).is_some()
-}
-
 /// Whether the plain port answers with Dovecot's real greeting.
 fn greets(port: u16) -> bool {
     let Some(stream) = connect(port) else {
@@ -643,77 +625,4 @@ fn read_maildir_message(maildir: &Path, guid: &str) -> Vec<u8> {
         }
     }
     panic!("no Maildir file for message {guid} in {}", maildir.display())
-}
-
-/// A test CA, a server certificate it signs for 127.0.0.1 (SAN IP:127.0.0.1, DNS:127.0.0.1
-/// — mbsync checks only DNS names — and DNS:localhost), and an unrelated CA. EC P-256 keys:
-/// quick to generate.
-fn make_certificates(dir: &Path) {
-    let openssl = find_program("openssl");
-    let run = |args: &[&str]| {
-        let out = Command::new(&openssl)
-            .args(args)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("run {}: {e}", openssl.display()));
-        assert!(
-            out.status.success(),
-            "openssl {args:?} failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    for (name, cn) in [("ca", "postdesk test CA"), ("other-ca", "postdesk unrelated test CA")] {
-        let (key, pem, subject) = (format!("{name}.key"), format!("{name}.pem"), format!("/CN={cn}"));
-        let mut args = vec!["req", "-x509"];
-        args.extend(new_key);
-        args.extend([
-            "-keyout",
-            &key,
-            "-out",
-            &pem,
-            "-days",
-            "3650",
-            "-subj",
-            &subject,
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
-        run(&args);
-    }
-    let mut args = vec!["req", "-new"];
-    args.extend(new_key);
-    args.extend(["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
-    run(&args);
-    write_file(
-        &dir.join("server.ext"),
-        b"basicConstraints = critical,CA:FALSE\n\
-          keyUsage = critical,digitalSignature,keyEncipherment\n\
-          extendedKeyUsage = serverAuth\n\
-          subjectAltName = IP:127.0.0.1,DNS:127.0.0.1,DNS:localhost\n",
-        0o644,
-    );
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-CAserial",
-        "ca.srl",
-        "-days",
-        "3650",
-        "-extfile",
-        "server.ext",
-        "-out",
-        "server.pem",
-    ]);
 }

@@ -42,7 +42,7 @@ impl Dir {
 
     /// The command line without running it, to add environment variables.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_postdesk"));
+        let mut cmd = postdesk(&[]);
         cmd.arg("--config").arg(self.config()).args(args).current_dir(self.path());
         cmd
     }
@@ -56,6 +56,13 @@ impl Dir {
         serde_json::from_str(&run.stdout)
             .unwrap_or_else(|e| panic!("{args:?} printed invalid JSON ({e}):\n{}", run.stdout))
     }
+}
+
+/// The real binary with `args`, nothing else.
+pub fn postdesk(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_postdesk"));
+    cmd.args(args);
+    cmd
 }
 
 pub fn run_command(mut cmd: Command, stdin: Option<&[u8]>) -> Run {

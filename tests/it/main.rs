@@ -1,6 +1,6 @@
 //! The one integration-test binary: golden tests over `fixtures/mail/` and CLI tests
 //! that run the real `postdesk` binary against temporary databases, and tests against a
-//! private Dovecot IMAP server (`dovecot.rs`).
+//! private Dovecot IMAP server (`dovecot.rs`) and a private SMTP server (`smtp.rs`).
 
 mod cli;
 mod customers;
@@ -9,3 +9,6 @@ mod dovecot;
 mod dovecot_smoke;
 mod golden;
 mod harness;
+mod servers;
+mod smtp;
+mod smtp_smoke;

@@ -1,0 +1,124 @@
+//! Pieces shared by the private test servers (`dovecot.rs`, `smtp.rs`): finding programs,
+//! free ports on 127.0.0.1, and a test CA made with the `openssl` command line.
+
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Searched after `$PATH`: Debian installs `dovecot` in /usr/sbin, often not on a user's PATH.
+const SBIN_DIRS: [&str; 4] = ["/usr/sbin", "/usr/local/sbin", "/sbin", "/usr/bin"];
+
+/// `name` on `$PATH` or in the sbin directories; panics naming the Debian `packages` to
+/// install (the tests that need it are never skipped silently).
+pub fn find_program(name: &str, packages: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(SBIN_DIRS.iter().map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+        .unwrap_or_else(|| {
+            panic!(
+                "`{name}` not found on PATH nor in {SBIN_DIRS:?}; \
+                 install the Debian packages {packages}"
+            )
+        })
+}
+
+pub fn write_file(path: &Path, contents: &[u8], mode: u32) {
+    fs::write(path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+}
+
+/// `count` distinct free ports on 127.0.0.1 (all bound at once, then released).
+pub fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> =
+        (0..count).map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0")).collect();
+    listeners.iter().map(|l| l.local_addr().expect("local address").port()).collect()
+}
+
+pub fn connect(port: u16) -> Option<TcpStream> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()
+}
+
+pub fn port_accepts(port: u16) -> bool {
+    connect(port).is_some()
+}
+
+/// A test CA, a server certificate it signs for 127.0.0.1 (SAN IP:127.0.0.1, DNS:127.0.0.1
+/// — mbsync checks only DNS names — and DNS:localhost), and an unrelated CA. EC P-256 keys:
+/// quick to generate. Writes `ca.pem`, `server.pem`, `server.key` and `other-ca.pem` (and
+/// their intermediate files) into `dir`.
+pub fn make_certificates(dir: &Path) {
+    let openssl = find_program("openssl", "openssl");
+    let run = |args: &[&str]| {
+        let out = Command::new(&openssl)
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", openssl.display()));
+        assert!(
+            out.status.success(),
+            "openssl {args:?} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    for (name, cn) in [("ca", "postdesk test CA"), ("other-ca", "postdesk unrelated test CA")] {
+        let (key, pem, subject) = (format!("{name}.key"), format!("{name}.pem"), format!("/CN={cn}"));
+        let mut args = vec!["req", "-x509"];
+        args.extend(new_key);
+        args.extend([
+            "-keyout",
+            &key,
+            "-out",
+            &pem,
+            "-days",
+            "3650",
+            "-subj",
+            &subject,
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        run(&args);
+    }
+    let mut args = vec!["req", "-new"];
+    args.extend(new_key);
+    args.extend(["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
+    run(&args);
+    write_file(
+        &dir.join("server.ext"),
+        b"basicConstraints = critical,CA:FALSE\n\
+          keyUsage = critical,digitalSignature,keyEncipherment\n\
+          extendedKeyUsage = serverAuth\n\
+          subjectAltName = IP:127.0.0.1,DNS:127.0.0.1,DNS:localhost\n",
+        0o644,
+    );
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-CAserial",
+        "ca.srl",
+        "-days",
+        "3650",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ]);
+}
