@@ -2,6 +2,7 @@
 //! that run the real `postdesk` binary against temporary databases, and tests against a
 //! private Dovecot IMAP server (`dovecot.rs`) and a private SMTP server (`smtp.rs`).
 
+mod acks;
 mod cli;
 mod customers;
 mod daemon;

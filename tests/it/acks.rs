@@ -1,0 +1,207 @@
+//! Acknowledgements end to end: a customer's mail submitted over SMTP lands in the
+//! helpdesk's Dovecot mailbox, `postdesk run --once` makes the ticket and sends the
+//! acknowledgement through a real SMTP server, which delivers it into the customer's
+//! Dovecot mailbox. Automated mail, loops, the per-sender cap, outages and 5xx replies.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::dovecot::Dovecot;
+use crate::harness::Dir;
+use crate::smtp::{DeliverTo, Mode, SmtpOptions, SmtpServer};
+
+const DOMAIN: &str = "mail.test";
+const HELPDESK: &str = "support@mail.test";
+const ALICE: &str = "alice@mail.test";
+const ROBOT: &str = "robot@mail.test";
+const PASSWORD: &str = "pw-acks";
+
+struct World {
+    // Dropped first: it delivers into Dovecot.
+    smtp: SmtpServer,
+    dovecot: Dovecot,
+    dir: Dir,
+}
+
+impl World {
+    fn new(extra: &str) -> World {
+        let dovecot = Dovecot::start(&[(HELPDESK, PASSWORD), (ALICE, PASSWORD), (ROBOT, PASSWORD)]);
+        let smtp = SmtpServer::start(SmtpOptions {
+            tls: true,
+            auth: Some(("postdesk".to_owned(), "smtp-pw".to_owned())),
+            deliver_to: Some(DeliverTo::dovecot(&dovecot, DOMAIN)),
+        });
+        let config = format!(
+            "[helpdesk]\naddress = \"{HELPDESK}\"\ninternal_domains = []\n\
+             [[mailbox]]\nname = \"support\"\naddress = \"{HELPDESK}\"\nhost = \"127.0.0.1\"\nport = {}\n\
+             ca_file = \"{}\"\nusername = \"{HELPDESK}\"\npassword = \"{PASSWORD}\"\n\
+             [smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"starttls\"\nca_file = \"{}\"\n\
+             username = \"postdesk\"\npassword = \"smtp-pw\"\n{extra}",
+            dovecot.imaps_port(),
+            dovecot.ca_file().display(),
+            smtp.port(),
+            smtp.ca_file().display()
+        );
+        World { smtp, dovecot, dir: Dir::new(&config) }
+    }
+
+    /// A customer sends mail to the helpdesk through the SMTP server.
+    fn send(&self, from: &str, raw: &str) {
+        self.smtp.submit(from, HELPDESK, raw.as_bytes()).expect("submission accepted");
+    }
+
+    fn run_once(&self) -> String {
+        let run = self.dir.run(&["run", "--once"]);
+        run.assert_code(0);
+        run.stderr.clone()
+    }
+
+    fn inbox(&self, user: &str) -> Vec<String> {
+        self.dovecot.messages(user, "INBOX").into_iter().map(|m| String::from_utf8_lossy(&m).into_owned()).collect()
+    }
+
+    fn outbox(&self) -> Vec<Value> {
+        self.dir.json(&["outbox", "list"]).as_array().unwrap().clone()
+    }
+
+    fn tickets(&self) -> Vec<Value> {
+        self.dir.json(&["tickets", "list"]).as_array().unwrap().clone()
+    }
+}
+
+fn mail(from: &str, id: &str, subject: &str, headers: &str) -> String {
+    format!(
+        "From: {from}\r\nTo: {HELPDESK}\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\n{headers}\r\nPlease help.\r\n"
+    )
+}
+
+fn header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
+    let head = message.split("\r\n\r\n").next().unwrap_or("");
+    head.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(": ")))
+}
+
+#[test]
+fn one_acknowledgement_per_ticket_and_a_reply_to_it_is_a_follow_up() {
+    let world = World::new("");
+    world.send(ALICE, &mail(&format!("Alice <{ALICE}>"), "q1@mail.test", "Printer jammed", ""));
+    let log = world.run_once();
+    let tickets = world.tickets();
+    assert_eq!(tickets.len(), 1, "{log}");
+    let number = tickets[0]["number"].as_str().unwrap().to_owned();
+    assert_eq!(tickets[0]["ack"], "sent", "{log}");
+
+    let inbox = world.inbox(ALICE);
+    assert_eq!(inbox.len(), 1, "exactly one acknowledgement: {inbox:#?}");
+    let ack = &inbox[0];
+    assert_eq!(header(ack, "Subject"), Some(&*format!("[Ticket#{number}] Printer jammed")), "{ack}");
+    assert_eq!(header(ack, "Auto-Submitted"), Some("auto-replied"));
+    assert_eq!(header(ack, "X-Auto-Response-Suppress"), Some("All"));
+    assert_eq!(header(ack, "X-Postdesk-Loop"), Some(HELPDESK));
+    assert_eq!(header(ack, "In-Reply-To"), Some("<q1@mail.test>"));
+    assert_eq!(header(ack, "References"), Some("<q1@mail.test>"));
+    assert!(ack.contains(&number), "the body quotes the ticket number:\n{ack}");
+    let ack_id = header(ack, "Message-ID").expect("a Message-ID").to_owned();
+
+    // Alice answers the acknowledgement from her mail client (no tag kept, only threading).
+    let reply =
+        mail(ALICE, "q2@mail.test", "Re: your request", &format!("In-Reply-To: {ack_id}\r\nReferences: {ack_id}\r\n"));
+    world.send(ALICE, &reply);
+    world.run_once();
+    let tickets = world.tickets();
+    assert_eq!(tickets.len(), 1, "the reply is a follow-up");
+    assert_eq!(tickets[0]["articles"], 2);
+    assert_eq!(world.inbox(ALICE).len(), 1, "no second acknowledgement");
+    assert_eq!(world.outbox().len(), 1);
+}
+
+#[test]
+fn automated_mail_and_our_own_mail_get_no_acknowledgement() {
+    let world = World::new("");
+    world.send(ALICE, &mail(ALICE, "auto@mail.test", "Out of office", "Auto-Submitted: auto-replied\r\n"));
+    world.send(ALICE, &mail(ALICE, "list@mail.test", "Digest", "List-Id: <news.mail.test>\r\nPrecedence: list\r\n"));
+    world.send(ALICE, &mail("MAILER-DAEMON@mail.test", "dsn@mail.test", "Undelivered Mail Returned to Sender", ""));
+    world.send(HELPDESK, &mail(HELPDESK, "self@mail.test", "A note from ourselves", ""));
+    world.run_once();
+    let acks: Vec<String> = world.tickets().iter().map(|t| t["ack"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(acks, ["auto-reply", "bulk", "bounce", "own-address"]);
+    assert!(world.outbox().is_empty());
+    assert!(world.inbox(ALICE).is_empty());
+    assert_eq!(world.smtp.received().len(), 4, "only the four submissions went through the MTA");
+}
+
+/// A careless auto-responder answers everything, without any auto-reply header and with
+/// a fresh subject each time. The exchange stops by itself at the per-sender cap.
+#[test]
+fn an_auto_responder_cannot_start_a_mail_storm() {
+    let world = World::new("[acknowledgement]\nmax_per_sender_per_day = 3\n");
+    world.send(ROBOT, &mail(ROBOT, "robot-0@mail.test", "Hello", ""));
+    let mut answered = 0;
+    for round in 1..=10 {
+        world.run_once();
+        let inbox = world.inbox(ROBOT);
+        if inbox.len() == answered {
+            break;
+        }
+        for _ in answered..inbox.len() {
+            world.send(
+                ROBOT,
+                &mail(ROBOT, &format!("robot-{round}-{answered}@mail.test"), &format!("Thanks {round}"), ""),
+            );
+        }
+        answered = inbox.len();
+        assert!(round < 10, "the exchange did not stop");
+    }
+    assert_eq!(world.inbox(ROBOT).len(), 3, "acknowledgements stop at the per-sender cap");
+    let capped = world.tickets().iter().filter(|t| t["ack"] == "per-sender limit reached (3 in 24 h)").count();
+    assert_eq!(capped, 1);
+}
+
+#[test]
+fn the_per_sender_cap_holds_over_many_new_tickets() {
+    let world = World::new("[acknowledgement]\nmax_per_sender_per_day = 3\n");
+    for i in 0..4 {
+        world.send(ALICE, &mail(ALICE, &format!("cap-{i}@mail.test"), &format!("Request {i}"), ""));
+    }
+    world.run_once();
+    assert_eq!(world.tickets().len(), 4);
+    assert_eq!(world.inbox(ALICE).len(), 3);
+}
+
+#[test]
+fn an_smtp_outage_delays_acknowledgements_and_each_is_sent_once() {
+    let mut world = World::new("");
+    world.dovecot.append(HELPDESK, "INBOX", mail(ALICE, "down-1@mail.test", "While down", "").as_bytes());
+    world.smtp.stop();
+    let log = world.run_once();
+    let row = &world.outbox()[0];
+    assert_eq!((row["state"].as_str(), row["attempts"].as_u64()), (Some("queued"), Some(1)), "{log}");
+    assert!(row["last_error"].as_str().is_some_and(|e| !e.is_empty()), "{row}");
+
+    // A restart of postdesk in between changes nothing: the row waits for its next attempt.
+    world.run_once();
+    assert_eq!(world.outbox()[0]["attempts"], 1);
+
+    world.smtp.restart();
+    let retry = world.dir.run(&["outbox", "retry", "--all"]);
+    assert!(retry.assert_code(0).stdout.starts_with("1 acknowledgement(s) queued"), "{}", retry.stdout);
+    world.run_once();
+    world.run_once();
+    assert_eq!(world.outbox()[0]["state"], "sent");
+    assert_eq!(world.smtp.wait_received(1, Duration::from_secs(5)).len(), 1);
+    assert_eq!(world.inbox(ALICE).len(), 1, "delivered exactly once");
+}
+
+#[test]
+fn a_permanent_failure_is_recorded_with_the_server_reply() {
+    let world = World::new("");
+    world.send(ALICE, &mail(ALICE, "perm@mail.test", "Bad address", ""));
+    world.smtp.set_mode(Mode::PermFail);
+    world.run_once();
+    let row = &world.outbox()[0];
+    assert_eq!(row["state"], "failed");
+    assert!(row["last_error"].as_str().unwrap().contains("550"), "{row}");
+    let listed = world.dir.run(&["outbox", "list"]);
+    assert!(listed.assert_code(0).stdout.contains("failed"), "{}", listed.stdout);
+    assert_eq!(world.tickets()[0]["ack"], "failed");
+}
