@@ -160,6 +160,9 @@ fn open_store(config: &Config) -> anyhow::Result<Store> {
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rusqlite_migration=warn"));
+    // async-imap traces every command it sends, LOGIN with its password included: never
+    // let that through, whatever RUST_LOG asks for.
+    let filter = filter.add_directive("async_imap=info".parse().expect("a valid directive"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     // journald stamps every line itself; a second timestamp is noise.
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();

@@ -11,5 +11,6 @@ mod dovecot_smoke;
 mod golden;
 mod harness;
 mod servers;
+mod service;
 mod smtp;
 mod smtp_smoke;
