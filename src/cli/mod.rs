@@ -1,6 +1,7 @@
 //! The command line: argument parsing and dispatch. Each command is a thin adapter that
 //! loads the config, opens the store and prints; the work happens in the library.
 
+mod check;
 mod customers;
 mod ingest;
 mod input;
@@ -89,7 +90,14 @@ enum Command {
     #[command(subcommand)]
     Outbox(outbox::OutboxCommand),
     /// Validate the configuration and report every problem with its key
-    CheckConfig,
+    #[command(after_help = "Examples:\n  postdesk --config /etc/postdesk/postdesk.toml check-config\n  \
+                            postdesk check-config --connect    # also log in to every mailbox and the SMTP server\n\n\
+                            Exit status 0 when all is well, 1 otherwise.")]
+    CheckConfig {
+        /// Also connect and log in to each IMAP mailbox and the SMTP server
+        #[arg(long)]
+        connect: bool,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -114,11 +122,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Orgs(cmd) => orgs::run(&config, cmd),
         Command::Failed(cmd) => tickets::run_failed(&config, cmd),
         Command::Outbox(cmd) => outbox::run(&config, cmd),
-        Command::CheckConfig => {
-            let file = config.file.as_ref().map_or("built-in defaults".to_owned(), |f| f.display().to_string());
-            println!("configuration OK ({file}); database {}", config.database_path.display());
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::CheckConfig { connect } => check::run(&config, connect),
     }
 }
 

@@ -189,3 +189,30 @@ fn the_metrics_endpoint_counts_what_happened() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn check_config_connect_names_each_endpoint_and_what_failed() {
+    let dovecot = Dovecot::start(&[(USER, IMAP_PASSWORD)]);
+    let smtp = SmtpServer::start(SmtpOptions { tls: true, ..SmtpOptions::default() });
+    let smtp_config = format!(
+        "[smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"starttls\"\nca_file = \"{}\"\n",
+        smtp.port(),
+        smtp.ca_file().display()
+    );
+    let dir = Dir::new(&format!("{}{smtp_config}", mailbox_config(&dovecot, "")));
+    let ok = dir.run(&["check-config", "--connect"]);
+    ok.assert_code(0);
+    assert!(ok.stdout.contains("mailbox support (IMAP 127.0.0.1:") && ok.stdout.contains("): OK"), "{}", ok.stdout);
+    assert!(ok.stdout.contains(&format!("SMTP 127.0.0.1:{}: OK", smtp.port())), "{}", ok.stdout);
+
+    let config = std::fs::read_to_string(dir.config()).unwrap();
+    std::fs::write(dir.config(), config.replace(IMAP_PASSWORD, "wrong").replace("[smtp]", "folder = \"Nope\"\n[smtp]"))
+        .unwrap();
+    let bad = dir.run(&["check-config", "--connect"]);
+    bad.assert_code(1);
+    assert!(bad.stdout.contains("FAILED: authentication: login as support@helpdesk.example refused"), "{}", bad.stdout);
+    std::fs::write(dir.config(), config.replace("[smtp]", "folder = \"Nope\"\n[smtp]")).unwrap();
+    let folder = dir.run(&["check-config", "--connect"]);
+    folder.assert_code(1);
+    assert!(folder.stdout.contains("FAILED: folder \"Nope\""), "{}", folder.stdout);
+}

@@ -1,0 +1,63 @@
+//! `postdesk check-config [--connect]`: the configuration is valid (loading it already
+//! proved that), and with `--connect`, every mailbox and the SMTP server answer.
+
+use std::process::ExitCode;
+
+use crate::config::{Config, MailboxConfig};
+use crate::imap::{self, ImapError};
+use crate::smtp::Smtp;
+
+pub fn run(config: &Config, connect: bool) -> anyhow::Result<ExitCode> {
+    let file = config.file.as_ref().map_or("built-in defaults".to_owned(), |f| f.display().to_string());
+    println!(
+        "configuration OK ({file}); database {}; {} mailbox(es); SMTP {}",
+        config.database_path.display(),
+        config.mailboxes.len(),
+        config.smtp.as_ref().map_or("not configured".to_owned(), |s| format!("{}:{}", s.host, s.port))
+    );
+    if !connect {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let all_ok = runtime.block_on(async {
+        let mut all_ok = true;
+        for m in &config.mailboxes {
+            let result = try_mailbox(m).await;
+            all_ok &= report(&format!("mailbox {} (IMAP {}:{})", m.name, m.host, m.port), result);
+        }
+        if let Some(s) = &config.smtp {
+            let result = match Smtp::new(s, &config.policy.loop_header) {
+                Ok(smtp) => smtp.check().await.map_err(|e| format!("SMTP: {e}")),
+                Err(e) => Err(format!("setup: {e}")),
+            };
+            all_ok &= report(&format!("SMTP {}:{}", s.host, s.port), result);
+        }
+        all_ok
+    });
+    Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn report(endpoint: &str, result: Result<(), String>) -> bool {
+    match &result {
+        Ok(()) => println!("{endpoint}: OK"),
+        Err(e) => println!("{endpoint}: FAILED: {e}"),
+    }
+    result.is_ok()
+}
+
+/// Logs in and opens the watched folder; what failed is named by its step.
+async fn try_mailbox(m: &MailboxConfig) -> Result<(), String> {
+    let mut session = imap::connect(m).await.map_err(|e| {
+        let step = match &e {
+            ImapError::Connect(..) => "connection (DNS or TCP)",
+            ImapError::Tls(..) => "TLS certificate or handshake",
+            ImapError::NoStarttls(..) => "STARTTLS",
+            ImapError::Auth(..) => "authentication",
+            ImapError::Timeout(..) | ImapError::Protocol(..) => "IMAP",
+        };
+        format!("{step}: {e}")
+    })?;
+    let selected = imap::select(&mut session, &m.folder).await;
+    imap::logout(session).await;
+    selected.map(|_| ()).map_err(|e| format!("folder {:?}: {e}", m.folder))
+}
