@@ -20,7 +20,7 @@ use crate::outbox::Sender;
 use crate::service;
 use crate::store::{self, Store, StoreError};
 use futures_util::future::Either;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 /// IDLE is re-issued before the 29 minutes after which RFC 2177 lets a server drop us.
@@ -253,11 +253,15 @@ impl Watcher {
                 .await?;
             if !done.is_empty() {
                 info!(mailbox = %m.name, "{}: {} message(s) were committed before a restart; finishing their post-action", m.name, done.len());
-                self.post_action(session, &done, caps).await?;
+                post_actions(session, &m, caps, &done, &[]).await?;
             }
             // Pipelined: batch N commits (and fsyncs) while batch N+1 is fetched; N's
             // post-action follows its commit.
             let mut in_flight: Option<Committing> = None;
+            let actor = match todo.len() > self.config.batch_size {
+                true => Some(PostActor::start(&m, caps, uidvalidity).await?),
+                false => None,
+            };
             for chunk in todo.chunks(self.config.batch_size) {
                 if self.links.shutdown.is_cancelled() {
                     break;
@@ -265,12 +269,15 @@ impl Watcher {
                 let started = Instant::now();
                 let fetched = self.fetch_chunk(session, uidvalidity, chunk).await;
                 if let Some(previous) = in_flight.take() {
-                    self.finish_chunk(session, previous, caps).await?;
+                    self.finish_chunk(session, actor.as_ref(), previous, caps).await?;
                 }
                 in_flight = Some(Committing { task: self.commit_chunk(fetched?), started });
             }
             if let Some(last) = in_flight.take() {
-                self.finish_chunk(session, last, caps).await?;
+                self.finish_chunk(session, actor.as_ref(), last, caps).await?;
+            }
+            if let Some(actor) = actor {
+                actor.finish().await?;
             }
             if self.links.shutdown.is_cancelled() {
                 return Ok(());
@@ -339,6 +346,7 @@ impl Watcher {
     async fn finish_chunk(
         &self,
         session: &mut Session,
+        actor: Option<&PostActor>,
         committing: Committing,
         caps: Capabilities,
     ) -> Result<(), WatchError> {
@@ -359,21 +367,12 @@ impl Watcher {
             }
         }
         debug!(mailbox = %m.name, "{}: committed a batch of {} message(s), {} failed", m.name, outcomes.len(), failed.len());
-        if !failed.is_empty() {
-            imap::move_to(session, &failed, &m.failed_folder, caps).await?;
-        }
-        self.post_action(session, &ok, caps).await
-    }
-
-    async fn post_action(&self, session: &mut Session, uids: &[u32], caps: Capabilities) -> Result<(), WatchError> {
-        if uids.is_empty() {
-            return Ok(());
-        }
-        let m = &self.mailbox;
-        match m.after {
-            After::Seen => imap::mark_seen(session, uids).await?,
-            After::Move => imap::move_to(session, uids, &m.processed_folder, caps).await?,
-            After::Delete => imap::delete(session, uids, caps).await?,
+        match actor {
+            Some(actor) => actor
+                .queue
+                .send((ok, failed))
+                .map_err(|_| ImapError::Protocol("applying post-actions", "the connection ended".to_owned()))?,
+            None => post_actions(session, m, caps, &ok, &failed).await?,
         }
         Ok(())
     }
@@ -403,6 +402,60 @@ impl Watcher {
             .map_err(|_| ImapError::Timeout("ending IDLE"))?
             .map_err(|e| ImapError::Protocol("ending IDLE", e.to_string()))?;
         Ok(session)
+    }
+}
+
+/// After the commit: failed messages to the failed folder, the rest get the configured
+/// post-action.
+async fn post_actions(
+    session: &mut Session,
+    m: &MailboxConfig,
+    caps: Capabilities,
+    ok: &[u32],
+    failed: &[u32],
+) -> Result<(), ImapError> {
+    if !failed.is_empty() {
+        imap::move_to(session, failed, &m.failed_folder, caps).await?;
+    }
+    if ok.is_empty() {
+        return Ok(());
+    }
+    match m.after {
+        After::Seen => imap::mark_seen(session, ok).await,
+        After::Move => imap::move_to(session, ok, &m.processed_folder, caps).await,
+        After::Delete => imap::delete(session, ok, caps).await,
+    }
+}
+
+/// A second connection that applies post-actions while the first fetches: during a
+/// backlog Dovecot moves batch N while batch N+1 is downloaded.
+struct PostActor {
+    queue: mpsc::UnboundedSender<(Vec<u32>, Vec<u32>)>,
+    task: JoinHandle<Result<(), ImapError>>,
+}
+
+impl PostActor {
+    async fn start(m: &MailboxConfig, caps: Capabilities, uidvalidity: u32) -> Result<PostActor, ImapError> {
+        let mut session = imap::connect(m).await?;
+        if imap::select(&mut session, &m.folder).await? != uidvalidity {
+            return Err(ImapError::Protocol("opening the post-action connection", "UIDVALIDITY changed".to_owned()));
+        }
+        let (queue, mut batches) = mpsc::unbounded_channel::<(Vec<u32>, Vec<u32>)>();
+        let m = m.clone();
+        let task = tokio::spawn(async move {
+            while let Some((ok, failed)) = batches.recv().await {
+                post_actions(&mut session, &m, caps, &ok, &failed).await?;
+            }
+            imap::logout(session).await;
+            Ok(())
+        });
+        Ok(PostActor { queue, task })
+    }
+
+    /// Waits until every queued post-action is done.
+    async fn finish(self) -> Result<(), ImapError> {
+        drop(self.queue);
+        self.task.await.map_err(|e| ImapError::Protocol("applying post-actions", e.to_string()))?
     }
 }
 
