@@ -10,15 +10,16 @@ mod common;
 #[allow(dead_code)]
 #[path = "../tests/it/dovecot.rs"]
 mod dovecot;
+#[path = "imap_client.rs"]
+mod imap_client;
 #[allow(dead_code)]
 #[path = "../tests/it/servers.rs"]
 mod servers;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use dovecot::Dovecot;
@@ -162,29 +163,6 @@ fn main() {
     latency(&dovecot, postdesk(), &tickets);
 }
 
-/// Logs in on the plain port; the reader for responses.
-fn login(port: u16) -> (TcpStream, BufReader<TcpStream>) {
-    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut w = stream.try_clone().unwrap();
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    write!(w, "l LOGIN \"{USER}\" \"{PASSWORD}\"\r\n").unwrap();
-    read_until(&mut reader, "l ");
-    (stream, reader)
-}
-
-fn read_until(reader: &mut BufReader<TcpStream>, prefix: &str) {
-    loop {
-        let mut line = String::new();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "connection closed");
-        if line.starts_with(prefix) {
-            assert!(line.contains("OK"), "{line}");
-            return;
-        }
-    }
-}
-
 /// Kills the daemon however the benchmark ends.
 struct Running(std::process::Child);
 
@@ -200,7 +178,7 @@ fn append(w: &mut TcpStream, r: &mut BufReader<TcpStream>, tag: &str, folder: &s
     write!(w, "{tag} APPEND {folder} {{{}+}}\r\n", raw.len()).unwrap();
     w.write_all(raw).unwrap();
     w.write_all(b"\r\n").unwrap();
-    read_until(r, &format!("{tag} "));
+    imap_client::read_until(r, &format!("{tag} "));
 }
 
 /// Alternating trials on one server: APPEND to a folder only a bare IDLE client watches,
@@ -209,21 +187,8 @@ fn append(w: &mut TcpStream, r: &mut BufReader<TcpStream>, tag: &str, folder: &s
 fn latency(dovecot: &Dovecot, mut daemon: Command, processed: &dyn Fn() -> i64) {
     let _daemon = Running(daemon.arg("run").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
     dovecot.create_folder(USER, "Bare");
-    let (tx, rx) = mpsc::channel();
-    let (mut idle_w, mut idle_r) = login(dovecot.imap_port());
-    write!(idle_w, "s SELECT Bare\r\n").unwrap();
-    read_until(&mut idle_r, "s ");
-    write!(idle_w, "i IDLE\r\n").unwrap();
-    std::thread::spawn(move || loop {
-        let mut line = String::new();
-        if idle_r.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        if line.ends_with("EXISTS\r\n") {
-            let _ = tx.send(Instant::now());
-        }
-    });
-    let (mut w, mut r) = login(dovecot.imap_port());
+    let rx = imap_client::idle_watcher(dovecot.imap_port(), USER, PASSWORD, "Bare");
+    let (mut w, mut r) = imap_client::imap_login(dovecot.imap_port(), USER, PASSWORD);
     let start_count = processed();
     // Let the daemon connect and settle into IDLE.
     std::thread::sleep(Duration::from_secs(2));
@@ -249,14 +214,9 @@ fn latency(dovecot: &Dovecot, mut daemon: Command, processed: &dyn Fn() -> i64) 
         ours.push(t0.elapsed().as_secs_f64() * 1000.0);
         std::thread::sleep(pause);
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let p99 = |v: &Vec<f64>| v[(v.len() * 99 / 100).min(v.len() - 1)];
-    let (mb, mo) = (median(&mut bare), median(&mut ours));
+    let ((mb, pb), (mo, po)) = (imap_client::median_p99(&mut bare), imap_client::median_p99(&mut ours));
     println!("latency over 50 trials, APPEND to …");
-    println!("  bare IDLE client sees EXISTS   median {mb:>6.0} ms  p99 {:>6.0} ms", p99(&bare));
-    println!("  postdesk ticket committed      median {mo:>6.0} ms  p99 {:>6.0} ms", p99(&ours));
+    println!("  bare IDLE client sees EXISTS   median {mb:>6.0} ms  p99 {pb:>6.0} ms");
+    println!("  postdesk ticket committed      median {mo:>6.0} ms  p99 {po:>6.0} ms");
     println!("  postdesk - bare client         median {:>+6.0} ms", mo - mb);
 }

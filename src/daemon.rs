@@ -14,7 +14,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{After, Config, MailboxConfig};
 use crate::imap::{self, Capabilities, ImapError, Session};
-use crate::ingest::{Batch, Outcome, Source};
+use crate::ingest::{self, Batch, Outcome, Prepared, Source};
 use crate::metrics::Metrics;
 use crate::outbox::Sender;
 use crate::service;
@@ -292,7 +292,8 @@ impl Watcher {
         }
     }
 
-    /// Downloads one batch: whole messages, or only the header of one over the size limit.
+    /// Downloads one batch — whole messages, or only the header of one over the size limit —
+    /// and parses it on a blocking thread, while the previous batch may still be committing.
     async fn fetch_chunk(
         &self,
         session: &mut Session,
@@ -307,20 +308,32 @@ impl Watcher {
         let mut bodies = imap::bodies(session, &small).await?;
         let mut headers = if large.is_empty() { HashMap::new() } else { imap::headers(session, &large).await? };
         // A message expunged by someone else between SEARCH and FETCH is simply gone.
-        let mut items = Vec::with_capacity(uids.len());
+        let mut fetched = Vec::with_capacity(uids.len());
         for &uid in uids {
             let source = Source::imap(m, uidvalidity, uid);
             if let Some(raw) = bodies.remove(&uid) {
-                items.push(Item { uid, raw, source, too_large: None });
+                fetched.push((uid, raw, source, None));
             } else if let Some(raw) = headers.remove(&uid) {
                 let reason = format!(
                     "message is {} bytes, over the limit of {limit}; its header is kept here, the message in folder {}",
                     sizes[&uid], m.failed_folder
                 );
-                items.push(Item { uid, raw, source, too_large: Some(reason) });
+                fetched.push((uid, raw, source, Some(reason)));
             }
         }
-        Ok(items)
+        let config = Arc::clone(&self.config);
+        let items = tokio::task::spawn_blocking(move || {
+            let prepare = |(uid, raw, source, too_large): (u32, Vec<u8>, Source, Option<String>)| {
+                let prepared = match too_large {
+                    Some(reason) => Prepared::rejected(reason),
+                    None => ingest::prepare(&raw, &config.policy),
+                };
+                Item { uid, raw, source, prepared }
+            };
+            fetched.into_iter().map(prepare).collect()
+        })
+        .await;
+        Ok(joined(items.map(Ok))?)
     }
 
     /// Ingests and commits one batch in the background.
@@ -331,10 +344,7 @@ impl Watcher {
             let mut batch = Batch::begin(store, &config)?;
             let mut outcomes = Vec::with_capacity(items.len());
             for item in &items {
-                let report = match &item.too_large {
-                    Some(reason) => batch.fail(&item.raw, &item.source, reason.clone(), now)?,
-                    None => batch.ingest_one(&item.raw, &item.source, now)?,
-                };
+                let report = batch.ingest_prepared(&item.raw, &item.prepared, &item.source, now)?;
                 outcomes.push((item.uid, report.outcome));
             }
             batch.commit()?;
@@ -464,8 +474,7 @@ struct Item {
     uid: u32,
     raw: Vec<u8>,
     source: Source,
-    /// Set for a message over the size limit, of which only the header was fetched.
-    too_large: Option<String>,
+    prepared: Prepared,
 }
 
 /// A batch being committed in the background.

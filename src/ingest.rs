@@ -101,9 +101,21 @@ impl<'a> Batch<'a> {
     /// hits a bug is rolled back alone and kept as a failed message. Only a storage
     /// failure that may pass (disk full, locked) is returned, and it spoils the batch.
     pub fn ingest_one(&mut self, raw: &[u8], source: &Source, now: DateTime<Utc>) -> Result<Report, StoreError> {
+        let prepared = prepare(raw, &self.config.policy);
+        self.ingest_prepared(raw, &prepared, source, now)
+    }
+
+    /// `ingest_one` for a message already `prepare`d, perhaps on another thread.
+    pub fn ingest_prepared(
+        &mut self,
+        raw: &[u8],
+        prepared: &Prepared,
+        source: &Source,
+        now: DateTime<Utc>,
+    ) -> Result<Report, StoreError> {
         let result = {
             let sp = self.tx.savepoint()?;
-            match process(&sp, raw, source, self.config, now) {
+            match process(&sp, raw, prepared, source, self.config, now) {
                 Ok(report) => sp.commit().map(|()| report).map_err(StoreError::from),
                 Err(e) => Err(e),
             }
@@ -115,18 +127,6 @@ impl<'a> Batch<'a> {
             }
             other => other,
         }
-    }
-
-    /// Keeps a message that was not run through the pipeline (the daemon downloads only
-    /// the header of a message over the size limit) as a failed message.
-    pub fn fail(
-        &mut self,
-        raw: &[u8],
-        source: &Source,
-        reason: String,
-        now: DateTime<Utc>,
-    ) -> Result<Report, StoreError> {
-        fail(&self.tx, raw, source, reason, now)
     }
 
     pub fn commit(self) -> Result<(), StoreError> {
@@ -149,9 +149,33 @@ pub fn ingest_one(
     Ok(report)
 }
 
+/// A message checked and parsed: the pure half of the pipeline, which needs no store and
+/// so can run on another thread while a batch commits.
+pub struct Prepared(Result<Inbound, String>);
+
+impl Prepared {
+    /// A message to keep as failed for `reason` without parsing it (the daemon fetches
+    /// only the header of a message over the size limit).
+    pub fn rejected(reason: String) -> Prepared {
+        Prepared(Err(reason))
+    }
+}
+
+pub fn prepare(raw: &[u8], policy: &crate::core::decide::Policy) -> Prepared {
+    if raw.len() > policy.max_message_bytes {
+        return Prepared::rejected(format!(
+            "message is {} bytes, over the limit of {}",
+            raw.len(),
+            policy.max_message_bytes
+        ));
+    }
+    Prepared(parse::parse(raw, &policy.loop_header).map_err(|e| format!("unparseable: {e}")))
+}
+
 fn process(
     conn: &Connection,
     raw: &[u8],
+    prepared: &Prepared,
     source: &Source,
     config: &Config,
     now: DateTime<Utc>,
@@ -160,33 +184,29 @@ fn process(
     if let Some(ticket) = store::ledger_entry(conn, &source.identity)? {
         return Ok(Report::outcome(Outcome::Duplicate { ticket, reason: "already processed" }));
     }
-    if raw.len() > policy.max_message_bytes {
-        let reason = format!("message is {} bytes, over the limit of {}", raw.len(), policy.max_message_bytes);
-        return fail(conn, raw, source, reason, now);
-    }
-    let inbound = match parse::parse(raw, &policy.loop_header) {
+    let inbound = match &prepared.0 {
         Ok(inbound) => inbound,
-        Err(e) => return fail(conn, raw, source, format!("unparseable: {e}"), now),
+        Err(reason) => return fail(conn, raw, source, reason.clone(), now),
     };
-    let sender = resolve::sender(&inbound, policy.resolve.prefer);
+    let sender = resolve::sender(inbound, policy.resolve.prefer);
     let key = inbound.message_key();
     if let Some((ticket_id, number)) = store::find_duplicate(conn, &key)? {
         store::record_processed(conn, &source.identity, &key, Some(ticket_id), "duplicate", now)?;
         let reason = if inbound.message_id.is_some() { "same Message-ID" } else { "same content" };
         return Ok(Report::outcome(Outcome::Duplicate { ticket: Some(number), reason }));
     }
-    let recipient = ack::recipient(&inbound);
+    let recipient = ack::recipient(inbound);
     let facts = store::gather(
         conn,
-        &inbound,
+        inbound,
         sender.as_ref(),
         recipient.as_ref().map(|r| r.email.as_str()),
         &policy.tag_prefix,
         now,
     )?;
-    let mailbox = helpdesk_address(&inbound, source, config);
-    let decision = decide::decide(&inbound, sender, &facts, policy, &mailbox, now);
-    let applied = store::apply(conn, &inbound, raw, &decision, &mailbox, now)?;
+    let mailbox = helpdesk_address(inbound, source, config);
+    let decision = decide::decide(inbound, sender, &facts, policy, &mailbox, now);
+    let applied = store::apply(conn, inbound, raw, &decision, &mailbox, now)?;
     let outcome = match &decision.new_ticket {
         Some(_) => Outcome::Created { ticket: applied.ticket_number, ack: decision.ack.summary() },
         None => Outcome::FollowUp { ticket: applied.ticket_number, reopened: decision.follow_up_state.is_some() },
