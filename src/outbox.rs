@@ -21,8 +21,10 @@ use crate::smtp::Smtp;
 use crate::store::outbox::{self, OutboxRow};
 use crate::store::{Store, StoreError};
 
-/// Rows handed to the server at once; the connection pool reuses connections for them.
-const PARALLEL: usize = 8;
+/// Rows handed to the server at once, each on its own pooled connection. Concurrency, not
+/// one fast connection, is what makes a backlog move: every SMTP transaction waits on
+/// several round trips.
+pub const PARALLEL: usize = 16;
 const BATCH: usize = 200;
 /// Even without a nudge, the outbox is looked at this often.
 const POLL: Duration = Duration::from_secs(30);
@@ -88,15 +90,15 @@ impl Sender {
     async fn deliver_due(&self) -> Result<usize, StoreError> {
         let rows = self.with_store(|s| outbox::due(s.conn(), Utc::now(), BATCH)).await?;
         let count = rows.len();
-        let results: Vec<(OutboxRow, Attempt)> = futures_util::stream::iter(rows)
+        // Each attempt is recorded as soon as it ends, while others are still on the wire:
+        // an accepted row is marked sent at once, so a crash cannot send it again.
+        let mut attempts = futures_util::stream::iter(rows)
             .map(|row| async move {
                 let attempt = self.smtp.send(&row).await;
                 (row, attempt)
             })
-            .buffer_unordered(PARALLEL)
-            .collect()
-            .await;
-        for (row, attempt) in results {
+            .buffer_unordered(PARALLEL);
+        while let Some((row, attempt)) = attempts.next().await {
             self.record(row, attempt).await?;
         }
         Ok(count)

@@ -8,6 +8,7 @@ use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
+use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::{SmtpConfig, TlsMode};
@@ -21,9 +22,11 @@ pub struct Smtp {
 
 impl Smtp {
     pub fn new(config: &SmtpConfig, loop_header: &str) -> Result<Smtp, String> {
+        let pool = PoolConfig::new().max_size(crate::outbox::PARALLEL as u32);
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host)
             .port(config.port)
-            .timeout(Some(Duration::from_secs(60)));
+            .timeout(Some(Duration::from_secs(60)))
+            .pool_config(pool);
         let params = || tls_parameters(config);
         builder = match config.tls {
             TlsMode::Implicit => builder.tls(Tls::Wrapper(params()?)),
