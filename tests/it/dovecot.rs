@@ -44,7 +44,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::servers::{self, connect, free_ports, make_certificates, port_accepts, write_file};
+use crate::servers::{self, connect, make_certificates, port_accepts, write_file};
 
 /// How long the server may take to accept connections after being started.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -128,26 +128,14 @@ impl Dovecot {
         }
 
         let mut server = Dovecot { dir, dovecot, doveadm, child: None, imap_port: 0, imaps_port: None };
-        // Free ports are picked by binding port 0 and letting go; someone else may grab one
-        // before Dovecot binds it, so try again with new ports if that happens.
-        for attempt in 1.. {
-            let ports = free_ports(if options.tls { 2 } else { 1 });
+        let start = |server: &mut Dovecot, ports: &[u16]| {
             server.imap_port = ports[0];
             server.imaps_port = ports.get(1).copied();
             write_file(&server.config_path(), server.config(&owner, options.tls).as_bytes(), 0o644);
             server.spawn();
-            match server.wait_ready() {
-                Ok(()) => break,
-                Err(why) => {
-                    server.kill();
-                    let log = server.log();
-                    if attempt < 3 && log.contains("Address already in use") {
-                        continue;
-                    }
-                    panic!("{why}\n{log}");
-                }
-            }
-        }
+            server.wait_ready().inspect_err(|_| server.kill())
+        };
+        servers::start_on_free_ports(&mut server, if options.tls { 2 } else { 1 }, start, Dovecot::log);
         server
     }
 

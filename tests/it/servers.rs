@@ -122,3 +122,22 @@ pub fn make_certificates(dir: &Path) {
         "server.pem",
     ]);
 }
+
+/// Starts `server` on `count` fresh free ports. Free ports are picked by binding port 0
+/// and letting go; someone else may grab one before the server binds it, so on "address
+/// already in use" this tries again with new ports (three times at most).
+pub fn start_on_free_ports<S>(
+    server: &mut S,
+    count: usize,
+    start: impl Fn(&mut S, &[u16]) -> Result<(), String>,
+    log: impl Fn(&S) -> String,
+) {
+    for attempt in 1.. {
+        let Err(why) = start(server, &free_ports(count)) else { return };
+        let log = log(server);
+        if attempt < 3 && log.to_lowercase().contains("address already in use") {
+            continue;
+        }
+        panic!("{why}\n{log}");
+    }
+}

@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use crate::dovecot::Dovecot;
 use crate::harness::repo_path;
-use crate::servers::{connect, free_ports, make_certificates, port_accepts};
+use crate::servers::{self, connect, make_certificates, port_accepts};
 
 /// Debian's interpreter, which sees the `python3-aiosmtpd` package.
 const PYTHON: &str = "/usr/bin/python3";
@@ -125,23 +125,12 @@ impl SmtpServer {
         }
         let back_door = options.tls || options.auth.is_some();
         let mut server = SmtpServer { dir, options, child: None, port: 0, submit_port: None };
-        // Free ports are picked by binding port 0 and letting go; someone else may grab one
-        // before the server binds it, so try again with new ports if that happens.
-        for attempt in 1.. {
-            let ports = free_ports(if back_door { 2 } else { 1 });
+        let start = |server: &mut SmtpServer, ports: &[u16]| {
             server.port = ports[0];
             server.submit_port = ports.get(1).copied();
-            match server.spawn() {
-                Ok(()) => break,
-                Err(why) => {
-                    let log = server.log();
-                    if attempt < 3 && log.contains("address already in use") {
-                        continue;
-                    }
-                    panic!("{why}\n{log}");
-                }
-            }
-        }
+            server.spawn()
+        };
+        servers::start_on_free_ports(&mut server, if back_door { 2 } else { 1 }, start, SmtpServer::log);
         server
     }
 
