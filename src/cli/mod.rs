@@ -137,15 +137,22 @@ fn run_daemon(config: Config, once: bool) -> anyhow::Result<ExitCode> {
 }
 
 /// SIGTERM (systemd) or SIGINT (a terminal) asks the daemon to stop at the next safe point.
+/// SIGHUP, which would otherwise kill it on the spot, only says that a restart applies
+/// configuration changes (a restart is always safe; see the README).
 async fn cancel_on_signal(shutdown: tokio_util::sync::CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        tracing::error!("cannot listen for SIGTERM/SIGINT; stop postdesk with SIGKILL");
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+    else {
+        tracing::error!("cannot listen for SIGTERM/SIGINT/SIGHUP; stop postdesk with SIGKILL");
         return;
     };
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    let name = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            _ = hup.recv() => tracing::warn!("SIGHUP received: the configuration is not reloaded; restart postdesk to apply changes"),
+        }
     };
     tracing::info!("{name} received: finishing the batch in hand, then stopping");
     shutdown.cancel();

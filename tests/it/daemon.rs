@@ -173,6 +173,8 @@ fn mail_arriving_while_idle_becomes_a_ticket_and_sigterm_stops_cleanly() {
     wait_until(Duration::from_secs(10), "the daemon has connected", || daemon.log().contains("connected to"));
     world.dovecot.append(USER, "INBOX", &mail(1));
     wait_until(Duration::from_secs(10), "the IDLE-delivered message is a ticket", || world.tickets() == 1);
+    daemon.signal("-HUP");
+    wait_until(Duration::from_secs(10), "SIGHUP is answered", || daemon.log().contains("restart postdesk to apply"));
     wait_until(Duration::from_secs(10), "the message has been moved", || world.folder("Processed") == 1);
     daemon.signal("-TERM");
     assert_eq!(daemon.wait_exit(Duration::from_secs(10)), Some(0), "{}", daemon.log());
