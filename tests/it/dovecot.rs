@@ -466,15 +466,7 @@ impl Dovecot {
 
     /// SIGKILL to Dovecot's process group, then reap the master.
     fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let pgid = i32::try_from(child.id()).expect("pid fits in i32");
-            // SAFETY: kill(2) has no memory-safety preconditions. The group id is the pid of
-            // our child, which is not reaped yet, so it cannot have been reused.
-            unsafe {
-                libc::kill(-pgid, libc::SIGKILL);
-            }
-            let _ = child.wait();
-        }
+        servers::kill_group(self.child.take());
     }
 
     fn doveadm(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {

@@ -141,3 +141,16 @@ pub fn start_on_free_ports<S>(
         panic!("{why}\n{log}");
     }
 }
+
+/// SIGKILL to the process group a server runs in (its child processes too), then reap it.
+pub fn kill_group(child: Option<std::process::Child>) {
+    if let Some(mut child) = child {
+        let pgid = i32::try_from(child.id()).expect("pid fits in i32");
+        // SAFETY: kill(2) has no memory-safety preconditions. The group id is the pid of
+        // our child, which is not reaped yet, so it cannot have been reused.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+        let _ = child.wait();
+    }
+}
