@@ -6,7 +6,7 @@ pub fn message(i: usize) -> Vec<u8> {
     const DOMAINS: usize = 200;
     let domain = i % DOMAINS;
     let sender = (i / DOMAINS) % 10;
-    let host = if domain % 20 == 0 { "gmail.com".to_owned() } else { format!("mail.company{domain}.com") };
+    let host = if domain.is_multiple_of(20) { "gmail.com".to_owned() } else { format!("mail.company{domain}.com") };
     let reply =
         if i % 5 == 4 && i >= 100 { format!("In-Reply-To: <m{}@bench.example>\r\n", i - 100) } else { String::new() };
     let line = "The printer on the third floor shows error 0x42 again after the firmware update. \r\n";

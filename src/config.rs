@@ -17,7 +17,7 @@ use crate::secret::Secret;
 pub const DEFAULT_FILE: &str = "postdesk.toml";
 const DEFAULT_TEMPLATE: &str = include_str!("../config/acknowledgement.txt.j2");
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct Raw {
     helpdesk: RawHelpdesk,
@@ -207,22 +207,6 @@ struct RawAcknowledgement {
     template: Option<PathBuf>,
     from_name: Option<String>,
     max_per_sender_per_day: u32,
-}
-
-impl Default for Raw {
-    fn default() -> Self {
-        Raw {
-            helpdesk: RawHelpdesk::default(),
-            database: RawDatabase { path: PathBuf::from("postdesk.db") },
-            ingest: RawIngest::default(),
-            customers: RawCustomers::default(),
-            tickets: RawTickets::default(),
-            acknowledgement: RawAcknowledgement::default(),
-            mailbox: Vec::new(),
-            smtp: None,
-            metrics: RawMetrics::default(),
-        }
-    }
 }
 
 impl Default for RawHelpdesk {

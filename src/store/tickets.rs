@@ -47,7 +47,6 @@ pub struct Article {
 pub struct TicketDetail {
     #[serde(flatten)]
     pub summary: TicketSummary,
-    #[serde(rename = "article_list")]
     pub article_list: Vec<Article>,
 }
 
