@@ -40,7 +40,7 @@ fn main() {
     let count: usize = std::env::var("POSTDESK_BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
     let dir = tempfile::tempdir().expect("temp dir");
     let files = write_messages(dir.path(), count);
-    let config = config::load(Some(&write_config(dir.path()))).expect("config");
+    let config = config::load(Some(&write_config(dir.path())), None).expect("config");
     let mut store = Store::open(&config.database_path).expect("store");
 
     let start = Instant::now();

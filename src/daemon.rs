@@ -38,7 +38,13 @@ enum WatchError {
 /// Watches every mailbox until `shutdown` (or, with `once`, until each backlog is drained).
 /// With `once`, an error for any mailbox makes the whole run fail after the others finish.
 pub async fn run(config: Arc<Config>, shutdown: CancellationToken, once: bool) -> anyhow::Result<()> {
-    anyhow::ensure!(!config.mailboxes.is_empty(), "no [[mailbox]] is configured: there is nothing to watch");
+    anyhow::ensure!(
+        !config.mailboxes.is_empty() || config.smtp.is_some(),
+        "neither [[mailbox]] nor [smtp] is configured: there is nothing to watch and nothing to send"
+    );
+    if config.mailboxes.is_empty() {
+        info!("no [[mailbox]] is configured: only sending the acknowledgements that `postdesk ingest` queues");
+    }
     // Open (and migrate) before anything starts, so a bad database stops us at once.
     drop(Store::open(&config.database_path)?);
     let nudge = Arc::new(Notify::new());

@@ -33,6 +33,8 @@ pub enum ImapError {
     NoStarttls(String, String),
     #[error("login as {0} refused: {1}")]
     Auth(String, String),
+    #[error("the password cannot be read: {0}")]
+    Password(String),
     #[error("timed out while {0}")]
     Timeout(&'static str),
     #[error("{0}: {1}")]
@@ -42,7 +44,7 @@ pub enum ImapError {
 impl ImapError {
     /// A refused login is retried slowly, so as not to hammer the server or lock the account.
     pub fn is_auth(&self) -> bool {
-        matches!(self, ImapError::Auth(..))
+        matches!(self, ImapError::Auth(..) | ImapError::Password(..))
     }
 
     /// Errors of one kind count as the same connection state for logging.
@@ -52,6 +54,7 @@ impl ImapError {
             ImapError::Tls(..) => "tls",
             ImapError::NoStarttls(..) => "starttls",
             ImapError::Auth(..) => "auth",
+            ImapError::Password(..) => "password",
             ImapError::Timeout(..) => "timeout",
             ImapError::Protocol(..) => "protocol",
         }
@@ -72,6 +75,7 @@ async fn bounded<T, E: std::fmt::Display>(
 
 /// Connects, secures the connection as configured and logs in.
 pub async fn connect(m: &MailboxConfig) -> Result<Session, ImapError> {
+    let password = m.password.read().map_err(ImapError::Password)?;
     let endpoint = format!("{}:{}", m.host, m.port);
     let tcp = match timeout(CONNECT_TIMEOUT, TcpStream::connect((m.host.as_str(), m.port))).await {
         Ok(Ok(tcp)) => tcp,
@@ -102,7 +106,7 @@ pub async fn connect(m: &MailboxConfig) -> Result<Session, ImapError> {
             client
         }
     };
-    match timeout(COMMAND_TIMEOUT, client.login(&m.username, m.password.expose())).await {
+    match timeout(COMMAND_TIMEOUT, client.login(&m.username, password.expose())).await {
         Ok(Ok(session)) => Ok(session),
         Ok(Err((e, _))) => Err(ImapError::Auth(m.username.clone(), e.to_string())),
         Err(_) => Err(ImapError::Timeout("logging in")),

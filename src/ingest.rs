@@ -223,7 +223,7 @@ fn fail(
     reason: String,
     now: DateTime<Utc>,
 ) -> Result<Report, StoreError> {
-    let failure = store::record_failure(conn, &source.identity, raw, &reason, now)?;
+    let failure = store::record_failure(conn, &source.identity, &source.label, raw, &reason, now)?;
     Ok(Report::outcome(Outcome::Failed { failure, reason }))
 }
 

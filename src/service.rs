@@ -48,7 +48,8 @@ pub async fn supervise<T>(tasks: &[JoinHandle<T>], metrics: &Metrics, database: 
             _ = tokio::time::sleep(tick) => {}
             _ = shutdown.cancelled() => break,
         }
-        if tasks.iter().all(|t| t.is_finished()) {
+        // Without mailboxes (an MTA pipes mail in), the daemon runs until shutdown.
+        if !tasks.is_empty() && tasks.iter().all(|t| t.is_finished()) {
             break;
         }
     }

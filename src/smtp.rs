@@ -33,7 +33,8 @@ impl Smtp {
             TlsMode::Starttls => builder.tls(Tls::Required(params()?)),
             TlsMode::None => builder.tls(Tls::None),
         };
-        if let Some((user, password)) = &config.credentials {
+        if let Some((user, source)) = &config.credentials {
+            let password = source.read()?;
             builder = builder.credentials(Credentials::new(user.clone(), password.expose().to_owned()));
         }
         Ok(Smtp { transport: builder.build(), loop_header: loop_header.to_owned() })

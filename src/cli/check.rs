@@ -1,5 +1,6 @@
 //! `postdesk check-config [--connect]`: the configuration is valid (loading it already
-//! proved that), and with `--connect`, every mailbox and the SMTP server answer.
+//! proved its types, values and template), its passwords can be read and its database
+//! directory exists; with `--connect`, every mailbox and the SMTP server answer.
 
 use std::process::ExitCode;
 
@@ -8,6 +9,10 @@ use crate::imap::{self, ImapError};
 use crate::smtp::Smtp;
 
 pub fn run(config: &Config, connect: bool) -> anyhow::Result<ExitCode> {
+    config.check_surroundings()?;
+    if config.smtp.is_some() && !config.policy.ack.enabled {
+        eprintln!("postdesk: warning: [smtp] is configured but acknowledgement.enabled = false: nothing is sent");
+    }
     let file = config.file.as_ref().map_or("built-in defaults".to_owned(), |f| f.display().to_string());
     println!(
         "configuration OK ({file}); database {}; {} mailbox(es); SMTP {}",
@@ -53,6 +58,7 @@ async fn try_mailbox(m: &MailboxConfig) -> Result<(), String> {
             ImapError::Tls(..) => "TLS certificate or handshake",
             ImapError::NoStarttls(..) => "STARTTLS",
             ImapError::Auth(..) => "authentication",
+            ImapError::Password(..) => "password",
             ImapError::Timeout(..) | ImapError::Protocol(..) => "IMAP",
         };
         format!("{step}: {e}")

@@ -60,6 +60,7 @@ pub enum CustomersCommand {
         /// The address; refused when it already belongs to a customer
         #[arg(long, value_name = "ADDRESS")]
         email: String,
+        /// The display name
         #[arg(long)]
         name: Option<String>,
         /// The primary organisation

@@ -3,10 +3,12 @@
 //! command's transaction. Every failure is one line naming the problem.
 
 use anyhow::bail;
+use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::Connection;
 
-use crate::core::address;
+use super::usage;
 use crate::core::route::State;
+use crate::core::{address, ticket_number};
 use crate::store::customers::{self, Month};
 use crate::store::orgs;
 
@@ -14,7 +16,7 @@ use crate::store::orgs;
 pub fn address(text: &str) -> anyhow::Result<String> {
     match address::normalise(text) {
         Some(a) => Ok(a),
-        None => bail!("{text:?} is not an email address"),
+        None => usage!("{text:?} is not an email address"),
     }
 }
 
@@ -26,7 +28,7 @@ pub fn addresses(texts: &[String]) -> anyhow::Result<Vec<String>> {
 pub fn domain(text: &str) -> anyhow::Result<String> {
     match address::normalise_domain(text) {
         Some(d) => Ok(d),
-        None => bail!("{text:?} is not a domain name"),
+        None => usage!("{text:?} is not a domain name"),
     }
 }
 
@@ -37,14 +39,39 @@ pub fn domains(texts: &[String]) -> anyhow::Result<Vec<String>> {
 pub fn month(text: &str) -> anyhow::Result<Month> {
     match Month::parse(text.trim()) {
         Some(m) => Ok(m),
-        None => bail!("{text:?} is not a month: expected YYYY-MM, e.g. 2026-11"),
+        None => usage!("{text:?} is not a month: expected YYYY-MM, e.g. 2026-11"),
     }
 }
 
 pub fn state(text: &str) -> anyhow::Result<State> {
     match State::parse(&text.trim().to_lowercase()) {
         Some(s) => Ok(s),
-        None => bail!("{text:?} is not a ticket state: expected new, open, pending or closed"),
+        None => usage!("{text:?} is not a ticket state: expected new, open, pending or closed"),
+    }
+}
+
+/// A ticket number whose check digit is right: a mistyped digit is caught here, before
+/// it can look like a ticket that does not exist.
+pub fn ticket_number(text: &str) -> anyhow::Result<String> {
+    let number = text.trim();
+    if !ticket_number::is_valid(number) {
+        usage!(
+            "{text:?} is not a valid ticket number: 16 digits (the date, a daily sequence and a check digit); \
+             a digit is mistyped, swapped or missing"
+        );
+    }
+    Ok(number.to_owned())
+}
+
+/// A day (`YYYY-MM-DD`, from its midnight UTC) or an RFC 3339 time.
+pub fn since(text: &str) -> anyhow::Result<DateTime<Utc>> {
+    let text = text.trim();
+    if let Ok(day) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
+    }
+    match DateTime::parse_from_rfc3339(text) {
+        Ok(t) => Ok(t.with_timezone(&Utc)),
+        Err(_) => usage!("{text:?} is not a date: expected YYYY-MM-DD or e.g. 2026-11-23T09:00:00Z"),
     }
 }
 
@@ -52,7 +79,7 @@ pub fn state(text: &str) -> anyhow::Result<State> {
 pub fn org_name(text: &str) -> anyhow::Result<String> {
     let name = text.trim();
     if name.is_empty() {
-        bail!("an organisation name cannot be empty");
+        usage!("an organisation name cannot be empty");
     }
     Ok(name.to_owned())
 }

@@ -3,6 +3,7 @@
 
 mod check;
 mod customers;
+mod failed;
 mod ingest;
 mod input;
 mod orgs;
@@ -18,8 +19,25 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::config::{self, Config};
 use crate::store::{Store, StoreError};
 
-/// EX_TEMPFAIL: the database cannot be written now; an MTA will retry the delivery.
+/// EX_USAGE: the command line was wrong.
+pub const EXIT_USAGE: u8 = 64;
+/// EX_TEMPFAIL: not the message's fault and may pass (database unavailable, broken
+/// configuration while ingesting); an MTA keeps the mail and retries.
 pub const EXIT_TEMPFAIL: u8 = 75;
+
+/// A mistake in what the user typed (a malformed value), as opposed to a failure while
+/// doing what they asked: exits 64.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Fails with a `UsageError`.
+macro_rules! usage {
+    ($($arg:tt)*) => { return Err($crate::cli::UsageError(format!($($arg)*)).into()) };
+}
+pub(crate) use usage;
+
+const GLOBAL: &str = "Global options";
 
 #[derive(Parser)]
 #[command(
@@ -31,14 +49,23 @@ pub const EXIT_TEMPFAIL: u8 = 75;
                   and queues one acknowledgement per new ticket.\n\n\
                   Configuration comes from --config, else ./postdesk.toml when present, else built-in \
                   defaults; POSTDESK_SECTION__KEY environment variables override it \
-                  (e.g. POSTDESK_DATABASE__PATH=/var/lib/postdesk/postdesk.db)."
+                  (e.g. POSTDESK_DATABASE__PATH=/var/lib/postdesk/postdesk.db).",
+    after_help = "Exit status: 0 success, 1 error, 64 usage error, 75 temporary failure (the database \
+                  cannot be written now; `ingest -` also for any failure that is not the message's fault, \
+                  so that an MTA retries).\n\n\
+                  Examples:\n  postdesk --config /etc/postdesk/postdesk.toml tickets list --state open\n  \
+                  postdesk ingest fixtures/mail\n  postdesk help customers"
 )]
 struct Cli {
     /// The TOML configuration file [default: ./postdesk.toml if present]
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", help_heading = GLOBAL)]
     config: Option<PathBuf>,
+    /// Where systemd credentials (password_credential) are read from when not run by
+    /// systemd [default: $CREDENTIALS_DIRECTORY]
+    #[arg(long, global = true, value_name = "DIR", help_heading = GLOBAL)]
+    credentials_dir: Option<PathBuf>,
     /// Log format on standard error
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto, help_heading = GLOBAL)]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -46,35 +73,44 @@ struct Cli {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
-    /// Human-readable; without timestamps under journald
+    /// Human-readable; without timestamps under journald; colour only on a terminal
     Auto,
+    /// Human-readable with timestamps
     Human,
+    /// One JSON object per line
     Json,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Ingest messages from files, directories (Maildirs included) or standard input
-    #[command(after_help = "Examples:\n  postdesk ingest fixtures/mail\n  postdesk ingest ~/Maildir\n  \
+    /// Ingest messages from files, mbox files, directories (Maildirs included) or standard input
+    #[command(after_help = "Examples:\n  postdesk ingest fixtures/mail\n  postdesk ingest ~/Maildir     \
+                            # with its .Folder subfolders\n  postdesk ingest archive.mbox\n  \
                             postdesk ingest - < message.eml     # as an MTA pipe\n\n\
-                            Prints one line per message. Exit status: 0 when every message was stored \
-                            (as a ticket, follow-up, duplicate or failed message), 75 when the database \
-                            cannot be written (an MTA retries), 1 for a usage error.")]
+                            Prints one line per message once it is committed. Files are only read, never \
+                            moved or deleted; ingesting one again is recognised as a duplicate.\n\n\
+                            Exit status: 0 when every message was stored (as a ticket, follow-up, duplicate \
+                            or failed message; also when there was nothing to ingest), 64 for a usage error, \
+                            75 when the database cannot be written now — and, with -, for any failure that \
+                            is not the message's fault (the MTA keeps the mail and retries) — 1 otherwise.")]
     Ingest {
-        /// Files, directories (read recursively) or - for standard input
+        /// Files (a message or an mbox), directories (read recursively) or - for standard input
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
-    /// Watch the configured IMAP mailboxes and turn new mail into tickets
+    /// Watch the configured IMAP mailboxes, turn new mail into tickets and send the
+    /// acknowledgements through [smtp]
     #[command(after_help = "Examples:\n  postdesk --config /etc/postdesk/postdesk.toml run\n  \
-                            postdesk run --once     # drain every mailbox's backlog, then exit (cron)\n\n\
-                            Stops cleanly on SIGTERM or SIGINT: the message batch in hand is finished first.")]
+                            postdesk run --once     # drain every mailbox's backlog and the outbox, then exit\n\n\
+                            With [smtp] but no [[mailbox]] (mail arrives by `ingest -` from an MTA), it only \
+                            sends acknowledgements. Stops cleanly on SIGTERM or SIGINT: the message batch in \
+                            hand is finished first.")]
     Run {
         /// Drain each mailbox once and exit instead of waiting for new mail
         #[arg(long)]
         once: bool,
     },
-    /// List, read and change the state of tickets
+    /// List, read and change the state of tickets; get articles and attachments out
     #[command(subcommand)]
     Tickets(tickets::TicketsCommand),
     /// Customer users: list, show, add, edit and merge
@@ -83,15 +119,18 @@ enum Command {
     /// Organisations, the level above customer users: list, show, add, edit and merge
     #[command(subcommand)]
     Orgs(orgs::OrgsCommand),
-    /// Messages that could not be processed, kept with their raw bytes
+    /// Messages that could not be processed, kept with their raw bytes: list, show, export, retry
     #[command(subcommand)]
-    Failed(tickets::FailedCommand),
-    /// Acknowledgements: list them, retry failed ones
+    Failed(failed::FailedCommand),
+    /// Acknowledgements: list them, queue failed ones again
     #[command(subcommand)]
     Outbox(outbox::OutboxCommand),
     /// Validate the configuration and report every problem with its key
     #[command(after_help = "Examples:\n  postdesk --config /etc/postdesk/postdesk.toml check-config\n  \
-                            postdesk check-config --connect    # also log in to every mailbox and the SMTP server\n\n\
+                            postdesk --config /etc/postdesk/postdesk.toml --credentials-dir /etc/postdesk/credentials \\\n    \
+                            check-config --connect    # also log in to every mailbox and the SMTP server\n\n\
+                            Checks types and values, reads every password, renders the acknowledgement \
+                            template with sample values, and checks that the database's directory exists. \
                             Exit status 0 when all is well, 1 otherwise.")]
     CheckConfig {
         /// Also connect and log in to each IMAP mailbox and the SMTP server
@@ -101,32 +140,48 @@ enum Command {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
     init_logging(cli.log_format);
+    // As a pipe, ingest must know that its output is gone and go on (see ingest.rs);
+    // every other command may simply end, quietly, like any Unix tool.
+    let ingesting = matches!(cli.command, Command::Ingest { .. });
+    if !ingesting {
+        default_sigpipe();
+    }
+    // Anything but a usage error while an MTA pipes a message in may pass: the MTA must
+    // keep the mail and retry, not bounce it.
+    let from_mta = matches!(&cli.command, Command::Ingest { paths } if paths.iter().any(|p| p.as_os_str() == "-"));
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("postdesk: {e:#}");
-            exit_code_for(&e)
+            exit_code_for(&e, from_mta)
         }
     }
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    let config = config::load(cli.config.as_deref())?;
+    let config = config::load(cli.config.as_deref(), cli.credentials_dir.as_deref())?;
     match cli.command {
         Command::Ingest { paths } => ingest::run(&config, &paths),
         Command::Run { once } => run_daemon(config, once),
         Command::Tickets(cmd) => tickets::run_tickets(&config, cmd),
         Command::Customers(cmd) => customers::run(&config, cmd),
         Command::Orgs(cmd) => orgs::run(&config, cmd),
-        Command::Failed(cmd) => tickets::run_failed(&config, cmd),
+        Command::Failed(cmd) => failed::run(&config, cmd),
         Command::Outbox(cmd) => outbox::run(&config, cmd),
         Command::CheckConfig { connect } => check::run(&config, connect),
     }
 }
 
 fn run_daemon(config: Config, once: bool) -> anyhow::Result<ExitCode> {
+    config.check_surroundings()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let shutdown = tokio_util::sync::CancellationToken::new();
@@ -158,28 +213,92 @@ async fn cancel_on_signal(shutdown: tokio_util::sync::CancellationToken) {
     shutdown.cancel();
 }
 
-/// 75 when the database is unavailable (so an MTA retries), 1 for everything else.
-fn exit_code_for(e: &anyhow::Error) -> ExitCode {
+/// 64 for a usage error; 75 when the failure may pass (or, for an MTA's pipe, is not the
+/// message's fault); 1 for everything else.
+fn exit_code_for(e: &anyhow::Error, from_mta: bool) -> ExitCode {
+    if e.chain().any(|c| c.is::<UsageError>()) {
+        return ExitCode::from(EXIT_USAGE);
+    }
     let transient = e.chain().any(|c| c.downcast_ref::<StoreError>().is_some_and(StoreError::is_transient));
-    ExitCode::from(if transient { EXIT_TEMPFAIL } else { 1 })
+    ExitCode::from(if transient || from_mta { EXIT_TEMPFAIL } else { 1 })
 }
 
+/// The database as it is: only `ingest` and `run` create one, so that a command run in
+/// the wrong directory says so instead of showing an empty helpdesk.
 fn open_store(config: &Config) -> anyhow::Result<Store> {
+    Ok(Store::open_existing(&config.database_path)?)
+}
+
+/// The database, created on first use.
+fn create_store(config: &Config) -> anyhow::Result<Store> {
     Ok(Store::open(&config.database_path)?)
 }
 
+fn default_sigpipe() {
+    // SAFETY: called before any other thread starts; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
+    use std::io::IsTerminal;
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{fmt, EnvFilter};
+    // async-imap traces every command it sends, LOGIN with its password included: its
+    // log records are never bridged, whatever RUST_LOG asks for.
+    let _ = tracing_log::LogTracer::builder().ignore_crate("async_imap").init();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rusqlite_migration=warn"));
-    // async-imap traces every command it sends, LOGIN with its password included: never
-    // let that through, whatever RUST_LOG asks for.
-    let filter = filter.add_directive("async_imap=info".parse().expect("a valid directive"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     // journald stamps every line itself; a second timestamp is noise.
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Auto if under_journald => builder.without_time().with_ansi(false).init(),
-        LogFormat::Auto | LogFormat::Human => builder.init(),
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let layer = match format {
+        LogFormat::Json => fmt::layer().json().with_writer(std::io::stderr).boxed(),
+        LogFormat::Auto if under_journald => {
+            fmt::layer().without_time().with_ansi(false).with_writer(std::io::stderr).boxed()
+        }
+        LogFormat::Auto | LogFormat::Human => fmt::layer().with_ansi(colour).with_writer(std::io::stderr).boxed(),
+    };
+    let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(filter).with(layer));
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every command a user can run explains each of its arguments and shows an example.
+    #[test]
+    fn every_command_documents_its_arguments_and_has_an_example() {
+        fn check(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", cmd.get_name()).trim().to_owned();
+            for arg in cmd.get_arguments() {
+                let builtin = ["help", "version"].contains(&arg.get_id().as_str());
+                if !builtin && arg.get_help().is_none() {
+                    missing.push(format!("{path}: argument {} has no description", arg.get_id()));
+                }
+            }
+            let subcommands: Vec<_> = cmd.get_subcommands().filter(|c| c.get_name() != "help").collect();
+            if subcommands.is_empty() {
+                let after = cmd.get_after_help().map(|h| h.to_string()).unwrap_or_default();
+                if !after.contains("Example") && !after.contains("postdesk ") {
+                    missing.push(format!("{path}: no example"));
+                }
+            }
+            for sub in subcommands {
+                check(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        check(&Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "{}", missing.join("\n"));
+    }
+
+    #[test]
+    fn global_options_are_listed_apart() {
+        let help = Cli::command().render_long_help().to_string();
+        let global = help.find("Global options:").expect("a global options heading");
+        assert!(help[global..].contains("--config") && help[global..].contains("--credentials-dir"), "{help}");
     }
 }

@@ -33,6 +33,7 @@ pub enum OrgsCommand {
     /// One organisation with its customer users (primary and linked) and tickets
     #[command(after_help = "Example:\n  postdesk orgs show acme-widgets.com")]
     Show {
+        /// The organisation's name (any case)
         name: String,
         /// Print JSON instead of text
         #[arg(long)]
@@ -41,6 +42,7 @@ pub enum OrgsCommand {
     /// Adds an organisation, optionally owning email domains
     #[command(after_help = DOMAIN_HELP_ADD)]
     Add {
+        /// The new organisation's name; refused when another has it, in any case
         name: String,
         /// A domain it owns (repeatable)
         #[arg(long = "domain", value_name = "DOMAIN")]
@@ -55,6 +57,7 @@ pub enum OrgsCommand {
     /// Renames an organisation, changes its domains or its first-response time
     #[command(after_help = DOMAIN_HELP_EDIT)]
     Edit {
+        /// The organisation's name (any case)
         name: String,
         /// The new name
         #[arg(long, value_name = "NEW")]
@@ -80,7 +83,9 @@ pub enum OrgsCommand {
     /// INTO, and FROM is deleted
     #[command(after_help = "Example:\n  postdesk orgs merge 'ACME Widgets Ltd' acme-widgets.com")]
     Merge {
+        /// The organisation that disappears
         from: String,
+        /// The organisation that remains
         into: String,
         /// Print JSON instead of text
         #[arg(long)]

@@ -15,10 +15,11 @@ pub enum OutboxCommand {
     /// Every acknowledgement with its state, attempts and last error
     #[command(after_help = "Example:\n  postdesk outbox list --json")]
     List {
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
-    /// Queue failed or waiting acknowledgements for delivery now
+    /// Queue failed or waiting acknowledgements for delivery again, now
     #[command(after_help = "Examples:\n  postdesk outbox retry 17\n  postdesk outbox retry --all")]
     Retry {
         /// The outbox row to retry
@@ -55,7 +56,14 @@ pub fn run(config: &Config, cmd: OutboxCommand) -> anyhow::Result<ExitCode> {
             let n = outbox::retry(store.conn(), id, Utc::now())?;
             match id {
                 Some(id) if n == 0 => bail!("no unsent acknowledgement with id {id}"),
-                _ => println!("{n} acknowledgement(s) queued for delivery; a running daemon sends them within 30 s"),
+                _ if config.smtp.is_none() => println!(
+                    "{n} acknowledgement(s) queued again; no [smtp] is configured, so they wait in the outbox \
+                     until one is and `postdesk run` is started"
+                ),
+                _ => println!(
+                    "{n} acknowledgement(s) queued for delivery; a running `postdesk run` sends them within 30 s \
+                     (`postdesk run --once` sends them now)"
+                ),
             }
         }
     }

@@ -1,9 +1,11 @@
-//! `postdesk tickets …` and `postdesk failed …`: reading and filtering what the pipeline
-//! stored, and setting a ticket's state.
+//! `postdesk tickets …`: reading and filtering what the pipeline stored, getting an
+//! article's or attachment's bytes out, and setting a ticket's state.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use chrono::Utc;
 use clap::{Args, Subcommand};
 use rusqlite::Connection;
@@ -16,9 +18,10 @@ use crate::store::tickets::{self, TicketSummary};
 
 #[derive(Subcommand)]
 pub enum TicketsCommand {
-    /// Tickets, oldest first; the options narrow the list and combine
+    /// Tickets, newest first; the options narrow the list and combine
     #[command(after_help = "Examples:\n  postdesk tickets list --state open --org ACME\n  \
                             postdesk tickets list --visible-to alice@acme.example --json\n  \
+                            postdesk tickets list --search printer --since 2026-11-01 --limit 20\n  \
                             postdesk tickets list --overdue")]
     List {
         #[command(flatten)]
@@ -28,17 +31,37 @@ pub enum TicketsCommand {
         json: bool,
     },
     /// One ticket with its articles, oldest first
-    #[command(after_help = "Example:\n  postdesk tickets show 2026112310000017")]
+    #[command(after_help = "Examples:\n  postdesk tickets show 2026112310000017\n  \
+                            postdesk tickets show 2026112310000017 --raw 2 > reply.eml")]
     Show {
+        /// The ticket number (16 digits; the last is a check digit)
         number: String,
         /// Print JSON instead of text
-        #[arg(long)]
+        #[arg(long, conflicts_with = "raw")]
         json: bool,
+        /// Write the bytes of this article (1 = the first) as they arrived, instead
+        #[arg(long, value_name = "ARTICLE")]
+        raw: Option<u32>,
+    },
+    /// Write an attachment's bytes to standard output, or every attachment into a directory
+    #[command(after_help = "Examples:\n  postdesk tickets attachment 2026112310000017 invoice.pdf > invoice.pdf\n  \
+                            postdesk tickets attachment 2026112310000017 --output ./files")]
+    Attachment {
+        /// The ticket number
+        number: String,
+        /// The attachment's name, as `tickets show` lists it
+        #[arg(required_unless_present = "output")]
+        name: Option<String>,
+        /// Write the attachment (or, without NAME, every attachment) into this directory
+        #[arg(long, value_name = "DIR")]
+        output: Option<PathBuf>,
     },
     /// Sets a ticket's state: new, open, pending or closed
     #[command(after_help = "Example:\n  postdesk tickets set-state 2026112310000017 closed")]
     SetState {
+        /// The ticket number
         number: String,
+        /// new, open, pending or closed
         state: String,
         /// Print JSON instead of text
         #[arg(long)]
@@ -64,16 +87,15 @@ pub struct ListFilter {
     /// Only tickets not closed whose first response is due (respond-by time is past)
     #[arg(long)]
     overdue: bool,
-}
-
-#[derive(Subcommand)]
-pub enum FailedCommand {
-    /// Every failed message with its reason
-    List {
-        /// Print JSON instead of text
-        #[arg(long)]
-        json: bool,
-    },
+    /// Only tickets created on or after this day (YYYY-MM-DD) or time (RFC 3339)
+    #[arg(long, value_name = "DATE")]
+    since: Option<String>,
+    /// Only tickets with this text in the subject or an article's body (any case)
+    #[arg(long, value_name = "TEXT")]
+    search: Option<String>,
+    /// At most this many tickets (the newest)
+    #[arg(long, value_name = "N")]
+    limit: Option<u32>,
 }
 
 pub fn run_tickets(config: &Config, cmd: TicketsCommand) -> anyhow::Result<ExitCode> {
@@ -88,8 +110,16 @@ pub fn run_tickets(config: &Config, cmd: TicketsCommand) -> anyhow::Result<ExitC
                 print_tickets(&list);
             }
         }
-        TicketsCommand::Show { number, json: as_json } => {
-            let Some(ticket) = store.read(|tx| tickets::show(tx, number.trim()))? else {
+        TicketsCommand::Show { number, raw: Some(article), .. } => {
+            let number = input::ticket_number(&number)?;
+            let Some(raw) = store.read(|tx| tickets::raw_article(tx, &number, article))? else {
+                bail!("ticket {number} has no article {article} with the bytes it arrived with");
+            };
+            std::io::stdout().write_all(&raw).context("cannot write to standard output")?;
+        }
+        TicketsCommand::Show { number, json: as_json, raw: None } => {
+            let number = input::ticket_number(&number)?;
+            let Some(ticket) = store.read(|tx| tickets::show(tx, &number))? else {
                 bail!("no ticket {number}");
             };
             if as_json {
@@ -98,9 +128,14 @@ pub fn run_tickets(config: &Config, cmd: TicketsCommand) -> anyhow::Result<ExitC
                 print_ticket(&ticket);
             }
         }
+        TicketsCommand::Attachment { number, name, output } => {
+            let number = input::ticket_number(&number)?;
+            let all = store.read(|tx| tickets::attachments(tx, &number))?;
+            save_attachments(&number, all, name.as_deref(), output.as_deref())?;
+        }
         TicketsCommand::SetState { number, state, json: as_json } => {
             let state = input::state(&state)?;
-            let number = number.trim();
+            let number = &input::ticket_number(&number)?;
             let (previous, ticket) = store.write(|tx| set_state(tx, number, state))?;
             if as_json {
                 json(&ticket)?;
@@ -110,6 +145,50 @@ pub fn run_tickets(config: &Config, cmd: TicketsCommand) -> anyhow::Result<ExitC
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One attachment to standard output, or the chosen ones into a directory.
+fn save_attachments(
+    number: &str,
+    all: Vec<(String, Vec<u8>)>,
+    name: Option<&str>,
+    output: Option<&Path>,
+) -> anyhow::Result<()> {
+    if all.is_empty() {
+        bail!("ticket {number} has no attachments (or does not exist)");
+    }
+    let chosen: Vec<(String, Vec<u8>)> = match name {
+        Some(name) => all.into_iter().filter(|(n, _)| n == name).take(1).collect(),
+        None => all,
+    };
+    if chosen.is_empty() {
+        bail!("ticket {number} has no attachment {:?}", name.unwrap_or_default());
+    }
+    let Some(output) = output else {
+        // clap requires NAME without --output, so this is the one named.
+        return std::io::stdout().write_all(&chosen[0].1).context("cannot write to standard output");
+    };
+    std::fs::create_dir_all(output).with_context(|| format!("cannot create {}", output.display()))?;
+    for (filename, bytes) in chosen {
+        // Names were made safe when the message was stored; a second attachment of the
+        // same name does not overwrite the first.
+        let path = free_path(output, &filename);
+        std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+        println!("{}", path.display());
+    }
+    Ok(())
+}
+
+/// `dir/name`, or `dir/name (2)` … when that exists.
+fn free_path(dir: &Path, name: &str) -> PathBuf {
+    let base = Path::new(name).file_name().map_or_else(|| "attachment".into(), |n| n.to_owned());
+    let mut path = dir.join(&base);
+    let mut n = 2;
+    while path.exists() {
+        path = dir.join(format!("{} ({n})", base.to_string_lossy()));
+        n += 1;
+    }
+    path
 }
 
 fn set_state(conn: &Connection, number: &str, state: State) -> anyhow::Result<(String, TicketSummary)> {
@@ -126,6 +205,9 @@ struct ListArgs {
     customer: Option<String>,
     visible_to: Option<String>,
     overdue: bool,
+    since: Option<chrono::DateTime<Utc>>,
+    search: Option<String>,
+    limit: Option<u32>,
 }
 
 impl ListArgs {
@@ -136,6 +218,9 @@ impl ListArgs {
             customer: f.customer.as_deref().map(input::address).transpose()?,
             visible_to: f.visible_to.as_deref().map(input::address).transpose()?,
             overdue: f.overdue,
+            since: f.since.as_deref().map(input::since).transpose()?,
+            search: f.search,
+            limit: f.limit,
         })
     }
 
@@ -147,6 +232,9 @@ impl ListArgs {
             customer_id: input::customer_opt(conn, self.customer.as_deref())?,
             visible_to: input::customer_opt(conn, self.visible_to.as_deref())?,
             overdue_at: self.overdue.then(Utc::now),
+            since: self.since,
+            search: self.search.clone(),
+            limit: self.limit,
         };
         Ok(tickets::list(conn, &filter)?)
     }
@@ -200,20 +288,4 @@ fn print_ticket(ticket: &tickets::TicketDetail) {
             println!("[attachment] {} ({}, {} bytes)", f.filename, f.content_type, f.size);
         }
     }
-}
-
-pub fn run_failed(config: &Config, cmd: FailedCommand) -> anyhow::Result<ExitCode> {
-    let store = super::open_store(config)?;
-    let FailedCommand::List { json: as_json } = cmd;
-    let failed = tickets::failed(store.conn())?;
-    if as_json {
-        json(&failed)?;
-    } else {
-        let rows: Vec<Vec<String>> = failed
-            .into_iter()
-            .map(|f| vec![f.id.to_string(), f.updated_at, f.size.to_string(), clip(&f.source, 40), f.reason])
-            .collect();
-        table(&["ID", "LAST TRIED", "BYTES", "SOURCE", "REASON"], &rows);
-    }
-    Ok(ExitCode::SUCCESS)
 }

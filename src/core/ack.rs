@@ -24,6 +24,21 @@ impl AckTemplate {
         Ok(AckTemplate(env))
     }
 
+    /// Renders with sample values of every variable, so that a template naming an
+    /// unknown variable fails when the configuration is checked, not at the first ticket.
+    pub fn check(&self) -> Result<(), String> {
+        let sample = TemplateContext {
+            ticket_number: "2026112310000017",
+            tag: "[Ticket#2026112310000017]",
+            subject: "Printer on floor 3 is jammed",
+            customer_name: Some("Alice Martin"),
+            customer_email: "alice@customer.example",
+            organisation: Some("Customer Ltd"),
+            helpdesk_name: "Helpdesk",
+        };
+        self.render(&sample).map(drop)
+    }
+
     fn render(&self, ctx: &TemplateContext) -> Result<String, String> {
         let template = self.0.get_template(Self::NAME).map_err(|e| e.to_string())?;
         template.render(minijinja::value::Serde(ctx)).map_err(|e| e.to_string())

@@ -8,9 +8,10 @@ use super::address;
 use super::parse::{Inbound, Mailbox};
 
 /// Which header names the customer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AddressSource {
+    #[default]
     From,
     /// For web forms that send from a no-reply address on the customer's behalf.
     ReplyTo,

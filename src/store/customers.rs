@@ -68,7 +68,7 @@ const CUSTOMER_SELECT: &str = "
     SELECT p.email, c.name, o.name,
            (SELECT json_group_array(e.email ORDER BY e.is_primary DESC, e.email)
               FROM customer_emails e WHERE e.customer_id = c.id),
-           (SELECT json_group_array(lo.name ORDER BY lo.name)
+           (SELECT json_group_array(lo.name ORDER BY sort_key(lo.name))
               FROM customer_links l JOIN organisations lo ON lo.id = l.organisation_id
               WHERE l.customer_id = c.id),
            (SELECT COUNT(*) FROM tickets t WHERE t.customer_id = c.id),
@@ -97,29 +97,17 @@ pub fn list(conn: &Connection, filter: &Filter) -> Result<Vec<Customer>, StoreEr
            AND (?2 IS NULL OR c.created_at >= ?2) AND (?3 IS NULL OR c.created_at < ?3)
            AND (?4 IS NULL OR c.organisation_id = ?4
                 OR EXISTS (SELECT 1 FROM customer_links l WHERE l.customer_id = c.id AND l.organisation_id = ?4))
-           AND (?5 IS NULL OR c.name LIKE ?5 ESCAPE '\\'
-                OR EXISTS (SELECT 1 FROM customer_emails e WHERE e.customer_id = c.id AND e.email LIKE ?5 ESCAPE '\\'))
-         ORDER BY lower(COALESCE(c.name, p.email)), p.email"
+           AND (?5 IS NULL OR instr(fold(c.name), ?5) > 0
+                OR EXISTS (SELECT 1 FROM customer_emails e WHERE e.customer_id = c.id AND instr(fold(e.email), ?5) > 0))
+         ORDER BY sort_key(COALESCE(c.name, p.email)), p.email"
     );
     let (start, end) = filter.added.map(Month::bounds).unzip();
-    let pattern = filter.search.as_deref().map(like_pattern);
+    let pattern = filter.search.as_deref().map(super::fold);
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt
         .query_map(params![filter.has_tickets, start, end, filter.organisation_id, pattern], customer)?
         .collect::<Result<_, _>>()?;
     Ok(rows)
-}
-
-/// `%text%` with LIKE's wildcards in `text` taken literally.
-fn like_pattern(text: &str) -> String {
-    let escaped: String = text
-        .chars()
-        .flat_map(|c| match c {
-            '%' | '_' | '\\' => vec!['\\', c],
-            c => vec![c],
-        })
-        .collect();
-    format!("%{escaped}%")
 }
 
 pub fn get(conn: &Connection, id: i64) -> Result<Customer, StoreError> {
@@ -259,11 +247,5 @@ mod tests {
             let want = want.map(|(a, b)| (a.to_owned(), b.to_owned()));
             assert_eq!(got, want, "{text:?}");
         }
-    }
-
-    #[test]
-    fn like_patterns_take_wildcards_literally() {
-        assert_eq!(like_pattern("acme"), "%acme%");
-        assert_eq!(like_pattern("50%_a\\b"), "%50\\%\\_a\\\\b%");
     }
 }

@@ -46,18 +46,19 @@ pub fn record_processed(
 pub fn record_failure(
     conn: &Connection,
     source: &str,
+    origin: &str,
     raw: &[u8],
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<i64, StoreError> {
-    let sql = "INSERT INTO failed_messages (source, reason, size, raw, created_at, updated_at)
-               VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+    let sql = "INSERT INTO failed_messages (source, origin, reason, size, raw, created_at, updated_at)
+               VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
                ON CONFLICT (source) DO UPDATE SET reason = excluded.reason, attempts = attempts + 1,
                    updated_at = excluded.updated_at
                RETURNING id";
     let id = conn
         .prepare_cached(sql)?
-        .query_row(params![source, reason, raw.len() as i64, raw, timestamp(now)], |r| r.get(0))?;
+        .query_row(params![source, origin, reason, raw.len() as i64, raw, timestamp(now)], |r| r.get(0))?;
     Ok(id)
 }
 

@@ -15,11 +15,15 @@ pub use mailbox::{is_processed, record_poll, record_uidvalidity};
 use std::path::Path;
 use std::time::Duration;
 
+use rusqlite::functions::FunctionFlags;
 use rusqlite::{params_from_iter, Connection, ErrorCode, Row, Transaction, TransactionBehavior};
 use rusqlite_migration::{Migrations, M};
 
-const MIGRATIONS: &[M<'static>] =
-    &[M::up(include_str!("migrations/0001_initial.sql")), M::up(include_str!("migrations/0002_mailbox_state.sql"))];
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(include_str!("migrations/0001_initial.sql")),
+    M::up(include_str!("migrations/0002_mailbox_state.sql")),
+    M::up(include_str!("migrations/0003_failed_origin.sql")),
+];
 
 /// Whether a storage failure may go away by itself (disk full, locked, I/O): the
 /// caller keeps the message for later. Anything else is a bug or a corrupt database.
@@ -27,6 +31,11 @@ const MIGRATIONS: &[M<'static>] =
 pub enum StoreError {
     #[error("the database cannot be written now: {0}")]
     Unavailable(String),
+    #[error(
+        "no database at {0}: only `postdesk ingest` and `postdesk run` create one; point --config or \
+         POSTDESK_DATABASE__PATH at the service's database (e.g. /var/lib/postdesk/postdesk.db)"
+    )]
+    Missing(String),
     #[error("database error: {0}")]
     Sql(rusqlite::Error),
 }
@@ -72,12 +81,34 @@ impl Store {
         Store::setup(conn)
     }
 
+    /// Opens and migrates an existing database; a missing file is an error, not a new
+    /// empty helpdesk.
+    pub fn open_existing(path: &Path) -> Result<Store, StoreError> {
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+            | rusqlite::OpenFlags::SQLITE_OPEN_URI
+            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if !path.is_file() {
+            return Err(StoreError::Missing(path.display().to_string()));
+        }
+        let conn = Connection::open_with_flags(path, flags)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        Store::setup(conn)
+    }
+
     pub fn open_in_memory() -> Result<Store, StoreError> {
         Store::setup(Connection::open_in_memory()?)
     }
 
     fn setup(mut conn: Connection) -> Result<Store, StoreError> {
         conn.busy_timeout(Duration::from_secs(10))?;
+        for (name, f) in [("fold", fold as fn(&str) -> String), ("sort_key", sort_key)] {
+            conn.create_scalar_function(
+                name,
+                1,
+                FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+                move |ctx| Ok(ctx.get::<Option<String>>(0)?.map(|t| f(&t))),
+            )?;
+        }
         // WAL lets the CLI read while the daemon writes; FULL makes every commit
         // durable (fsync'd) before anyone is told a message is done.
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -147,6 +178,19 @@ fn run_merge(conn: &Connection, statements: &[&str], from: i64, into: i64) -> Re
     Ok(())
 }
 
+/// Text folded for case-insensitive matching across all of Unicode (SQLite's own
+/// `lower()` and `NOCASE` know only ASCII); registered as the SQL function `fold`.
+pub fn fold(text: &str) -> String {
+    text.to_lowercase()
+}
+
+/// The key names sort by: folded, compatibility-decomposed and without accents, so that
+/// "Ångström" sorts with "Andersen" and "Zoë" with "Zoe"; registered as `sort_key`.
+pub fn sort_key(text: &str) -> String {
+    use unicode_normalization::{char::is_combining_mark, UnicodeNormalization};
+    fold(text).nfkd().filter(|c| !is_combining_mark(*c)).collect()
+}
+
 /// RFC 3339 UTC with seconds, the one timestamp format stored.
 pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -168,6 +212,26 @@ mod tests {
         let mode: String = store.conn().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
         let fk: i64 = store.conn().query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
         assert_eq!((mode.as_str(), fk), ("wal", 1));
+    }
+
+    #[test]
+    fn names_match_and_sort_across_unicode() {
+        assert_eq!(fold("ÅNGSTRÖM"), fold("Ångström"));
+        assert_eq!(fold("ÄRZTE Verbund"), fold("ärzte verbund"));
+        let mut names = vec!["Zoë Ångström", "Zoe Zimmer", "zoe andersen", "Émile"];
+        names.sort_by_key(|n| sort_key(n));
+        assert_eq!(names, ["Émile", "zoe andersen", "Zoë Ångström", "Zoe Zimmer"]);
+    }
+
+    #[test]
+    fn only_open_creates_a_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let err = Store::open_existing(&path).err().expect("no database yet");
+        assert!(!err.is_transient() && err.to_string().starts_with("no database at "), "{err}");
+        assert!(!path.exists());
+        drop(Store::open(&path).unwrap());
+        assert!(Store::open_existing(&path).is_ok());
     }
 
     #[test]

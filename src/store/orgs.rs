@@ -44,7 +44,7 @@ fn organisation(r: &Row) -> rusqlite::Result<Organisation> {
 
 /// Every organisation, by name.
 pub fn list(conn: &Connection) -> Result<Vec<Organisation>, StoreError> {
-    let sql = format!("{ORG_SELECT} ORDER BY o.name");
+    let sql = format!("{ORG_SELECT} ORDER BY sort_key(o.name), o.name");
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map([], organisation)?.collect::<Result<_, _>>()?;
     Ok(rows)
@@ -55,10 +55,10 @@ pub fn get(conn: &Connection, id: i64) -> Result<Organisation, StoreError> {
     Ok(conn.query_row(&sql, [id], organisation)?)
 }
 
-/// The organisation of this name, compared case-insensitively.
+/// The organisation of this name, compared case-insensitively across all of Unicode.
 pub fn id_by_name(conn: &Connection, name: &str) -> Result<Option<i64>, StoreError> {
-    let sql = "SELECT id FROM organisations WHERE name = ?1";
-    Ok(conn.query_row(sql, [name], |r| r.get(0)).optional()?)
+    let sql = "SELECT id FROM organisations WHERE fold(name) = ?1";
+    Ok(conn.query_row(sql, [super::fold(name)], |r| r.get(0)).optional()?)
 }
 
 pub fn create(conn: &Connection, name: &str, now: DateTime<Utc>) -> Result<i64, StoreError> {

@@ -85,9 +85,15 @@ pub struct Filter {
     pub visible_to: Option<i64>,
     /// Tickets not closed whose `respond_by` is before this time.
     pub overdue_at: Option<DateTime<Utc>>,
+    /// Tickets created at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Text in the subject or a body of the ticket, case-insensitive (all of Unicode).
+    pub search: Option<String>,
+    /// At most this many, newest first.
+    pub limit: Option<u32>,
 }
 
-/// The tickets a filter selects, oldest first.
+/// The tickets a filter selects, newest first.
 pub fn list(conn: &Connection, filter: &Filter) -> Result<Vec<TicketSummary>, StoreError> {
     let sql = format!(
         "{SUMMARY_SELECT}
@@ -98,7 +104,12 @@ pub fn list(conn: &Connection, filter: &Filter) -> Result<Vec<TicketSummary>, St
                 OR t.organisation_id IN (SELECT organisation_id FROM customer_users WHERE id = ?4
                                          UNION SELECT organisation_id FROM customer_links WHERE customer_id = ?4))
            AND (?5 IS NULL OR (t.state <> 'closed' AND t.respond_by < ?5))
-         ORDER BY t.id"
+           AND (?6 IS NULL OR t.created_at >= ?6)
+           AND (?7 IS NULL OR instr(fold(t.subject), ?7) > 0
+                OR EXISTS (SELECT 1 FROM articles a WHERE a.ticket_id = t.id
+                           AND (instr(fold(a.subject), ?7) > 0 OR instr(fold(a.body_text), ?7) > 0)))
+         ORDER BY t.id DESC
+         LIMIT ?8"
     );
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt
@@ -108,7 +119,10 @@ pub fn list(conn: &Connection, filter: &Filter) -> Result<Vec<TicketSummary>, St
                 filter.organisation_id,
                 filter.customer_id,
                 filter.visible_to,
-                filter.overdue_at.map(timestamp)
+                filter.overdue_at.map(timestamp),
+                filter.since.map(timestamp),
+                filter.search.as_deref().map(super::fold),
+                filter.limit.map_or(-1, i64::from)
             ],
             summary,
         )?
@@ -188,9 +202,31 @@ fn articles(conn: &Connection, ticket_id: i64) -> Result<Vec<Article>, StoreErro
         .collect()
 }
 
+/// The bytes of one article as they arrived: `None` when the ticket or article does not
+/// exist (articles count from 1, oldest first) or the article was written by us.
+pub fn raw_article(conn: &Connection, number: &str, article: u32) -> Result<Option<Vec<u8>>, StoreError> {
+    let sql = "SELECT r.raw FROM articles a JOIN tickets t ON t.id = a.ticket_id
+               JOIN raw_messages r ON r.article_id = a.id
+               WHERE t.number = ?1 ORDER BY a.id LIMIT 1 OFFSET ?2";
+    let offset = i64::from(article.saturating_sub(1));
+    Ok(conn.query_row(sql, params![number, offset], |r| r.get(0)).optional()?)
+}
+
+/// Every attachment of a ticket with its bytes, oldest article first.
+pub fn attachments(conn: &Connection, number: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    let sql = "SELECT f.filename, f.content FROM attachments f JOIN articles a ON a.id = f.article_id
+               JOIN tickets t ON t.id = a.ticket_id WHERE t.number = ?1 ORDER BY a.id, f.id";
+    let mut stmt = conn.prepare(sql)?;
+    let rows = stmt.query_map([number], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
 #[derive(Debug, Serialize)]
 pub struct FailedMessage {
     pub id: i64,
+    /// Where it came from: a file path, `stdin`, or `mailbox UID n`.
+    pub origin: String,
+    /// Its identity in the ledger.
     pub source: String,
     pub reason: String,
     pub size: i64,
@@ -199,22 +235,36 @@ pub struct FailedMessage {
     pub updated_at: String,
 }
 
+const FAILED_COLUMNS: &str = "id, origin, source, reason, size, attempts, created_at, updated_at";
+
+fn failed_message(r: &Row) -> rusqlite::Result<FailedMessage> {
+    Ok(FailedMessage {
+        id: r.get(0)?,
+        origin: r.get(1)?,
+        source: r.get(2)?,
+        reason: r.get(3)?,
+        size: r.get(4)?,
+        attempts: r.get(5)?,
+        created_at: r.get(6)?,
+        updated_at: r.get(7)?,
+    })
+}
+
 pub fn failed(conn: &Connection) -> Result<Vec<FailedMessage>, StoreError> {
-    let mut stmt = conn.prepare(
-        "SELECT id, source, reason, size, attempts, created_at, updated_at FROM failed_messages ORDER BY id",
-    )?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok(FailedMessage {
-                id: r.get(0)?,
-                source: r.get(1)?,
-                reason: r.get(2)?,
-                size: r.get(3)?,
-                attempts: r.get(4)?,
-                created_at: r.get(5)?,
-                updated_at: r.get(6)?,
-            })
-        })?
-        .collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare(&format!("SELECT {FAILED_COLUMNS} FROM failed_messages ORDER BY id"))?;
+    let rows = stmt.query_map([], failed_message)?.collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+/// One failed message with its raw bytes.
+pub fn failed_one(conn: &Connection, id: i64) -> Result<Option<(FailedMessage, Vec<u8>)>, StoreError> {
+    let sql = format!("SELECT {FAILED_COLUMNS}, raw FROM failed_messages WHERE id = ?1");
+    Ok(conn.query_row(&sql, [id], |r| Ok((failed_message(r)?, r.get(8)?))).optional()?)
+}
+
+/// The ids of every failed message, oldest first.
+pub fn failed_ids(conn: &Connection) -> Result<Vec<i64>, StoreError> {
+    let mut stmt = conn.prepare("SELECT id FROM failed_messages ORDER BY id")?;
+    let rows = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
     Ok(rows)
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use postdesk::config::{SmtpConfig, TlsMode};
 use postdesk::core::retry::Attempt;
-use postdesk::secret::Secret;
+use postdesk::secret::{PasswordSource, Secret};
 use postdesk::smtp::Smtp;
 use postdesk::store::outbox::OutboxRow;
 
@@ -101,7 +101,7 @@ fn smtp_postdesk_adapter_sends_over_starttls_with_auth() {
             port: server.port(),
             tls: TlsMode::Starttls,
             ca_file: Some(server.ca_file()),
-            credentials: Some(("postdesk".to_owned(), Secret::new(password))),
+            credentials: Some(("postdesk".to_owned(), PasswordSource::Inline(Secret::new(password)))),
             give_up_after: chrono::Duration::hours(1),
         };
         Smtp::new(&config, "X-Postdesk-Loop").expect("SMTP adapter")
