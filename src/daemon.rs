@@ -320,10 +320,8 @@ impl Watcher {
             if let Some(raw) = bodies.remove(&uid) {
                 fetched.push((uid, raw, source, None));
             } else if let Some(raw) = headers.remove(&uid) {
-                let reason = format!(
-                    "message is {} bytes, over the limit of {limit}; its header is kept here, the message in folder {}",
-                    sizes[&uid], m.failed_folder
-                );
+                let kept = format!("its header is kept here, the message in folder {}", m.failed_folder);
+                let reason = crate::ingest::oversized(u64::from(sizes[&uid]), limit, &kept);
                 fetched.push((uid, raw, source, Some(reason)));
             }
         }

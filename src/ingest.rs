@@ -161,13 +161,20 @@ impl Prepared {
     }
 }
 
+/// Why a message over `max_message_bytes` was not processed, and what of it is kept.
+pub fn oversized(size: u64, limit: usize, kept: &str) -> String {
+    format!("message is {size} bytes, over the limit of {limit}; {kept}")
+}
+
+/// Whether a failure is one of `oversized`'s: running it through the pipeline again would
+/// make a ticket of a part of a message, or fail the same way.
+pub fn was_oversized(reason: &str) -> bool {
+    reason.starts_with("message is ") && reason.contains(" bytes, over the limit of ")
+}
+
 pub fn prepare(raw: &[u8], policy: &crate::core::decide::Policy) -> Prepared {
     if raw.len() > policy.max_message_bytes {
-        return Prepared::rejected(format!(
-            "message is {} bytes, over the limit of {}",
-            raw.len(),
-            policy.max_message_bytes
-        ));
+        return Prepared::rejected(oversized(raw.len() as u64, policy.max_message_bytes, "it is kept whole"));
     }
     Prepared(parse::parse(raw, &policy.loop_header).map_err(|e| format!("unparseable: {e}")))
 }

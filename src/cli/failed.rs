@@ -127,6 +127,14 @@ fn retry(store: &mut crate::store::Store, config: &Config, ids: &[i64]) -> anyho
     let mut batch = Batch::begin(store, config)?;
     let mut lines = Vec::new();
     for (id, (failed, raw)) in &found {
+        if crate::ingest::was_oversized(&failed.reason) {
+            lines.push(format!(
+                "failed message #{id} ({}): not retried: it is over ingest.max_message_bytes (`postdesk failed \
+                 export {id}` gets what is kept)",
+                failed.origin
+            ));
+            continue;
+        }
         let source = Source { identity: failed.source.clone(), label: failed.origin.clone(), mailbox_address: None };
         let report = batch.ingest_one(raw, &source, now)?;
         lines.push(format!("failed message #{id} ({}): {}", failed.origin, report.outcome));

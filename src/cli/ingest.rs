@@ -132,7 +132,7 @@ fn read(input: &Input, limit: usize) -> anyhow::Result<Vec<Message>> {
         }
     };
     if total > limit as u64 {
-        let reason = format!("message is {total} bytes, over the limit of {limit}; its first {limit} bytes are kept");
+        let reason = crate::ingest::oversized(total, limit, &format!("its first {limit} bytes are kept"));
         return Ok(vec![Message { source: Source::file(label, &raw), raw, rejected: Some(reason) }]);
     }
     let messages = match input {

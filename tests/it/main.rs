@@ -4,6 +4,7 @@
 
 mod acks;
 mod cli;
+mod command_line;
 mod customers;
 mod daemon;
 mod dovecot;

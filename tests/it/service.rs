@@ -114,7 +114,7 @@ fn passwords_never_reach_the_logs() {
     let mut everything = String::new();
     for format in ["human", "json"] {
         let mut cmd = dir.command(&["--log-format", format, "run", "--once"]);
-        cmd.env("RUST_LOG", "trace");
+        cmd.env("RUST_LOG", "trace,async_imap::imap_stream=trace");
         let run = crate::harness::run_command(cmd, None);
         run.assert_code(0);
         everything += &run.stderr;
@@ -123,7 +123,7 @@ fn passwords_never_reach_the_logs() {
     let wrong = std::fs::read_to_string(dir.config()).unwrap().replace(IMAP_PASSWORD, "wrong-Secret-43");
     std::fs::write(dir.config(), wrong).unwrap();
     let mut cmd = dir.command(&["run", "--once"]);
-    cmd.env("RUST_LOG", "trace");
+    cmd.env("RUST_LOG", "trace,async_imap::imap_stream=trace");
     everything += &crate::harness::run_command(cmd, None).stderr;
 
     assert!(everything.contains("acknowledgement for ticket"), "the runs did their work:\n{everything}");
