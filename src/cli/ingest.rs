@@ -34,11 +34,11 @@ struct Message {
 
 pub fn run(config: &Config, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let inputs = collect(paths)?;
+    let mut store = super::create_store(config)?;
     if inputs.is_empty() {
         eprintln!("postdesk: no new messages in {}", shown(paths));
         return Ok(ExitCode::SUCCESS);
     }
-    let mut store = super::create_store(config)?;
     let mut out = Lines::default();
     let mut pending: Vec<Message> = Vec::new();
     let mut pending_bytes = 0;

@@ -41,8 +41,13 @@ fn ok(dir: &Dir, args: &[&str]) -> String {
 
 /// The command fails with status 1 and one line containing `needle`.
 fn refused(dir: &Dir, args: &[&str], needle: &str) {
+    refused_with(dir, args, 1, needle);
+}
+
+/// The command fails with `code` and one line containing `needle`.
+fn refused_with(dir: &Dir, args: &[&str], code: i32, needle: &str) {
     let run = dir.run(args);
-    run.assert_code(1);
+    run.assert_code(code);
     assert_eq!(run.stderr.lines().count(), 1, "{args:?}: {}", run.stderr);
     assert!(
         run.stderr.starts_with("postdesk: ") && run.stderr.contains(needle),
@@ -85,7 +90,7 @@ fn sql(dir: &Dir, statement: &str) {
 
 #[test]
 fn customers_list_filters_and_counts() {
-    let dir = Dir::new("");
+    let dir = Dir::with_database("");
     seed_fixtures(&dir);
     let all = dir.json(&["customers", "list"]);
     let rows = all.as_array().unwrap();
@@ -146,7 +151,7 @@ fn customers_list_filters_and_counts() {
 
 #[test]
 fn adding_and_editing_a_customer() {
-    let dir = Dir::new("");
+    let dir = Dir::with_database("");
     seed_fixtures(&dir);
     ok(&dir, &["orgs", "add", "Globex", "--domain", "globex.example"]);
 
@@ -244,7 +249,7 @@ fn adding_and_editing_a_customer() {
 
 #[test]
 fn customers_show_lists_every_address_organisation_and_ticket() {
-    let dir = Dir::new("");
+    let dir = Dir::with_database("");
     seed(
         &dir,
         &[
@@ -259,7 +264,7 @@ fn customers_show_lists_every_address_organisation_and_ticket() {
     assert_eq!(ann["emails"], serde_json::json!(["ann@alpha.example", "ann@gmail.com"]));
     assert_eq!(ann["tickets"], 3);
     let list = ann["ticket_list"].as_array().unwrap();
-    assert_eq!(strings(&ann["ticket_list"], "subject"), ["first", "second", "from home"]);
+    assert_eq!(strings(&ann["ticket_list"], "subject"), ["from home", "second", "first"], "newest first");
     for key in ["number", "state", "created_at", "updated_at"] {
         assert!(list[0].get(key).is_some(), "{key}");
     }
@@ -270,7 +275,7 @@ fn customers_show_lists_every_address_organisation_and_ticket() {
 
 #[test]
 fn merging_customers_keeps_every_ticket_and_address() {
-    let dir = Dir::new("");
+    let dir = Dir::with_database("");
     ok(&dir, &["orgs", "add", "Walsh", "--domain", "walsh.example"]);
     ok(&dir, &["orgs", "add", "Gamma", "--domain", "gamma.example"]);
     seed(
@@ -309,7 +314,7 @@ fn merging_customers_keeps_every_ticket_and_address() {
 /// Alpha, Beta and Gamma; Ann (Alpha) is also linked to Beta, Pat (free mail) to Gamma.
 #[test]
 fn a_customer_user_sees_their_own_and_their_organisations_tickets() {
-    let dir = Dir::new("");
+    let dir = Dir::with_database("");
     for (name, domain) in [("Alpha", "alpha.example"), ("Beta", "beta.example"), ("Gamma", "gamma.example")] {
         ok(&dir, &["orgs", "add", name, "--domain", domain]);
     }
@@ -343,7 +348,7 @@ fn a_customer_user_sees_their_own_and_their_organisations_tickets() {
 
 #[test]
 fn a_new_domain_back_fills_its_customers_without_an_organisation() {
-    let dir = Dir::new("[customers]\nauto_create_organisations = false\n");
+    let dir = Dir::with_database("[customers]\nauto_create_organisations = false\n");
     seed(
         &dir,
         &[
@@ -400,7 +405,7 @@ fn a_new_domain_back_fills_its_customers_without_an_organisation() {
 
 #[test]
 fn organisations_list_rename_and_merge() {
-    let dir = Dir::new("");
+    let dir = Dir::with_database("");
     ok(&dir, &["orgs", "add", "Old", "--domain", "old.example", "--domain", "old2.example"]);
     ok(&dir, &["orgs", "add", "New", "--domain", "new.example"]);
     ok(&dir, &["orgs", "edit", "old", "--first-response", "8"]);
@@ -444,19 +449,19 @@ fn organisations_list_rename_and_merge() {
 
 #[test]
 fn ticket_filters_states_and_the_first_response_time() {
-    let dir = Dir::new("");
+    let dir = Dir::with_database("");
     ok(&dir, &["orgs", "add", "Fast", "--domain", "fast.example"]);
     ok(&dir, &["orgs", "edit", "Fast", "--first-response", "2"]);
     seed(&dir, &[("f1@fast.example", "late"), ("f2@fast.example", "fine"), ("s@slow.example", "none")]);
     let all = dir.json(&["tickets", "list"]);
     let due: Vec<bool> = all.as_array().unwrap().iter().map(|t| t["respond_by"].is_string()).collect();
-    assert_eq!(due, [true, true, false], "{all}");
+    assert_eq!(due, [false, true, true], "newest first: {all}");
     sql(&dir, "UPDATE tickets SET respond_by = '2020-01-01T00:00:00Z' WHERE subject IN ('late', 'none')");
 
     assert_eq!(subjects(&dir, &["--overdue"]), set(&["late", "none"]));
     assert_eq!(subjects(&dir, &["--overdue", "--org", "fast"]), set(&["late"]));
     assert_eq!(subjects(&dir, &["--customer", "F2@fast.example"]), set(&["fine"]));
-    let late = all[0]["number"].as_str().unwrap();
+    let late = all[2]["number"].as_str().unwrap();
     let closed = dir.json(&["tickets", "set-state", late, "Closed"]);
     assert_eq!((&closed["state"], &closed["subject"]), (&Value::from("closed"), &Value::from("late")));
     assert_eq!(subjects(&dir, &["--overdue"]), set(&["none"]), "closed is never overdue");
@@ -469,42 +474,50 @@ fn ticket_filters_states_and_the_first_response_time() {
     seed(&dir, &[("f3@fast.example", "no sla")]);
     let last = dir.json(&["tickets", "list", "--customer", "f3@fast.example"]);
     assert_eq!(last[0]["respond_by"], Value::Null);
-    refused(&dir, &["tickets", "set-state", late, "done"], "\"done\" is not a ticket state");
+    refused_with(&dir, &["tickets", "set-state", late, "done"], 64, "\"done\" is not a ticket state");
     refused(&dir, &["tickets", "set-state", "2020010110000016", "open"], "no ticket 2020010110000016");
 }
 
 #[test]
-fn bad_input_exits_1_with_one_line_naming_the_problem() {
-    let dir = Dir::new("");
+fn bad_input_exits_64_or_1_with_one_line_naming_the_problem() {
+    let dir = Dir::with_database("");
     seed_fixtures(&dir);
-    let cases: &[(&[&str], &str)] = &[
-        (&["customers", "show", "nobody@x.example"], "no customer nobody@x.example"),
+    // Something malformed on the command line: a usage error.
+    let usage: &[(&[&str], &str)] = &[
         (&["customers", "show", "not-an-address"], "\"not-an-address\" is not an email address"),
         (
             &["customers", "edit", "bob@acme-widgets.com", "--add-email", "a b@x.example"],
             "\"a b@x.example\" is not an email address",
         ),
-        (&["customers", "edit", "bob@acme-widgets.com"], "nothing to change"),
-        (&["orgs", "edit", "initech.com"], "nothing to change"),
         (&["customers", "list", "--added", "2026-13"], "\"2026-13\" is not a month: expected YYYY-MM"),
         (&["customers", "list", "--added", "11/2026"], "is not a month"),
-        (&["customers", "list", "--org", "Nope"], "no organisation \"Nope\""),
-        (&["orgs", "show", "Nope"], "no organisation \"Nope\""),
-        (&["orgs", "edit", "Nope", "--first-response", "4"], "no organisation \"Nope\""),
         (&["orgs", "add", "X", "--domain", "not a domain"], "\"not a domain\" is not a domain name"),
         (&["orgs", "add", "  "], "an organisation name cannot be empty"),
         (&["tickets", "list", "--state", "done"], "\"done\" is not a ticket state"),
-        (&["tickets", "list", "--customer", "nobody@x.example"], "no customer nobody@x.example"),
-        (&["tickets", "show", "123"], "no ticket 123"),
+        (&["tickets", "show", "123"], "\"123\" is not a valid ticket number"),
     ];
-    for (args, needle) in cases {
+    for (args, needle) in usage {
+        refused_with(&dir, args, 64, needle);
+    }
+    // Well-formed, but not so.
+    let errors: &[(&[&str], &str)] = &[
+        (&["customers", "show", "nobody@x.example"], "no customer nobody@x.example"),
+        (&["customers", "edit", "bob@acme-widgets.com"], "nothing to change"),
+        (&["orgs", "edit", "initech.com"], "nothing to change"),
+        (&["customers", "list", "--org", "Nope"], "no organisation \"Nope\""),
+        (&["orgs", "show", "Nope"], "no organisation \"Nope\""),
+        (&["orgs", "edit", "Nope", "--first-response", "4"], "no organisation \"Nope\""),
+        (&["tickets", "list", "--customer", "nobody@x.example"], "no customer nobody@x.example"),
+        (&["tickets", "show", "2020010110000016"], "no ticket 2020010110000016"),
+    ];
+    for (args, needle) in errors {
         refused(&dir, args, needle);
     }
 }
 
 #[test]
 fn every_management_command_explains_itself_with_an_example() {
-    let dir = Dir::new("");
+    let dir = Dir::with_database("");
     let commands: &[&[&str]] = &[
         &["customers", "list"],
         &["customers", "show"],
@@ -532,7 +545,7 @@ fn every_management_command_explains_itself_with_an_example() {
 /// `postdesk ingest` commits a stream of small batches while agents list and edit.
 #[test]
 fn commands_work_while_the_daemon_writes() {
-    let dir = Dir::new("[ingest]\nbatch_size = 2\n");
+    let dir = Dir::with_database("[ingest]\nbatch_size = 2\n");
     seed_fixtures(&dir);
     let before = dir.json(&["tickets", "list"]).as_array().unwrap().len();
     let stop = AtomicBool::new(false);

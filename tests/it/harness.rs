@@ -23,6 +23,16 @@ impl Dir {
         Dir { tmp }
     }
 
+    /// `new`, with an empty database created the way a user creates one: by ingesting
+    /// (here, an empty directory).
+    pub fn with_database(extra: &str) -> Dir {
+        let dir = Dir::new(extra);
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).expect("empty dir");
+        dir.run(&["ingest", &empty.display().to_string()]).assert_code(0);
+        dir
+    }
+
     pub fn path(&self) -> &Path {
         self.tmp.path()
     }
