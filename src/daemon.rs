@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{After, Config, MailboxConfig};
+use crate::core::retry;
 use crate::imap::{self, Capabilities, ImapError, Session};
 use crate::ingest::{self, Batch, Outcome, Prepared, Source};
 use crate::metrics::Metrics;
@@ -25,7 +26,6 @@ use tokio::task::JoinHandle;
 
 /// IDLE is re-issued before the 29 minutes after which RFC 2177 lets a server drop us.
 const IDLE_RENEW: Duration = Duration::from_secs(25 * 60);
-const BACKOFF_CAP: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 enum WatchError {
@@ -62,10 +62,13 @@ pub async fn run(config: Arc<Config>, shutdown: CancellationToken, once: bool) -
     };
     let tracker = TaskTracker::new();
     let mut tasks = Vec::new();
+    let mut watched = Vec::new();
     for mailbox in &config.mailboxes {
         let links = Links { shutdown: shutdown.clone(), nudge: Arc::clone(&nudge), metrics: Arc::clone(&metrics) };
         let watcher = Watcher::new(Arc::clone(&config), mailbox.clone(), links)?;
-        tasks.push(tracker.spawn(watcher.watch(once)));
+        let task = tracker.spawn(watcher.watch(once));
+        watched.push((format!("the loop of mailbox {}", mailbox.name), task.abort_handle()));
+        tasks.push(task);
     }
     if let Some(addr) = config.metrics_listen {
         let listener =
@@ -80,12 +83,14 @@ pub async fn run(config: Arc<Config>, shutdown: CancellationToken, once: bool) -
         if once {
             Either::Left(run)
         } else {
-            Either::Right(tracker.spawn(run))
+            let task = tracker.spawn(run);
+            watched.push(("the acknowledgement sender".to_owned(), task.abort_handle()));
+            Either::Right(task)
         }
     });
     tracker.close();
     if !once {
-        service::supervise(&tasks, &metrics, &config.database_path, &shutdown).await;
+        service::supervise(&watched, &metrics, &config.database_path, &shutdown).await;
     }
     let mut failed = 0;
     for task in tasks {
@@ -152,7 +157,7 @@ impl Watcher {
             WatchError::Imap(e) => e.kind(),
             WatchError::Store(_) => "store",
         };
-        let delay = backoff(self.failures, matches!(e, WatchError::Imap(e) if e.is_auth()), fastrand::f64());
+        let delay = retry::backoff(self.failures, matches!(e, WatchError::Imap(e) if e.is_auth()), fastrand::f64());
         self.links.metrics.mailbox(&self.mailbox.name, |h| {
             h.connected = false;
             h.busy_since = None;
@@ -489,25 +494,4 @@ struct Committing {
 
 fn joined<T>(result: Result<Result<T, StoreError>, tokio::task::JoinError>) -> Result<T, StoreError> {
     result.map_err(|e| StoreError::Unavailable(format!("the store task failed: {e}")))?
-}
-
-/// Exponential backoff with jitter: 1 s doubling to 5 minutes; a refused login starts at
-/// a minute. `jitter` in [0, 1) spreads the delay over its upper half.
-fn backoff(failures: u32, auth: bool, jitter: f64) -> Duration {
-    let base = if auth { 60.0 } else { 1.0 };
-    let full = (base * 2f64.powi(failures.min(16) as i32)).min(BACKOFF_CAP.as_secs_f64());
-    Duration::from_secs_f64(full * (0.5 + jitter / 2.0))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let secs = |f, auth| backoff(f, auth, 0.999_999).as_secs();
-        assert_eq!([secs(0, false), secs(1, false), secs(5, false), secs(30, false)], [0, 1, 31, 299]);
-        assert_eq!(secs(0, true), 59);
-        assert_eq!(backoff(3, false, 0.0), Duration::from_secs(4));
-    }
 }

@@ -31,6 +31,8 @@ pub struct Metrics {
     pub acks_sent: AtomicU64,
     pub acks_failed: AtomicU64,
     pub reconnects: AtomicU64,
+    /// Tasks (mailbox loops, the acknowledgement sender) that ended while the daemon ran.
+    pub tasks_stopped: AtomicU64,
     acks_suppressed: Mutex<BTreeMap<String, u64>>,
     mailboxes: Mutex<BTreeMap<String, MailboxHealth>>,
     latency: Mutex<Histogram>,
@@ -105,6 +107,11 @@ impl Metrics {
             "imap_reconnects_total",
             "IMAP connections re-established after a failure.",
             self.reconnects.load(Relaxed),
+        );
+        counter(
+            "tasks_stopped_total",
+            "Daemon tasks (mailbox loops, the acknowledgement sender) that ended while the daemon ran.",
+            self.tasks_stopped.load(Relaxed),
         );
         out.push_str("# HELP postdesk_acknowledgements_suppressed_total New tickets not acknowledged, by reason.\n");
         out.push_str("# TYPE postdesk_acknowledgements_suppressed_total counter\n");

@@ -1,7 +1,9 @@
-//! The acknowledgement sender: delivers due outbox rows over SMTP, several at a time
-//! over pooled connections, records every attempt, and otherwise waits for a nudge
-//! (a new row), the next due time, or shutdown. A row is marked sent as soon as the
-//! server accepts it, so it is not sent twice.
+//! The acknowledgement sender: claims due outbox rows, delivers them over SMTP, several
+//! at a time over pooled connections, records every attempt, and otherwise waits for a
+//! nudge (a new row), the next due time, or shutdown. A row is marked sent as soon as the
+//! server accepts it, so it is not sent twice; a claimed row is tried by one sender only,
+//! however many daemons share the database. A storage failure (database locked, disk
+//! full) never ends the sender: it is logged once and retried with backoff.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,12 +12,20 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, error, info, warn};
 
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::config::SmtpConfig;
 use crate::core::retry::{self, Attempt, Next};
+
+/// What one pass over the outbox found.
+enum Pass {
+    /// Rows were attempted: look again at once.
+    Delivered,
+    /// Nothing due: wait this long (or for a nudge).
+    Idle(Duration),
+}
 use crate::metrics::Metrics;
 use crate::smtp::Smtp;
 use crate::store::outbox::{self, OutboxRow};
@@ -26,8 +36,13 @@ use crate::store::{Store, StoreError};
 /// several round trips.
 pub const PARALLEL: usize = 16;
 const BATCH: usize = 200;
-/// Even without a nudge, the outbox is looked at this often.
-const POLL: Duration = Duration::from_secs(30);
+/// Even without a nudge, the outbox is looked at this often: rows queued by another
+/// process (`postdesk ingest -` from an MTA, another daemon) wake no one. One indexed
+/// query each time.
+const POLL: Duration = Duration::from_secs(5);
+/// How long a claimed row is reserved for its sender. Far longer than an attempt takes
+/// (each is bounded by the SMTP timeout); a sender that died gives its rows back then.
+const CLAIM_SECS: i64 = 600;
 
 pub struct Sender {
     smtp: Smtp,
@@ -53,25 +68,42 @@ impl Sender {
 
     async fn with_store<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || f(&store.lock().unwrap_or_else(|p| p.into_inner())))
+        tokio::task::spawn_blocking(move || f(&mut store.lock().unwrap_or_else(|p| p.into_inner())))
             .await
             .map_err(|e| StoreError::Unavailable(format!("the store task failed: {e}")))?
     }
 
-    /// Delivers until shutdown; with `once`, until nothing is due now.
+    /// Delivers until shutdown. With `once`, until nothing is due now, and a storage
+    /// failure is returned; otherwise it is logged when it starts and when it ends, and
+    /// retried with backoff, so that the sender never stops while the daemon runs.
     pub async fn run(self, nudge: Arc<Notify>, shutdown: CancellationToken, once: bool) -> Result<(), StoreError> {
+        let mut failures = 0u32;
         loop {
-            let delivered = self.deliver_due().await?;
-            if once && delivered == 0 {
-                return Ok(());
-            }
-            if delivered > 0 {
-                continue;
-            }
-            let wait = self.until_next_due().await?;
+            let wait = match self.pass().await {
+                Ok(Pass::Delivered) => continue,
+                Ok(Pass::Idle(_)) if once => return Ok(()),
+                Ok(Pass::Idle(wait)) => {
+                    if failures > 0 {
+                        info!("the outbox can be used again after {failures} failed attempt(s); sending resumes");
+                        failures = 0;
+                    }
+                    wait
+                }
+                Err(e) if once => return Err(e),
+                Err(e) => {
+                    let delay = retry::backoff(failures, false, fastrand::f64());
+                    if failures == 0 {
+                        error!("acknowledgements cannot be sent or recorded now: {e}; retrying with backoff");
+                    } else {
+                        debug!("the outbox still fails: {e}; next attempt in {}s", delay.as_secs());
+                    }
+                    failures = failures.saturating_add(1);
+                    delay
+                }
+            };
             tokio::select! {
                 _ = nudge.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
@@ -80,27 +112,37 @@ impl Sender {
         }
     }
 
+    /// One pass: deliver what is due, or say how long to wait for the next due row.
+    async fn pass(&self) -> Result<Pass, StoreError> {
+        if self.deliver_due().await? > 0 {
+            return Ok(Pass::Delivered);
+        }
+        Ok(Pass::Idle(self.until_next_due().await?))
+    }
+
     async fn until_next_due(&self) -> Result<Duration, StoreError> {
         let next = self.with_store(|s| outbox::next_due(s.conn())).await?;
         let due = next.and_then(|t| DateTime::parse_from_rfc3339(&t).ok()).map(|t| t.with_timezone(&Utc));
         Ok(due.map_or(POLL, |t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO).min(POLL)))
     }
 
-    /// One pass over the due rows; how many were attempted.
+    /// Claims the due rows and tries each; how many were attempted. Each attempt is
+    /// recorded by its own task as soon as the server answers, not behind the other
+    /// sends: the window in which a crash would send an accepted row again is one commit.
     async fn deliver_due(&self) -> Result<usize, StoreError> {
-        let rows = self.with_store(|s| outbox::due(s.conn(), Utc::now(), BATCH)).await?;
+        let now = Utc::now();
+        let until = now + chrono::Duration::seconds(CLAIM_SECS);
+        let rows = self.with_store(move |s| s.write(|tx| outbox::claim_due(tx, now, until, BATCH))).await?;
         let count = rows.len();
-        // Each attempt is recorded as soon as it ends, while others are still on the wire:
-        // an accepted row is marked sent at once, so a crash cannot send it again.
-        let mut attempts = futures_util::stream::iter(rows)
+        let recorded: Vec<Result<(), StoreError>> = futures_util::stream::iter(rows)
             .map(|row| async move {
                 let attempt = self.smtp.send(&row).await;
-                (row, attempt)
+                self.record(row, attempt).await
             })
-            .buffer_unordered(PARALLEL);
-        while let Some((row, attempt)) = attempts.next().await {
-            self.record(row, attempt).await?;
-        }
+            .buffer_unordered(PARALLEL)
+            .collect()
+            .await;
+        recorded.into_iter().collect::<Result<(), _>>()?;
         Ok(count)
     }
 

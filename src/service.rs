@@ -9,9 +9,9 @@ use std::time::Duration;
 use sd_notify::NotifyState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -26,30 +26,47 @@ fn notify(states: &[NotifyState]) {
     }
 }
 
-/// Says READY, then keeps STATUS current and pings the watchdog while every mailbox
-/// loop is alive and none is stuck; returns at shutdown (or when all loops ended).
-pub async fn supervise<T>(tasks: &[JoinHandle<T>], metrics: &Metrics, database: &Path, shutdown: &CancellationToken) {
+/// Says READY, then keeps STATUS current and pings the watchdog while every task (the
+/// mailbox loops and the acknowledgement sender, each named) is alive and no mailbox is
+/// stuck; returns at shutdown (or when all tasks ended). None of them ends while the
+/// daemon runs: one that does (a bug) is logged once, counted, named in STATUS, and the
+/// watchdog is withheld, so that systemd restarts the service.
+pub async fn supervise(
+    tasks: &[(String, AbortHandle)],
+    metrics: &Metrics,
+    database: &Path,
+    shutdown: &CancellationToken,
+) {
     notify(&[NotifyState::Ready]);
     let watchdog = sd_notify::watchdog_enabled();
     let tick = watchdog.map_or(Duration::from_secs(10), |w| w / 2).min(Duration::from_secs(10));
     let store = Store::open(database).ok();
+    let mut reported = 0;
     loop {
-        let healthy = tasks.iter().all(|t| !t.is_finished()) && !hung(metrics);
-        let status = status(metrics, store.as_ref());
-        if healthy && watchdog.is_some() {
+        let stopped: Vec<&str> = tasks.iter().filter(|(_, t)| t.is_finished()).map(|(n, _)| n.as_str()).collect();
+        for name in &stopped[reported..] {
+            error!("{name} has stopped; withholding the watchdog so that the service manager restarts postdesk");
+            metrics.tasks_stopped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        reported = stopped.len();
+        let stuck = hung(metrics);
+        let mut status = status(metrics, store.as_ref());
+        if !stopped.is_empty() {
+            status = format!("STOPPED: {}; {status}", stopped.join(", "));
+        }
+        if stopped.is_empty() && !stuck && watchdog.is_some() {
             notify(&[NotifyState::Watchdog, NotifyState::Status(&status)]);
         } else {
             notify(&[NotifyState::Status(&status)]);
         }
-        if !healthy {
-            warn!("a mailbox loop has stopped or hangs; withholding the watchdog ping");
+        if stuck {
+            warn!("a mailbox loop hangs; withholding the watchdog ping");
         }
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
             _ = shutdown.cancelled() => break,
         }
-        // Without mailboxes (an MTA pipes mail in), the daemon runs until shutdown.
-        if !tasks.is_empty() && tasks.iter().all(|t| t.is_finished()) {
+        if !tasks.is_empty() && tasks.iter().all(|(_, t)| t.is_finished()) {
             break;
         }
     }

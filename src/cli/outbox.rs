@@ -61,7 +61,7 @@ pub fn run(config: &Config, cmd: OutboxCommand) -> anyhow::Result<ExitCode> {
                      until one is and `postdesk run` is started"
                 ),
                 _ => println!(
-                    "{n} acknowledgement(s) queued for delivery; a running `postdesk run` sends them within 30 s \
+                    "{n} acknowledgement(s) queued for delivery; a running `postdesk run` sends them within 5 s \
                      (`postdesk run --once` sends them now)"
                 ),
             }

@@ -1,6 +1,7 @@
-//! When to try an acknowledgement again: after a delivery attempt, the row is sent,
+//! When to try again. After an acknowledgement's delivery attempt, the row is sent,
 //! retried later (transient failure, jittered exponential backoff), or failed for good
-//! (permanent failure, or retried for longer than allowed). Pure.
+//! (permanent failure, or retried for longer than allowed). After a connection or
+//! storage failure, a loop waits `backoff` before its next try. Pure.
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -18,6 +19,18 @@ pub enum Next {
     Sent,
     RetryAt(DateTime<Utc>),
     Failed(String),
+}
+
+/// The longest wait between two tries of a failing connection or database.
+pub const BACKOFF_CAP: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The wait after `failures` failures in a row (0 for the first), doubling from one second
+/// (or from a minute with `slow`, e.g. after a refused login, so as not to lock the
+/// account) up to `BACKOFF_CAP`; `jitter` in [0, 1) picks a point in its upper half.
+pub fn backoff(failures: u32, slow: bool, jitter: f64) -> std::time::Duration {
+    let base = if slow { 60.0 } else { 1.0 };
+    let full = (base * 2f64.powi(failures.min(16) as i32)).min(BACKOFF_CAP.as_secs_f64());
+    std::time::Duration::from_secs_f64(full * (0.5 + jitter / 2.0))
 }
 
 const FIRST_DELAY_SECS: f64 = 30.0;
@@ -52,6 +65,14 @@ pub fn after_attempt(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let secs = |f, slow| backoff(f, slow, 0.999_999).as_secs();
+        assert_eq!([secs(0, false), secs(1, false), secs(5, false), secs(30, false)], [0, 1, 31, 299]);
+        assert_eq!(secs(0, true), 59);
+        assert_eq!(backoff(3, false, 0.0), std::time::Duration::from_secs(4));
+    }
     use chrono::TimeZone;
 
     #[test]

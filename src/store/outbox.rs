@@ -58,11 +58,28 @@ fn row(r: &Row) -> rusqlite::Result<OutboxRow> {
     })
 }
 
-/// Queued rows whose next attempt is due, oldest first.
-pub fn due(conn: &Connection, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
-    let sql = format!("{SELECT} WHERE o.state = 'queued' AND o.next_attempt_at <= ?1 ORDER BY o.id LIMIT ?2");
-    let rows =
-        conn.prepare_cached(&sql)?.query_map(params![timestamp(now), limit as i64], row)?.collect::<Result<_, _>>()?;
+/// Claims up to `limit` queued rows whose next attempt is due, oldest first, for one
+/// sender: their next attempt moves to `until`, so that no other sender (another daemon
+/// on the same database) sees them as due while this one tries them. The attempt's record
+/// replaces the claim; a row whose sender died before recording comes back at `until`.
+/// Run it in a write transaction.
+pub fn claim_due(
+    conn: &Connection,
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+    limit: usize,
+) -> Result<Vec<OutboxRow>, StoreError> {
+    let claim = "UPDATE outbox SET next_attempt_at = ?1
+                 WHERE id IN (SELECT id FROM outbox WHERE state = 'queued' AND next_attempt_at <= ?2
+                              ORDER BY id LIMIT ?3)
+                 RETURNING id";
+    let ids: Vec<i64> = conn
+        .prepare_cached(claim)?
+        .query_map(params![timestamp(until), timestamp(now), limit as i64], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare_cached(&format!("{SELECT} WHERE o.id = ?1"))?;
+    let mut rows: Vec<OutboxRow> = ids.iter().map(|id| stmt.query_row([id], row)).collect::<Result<_, _>>()?;
+    rows.sort_by_key(|r| r.id);
     Ok(rows)
 }
 
