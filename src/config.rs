@@ -11,6 +11,7 @@ use crate::core::ack::{AckPolicy, AckTemplate};
 use crate::core::address;
 use crate::core::decide::Policy;
 use crate::core::resolve::{AddressSource, ResolvePolicy};
+use crate::core::trust::FollowUpFrom;
 use crate::secret::Secret;
 
 /// The file read when `--config` is not given, if it exists.
@@ -117,6 +118,7 @@ struct RawMailbox {
     idle: bool,
     #[serde(default = "default_poll")]
     poll_interval_secs: u64,
+    authserv_id: Option<String>,
 }
 
 fn default_tls() -> TlsMode {
@@ -159,6 +161,9 @@ pub struct MailboxConfig {
     pub failed_folder: String,
     pub idle: bool,
     pub poll_interval: std::time::Duration,
+    /// The authserv-id of the `Authentication-Results` header this mailbox's server
+    /// writes; its DMARC verdict is trusted.
+    pub authserv_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -180,7 +185,8 @@ struct RawDatabase {
 #[serde(deny_unknown_fields, default)]
 struct RawIngest {
     max_message_bytes: u64,
-    customer_address: AddressSource,
+    /// Deprecated home of `customers.customer_address`.
+    customer_address: Option<AddressSource>,
     reopen_closed: bool,
     batch_size: usize,
 }
@@ -188,6 +194,7 @@ struct RawIngest {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawCustomers {
+    customer_address: Option<AddressSource>,
     auto_create: bool,
     auto_create_organisations: bool,
     free_mail_domains: Vec<String>,
@@ -198,6 +205,7 @@ struct RawCustomers {
 struct RawTickets {
     tag_prefix: String,
     loop_header: String,
+    follow_up_from: FollowUpFrom,
 }
 
 #[derive(Debug, Deserialize)]
@@ -207,6 +215,8 @@ struct RawAcknowledgement {
     template: Option<PathBuf>,
     from_name: Option<String>,
     max_per_sender_per_day: u32,
+    max_per_domain_per_day: u32,
+    show_organisation: bool,
 }
 
 impl Default for RawHelpdesk {
@@ -228,30 +238,41 @@ impl Default for RawDatabase {
 
 impl Default for RawIngest {
     fn default() -> Self {
-        RawIngest {
-            max_message_bytes: 25 * 1024 * 1024,
-            customer_address: AddressSource::From,
-            reopen_closed: true,
-            batch_size: 200,
-        }
+        RawIngest { max_message_bytes: 25 * 1024 * 1024, customer_address: None, reopen_closed: true, batch_size: 200 }
     }
 }
 
 impl Default for RawCustomers {
     fn default() -> Self {
-        RawCustomers { auto_create: true, auto_create_organisations: true, free_mail_domains: Vec::new() }
+        RawCustomers {
+            customer_address: None,
+            auto_create: true,
+            auto_create_organisations: true,
+            free_mail_domains: Vec::new(),
+        }
     }
 }
 
 impl Default for RawTickets {
     fn default() -> Self {
-        RawTickets { tag_prefix: "Ticket#".to_owned(), loop_header: "X-Postdesk-Loop".to_owned() }
+        RawTickets {
+            tag_prefix: "Ticket#".to_owned(),
+            loop_header: "X-Postdesk-Loop".to_owned(),
+            follow_up_from: FollowUpFrom::Organisation,
+        }
     }
 }
 
 impl Default for RawAcknowledgement {
     fn default() -> Self {
-        RawAcknowledgement { enabled: true, template: None, from_name: None, max_per_sender_per_day: 10 }
+        RawAcknowledgement {
+            enabled: true,
+            template: None,
+            from_name: None,
+            max_per_sender_per_day: 10,
+            max_per_domain_per_day: 50,
+            show_organisation: false,
+        }
     }
 }
 
@@ -404,6 +425,17 @@ fn validate(raw: Raw, file: Option<PathBuf>, base: &Path) -> Result<Config, Conf
     if header.is_empty() || !header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
         p.add("tickets.loop_header", "must be a header name of letters, digits and '-'");
     }
+    let customer_address = match (raw.customers.customer_address, raw.ingest.customer_address) {
+        (Some(a), Some(b)) if a != b => {
+            p.add("ingest.customer_address", "conflicts with customers.customer_address (its new home); remove it");
+            a
+        }
+        (Some(a), _) | (None, Some(a)) => a,
+        (None, None) => AddressSource::From,
+    };
+    if raw.acknowledgement.max_per_domain_per_day < raw.acknowledgement.max_per_sender_per_day {
+        p.add("acknowledgement.max_per_domain_per_day", "must be at least acknowledgement.max_per_sender_per_day");
+    }
     let mailboxes: Vec<MailboxConfig> =
         raw.mailbox.iter().enumerate().filter_map(|(i, m)| mailbox(&mut p, i, m, base)).collect();
     for (i, m) in mailboxes.iter().enumerate() {
@@ -444,7 +476,7 @@ fn validate(raw: Raw, file: Option<PathBuf>, base: &Path) -> Result<Config, Conf
         batch_size: raw.ingest.batch_size,
         policy: Policy {
             resolve: ResolvePolicy {
-                prefer: raw.ingest.customer_address,
+                prefer: customer_address,
                 auto_create_customers: raw.customers.auto_create,
                 auto_create_organisations: raw.customers.auto_create_organisations,
                 extra_free_mail,
@@ -455,12 +487,15 @@ fn validate(raw: Raw, file: Option<PathBuf>, base: &Path) -> Result<Config, Conf
                 from_name: raw.acknowledgement.from_name.unwrap_or_else(|| name.clone()),
                 helpdesk_name: name,
                 max_per_sender_per_day: raw.acknowledgement.max_per_sender_per_day,
+                max_per_domain_per_day: raw.acknowledgement.max_per_domain_per_day,
+                show_organisation: raw.acknowledgement.show_organisation,
                 template,
             },
             own_addresses,
             tag_prefix: raw.tickets.tag_prefix,
             loop_header: raw.tickets.loop_header,
             reopen_closed: raw.ingest.reopen_closed,
+            follow_up_from: raw.tickets.follow_up_from,
             max_message_bytes: raw.ingest.max_message_bytes as usize,
         },
         mailboxes,
@@ -495,6 +530,11 @@ fn mailbox(p: &mut Problems, i: usize, raw: &RawMailbox, base: &Path) -> Option<
     let password = password(&raw.password, &raw.password_file, &raw.password_credential)
         .map_err(|e| p.add(&key("password"), e))
         .ok();
+    let authserv_id = raw.authserv_id.as_deref().map(str::trim);
+    if authserv_id.is_some_and(|id| id.is_empty() || !id.bytes().all(|b| b.is_ascii_graphic() && !b";()".contains(&b)))
+    {
+        p.add(&key("authserv_id"), "must be the authserv-id the server writes, e.g. \"mx.helpdesk.example\"");
+    }
     let port = raw.port.unwrap_or(if raw.tls == TlsMode::Implicit { 993 } else { 143 });
     (p.0.len() == before).then(|| MailboxConfig {
         name: raw.name.clone(),
@@ -511,6 +551,7 @@ fn mailbox(p: &mut Problems, i: usize, raw: &RawMailbox, base: &Path) -> Option<
         failed_folder: raw.failed_folder.clone(),
         idle: raw.idle,
         poll_interval: std::time::Duration::from_secs(raw.poll_interval_secs),
+        authserv_id: authserv_id.map(str::to_owned),
     })
 }
 
@@ -599,6 +640,41 @@ mod tests {
         assert_eq!(c.helpdesk_address, "support@helpdesk.example");
         assert_eq!(c.policy.resolve.internal_domains, vec!["helpdesk.example"]);
         assert_eq!(c.policy.ack.max_per_sender_per_day, 10);
+        assert_eq!(c.policy.ack.max_per_domain_per_day, 50);
+        assert!(!c.policy.ack.show_organisation);
+        assert_eq!(c.policy.follow_up_from, FollowUpFrom::Organisation);
+        assert_eq!(c.policy.resolve.prefer, AddressSource::From);
+    }
+
+    #[test]
+    fn trust_settings() {
+        let c = from_toml(
+            "[tickets]\nfollow_up_from = 'participants'\n[customers]\ncustomer_address = 'reply-to'\n\
+             [acknowledgement]\nmax_per_domain_per_day = 20\nshow_organisation = true\n",
+        )
+        .unwrap();
+        assert_eq!(c.policy.follow_up_from, FollowUpFrom::Participants);
+        assert_eq!(c.policy.resolve.prefer, AddressSource::ReplyTo);
+        assert_eq!((c.policy.ack.max_per_domain_per_day, c.policy.ack.show_organisation), (20, true));
+        // The old home of customer_address still works.
+        let c = from_toml("[ingest]\ncustomer_address = 'reply-to'\n").unwrap();
+        assert_eq!(c.policy.resolve.prefer, AddressSource::ReplyTo);
+
+        let err = from_toml("[tickets]\nfollow_up_from = 'everybody'\n").unwrap_err().to_string();
+        assert!(err.contains("follow_up_from") && err.contains("everybody"), "{err}");
+        let err = from_toml(
+            "[customers]\ncustomer_address = 'from'\n[ingest]\ncustomer_address = 'reply-to'\n\
+             [acknowledgement]\nmax_per_domain_per_day = 5\n",
+        )
+        .unwrap_err();
+        let ConfigError::Invalid(problems) = err else { panic!("{err}") };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["ingest.customer_address", "acknowledgement.max_per_domain_per_day"]);
+
+        let c = from_toml(&format!("{MAILBOX}password = 'pw'\nauthserv_id = 'mx.helpdesk.example'\n")).unwrap();
+        assert_eq!(c.mailboxes[0].authserv_id.as_deref(), Some("mx.helpdesk.example"));
+        let err = from_toml(&format!("{MAILBOX}password = 'pw'\nauthserv_id = 'mx; dmarc=pass'\n")).unwrap_err();
+        assert!(err.to_string().contains("mailbox[0].authserv_id"), "{err}");
     }
 
     #[test]

@@ -9,7 +9,9 @@ pub mod orgs;
 pub mod outbox;
 pub mod tickets;
 
-pub use ingest::{apply, find_duplicate, gather, ledger_entry, record_failure, record_processed, Applied};
+pub use ingest::{
+    apply, find_duplicate, gather, ledger_entry, record_failure, record_processed, Applied, Lookups, Seen,
+};
 pub use mailbox::{is_processed, record_poll, record_uidvalidity};
 
 use std::path::Path;
@@ -18,8 +20,11 @@ use std::time::Duration;
 use rusqlite::{params_from_iter, Connection, ErrorCode, Row, Transaction, TransactionBehavior};
 use rusqlite_migration::{Migrations, M};
 
-const MIGRATIONS: &[M<'static>] =
-    &[M::up(include_str!("migrations/0001_initial.sql")), M::up(include_str!("migrations/0002_mailbox_state.sql"))];
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(include_str!("migrations/0001_initial.sql")),
+    M::up(include_str!("migrations/0002_mailbox_state.sql")),
+    M::up(include_str!("migrations/0003_trust.sql")),
+];
 
 /// Whether a storage failure may go away by itself (disk full, locked, I/O): the
 /// caller keeps the message for later. Anything else is a bug or a corrupt database.
