@@ -189,6 +189,7 @@ struct RawIngest {
     customer_address: Option<AddressSource>,
     reopen_closed: bool,
     batch_size: usize,
+    authserv_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -238,7 +239,13 @@ impl Default for RawDatabase {
 
 impl Default for RawIngest {
     fn default() -> Self {
-        RawIngest { max_message_bytes: 25 * 1024 * 1024, customer_address: None, reopen_closed: true, batch_size: 200 }
+        RawIngest {
+            max_message_bytes: 25 * 1024 * 1024,
+            customer_address: None,
+            reopen_closed: true,
+            batch_size: 200,
+            authserv_id: None,
+        }
     }
 }
 
@@ -284,6 +291,9 @@ pub struct Config {
     pub helpdesk_address: String,
     /// Messages committed together with one fsync (group commit).
     pub batch_size: usize,
+    /// The authserv-id whose `Authentication-Results` are trusted for mail from files and
+    /// standard input (an MTA's pipe); `[[mailbox]] authserv_id` for IMAP.
+    pub ingest_authserv_id: Option<String>,
     pub policy: Policy,
     pub mailboxes: Vec<MailboxConfig>,
     /// Without it, acknowledgements wait in the outbox.
@@ -385,6 +395,15 @@ impl Problems {
         Some(path)
     }
 
+    /// An RFC 8601 authserv-id: one token, as the receiving server writes it.
+    fn authserv_id(&mut self, key: &str, value: Option<&str>) -> Option<String> {
+        let id = value?.trim();
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_graphic() && !b";()".contains(&b)) {
+            self.add(key, "must be the authserv-id the receiving server writes, e.g. \"mx.helpdesk.example\"");
+        }
+        Some(id.to_owned())
+    }
+
     fn domain(&mut self, key: &str, value: &str) -> String {
         address::normalise_domain(value).unwrap_or_else(|| {
             self.add(key, format!("{value:?} is not a domain name"));
@@ -436,6 +455,7 @@ fn validate(raw: Raw, file: Option<PathBuf>, base: &Path) -> Result<Config, Conf
     if raw.acknowledgement.max_per_domain_per_day < raw.acknowledgement.max_per_sender_per_day {
         p.add("acknowledgement.max_per_domain_per_day", "must be at least acknowledgement.max_per_sender_per_day");
     }
+    let ingest_authserv_id = p.authserv_id("ingest.authserv_id", raw.ingest.authserv_id.as_deref());
     let mailboxes: Vec<MailboxConfig> =
         raw.mailbox.iter().enumerate().filter_map(|(i, m)| mailbox(&mut p, i, m, base)).collect();
     for (i, m) in mailboxes.iter().enumerate() {
@@ -474,6 +494,7 @@ fn validate(raw: Raw, file: Option<PathBuf>, base: &Path) -> Result<Config, Conf
         database_path: raw.database.path,
         helpdesk_address,
         batch_size: raw.ingest.batch_size,
+        ingest_authserv_id,
         policy: Policy {
             resolve: ResolvePolicy {
                 prefer: customer_address,
@@ -530,11 +551,7 @@ fn mailbox(p: &mut Problems, i: usize, raw: &RawMailbox, base: &Path) -> Option<
     let password = password(&raw.password, &raw.password_file, &raw.password_credential)
         .map_err(|e| p.add(&key("password"), e))
         .ok();
-    let authserv_id = raw.authserv_id.as_deref().map(str::trim);
-    if authserv_id.is_some_and(|id| id.is_empty() || !id.bytes().all(|b| b.is_ascii_graphic() && !b";()".contains(&b)))
-    {
-        p.add(&key("authserv_id"), "must be the authserv-id the server writes, e.g. \"mx.helpdesk.example\"");
-    }
+    let authserv_id = p.authserv_id(&key("authserv_id"), raw.authserv_id.as_deref());
     let port = raw.port.unwrap_or(if raw.tls == TlsMode::Implicit { 993 } else { 143 });
     (p.0.len() == before).then(|| MailboxConfig {
         name: raw.name.clone(),
@@ -551,7 +568,7 @@ fn mailbox(p: &mut Problems, i: usize, raw: &RawMailbox, base: &Path) -> Option<
         failed_folder: raw.failed_folder.clone(),
         idle: raw.idle,
         poll_interval: std::time::Duration::from_secs(raw.poll_interval_secs),
-        authserv_id: authserv_id.map(str::to_owned),
+        authserv_id,
     })
 }
 

@@ -270,14 +270,14 @@ fn process(
     let mailbox = helpdesk_address(inbound, source, config);
     let arrival = Arrival {
         mailbox_address: &mailbox,
-        authentication: trust::authentication(raw, source.authserv_id.as_deref()),
+        authentication: trust::authentication(raw, authserv_id(source, config)),
         random: random()?,
         now,
     };
     let decision = decide::decide(inbound, sender, &facts, policy, &arrival);
     let applied = store::apply(conn, inbound, raw, &digest, &decision, &mailbox, now)?;
     if let Some(r) = &decision.referred {
-        notes.insert(0, format!("refers to ticket {}, but {}", r.ticket, r.refusal.as_str()));
+        notes.insert(0, format!("refers to ticket {}, not a follow-up: {}", r.ticket, r.refusal.as_str()));
     }
     if decision.claims_our_message_id {
         notes.push("its Message-ID claims to be one of ours; not used for replies".to_owned());
@@ -294,6 +294,15 @@ fn process(
     };
     store::record_processed(conn, &source.identity, &key, Some(applied.ticket_id), name, now)?;
     Ok(Report { outcome, decision: Some(decision) })
+}
+
+/// The authserv-id trusted for a source: its mailbox's, or for files and standard input
+/// (an MTA's pipe) `[ingest] authserv_id`.
+fn authserv_id<'a>(source: &'a Source, config: &'a Config) -> Option<&'a str> {
+    match &source.mailbox_address {
+        Some(_) => source.authserv_id.as_deref(),
+        None => source.authserv_id.as_deref().or(config.ingest_authserv_id.as_deref()),
+    }
 }
 
 /// 128 bits from the operating system, for the Message-IDs of acknowledgements.

@@ -142,9 +142,12 @@ pub fn decide(
         None => Customer::None { reason: "no usable sender address" },
     };
     let sender_trust = sender_trust(sender.as_ref(), &resolved, facts, policy, arrival.authentication);
+    // A message its domain's owner disowns (dmarc=fail) is not filed under the customer
+    // user it claims to be, nor does it create one.
     let customer = match resolved {
         Customer::None { .. } => resolved,
         _ if automated => Customer::None { reason: "automated sender" },
+        _ if arrival.authentication == Authentication::Fail => Customer::None { reason: "failed DMARC" },
         _ => resolved,
     };
     let claims_our_message_id =
@@ -456,8 +459,14 @@ pub(crate) mod tests {
 
     #[test]
     fn dmarc_fail_gets_no_ack_and_is_marked() {
-        let d = run_with("From: a@acme.com\r\n\r\nx", &Facts::default(), Authentication::Fail);
+        let known = SenderFacts {
+            customer: Some(CustomerFact { id: 3, name: None, organisation: Some(acme()) }),
+            domain_owner: Some(acme()),
+        };
+        let d =
+            run_with("From: a@acme.com\r\n\r\nx", &Facts { sender: known, ..Facts::default() }, Authentication::Fail);
         assert_eq!(d.ack.summary(), "failed DMARC");
+        assert_eq!(d.customer, Customer::None { reason: "failed DMARC" });
         assert_eq!(d.authentication, Authentication::Fail);
     }
 

@@ -66,8 +66,8 @@ pub enum Refusal {
 impl Refusal {
     pub fn as_str(self) -> &'static str {
         match self {
-            Refusal::NotOnTicket => "the sender is not on that ticket",
-            Refusal::UnprovenOwnAddress => "the sender claims one of our addresses but the mail did not come from us",
+            Refusal::NotOnTicket => "the sender is not on it",
+            Refusal::UnprovenOwnAddress => "the sender claims to be us without proof",
             Refusal::DmarcFail => "the message failed DMARC",
         }
     }

@@ -45,7 +45,7 @@ fn describe(raw: &[u8], report: &ingest::Report) -> Value {
 
 #[test]
 fn golden() {
-    let dir = Dir::new("[ingest]\nmax_message_bytes = 32768\n");
+    let dir = Dir::new("[ingest]\nmax_message_bytes = 32768\nauthserv_id = \"mx.helpdesk.example\"\n");
     let config = config::load(Some(&dir.config())).expect("config");
     let mut store = Store::open_in_memory().expect("store");
     let now = Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap();
