@@ -14,3 +14,4 @@ mod servers;
 mod service;
 mod smtp;
 mod smtp_smoke;
+mod trust;
