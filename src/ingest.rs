@@ -138,17 +138,32 @@ impl Report {
     }
 }
 
+/// Where the random part of our Message-IDs comes from: the operating system, except
+/// in tests that need stable output.
+pub type Random = fn(&Source) -> Result<[u8; 16], StoreError>;
+
 /// Messages ingested together and made durable by one commit. Nothing a batch did may
 /// be reported as done before `commit` returns.
 pub struct Batch<'a> {
     tx: Transaction<'a>,
     config: &'a Config,
+    random: Random,
 }
 
 impl<'a> Batch<'a> {
     pub fn begin(store: &'a mut Store, config: &'a Config) -> Result<Batch<'a>, StoreError> {
+        Batch::begin_with_random(store, config, system_random)
+    }
+
+    /// A batch whose acknowledgement Message-IDs take their random part from `random`
+    /// (tests that compare output; anything else uses `begin`).
+    pub fn begin_with_random(
+        store: &'a mut Store,
+        config: &'a Config,
+        random: Random,
+    ) -> Result<Batch<'a>, StoreError> {
         let tx = store.conn_mut().transaction_with_behavior(TransactionBehavior::Immediate)?;
-        Ok(Batch { tx, config })
+        Ok(Batch { tx, config, random })
     }
 
     /// Runs one message through the pipeline inside its own savepoint: a message that
@@ -169,7 +184,7 @@ impl<'a> Batch<'a> {
     ) -> Result<Report, StoreError> {
         let result = {
             let sp = self.tx.savepoint()?;
-            match process(&sp, raw, prepared, source, self.config, now) {
+            match process(&sp, raw, prepared, source, self.config, self.random, now) {
                 Ok(report) => sp.commit().map(|()| report).map_err(StoreError::from),
                 Err(e) => Err(e),
             }
@@ -197,7 +212,19 @@ pub fn ingest_one(
     source: &Source,
     now: DateTime<Utc>,
 ) -> Result<Report, StoreError> {
-    let mut batch = Batch::begin(store, config)?;
+    ingest_one_with_random(store, config, raw, source, now, system_random)
+}
+
+/// `ingest_one` with the randomness of `Batch::begin_with_random`.
+pub fn ingest_one_with_random(
+    store: &mut Store,
+    config: &Config,
+    raw: &[u8],
+    source: &Source,
+    now: DateTime<Utc>,
+    random: Random,
+) -> Result<Report, StoreError> {
+    let mut batch = Batch::begin_with_random(store, config, random)?;
     let report = batch.ingest_one(raw, source, now)?;
     batch.commit()?;
     Ok(report)
@@ -232,6 +259,7 @@ fn process(
     prepared: &Prepared,
     source: &Source,
     config: &Config,
+    random: Random,
     now: DateTime<Utc>,
 ) -> Result<Report, StoreError> {
     let policy = &config.policy;
@@ -271,7 +299,7 @@ fn process(
     let arrival = Arrival {
         mailbox_address: &mailbox,
         authentication: trust::authentication(raw, authserv_id(source, config)),
-        random: random()?,
+        random: random(source)?,
         now,
     };
     let decision = decide::decide(inbound, sender, &facts, policy, &arrival);
@@ -306,7 +334,7 @@ fn authserv_id<'a>(source: &'a Source, config: &'a Config) -> Option<&'a str> {
 }
 
 /// 128 bits from the operating system, for the Message-IDs of acknowledgements.
-fn random() -> Result<[u8; 16], StoreError> {
+pub fn system_random(_: &Source) -> Result<[u8; 16], StoreError> {
     let mut bytes = [0u8; 16];
     getrandom::getrandom(&mut bytes)
         .map_err(|e| StoreError::Unavailable(format!("the system's random number generator failed: {e}")))?;

@@ -62,6 +62,9 @@ pub struct Facts {
     pub recent_acks_to_domain: u32,
     /// The first of our acknowledgements whose Message-ID the message quotes.
     pub quoted_ack: Option<OurAck>,
+    /// The message is one of our own acknowledgements come back: its Message-ID is in
+    /// our outbox and its loop header names it.
+    pub own_message: bool,
     /// The sequence number the next ticket of today gets (1-based).
     pub next_seq_today: u32,
 }
@@ -150,8 +153,8 @@ pub fn decide(
         _ if arrival.authentication == Authentication::Fail => Customer::None { reason: "failed DMARC" },
         _ => resolved,
     };
-    let claims_our_message_id =
-        inbound.message_id.as_deref().is_some_and(|id| trust::is_our_format(id, &policy.our_domains()));
+    let claims_our_message_id = !facts.own_message
+        && inbound.message_id.as_deref().is_some_and(|id| trust::is_our_format(id, &policy.our_domains()));
     let base = |route, referred, new_ticket, follow_up_state, ack| Decision {
         classification: classification.clone(),
         sender: sender.clone(),
@@ -520,5 +523,8 @@ pub(crate) mod tests {
         assert!(d.claims_our_message_id && !d.records_message_id());
         let d = run("From: a@acme.com\r\nMessage-ID: <m1@acme.com>\r\n\r\nx", &Facts::default());
         assert!(d.records_message_id());
+        // One of ours come back claims nothing.
+        let ours = "From: support@helpdesk.example\r\nMessage-ID: <ack.2026112310000021.x@helpdesk.example>\r\n\r\nx";
+        assert!(!run(ours, &Facts { own_message: true, ..Facts::default() }).claims_our_message_id);
     }
 }

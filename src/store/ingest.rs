@@ -167,6 +167,7 @@ pub fn gather(conn: &Connection, inbound: &Inbound, lookups: Lookups, now: DateT
         recent_acks_to_recipient,
         recent_acks_to_domain,
         quoted_ack: quoted_ack(conn, lookups.quoted_ids)?,
+        own_message: own_message(conn, inbound, lookups.loop_tokens)?,
         next_seq_today: next_seq(conn, now)?,
     })
 }
@@ -236,6 +237,19 @@ fn ticket_trust(
 fn linked_organisations(conn: &Connection, customer_id: i64) -> Result<Vec<i64>, StoreError> {
     let sql = "SELECT organisation_id FROM customer_links WHERE customer_id = ?1";
     Ok(conn.prepare_cached(sql)?.query_map([customer_id], |r| r.get(0))?.collect::<Result<_, _>>()?)
+}
+
+/// Whether the message is one of our acknowledgements come back: its loop header names
+/// its own Message-ID, and that is in our outbox.
+fn own_message(conn: &Connection, inbound: &Inbound, loop_tokens: &[String]) -> Result<bool, StoreError> {
+    let Some(id) = inbound.message_id.as_deref().map(str::to_ascii_lowercase) else {
+        return Ok(false);
+    };
+    if !loop_tokens.contains(&id) {
+        return Ok(false);
+    }
+    let sql = "SELECT 1 FROM outbox WHERE message_id = ?1";
+    Ok(conn.prepare_cached(sql)?.query_row([id], |_| Ok(())).optional()?.is_some())
 }
 
 /// The first of our acknowledgements among `ids`, with its ticket.
