@@ -38,7 +38,8 @@ pub struct AckPolicy {
     pub helpdesk_name: String,
     /// Per mailbox (plus-tags, and the dots of providers that ignore them, folded).
     pub max_per_sender_per_day: u32,
-    /// Per recipient domain: many mailboxes of one domain are one victim too.
+    /// Per recipient domain: many mailboxes of one domain are one victim too. Free-mail
+    /// domains are counted per mailbox only.
     pub max_per_domain_per_day: u32,
     /// Whether the template may name the customer's organisation: whoever can send
     /// mail from an address would otherwise learn which organisation it is filed under.
@@ -121,6 +122,8 @@ pub struct AckInput<'a> {
     pub organisation: Option<&'a str>,
     pub own_addresses: &'a [String],
     pub internal_domains: &'a [String],
+    /// Configured free-mail domains beside the built-in list.
+    pub extra_free_mail: &'a [String],
     /// Acknowledgements queued to the same mailbox (`mailbox_key`) in the last 24 hours.
     pub recent_to_recipient: u32,
     /// Acknowledgements queued to the recipient's domain in the last 24 hours.
@@ -158,7 +161,9 @@ pub fn decide(input: &AckInput, policy: &AckPolicy) -> AckDecision {
     if input.recent_to_recipient >= policy.max_per_sender_per_day {
         return AckDecision::skip(format!("per-sender limit reached ({} in 24 h)", policy.max_per_sender_per_day));
     }
-    if input.recent_to_domain >= policy.max_per_domain_per_day {
+    // A free-mail domain is millions of unrelated people, not one organisation to protect.
+    if input.recent_to_domain >= policy.max_per_domain_per_day && !address::is_free_mail(domain, input.extra_free_mail)
+    {
         return AckDecision::skip(format!("per-domain limit reached ({} in 24 h)", policy.max_per_domain_per_day));
     }
     match build(input, policy, to.clone()) {
@@ -280,6 +285,7 @@ mod tests {
                 organisation: Some("ACME Widgets"),
                 own_addresses: &own,
                 internal_domains: &internal,
+                extra_free_mail: &[],
                 recent_to_recipient: c.recent.0,
                 recent_to_domain: c.recent.1,
                 random: [7; 16],
@@ -334,6 +340,7 @@ mod tests {
             (Case { recent: (1, 4), ..case("From: alice@acme.com") }, "queued"),
             (Case { recent: (2, 2), ..case("From: alice@acme.com") }, "per-sender limit reached (2 in 24 h)"),
             (Case { recent: (0, 5), ..case("From: alice@acme.com") }, "per-domain limit reached (5 in 24 h)"),
+            (Case { recent: (0, 5), ..case("From: alice@gmail.com") }, "queued"),
         ];
         for (c, want) in cases {
             assert_eq!(reason(run(c, &policy())), *want, "{:?} {:?}", c.headers, c.prefer);

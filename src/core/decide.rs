@@ -204,6 +204,7 @@ pub fn decide(
                     organisation: customer.organisation_name(),
                     own_addresses: &policy.own_addresses,
                     internal_domains: &policy.resolve.internal_domains,
+                    extra_free_mail: &policy.resolve.extra_free_mail,
                     recent_to_recipient: facts.recent_acks_to_recipient,
                     recent_to_domain: facts.recent_acks_to_domain,
                     random: arrival.random,
