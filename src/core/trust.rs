@@ -34,7 +34,8 @@ pub struct TicketTrust {
     /// The ticket's organisation, and the primary and linked organisations of its
     /// customer user: their customer users may write under `Organisation`.
     pub organisations: Vec<i64>,
-    /// The message carries our loop header naming one of this ticket's acknowledgements.
+    /// The message carries our loop header naming one of this ticket's acknowledgements:
+    /// with one of our addresses in From, proof that the mail came from us.
     pub our_loop_token: bool,
 }
 
@@ -83,13 +84,12 @@ pub fn may_follow_up(
     if auth == Authentication::Fail {
         return Err(Refusal::DmarcFail);
     }
-    // Proof that it came from us: our loop header naming this ticket's acknowledgement,
-    // or one of our addresses that the receiving server we trust authenticated.
-    if ticket.our_loop_token || (sender.ours && sender.dmarc_pass) {
-        return Ok(());
-    }
+    // One of our addresses needs proof that the mail came from us: our loop header
+    // naming this ticket's acknowledgement, or a DMARC pass the receiving server we
+    // trust recorded. (A loop header alone proves nothing for anyone else: whoever saw
+    // the acknowledgement knows its Message-ID.)
     if sender.ours {
-        return Err(Refusal::UnprovenOwnAddress);
+        return if ticket.our_loop_token || sender.dmarc_pass { Ok(()) } else { Err(Refusal::UnprovenOwnAddress) };
     }
     let participant = ticket.sender_is_customer || ticket.sender_on_ticket;
     let member = sender.organisations.iter().any(|o| ticket.organisations.contains(o));
@@ -311,7 +311,7 @@ mod tests {
             (&on_and_ours, &ours, Unknown, Anyone, Err(Refusal::UnprovenOwnAddress)),
             (&TicketTrust::default(), &ours_authenticated, Pass, Participants, Ok(())),
             (&looped, &ours, Unknown, Participants, Ok(())),
-            (&looped, &stranger, Unknown, Participants, Ok(())),
+            (&looped, &stranger, Unknown, Participants, Err(Refusal::NotOnTicket)),
             // dmarc=fail: never a follow-up, whoever it claims to be.
             (&customer, &stranger, Fail, Anyone, Err(Refusal::DmarcFail)),
             (&looped, &ours, Fail, Anyone, Err(Refusal::DmarcFail)),

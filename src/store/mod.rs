@@ -83,6 +83,9 @@ impl Store {
 
     fn setup(mut conn: Connection) -> Result<Store, StoreError> {
         conn.busy_timeout(Duration::from_secs(10))?;
+        // Ingesting one message runs some thirty distinct statements; with rusqlite's
+        // default of 16 cached ones, each message would parse most of them again.
+        conn.set_prepared_statement_cache_capacity(64);
         // WAL lets the CLI read while the daemon writes; FULL makes every commit
         // durable (fsync'd) before anyone is told a message is done.
         conn.pragma_update(None, "journal_mode", "WAL")?;
