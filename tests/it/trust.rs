@@ -86,6 +86,15 @@ fn only_people_on_a_ticket_write_into_it() {
             .collect();
         assert!(bodies.iter().all(|b| !b.contains("m1@evil")), "{bodies:?}");
 
+        // Once Alice is linked to the stranger's organisation, its people may write (under
+        // "organisation").
+        if rule == "organisation" {
+            ok(&dir, &["customers", "edit", "alice.martin@acme-widgets.com", "--link-org", "evil.example"]);
+            let linked = ingest(&dir, &mail("eve@evil.example", "e1@evil", &tag("linked"), ""));
+            assert_eq!(linked, format!("follow-up to ticket {t}"), "{rule}");
+            ok(&dir, &["customers", "edit", "alice.martin@acme-widgets.com", "--unlink-org", "evil.example"]);
+        }
+
         // A reference to Alice's message from a stranger is refused the same way.
         let by_reference = ingest(
             &dir,
