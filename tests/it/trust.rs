@@ -250,3 +250,43 @@ fn tickets_follow_their_customer_to_another_organisation() {
     let visible = dir.json(&["tickets", "list", "--visible-to", "kim@newco.example"]);
     assert_eq!(visible.as_array().unwrap().len(), 3);
 }
+
+/// `[[mailbox]] authserv_id`: the daemon believes that server's DMARC verdict, and only
+/// its topmost header.
+#[test]
+fn a_mailbox_trusts_the_dmarc_verdict_of_its_own_server() {
+    use crate::dovecot::Dovecot;
+    const USER: &str = "support@helpdesk.example";
+    const PASSWORD: &str = "pw-trust";
+    let dovecot = Dovecot::start(&[(USER, PASSWORD)]);
+    let dir = Dir::new(&format!(
+        "[[mailbox]]\nname = \"support\"\naddress = \"{USER}\"\nhost = \"127.0.0.1\"\nport = {}\nca_file = \"{}\"\n\
+         username = \"{USER}\"\npassword = \"{PASSWORD}\"\nauthserv_id = \"mx.helpdesk.example\"\n",
+        dovecot.imaps_port(),
+        dovecot.ca_file().display()
+    ));
+    let results = |verdict: &str| {
+        format!("Authentication-Results: mx.helpdesk.example; dmarc={verdict} header.from=acme-widgets.com\n")
+    };
+    let alice = "Alice <alice.martin@acme-widgets.com>";
+    dovecot.append(USER, "INBOX", mail(alice, "a1@acme", "Printer", &results("pass")).as_bytes());
+    dir.run(&["run", "--once"]).assert_code(0);
+    let t = dir.json(&["tickets", "list"])[0]["number"].as_str().unwrap().to_owned();
+
+    // A forged "pass" below our server's "fail" does not help.
+    let spoof = mail(
+        alice,
+        "s1@bulk.example",
+        &format!("Re: [Ticket#{t}] Printer"),
+        &format!("{}{}", results("fail"), results("pass")),
+    );
+    dovecot.append(USER, "INBOX", spoof.as_bytes());
+    let log = dir.run(&["run", "--once"]).assert_code(0).stderr.clone();
+    let tickets = dir.json(&["tickets", "list"]);
+    assert_eq!(tickets.as_array().unwrap().len(), 2, "{log}");
+    let spoofed = &tickets[1];
+    assert_eq!((&spoofed["unauthenticated"], &spoofed["ack"]), (&Value::Bool(true), &Value::from("failed DMARC")));
+    assert_eq!(spoofed["referred_ticket"], t.as_str());
+    assert!(log.contains("not a follow-up: the message failed DMARC"), "{log}");
+    assert_eq!(show(&dir, &t)["articles"], 1);
+}
