@@ -166,25 +166,22 @@ pub fn authentication(raw: &[u8], authserv_id: Option<&str>) -> Authentication {
         if !server.eq_ignore_ascii_case(id) {
             continue;
         }
-        for resinfo in parts {
-            let Some(result) = resinfo
-                .trim()
-                .to_ascii_lowercase()
-                .strip_prefix("dmarc")
-                .map(str::trim_start)
-                .and_then(|r| r.strip_prefix('=').map(|r| r.split_whitespace().next().unwrap_or("").to_owned()))
-            else {
-                continue;
-            };
-            return match result.as_str() {
-                "pass" => Authentication::Pass,
-                "fail" => Authentication::Fail,
-                _ => Authentication::Other,
-            };
-        }
-        return Authentication::Unknown;
+        // The topmost header of our server decides, with or without a DMARC result.
+        return match parts.find_map(dmarc_result).as_deref() {
+            Some("pass") => Authentication::Pass,
+            Some("fail") => Authentication::Fail,
+            Some(_) => Authentication::Other,
+            None => Authentication::Unknown,
+        };
     }
     Authentication::Unknown
+}
+
+/// The result of a `dmarc=RESULT …` resinfo, lower-cased.
+fn dmarc_result(resinfo: &str) -> Option<String> {
+    let resinfo = resinfo.trim().to_ascii_lowercase();
+    let value = resinfo.strip_prefix("dmarc")?.trim_start().strip_prefix('=')?;
+    Some(value.split_whitespace().next().unwrap_or("").to_owned())
 }
 
 /// RFC 5322 comments (`(…)`, nested) removed.
