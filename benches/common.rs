@@ -1,14 +1,15 @@
 //! What the benchmarks share: a generated ~8 KB customer message.
 
 /// Message `i` of a benchmark run: ~8 KB, from one of 200 sender domains; every fifth
-/// answers the message sent 100 earlier (a follow-up).
+/// answers the same sender's message sent 2,000 earlier (a follow-up: only people on a
+/// ticket may write into it).
 pub fn message(i: usize) -> Vec<u8> {
     const DOMAINS: usize = 200;
     let domain = i % DOMAINS;
     let sender = (i / DOMAINS) % 10;
     let host = if domain.is_multiple_of(20) { "gmail.com".to_owned() } else { format!("mail.company{domain}.com") };
     let reply =
-        if i % 5 == 4 && i >= 100 { format!("In-Reply-To: <m{}@bench.example>\r\n", i - 100) } else { String::new() };
+        if i % 5 == 4 && i >= 2000 { format!("In-Reply-To: <m{}@bench.example>\r\n", i - 2000) } else { String::new() };
     let line = "The printer on the third floor shows error 0x42 again after the firmware update. \r\n";
     let body = line.repeat(7_600 / line.len() + 1);
     format!(

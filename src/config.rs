@@ -12,6 +12,7 @@ use crate::core::ack::{AckPolicy, AckTemplate};
 use crate::core::address;
 use crate::core::decide::Policy;
 use crate::core::resolve::{AddressSource, ResolvePolicy};
+use crate::core::trust::FollowUpFrom;
 use crate::secret::{PasswordSource, Secret};
 
 /// The file read when `--config` is not given, if it exists.
@@ -70,6 +71,7 @@ expected! {
     TlsMode => "one of implicit, starttls, none",
     After => "one of seen, move, delete",
     AddressSource => "one of from, reply-to",
+    FollowUpFrom => "one of participants, organisation, anyone",
 }
 
 /// Keys of a section that are not ours, reported as unknown.
@@ -177,6 +179,7 @@ struct RawMailbox {
     failed_folder: Option<Field<String>>,
     idle: Option<Field<bool>>,
     poll_interval_secs: Option<Field<u64>>,
+    authserv_id: Option<Field<String>>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -199,6 +202,9 @@ pub struct MailboxConfig {
     pub failed_folder: String,
     pub idle: bool,
     pub poll_interval: std::time::Duration,
+    /// The authserv-id of the `Authentication-Results` header this mailbox's server
+    /// writes; its DMARC verdict is trusted.
+    pub authserv_id: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -224,9 +230,11 @@ struct RawDatabase {
 #[serde(default)]
 struct RawIngest {
     max_message_bytes: Option<Field<u64>>,
-    customer_address: Field<AddressSource>,
+    /// Deprecated home of `customers.customer_address`.
+    customer_address: Option<Field<AddressSource>>,
     reopen_closed: Option<Field<bool>>,
     batch_size: Option<Field<usize>>,
+    authserv_id: Option<Field<String>>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -234,6 +242,7 @@ struct RawIngest {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct RawCustomers {
+    customer_address: Option<Field<AddressSource>>,
     auto_create: Option<Field<bool>>,
     auto_create_organisations: Option<Field<bool>>,
     free_mail_domains: Field<Vec<String>>,
@@ -246,6 +255,7 @@ struct RawCustomers {
 struct RawTickets {
     tag_prefix: Option<Field<String>>,
     loop_header: Option<Field<String>>,
+    follow_up_from: Option<Field<FollowUpFrom>>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -257,6 +267,8 @@ struct RawAcknowledgement {
     template: Option<Field<PathBuf>>,
     from_name: Option<Field<String>>,
     max_per_sender_per_day: Option<Field<u32>>,
+    max_per_domain_per_day: Option<Field<u32>>,
+    show_organisation: Option<Field<bool>>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -271,6 +283,7 @@ mod defaults {
     pub const TAG_PREFIX: &str = "Ticket#";
     pub const LOOP_HEADER: &str = "X-Postdesk-Loop";
     pub const MAX_PER_SENDER_PER_DAY: u32 = 10;
+    pub const MAX_PER_DOMAIN_PER_DAY: u32 = 50;
     pub const GIVE_UP_AFTER_HOURS: u64 = 48;
     pub const POLL_INTERVAL_SECS: u64 = 60;
 }
@@ -283,6 +296,9 @@ pub struct Config {
     pub helpdesk_address: String,
     /// Messages committed together with one fsync (group commit).
     pub batch_size: usize,
+    /// The authserv-id whose `Authentication-Results` are trusted for mail from files and
+    /// standard input (an MTA's pipe); `[[mailbox]] authserv_id` for IMAP.
+    pub ingest_authserv_id: Option<String>,
     pub policy: Policy,
     pub mailboxes: Vec<MailboxConfig>,
     /// Without it, acknowledgements wait in the outbox.
@@ -427,6 +443,15 @@ impl Problems {
         Some(path)
     }
 
+    /// An RFC 8601 authserv-id: one token, as the receiving server writes it.
+    fn authserv_id(&mut self, key: &str, value: Option<Field<String>>) -> Option<String> {
+        let id = self.get(key, value)?.trim().to_owned();
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_graphic() && !b";()".contains(&b)) {
+            self.add(key, "must be the authserv-id the receiving server writes, e.g. \"mx.helpdesk.example\"");
+        }
+        Some(id)
+    }
+
     fn domain(&mut self, key: &str, value: &str) -> String {
         address::normalise_domain(value).unwrap_or_else(|| {
             self.add(key, format!("{value:?} is not a domain name"));
@@ -507,6 +532,26 @@ fn validate(raw: Raw, file: Option<PathBuf>, cx: &Context) -> Result<Config, Con
     if header.is_empty() || !header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
         p.add("tickets.loop_header", "must be a header name of letters, digits and '-'");
     }
+    let customer_address = match (
+        p.get("customers.customer_address", raw.customers.customer_address),
+        p.get("ingest.customer_address", ingest.customer_address),
+    ) {
+        (Some(a), Some(b)) if a != b => {
+            p.add("ingest.customer_address", "conflicts with customers.customer_address (its new home); remove it");
+            a
+        }
+        (Some(a), _) | (None, Some(a)) => a,
+        (None, None) => AddressSource::From,
+    };
+    let ack = raw.acknowledgement;
+    let max_per_sender_per_day =
+        p.or("acknowledgement.max_per_sender_per_day", ack.max_per_sender_per_day, defaults::MAX_PER_SENDER_PER_DAY);
+    let max_per_domain_per_day =
+        p.or("acknowledgement.max_per_domain_per_day", ack.max_per_domain_per_day, defaults::MAX_PER_DOMAIN_PER_DAY);
+    if max_per_domain_per_day < max_per_sender_per_day {
+        p.add("acknowledgement.max_per_domain_per_day", "must be at least acknowledgement.max_per_sender_per_day");
+    }
+    let ingest_authserv_id = p.authserv_id("ingest.authserv_id", ingest.authserv_id);
     let mailboxes: Vec<MailboxConfig> =
         raw.mailbox.into_iter().enumerate().filter_map(|(i, m)| mailbox(&mut p, i, m, cx)).collect();
     for (i, m) in mailboxes.iter().enumerate() {
@@ -519,7 +564,6 @@ fn validate(raw: Raw, file: Option<PathBuf>, cx: &Context) -> Result<Config, Con
     }
     let smtp = raw.smtp.and_then(|s| smtp(&mut p, s, cx));
     let metrics_listen = p.get("metrics.listen", raw.metrics.listen).and_then(|text| metrics_listen(&mut p, &text));
-    let ack = raw.acknowledgement;
     let template = p.get("acknowledgement.template", ack.template);
     let template = load_template(template.as_deref(), &cx.base).unwrap_or_else(|e| {
         p.add("acknowledgement.template", e);
@@ -527,7 +571,7 @@ fn validate(raw: Raw, file: Option<PathBuf>, cx: &Context) -> Result<Config, Con
     });
     let policy = Policy {
         resolve: ResolvePolicy {
-            prefer: p.or("ingest.customer_address", Some(ingest.customer_address), AddressSource::From),
+            prefer: customer_address,
             auto_create_customers: p.or("customers.auto_create", raw.customers.auto_create, true),
             auto_create_organisations: p.or(
                 "customers.auto_create_organisations",
@@ -543,11 +587,9 @@ fn validate(raw: Raw, file: Option<PathBuf>, cx: &Context) -> Result<Config, Con
                 enabled: p.or("acknowledgement.enabled", ack.enabled, true),
                 from_name: p.or("acknowledgement.from_name", ack.from_name, name.clone()),
                 helpdesk_name: name,
-                max_per_sender_per_day: p.or(
-                    "acknowledgement.max_per_sender_per_day",
-                    ack.max_per_sender_per_day,
-                    defaults::MAX_PER_SENDER_PER_DAY,
-                ),
+                max_per_sender_per_day,
+                max_per_domain_per_day,
+                show_organisation: p.or("acknowledgement.show_organisation", ack.show_organisation, false),
                 template,
             }
         },
@@ -555,12 +597,23 @@ fn validate(raw: Raw, file: Option<PathBuf>, cx: &Context) -> Result<Config, Con
         tag_prefix: tag,
         loop_header: header,
         reopen_closed: p.or("ingest.reopen_closed", ingest.reopen_closed, true),
+        follow_up_from: p.or("tickets.follow_up_from", raw.tickets.follow_up_from, FollowUpFrom::Organisation),
         max_message_bytes: max_message_bytes as usize,
     };
     if !p.0.is_empty() {
         return Err(ConfigError::Invalid(p.0));
     }
-    Ok(Config { file, database_path, helpdesk_address, batch_size, policy, mailboxes, smtp, metrics_listen })
+    Ok(Config {
+        file,
+        database_path,
+        helpdesk_address,
+        batch_size,
+        ingest_authserv_id,
+        policy,
+        mailboxes,
+        smtp,
+        metrics_listen,
+    })
 }
 
 fn metrics_listen(p: &mut Problems, text: &str) -> Option<std::net::SocketAddr> {
@@ -621,6 +674,7 @@ fn mailbox(p: &mut Problems, i: usize, raw: RawMailbox, cx: &Context) -> Option<
     let port = p.or(&key("port"), raw.port, default_port);
     let after = p.or(&key("after"), Some(raw.after), After::Move);
     let idle = p.or(&key("idle"), raw.idle, true);
+    let authserv_id = p.authserv_id(&key("authserv_id"), raw.authserv_id);
     (p.0.len() == before).then(|| MailboxConfig {
         name,
         address,
@@ -636,6 +690,7 @@ fn mailbox(p: &mut Problems, i: usize, raw: RawMailbox, cx: &Context) -> Option<
         failed_folder,
         idle,
         poll_interval: std::time::Duration::from_secs(poll_interval_secs),
+        authserv_id,
     })
 }
 
@@ -741,6 +796,41 @@ mod tests {
         assert_eq!(c.helpdesk_address, "support@helpdesk.example");
         assert_eq!(c.policy.resolve.internal_domains, vec!["helpdesk.example"]);
         assert_eq!(c.policy.ack.max_per_sender_per_day, 10);
+        assert_eq!(c.policy.ack.max_per_domain_per_day, 50);
+        assert!(!c.policy.ack.show_organisation);
+        assert_eq!(c.policy.follow_up_from, FollowUpFrom::Organisation);
+        assert_eq!(c.policy.resolve.prefer, AddressSource::From);
+    }
+
+    #[test]
+    fn trust_settings() {
+        let c = from_toml(
+            "[tickets]\nfollow_up_from = 'participants'\n[customers]\ncustomer_address = 'reply-to'\n\
+             [acknowledgement]\nmax_per_domain_per_day = 20\nshow_organisation = true\n",
+        )
+        .unwrap();
+        assert_eq!(c.policy.follow_up_from, FollowUpFrom::Participants);
+        assert_eq!(c.policy.resolve.prefer, AddressSource::ReplyTo);
+        assert_eq!((c.policy.ack.max_per_domain_per_day, c.policy.ack.show_organisation), (20, true));
+        // The old home of customer_address still works.
+        let c = from_toml("[ingest]\ncustomer_address = 'reply-to'\n").unwrap();
+        assert_eq!(c.policy.resolve.prefer, AddressSource::ReplyTo);
+
+        let err = from_toml("[tickets]\nfollow_up_from = 'everybody'\n").unwrap_err().to_string();
+        assert_eq!(err, "tickets.follow_up_from: \"everybody\" is not one of participants, organisation, anyone");
+        let err = from_toml(
+            "[customers]\ncustomer_address = 'from'\n[ingest]\ncustomer_address = 'reply-to'\n\
+             [acknowledgement]\nmax_per_domain_per_day = 5\n",
+        )
+        .unwrap_err();
+        let ConfigError::Invalid(problems) = err else { panic!("{err}") };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["ingest.customer_address", "acknowledgement.max_per_domain_per_day"]);
+
+        let c = from_toml(&format!("{MAILBOX}password = 'pw'\nauthserv_id = 'mx.helpdesk.example'\n")).unwrap();
+        assert_eq!(c.mailboxes[0].authserv_id.as_deref(), Some("mx.helpdesk.example"));
+        let err = from_toml(&format!("{MAILBOX}password = 'pw'\nauthserv_id = 'mx; dmarc=pass'\n")).unwrap_err();
+        assert!(err.to_string().contains("mailbox[0].authserv_id"), "{err}");
     }
 
     #[test]
@@ -825,10 +915,10 @@ mod tests {
         assert_eq!(
             err,
             "ingest.batch_size: \"many\" is not a whole number of 0 or more; \
+             acknowledgement.max_per_sender_per_day: -1 is not a whole number from 0 to 4294967295; \
              mailbox[0].tls: \"maybe\" is not one of implicit, starttls, none; \
              mailbox[0].port: 99999 is not a whole number from 0 to 65535; \
-             acknowledgement.enabled: \"maybe\" is not true or false; \
-             acknowledgement.max_per_sender_per_day: -1 is not a whole number from 0 to 4294967295"
+             acknowledgement.enabled: \"maybe\" is not true or false"
         );
     }
 

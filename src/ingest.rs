@@ -9,10 +9,11 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::core::decide::{self, Decision};
+use crate::core::decide::{self, Arrival, Decision};
 use crate::core::parse::{self, Inbound};
-use crate::core::{ack, address, resolve};
-use crate::store::{self, Store, StoreError};
+use crate::core::route::Route;
+use crate::core::{address, identity, resolve, trust};
+use crate::store::{self, Seen, Store, StoreError};
 
 /// Where a raw message came from; its identity is the first duplicate key.
 #[derive(Debug, Clone)]
@@ -22,6 +23,9 @@ pub struct Source {
     pub label: String,
     /// The helpdesk address the message arrived at, when the source knows it.
     pub mailbox_address: Option<String>,
+    /// The authserv-id whose `Authentication-Results` the source's server writes and we
+    /// trust (`[[mailbox]] authserv_id`).
+    pub authserv_id: Option<String>,
 }
 
 impl Source {
@@ -31,35 +35,85 @@ impl Source {
             identity: format!("imap:{}@{}/{};{uidvalidity};{uid}", mailbox.username, mailbox.host, mailbox.folder),
             label: format!("{} UID {uid}", mailbox.name),
             mailbox_address: Some(mailbox.address.clone()),
+            authserv_id: mailbox.authserv_id.clone(),
         }
     }
 
     /// A file or standard input: identified by its content.
     pub fn file(label: impl Into<String>, raw: &[u8]) -> Source {
-        Source { identity: format!("file:{}", parse::content_hash(raw)), label: label.into(), mailbox_address: None }
+        Source {
+            identity: format!("file:{}", parse::content_hash(raw)),
+            label: label.into(),
+            mailbox_address: None,
+            authserv_id: None,
+        }
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum Outcome {
-    Created { ticket: String, ack: String },
-    FollowUp { ticket: String, reopened: bool },
-    Duplicate { ticket: Option<String>, reason: &'static str },
-    Failed { failure: i64, reason: String },
+    Created {
+        ticket: String,
+        ack: String,
+        /// What else a reader of the log should know (a refused follow-up, a reused
+        /// Message-ID).
+        #[serde(skip_serializing_if = "Vec::is_empty", default)]
+        notes: Vec<String>,
+    },
+    FollowUp {
+        ticket: String,
+        reopened: bool,
+        #[serde(skip_serializing_if = "Vec::is_empty", default)]
+        notes: Vec<String>,
+    },
+    /// A delivery report for one of our acknowledgements, attached to its ticket.
+    AckBounced {
+        ticket: String,
+        outbox: i64,
+    },
+    Duplicate {
+        ticket: Option<String>,
+        reason: &'static str,
+    },
+    Failed {
+        failure: i64,
+        reason: String,
+    },
+}
+
+/// ` (note; note)`, or nothing.
+struct Notes<'a>(&'a [String]);
+
+impl fmt::Display for Notes<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            write!(f, " ({})", self.0.join("; "))
+        }
+    }
 }
 
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Outcome::Created { ticket, ack } if ack == "queued" => {
-                write!(f, "new ticket {ticket}, acknowledgement queued")
+            Outcome::Created { ticket, ack, notes } if ack == "queued" => {
+                write!(f, "new ticket {ticket}{}, acknowledgement queued", Notes(notes))
             }
-            Outcome::Created { ticket, ack } => {
-                write!(f, "new ticket {ticket}, no acknowledgement ({ack})")
+            Outcome::Created { ticket, ack, notes } => {
+                write!(f, "new ticket {ticket}{}, no acknowledgement ({ack})", Notes(notes))
             }
-            Outcome::FollowUp { ticket, reopened: true } => write!(f, "follow-up to ticket {ticket}, reopened it"),
-            Outcome::FollowUp { ticket, reopened: false } => write!(f, "follow-up to ticket {ticket}"),
+            Outcome::FollowUp { ticket, reopened: true, notes } => {
+                write!(f, "follow-up to ticket {ticket}{}, reopened it", Notes(notes))
+            }
+            Outcome::FollowUp { ticket, reopened: false, notes } => {
+                write!(f, "follow-up to ticket {ticket}{}", Notes(notes))
+            }
+            Outcome::AckBounced { ticket, outbox } => write!(
+                f,
+                "bounce of acknowledgement #{outbox}: marked bounced, attached to ticket {ticket} as an internal article"
+            ),
             Outcome::Duplicate { ticket: Some(t), reason } => write!(f, "duplicate of ticket {t} ({reason})"),
             Outcome::Duplicate { ticket: None, reason } => write!(f, "duplicate ({reason})"),
             Outcome::Failed { failure, reason } => {
@@ -84,17 +138,32 @@ impl Report {
     }
 }
 
+/// Where the random part of our Message-IDs comes from: the operating system, except
+/// in tests that need stable output.
+pub type Random = fn(&Source) -> Result<[u8; 16], StoreError>;
+
 /// Messages ingested together and made durable by one commit. Nothing a batch did may
 /// be reported as done before `commit` returns.
 pub struct Batch<'a> {
     tx: Transaction<'a>,
     config: &'a Config,
+    random: Random,
 }
 
 impl<'a> Batch<'a> {
     pub fn begin(store: &'a mut Store, config: &'a Config) -> Result<Batch<'a>, StoreError> {
+        Batch::begin_with_random(store, config, system_random)
+    }
+
+    /// A batch whose acknowledgement Message-IDs take their random part from `random`
+    /// (tests that compare output; anything else uses `begin`).
+    pub fn begin_with_random(
+        store: &'a mut Store,
+        config: &'a Config,
+        random: Random,
+    ) -> Result<Batch<'a>, StoreError> {
         let tx = store.conn_mut().transaction_with_behavior(TransactionBehavior::Immediate)?;
-        Ok(Batch { tx, config })
+        Ok(Batch { tx, config, random })
     }
 
     /// Runs one message through the pipeline inside its own savepoint: a message that
@@ -115,7 +184,7 @@ impl<'a> Batch<'a> {
     ) -> Result<Report, StoreError> {
         let result = {
             let sp = self.tx.savepoint()?;
-            match process(&sp, raw, prepared, source, self.config, now) {
+            match process(&sp, raw, prepared, source, self.config, self.random, now) {
                 Ok(report) => sp.commit().map(|()| report).map_err(StoreError::from),
                 Err(e) => Err(e),
             }
@@ -143,7 +212,19 @@ pub fn ingest_one(
     source: &Source,
     now: DateTime<Utc>,
 ) -> Result<Report, StoreError> {
-    let mut batch = Batch::begin(store, config)?;
+    ingest_one_with_random(store, config, raw, source, now, system_random)
+}
+
+/// `ingest_one` with the randomness of `Batch::begin_with_random`.
+pub fn ingest_one_with_random(
+    store: &mut Store,
+    config: &Config,
+    raw: &[u8],
+    source: &Source,
+    now: DateTime<Utc>,
+    random: Random,
+) -> Result<Report, StoreError> {
+    let mut batch = Batch::begin_with_random(store, config, random)?;
     let report = batch.ingest_one(raw, source, now)?;
     batch.commit()?;
     Ok(report)
@@ -185,6 +266,7 @@ fn process(
     prepared: &Prepared,
     source: &Source,
     config: &Config,
+    random: Random,
     now: DateTime<Utc>,
 ) -> Result<Report, StoreError> {
     let policy = &config.policy;
@@ -196,31 +278,74 @@ fn process(
         Err(reason) => return fail(conn, raw, source, reason.clone(), now),
     };
     let sender = resolve::sender(inbound, policy.resolve.prefer);
-    let key = inbound.message_key();
-    if let Some((ticket_id, number)) = store::find_duplicate(conn, &key)? {
-        store::record_processed(conn, &source.identity, &key, Some(ticket_id), "duplicate", now)?;
-        let reason = if inbound.message_id.is_some() { "same Message-ID" } else { "same content" };
-        return Ok(Report::outcome(Outcome::Duplicate { ticket: Some(number), reason }));
+    let digest = identity::content_digest(raw);
+    let key = identity::message_key(inbound.message_id.as_deref(), &digest);
+    let mut notes = Vec::new();
+    match store::find_duplicate(conn, inbound.message_id.as_deref(), &digest, raw)? {
+        Seen::Duplicate(ticket_id, number) => {
+            store::record_processed(conn, &source.identity, &key, Some(ticket_id), "duplicate", now)?;
+            let reason = if inbound.message_id.is_some() { "same Message-ID and content" } else { "same content" };
+            return Ok(Report::outcome(Outcome::Duplicate { ticket: Some(number), reason }));
+        }
+        Seen::ReusedMessageId(number) => {
+            notes.push(format!("Message-ID reused: a different message with it is on ticket {number}"));
+        }
+        Seen::New => {}
     }
-    let recipient = ack::recipient(inbound);
-    let facts = store::gather(
-        conn,
-        inbound,
-        sender.as_ref(),
-        recipient.as_ref().map(|r| r.email.as_str()),
-        &policy.tag_prefix,
-        now,
-    )?;
-    let mailbox = helpdesk_address(inbound, source, config);
-    let decision = decide::decide(inbound, sender, &facts, policy, &mailbox, now);
-    let applied = store::apply(conn, inbound, raw, &decision, &mailbox, now)?;
-    let outcome = match &decision.new_ticket {
-        Some(_) => Outcome::Created { ticket: applied.ticket_number, ack: decision.ack.summary() },
-        None => Outcome::FollowUp { ticket: applied.ticket_number, reopened: decision.follow_up_state.is_some() },
+    let our_domains = policy.our_domains();
+    let loop_tokens = trust::loop_tokens(&inbound.signals.loop_header);
+    let quoted_ids = trust::our_ids_in(raw, &our_domains);
+    let lookups = store::Lookups {
+        sender: sender.as_ref(),
+        loop_tokens: &loop_tokens,
+        quoted_ids: &quoted_ids,
+        tag_prefix: &policy.tag_prefix,
     };
-    let name = if decision.new_ticket.is_some() { "new" } else { "follow-up" };
+    let facts = store::gather(conn, inbound, lookups, now)?;
+    let mailbox = helpdesk_address(inbound, source, config);
+    let arrival = Arrival {
+        mailbox_address: &mailbox,
+        authentication: trust::authentication(raw, authserv_id(source, config)),
+        random: random(source)?,
+        now,
+    };
+    let decision = decide::decide(inbound, sender, &facts, policy, &arrival);
+    let applied = store::apply(conn, inbound, raw, &digest, &decision, &mailbox, now)?;
+    if let Some(r) = &decision.referred {
+        notes.insert(0, format!("refers to ticket {}, not a follow-up: {}", r.ticket, r.refusal.as_str()));
+    }
+    if decision.claims_our_message_id {
+        notes.push("its Message-ID claims to be one of ours; not used for replies".to_owned());
+    }
+    let (outcome, name) = match &decision.route {
+        Route::AckBounce { outbox_id, .. } => {
+            (Outcome::AckBounced { ticket: applied.ticket_number, outbox: *outbox_id }, "ack-bounce")
+        }
+        Route::FollowUp { .. } => (
+            Outcome::FollowUp { ticket: applied.ticket_number, reopened: decision.follow_up_state.is_some(), notes },
+            "follow-up",
+        ),
+        Route::New => (Outcome::Created { ticket: applied.ticket_number, ack: decision.ack.summary(), notes }, "new"),
+    };
     store::record_processed(conn, &source.identity, &key, Some(applied.ticket_id), name, now)?;
     Ok(Report { outcome, decision: Some(decision) })
+}
+
+/// The authserv-id trusted for a source: its mailbox's, or for files and standard input
+/// (an MTA's pipe) `[ingest] authserv_id`.
+fn authserv_id<'a>(source: &'a Source, config: &'a Config) -> Option<&'a str> {
+    match &source.mailbox_address {
+        Some(_) => source.authserv_id.as_deref(),
+        None => source.authserv_id.as_deref().or(config.ingest_authserv_id.as_deref()),
+    }
+}
+
+/// 128 bits from the operating system, for the Message-IDs of acknowledgements.
+pub fn system_random(_: &Source) -> Result<[u8; 16], StoreError> {
+    let mut bytes = [0u8; 16];
+    getrandom::getrandom(&mut bytes)
+        .map_err(|e| StoreError::Unavailable(format!("the system's random number generator failed: {e}")))?;
+    Ok(bytes)
 }
 
 fn fail(

@@ -59,6 +59,8 @@ impl Metrics {
                 *lock(&self.acks_suppressed).entry(ack.clone()).or_default() += 1;
             }
             Outcome::FollowUp { .. } => _ = self.follow_ups.fetch_add(1, Relaxed),
+            // Attached to the acknowledged ticket; the outbox row says bounced.
+            Outcome::AckBounced { .. } => {}
             Outcome::Duplicate { .. } => _ = self.duplicates.fetch_add(1, Relaxed),
             Outcome::Failed { .. } => _ = self.failed.fetch_add(1, Relaxed),
         }
@@ -165,8 +167,8 @@ mod tests {
     #[test]
     fn renders_counters_labels_and_the_histogram() {
         let m = Metrics::default();
-        m.record(&Outcome::Created { ticket: "1".into(), ack: "queued".into() }, 0.02);
-        m.record(&Outcome::Created { ticket: "2".into(), ack: "bulk".into() }, 0.3);
+        m.record(&Outcome::Created { ticket: "1".into(), ack: "queued".into(), notes: vec![] }, 0.02);
+        m.record(&Outcome::Created { ticket: "2".into(), ack: "bulk".into(), notes: vec![] }, 0.3);
         m.record(&Outcome::Duplicate { ticket: None, reason: "already processed" }, 0.001);
         m.mailbox("sup\"port", |h| {
             h.connected = true;

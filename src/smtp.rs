@@ -98,7 +98,10 @@ fn message(row: &OutboxRow, loop_header: &str) -> Result<Message, String> {
     builder
         .raw_header(header("Auto-Submitted", "auto-replied")?)
         .raw_header(header("X-Auto-Response-Suppress", "All")?)
-        .raw_header(header(loop_header, &row.sender)?)
+        // Our address, and the Message-ID of this very mail: a loop header that names one
+        // of our acknowledgements is proof a mail came from us (`core::trust`), which a
+        // loop header with only an address a sender can copy is not.
+        .raw_header(header(loop_header, &format!("{} <{}>", row.sender, row.message_id))?)
         .header(ContentType::TEXT_PLAIN)
         .body(row.body_text.clone())
         .map_err(|e| e.to_string())
@@ -136,7 +139,7 @@ mod tests {
         for needle in [
             "Auto-Submitted: auto-replied\r\n",
             "X-Auto-Response-Suppress: All\r\n",
-            "X-Postdesk-Loop: support@helpdesk.example\r\n",
+            "X-Postdesk-Loop: support@helpdesk.example\r\n <ack.2026112310000012@helpdesk.example>\r\n",
             "Message-ID: <ack.2026112310000012@helpdesk.example>\r\n",
             "In-Reply-To: <m1@umbrella.example>\r\n",
             "References: <m0@umbrella.example> <m1@umbrella.example>\r\n",

@@ -135,7 +135,12 @@ fn retry(store: &mut crate::store::Store, config: &Config, ids: &[i64]) -> anyho
             ));
             continue;
         }
-        let source = Source { identity: failed.source.clone(), label: failed.origin.clone(), mailbox_address: None };
+        let source = Source {
+            identity: failed.source.clone(),
+            label: failed.origin.clone(),
+            mailbox_address: None,
+            authserv_id: None,
+        };
         let report = batch.ingest_one(raw, &source, now)?;
         lines.push(format!("failed message #{id} ({}): {}", failed.origin, report.outcome));
     }

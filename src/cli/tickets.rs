@@ -274,12 +274,21 @@ fn print_ticket(ticket: &tickets::TicketDetail) {
         println!("Respond by:   {due}");
     }
     println!("Acknowledgement: {}", t.ack);
+    if let Some(referred) = &t.referred_ticket {
+        println!(
+            "Refers to:    {referred} (its sender may not write into that ticket; merge by hand if it belongs there)"
+        );
+    }
+    if t.unauthenticated {
+        println!("Unauthenticated: the receiving server recorded dmarc=fail (the sender's address may be forged)");
+    }
     for (i, a) in ticket.article_list.iter().enumerate() {
         let from = match (&a.from_name, &a.from) {
             (Some(name), Some(addr)) => format!("{name} <{addr}>"),
             (_, addr) => or_dash(addr.as_deref()),
         };
-        println!("\n--- article {} ({}) {} from {from}", i + 1, a.direction, a.created_at);
+        let internal = if a.internal { ", internal" } else { "" };
+        println!("\n--- article {} ({}{internal}) {} from {from}", i + 1, a.direction, a.created_at);
         if !a.classification.is_empty() {
             println!("classified: {}", a.classification.join(", "));
         }

@@ -8,6 +8,7 @@ use super::address;
 use super::classify::Kind;
 use super::parse::Inbound;
 use super::resolve::Sender;
+use super::trust::{self, Authentication};
 
 /// A compiled acknowledgement template (minijinja syntax).
 #[derive(Debug)]
@@ -50,7 +51,14 @@ pub struct AckPolicy {
     pub enabled: bool,
     pub from_name: String,
     pub helpdesk_name: String,
+    /// Per mailbox (plus-tags, and the dots of providers that ignore them, folded).
     pub max_per_sender_per_day: u32,
+    /// Per recipient domain: many mailboxes of one domain are one victim too. Free-mail
+    /// domains are counted per mailbox only.
+    pub max_per_domain_per_day: u32,
+    /// Whether the template may name the customer's organisation: whoever can send
+    /// mail from an address would otherwise learn which organisation it is filed under.
+    pub show_organisation: bool,
     pub template: AckTemplate,
 }
 
@@ -99,26 +107,44 @@ impl AckDecision {
     }
 }
 
-/// Whom an acknowledgement would go to: Reply-To when present, else From.
-pub fn recipient(inbound: &Inbound) -> Option<Sender> {
-    [&inbound.reply_to, &inbound.from]
-        .into_iter()
-        .flatten()
-        .find_map(|m| Some(Sender { email: address::normalise(&m.address)?, name: m.name.clone() }))
+/// The key the per-sender cap counts by: one mailbox however it is spelled. Plus-tags
+/// are folded (`victim+1@x` is `victim@x`), and for providers that ignore dots in the
+/// local part, the dots too (`j.doe@gmail.com` is `jdoe@gmail.com`).
+pub fn mailbox_key(email: &str) -> String {
+    let Some((local, domain)) = email.rsplit_once('@') else {
+        return email.to_owned();
+    };
+    let local = local.split('+').next().unwrap_or(local);
+    match domain {
+        "gmail.com" | "googlemail.com" => format!("{}@gmail.com", local.replace('.', "")),
+        _ => format!("{local}@{domain}"),
+    }
 }
 
 /// Everything an acknowledgement decision looks at for one new ticket.
 pub struct AckInput<'a> {
     pub inbound: &'a Inbound,
     pub classification: &'a [Kind],
+    /// The customer address the ticket records: the only address an acknowledgement
+    /// may go to.
+    pub to: Option<&'a Sender>,
+    /// The sender is an automated one (no-reply, MAILER-DAEMON, postmaster).
+    pub automated_sender: bool,
+    pub authentication: Authentication,
     pub ticket_number: &'a str,
     pub tag: &'a str,
     pub helpdesk_address: &'a str,
     pub organisation: Option<&'a str>,
     pub own_addresses: &'a [String],
     pub internal_domains: &'a [String],
-    /// Acknowledgements queued to the same recipient in the last 24 hours.
+    /// Configured free-mail domains beside the built-in list.
+    pub extra_free_mail: &'a [String],
+    /// Acknowledgements queued to the same mailbox (`mailbox_key`) in the last 24 hours.
     pub recent_to_recipient: u32,
+    /// Acknowledgements queued to the recipient's domain in the last 24 hours.
+    pub recent_to_domain: u32,
+    /// Randomness for the Message-ID, from the caller (the core has none of its own).
+    pub random: [u8; 16],
 }
 
 pub fn decide(input: &AckInput, policy: &AckPolicy) -> AckDecision {
@@ -128,9 +154,15 @@ pub fn decide(input: &AckInput, policy: &AckPolicy) -> AckDecision {
     if let Some(kind) = input.classification.first() {
         return AckDecision::skip(kind.as_str());
     }
-    let Some(to) = recipient(input.inbound) else {
+    if input.authentication == Authentication::Fail {
+        return AckDecision::skip("failed DMARC");
+    }
+    let Some(to) = input.to else {
         return AckDecision::skip("no recipient address");
     };
+    if input.automated_sender {
+        return AckDecision::skip("automated sender");
+    }
     if input.own_addresses.contains(&to.email) {
         return AckDecision::skip("recipient is one of our own addresses");
     }
@@ -138,13 +170,32 @@ pub fn decide(input: &AckInput, policy: &AckPolicy) -> AckDecision {
     if input.internal_domains.iter().any(|d| address::is_within(domain, d)) {
         return AckDecision::skip("recipient is internal");
     }
+    if !same_domain_as_sender(input.inbound, domain) {
+        return AckDecision::skip("recipient's domain is not the sender's");
+    }
     if input.recent_to_recipient >= policy.max_per_sender_per_day {
         return AckDecision::skip(format!("per-sender limit reached ({} in 24 h)", policy.max_per_sender_per_day));
     }
-    match build(input, policy, to) {
+    // A free-mail domain is millions of unrelated people, not one organisation to protect.
+    if input.recent_to_domain >= policy.max_per_domain_per_day && !address::is_free_mail(domain, input.extra_free_mail)
+    {
+        return AckDecision::skip(format!("per-domain limit reached ({} in 24 h)", policy.max_per_domain_per_day));
+    }
+    match build(input, policy, to.clone()) {
         Ok(ack) => AckDecision::Queue(ack),
         Err(e) => AckDecision::skip(format!("template failed: {e}")),
     }
+}
+
+/// Whether `domain` is the domain (registrable domain) of the message's author (From,
+/// else Sender): an acknowledgement never goes to a third party a sender names.
+fn same_domain_as_sender(inbound: &Inbound, domain: &str) -> bool {
+    let author = [&inbound.from, &inbound.sender].into_iter().flatten().find_map(|m| address::normalise(&m.address));
+    let Some(author) = author else {
+        return false;
+    };
+    let org = |d: &str| address::registrable_domain(d).unwrap_or_else(|| d.to_owned());
+    org(address::domain_of(&author)) == org(domain)
 }
 
 fn build(input: &AckInput, policy: &AckPolicy, to: Sender) -> Result<Acknowledgement, String> {
@@ -156,7 +207,7 @@ fn build(input: &AckInput, policy: &AckPolicy, to: Sender) -> Result<Acknowledge
         subject: &subject,
         customer_name: to_name.as_deref(),
         customer_email: &to.email,
-        organisation: input.organisation,
+        organisation: input.organisation.filter(|_| policy.show_organisation),
         helpdesk_name: &policy.helpdesk_name,
     })?;
     let in_reply_to = input.inbound.message_id.clone().filter(|id| header_safe_id(id));
@@ -171,7 +222,7 @@ fn build(input: &AckInput, policy: &AckPolicy, to: Sender) -> Result<Acknowledge
         from_name: policy.from_name.clone(),
         subject: if subject.is_empty() { input.tag.to_owned() } else { format!("{} {subject}", input.tag) },
         body,
-        message_id: format!("ack.{}@{helpdesk_domain}", input.ticket_number),
+        message_id: trust::our_message_id(input.ticket_number, input.random, helpdesk_domain),
         in_reply_to,
         references,
     })
@@ -193,6 +244,7 @@ fn header_safe_id(id: &str) -> bool {
 mod tests {
     use super::*;
     use crate::core::parse::parse;
+    use crate::core::resolve::AddressSource;
 
     fn policy() -> AckPolicy {
         AckPolicy {
@@ -200,30 +252,65 @@ mod tests {
             from_name: "ACME Support".to_owned(),
             helpdesk_name: "ACME Support".to_owned(),
             max_per_sender_per_day: 2,
-            template: AckTemplate::new("Hi {{ customer_name or customer_email }}, {{ tag }}: {{ subject }}".to_owned())
-                .unwrap(),
+            max_per_domain_per_day: 5,
+            show_organisation: false,
+            template: AckTemplate::new(
+                "Hi {{ customer_name or customer_email }}, {{ tag }}: {{ subject }}{% if organisation %} \
+                 for {{ organisation }}{% endif %}"
+                    .to_owned(),
+            )
+            .unwrap(),
         }
     }
 
-    fn decide_for(headers: &str, classification: &[Kind], recent: u32, policy: &AckPolicy) -> AckDecision {
-        let raw = format!("{headers}\r\n\r\nbody");
+    struct Case<'a> {
+        headers: &'a str,
+        prefer: AddressSource,
+        classification: &'a [Kind],
+        authentication: Authentication,
+        recent: (u32, u32),
+    }
+
+    fn case(headers: &str) -> Case<'_> {
+        Case {
+            headers,
+            prefer: AddressSource::From,
+            classification: &[],
+            authentication: Authentication::Unknown,
+            recent: (0, 0),
+        }
+    }
+
+    fn run(c: &Case, policy: &AckPolicy) -> AckDecision {
+        let raw = format!("{}\r\n\r\nbody", c.headers);
         let inbound = parse(raw.as_bytes(), "X-Postdesk-Loop").unwrap();
         let own = vec!["support@helpdesk.example".to_owned()];
         let internal = vec!["helpdesk.example".to_owned()];
+        let to = crate::core::resolve::sender(&inbound, c.prefer);
         decide(
             &AckInput {
                 inbound: &inbound,
-                classification,
+                classification: c.classification,
+                to: to.as_ref(),
+                automated_sender: to.as_ref().is_some_and(|s| crate::core::resolve::is_automated_sender(&s.email)),
+                authentication: c.authentication,
                 ticket_number: "2026112310000017",
                 tag: "[Ticket#2026112310000017]",
                 helpdesk_address: "support@helpdesk.example",
-                organisation: None,
+                organisation: Some("ACME Widgets"),
                 own_addresses: &own,
                 internal_domains: &internal,
-                recent_to_recipient: recent,
+                extra_free_mail: &[],
+                recent_to_recipient: c.recent.0,
+                recent_to_domain: c.recent.1,
+                random: [7; 16],
             },
             policy,
         )
+    }
+
+    fn decide_for(headers: &str, classification: &[Kind], recent: u32, policy: &AckPolicy) -> AckDecision {
+        run(&Case { classification, recent: (recent, recent), ..case(headers) }, policy)
     }
 
     fn reason(d: AckDecision) -> String {
@@ -241,7 +328,7 @@ mod tests {
         assert_eq!(reason(decide_for(customer, &[], 2, &policy())), "per-sender limit reached (2 in 24 h)");
         assert_eq!(reason(decide_for(customer, &[], 1, &policy())), "queued");
         assert_eq!(
-            reason(decide_for("From: x@acme.com\r\nReply-To: support@helpdesk.example", &[], 0, &policy())),
+            reason(decide_for("From: support@helpdesk.example", &[], 0, &policy())),
             "recipient is one of our own addresses"
         );
         assert_eq!(reason(decide_for("From: agent@it.helpdesk.example", &[], 0, &policy())), "recipient is internal");
@@ -249,16 +336,78 @@ mod tests {
     }
 
     #[test]
+    fn never_a_relay() {
+        let cases: &[(Case, &str)] = &[
+            // The acknowledgement goes to the customer address (From by default), never
+            // to a Reply-To of another domain the sender names.
+            (case("From: alice@acme.com\r\nReply-To: victim@other.example"), "queued"),
+            (
+                Case { prefer: AddressSource::ReplyTo, ..case("From: x@acme.com\r\nReply-To: victim@other.example") },
+                "recipient's domain is not the sender's",
+            ),
+            (
+                Case { prefer: AddressSource::ReplyTo, ..case("From: web@forms.acme.com\r\nReply-To: bob@acme.com") },
+                "queued",
+            ),
+            (case("From: no-reply@forms.acme.com"), "automated sender"),
+            (Case { authentication: Authentication::Fail, ..case("From: alice@acme.com") }, "failed DMARC"),
+            (Case { authentication: Authentication::Pass, ..case("From: alice@acme.com") }, "queued"),
+            (Case { recent: (1, 4), ..case("From: alice@acme.com") }, "queued"),
+            (Case { recent: (2, 2), ..case("From: alice@acme.com") }, "per-sender limit reached (2 in 24 h)"),
+            (Case { recent: (0, 5), ..case("From: alice@acme.com") }, "per-domain limit reached (5 in 24 h)"),
+            (Case { recent: (0, 5), ..case("From: alice@gmail.com") }, "queued"),
+        ];
+        for (c, want) in cases {
+            assert_eq!(reason(run(c, &policy())), *want, "{:?} {:?}", c.headers, c.prefer);
+        }
+        let AckDecision::Queue(ack) = run(&case("From: alice@acme.com\r\nReply-To: victim@other.example"), &policy())
+        else {
+            panic!("expected an ack")
+        };
+        assert_eq!(ack.to, "alice@acme.com");
+    }
+
+    #[test]
+    fn the_caps_count_one_mailbox_however_it_is_spelled() {
+        let cases = [
+            ("victim+1@acme.com", "victim@acme.com"),
+            ("victim+a+b@acme.com", "victim@acme.com"),
+            ("j.doe+x@gmail.com", "jdoe@gmail.com"),
+            ("J.Doe@googlemail.com".to_lowercase().leak(), "jdoe@gmail.com"),
+            ("j.doe@acme.com", "j.doe@acme.com"),
+        ];
+        for (email, want) in cases {
+            assert_eq!(mailbox_key(email), want, "{email}");
+        }
+    }
+
+    #[test]
+    fn the_organisation_is_shown_only_when_configured() {
+        let body = |policy: &AckPolicy| match run(&case("From: alice@acme.com\r\nSubject: Help"), policy) {
+            AckDecision::Queue(ack) => ack.body,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(body(&policy()), "Hi alice@acme.com, [Ticket#2026112310000017]: Help");
+        let shown = AckPolicy { show_organisation: true, ..policy() };
+        assert_eq!(body(&shown), "Hi alice@acme.com, [Ticket#2026112310000017]: Help for ACME Widgets");
+    }
+
+    #[test]
     fn the_acknowledgement_mail() {
         let headers = "From: Web <no-reply@forms.acme.com>\r\nReply-To: =?UTF-8?Q?J=C3=BCdy?= <Judy@Umbrella.com>\r\n\
                        Subject: Cannot\r\n log in\r\nMessage-ID: <m1@acme.com>\r\nReferences: <r0@acme.com> <bad id>";
-        let AckDecision::Queue(ack) = decide_for(headers, &[], 0, &policy()) else { panic!("expected an ack") };
-        assert_eq!(ack.to, "judy@umbrella.com");
+        let webform = Case { prefer: AddressSource::ReplyTo, ..case(headers) };
+        assert_eq!(reason(run(&webform, &policy())), "recipient's domain is not the sender's");
+        let headers = &headers.replace("Judy@Umbrella.com", "Judy@Acme.com");
+        let AckDecision::Queue(ack) = run(&Case { prefer: AddressSource::ReplyTo, ..case(headers) }, &policy()) else {
+            panic!("expected an ack")
+        };
+        assert_eq!(ack.to, "judy@acme.com");
         assert_eq!(ack.to_name.as_deref(), Some("Jüdy"));
         assert_eq!(ack.from, "support@helpdesk.example");
         assert_eq!(ack.subject, "[Ticket#2026112310000017] Cannot log in");
         assert_eq!(ack.body, "Hi Jüdy, [Ticket#2026112310000017]: Cannot log in");
-        assert_eq!(ack.message_id, "ack.2026112310000017@helpdesk.example");
+        assert_eq!(ack.message_id, trust::our_message_id("2026112310000017", [7; 16], "helpdesk.example"));
         assert_eq!(ack.in_reply_to.as_deref(), Some("m1@acme.com"));
         assert_eq!(ack.references, vec!["r0@acme.com", "m1@acme.com"]);
     }

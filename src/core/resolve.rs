@@ -103,6 +103,27 @@ impl Customer {
     }
 }
 
+/// Mail from these is sent by machines: it never makes a customer user, and it is
+/// never acknowledged. Matches the whole local part, or its start before `-`, `_`, `.`
+/// or `+` (`no-reply-billing@…`).
+pub fn is_automated_sender(email: &str) -> bool {
+    const LOCAL_PARTS: [&str; 9] = [
+        "mailer-daemon",
+        "mail-daemon",
+        "postmaster",
+        "no-reply",
+        "noreply",
+        "no_reply",
+        "do-not-reply",
+        "donotreply",
+        "do_not_reply",
+    ];
+    let local = email.rsplit_once('@').map_or(email, |(l, _)| l).to_ascii_lowercase();
+    LOCAL_PARTS
+        .iter()
+        .any(|p| local.strip_prefix(p).is_some_and(|rest| rest.is_empty() || rest.starts_with(['-', '_', '.', '+'])))
+}
+
 pub fn is_internal(email: &str, policy: &ResolvePolicy) -> bool {
     let domain = address::domain_of(email);
     policy.internal_domains.iter().any(|d| address::is_within(domain, d))
@@ -214,6 +235,29 @@ mod tests {
         ];
         for (email, facts, policy, want) in cases {
             assert_eq!(resolve(&sender_of(email), &facts, &policy), want, "{email}");
+        }
+    }
+
+    #[test]
+    fn automated_senders() {
+        let cases = [
+            ("mailer-daemon@mx.acme.com", true),
+            ("MAILER-DAEMON", true),
+            ("postmaster@acme.com", true),
+            ("no-reply@forms.acme.com", true),
+            ("noreply@github.example", true),
+            ("no_reply@x.example", true),
+            ("do-not-reply@bank.example", true),
+            ("donotreply@bank.example", true),
+            ("no-reply-billing@shop.example", true),
+            ("noreply+bounce@shop.example", true),
+            ("alice@acme.com", false),
+            ("noreplyneeded@acme.com", false),
+            ("postmasters-guild@acme.com", false),
+            ("nora@acme.com", false),
+        ];
+        for (email, want) in cases {
+            assert_eq!(is_automated_sender(email), want, "{email}");
         }
     }
 

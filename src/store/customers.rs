@@ -172,14 +172,31 @@ pub fn remove_email(conn: &Connection, id: i64, email: &str) -> Result<(), Store
 }
 
 /// Sets (or clears) the primary organisation; a link to it is dropped, since the
-/// primary organisation is never also a linked one.
+/// primary organisation is never also a linked one. The customer's tickets follow
+/// (`refile_tickets`).
 pub fn set_organisation(conn: &Connection, id: i64, organisation_id: Option<i64>) -> Result<(), StoreError> {
     conn.execute("UPDATE customer_users SET organisation_id = ?1 WHERE id = ?2", params![organisation_id, id])?;
     conn.execute(
         "DELETE FROM customer_links WHERE customer_id = ?1 AND organisation_id = ?2",
         params![id, organisation_id],
     )?;
+    refile_tickets(conn, id)?;
     Ok(())
+}
+
+/// Files a customer's tickets under the customer's organisation as it is now: every
+/// ticket not closed, and closed ones that had no organisation. A closed ticket filed
+/// under an organisation keeps it: it records whom the work was done for. How many
+/// tickets changed.
+pub fn refile_tickets(conn: &Connection, id: i64) -> Result<usize, StoreError> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE tickets SET organisation_id = (SELECT organisation_id FROM customer_users WHERE id = ?1)
+             WHERE customer_id = ?1 AND (state <> 'closed' OR organisation_id IS NULL)
+               AND organisation_id IS NOT (SELECT organisation_id FROM customer_users WHERE id = ?1)",
+        )?
+        .execute([id])?;
+    Ok(changed)
 }
 
 pub fn organisation_id(conn: &Connection, id: i64) -> Result<Option<i64>, StoreError> {
@@ -206,7 +223,8 @@ pub fn unlink(conn: &Connection, id: i64, organisation_id: i64) -> Result<bool, 
 
 /// Makes `from` part of `into`: its addresses (no longer primary), tickets and links
 /// move; its organisation becomes `into`'s when `into` has none, else a link; its
-/// name fills a missing one; the earlier "added" date stays. Then `from` is deleted.
+/// name fills a missing one; the earlier "added" date stays. Then `from` is deleted,
+/// and the tickets are filed under `into`'s organisation (`refile_tickets`).
 pub fn merge(conn: &Connection, from: i64, into: i64) -> Result<(), StoreError> {
     let statements = [
         "UPDATE customer_emails SET customer_id = ?2, is_primary = 0 WHERE customer_id = ?1",
@@ -223,7 +241,9 @@ pub fn merge(conn: &Connection, from: i64, into: i64) -> Result<(), StoreError> 
              AND organisation_id = (SELECT organisation_id FROM customer_users WHERE id = ?2)",
         "DELETE FROM customer_users WHERE id = ?1",
     ];
-    run_merge(conn, &statements, from, into)
+    run_merge(conn, &statements, from, into)?;
+    refile_tickets(conn, into)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,13 +5,15 @@ use chrono::{DateTime, Duration, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{timestamp, StoreError};
-use crate::core::ack::AckDecision;
+use crate::core::ack::{self, AckDecision};
 use crate::core::address;
-use crate::core::decide::{Decision, Facts};
-use crate::core::parse::{Inbound, Mailbox};
+use crate::core::decide::{Decision, Facts, OurAck};
+use crate::core::identity;
+use crate::core::parse::{self, Inbound, Mailbox};
 use crate::core::resolve::{Customer, CustomerFact, OrgFact, Organisation, Sender, SenderFacts};
-use crate::core::route::{KnownTicket, Route, RouteFacts, State};
+use crate::core::route::{Candidate, KnownTicket, Route, RouteFacts, State};
 use crate::core::ticket_number;
+use crate::core::trust::TicketTrust;
 
 /// A source identity that already reached an outcome: the ticket it went to, if any.
 pub fn ledger_entry(conn: &Connection, source: &str) -> Result<Option<Option<String>>, StoreError> {
@@ -19,10 +21,57 @@ pub fn ledger_entry(conn: &Connection, source: &str) -> Result<Option<Option<Str
     Ok(conn.prepare_cached(sql)?.query_row([source], |r| r.get::<_, Option<String>>(0)).optional()?)
 }
 
-/// The ticket (id, number) of an earlier message with the same duplicate key.
-pub fn find_duplicate(conn: &Connection, message_key: &str) -> Result<Option<(i64, String)>, StoreError> {
-    let sql = "SELECT t.id, t.number FROM articles a JOIN tickets t ON t.id = a.ticket_id WHERE a.message_key = ?1";
-    Ok(conn.prepare_cached(sql)?.query_row([message_key], |r| Ok((r.get(0)?, r.get(1)?))).optional()?)
+/// What the store holds of a message's identity.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Seen {
+    /// Never seen.
+    New,
+    /// The same message: the ticket (id, number) it went to.
+    Duplicate(i64, String),
+    /// A different message with the same Message-ID is on this ticket (number).
+    ReusedMessageId(String),
+}
+
+/// Whether the same message (same Message-ID and content digest, or the same content
+/// when there is no Message-ID) was stored before. Articles stored before content
+/// digests existed are digested from their raw bytes.
+pub fn find_duplicate(
+    conn: &Connection,
+    message_id: Option<&str>,
+    digest: &str,
+    raw: &[u8],
+) -> Result<Seen, StoreError> {
+    let Some(id) = message_id else {
+        // Before digests, a message without a Message-ID was keyed by the hash of its bytes.
+        let legacy = format!("sha256:{}", parse::content_hash(raw));
+        let sql = "SELECT t.id, t.number FROM articles a JOIN tickets t ON t.id = a.ticket_id
+                   WHERE a.message_key IN (?1, ?2) LIMIT 1";
+        let found = conn
+            .prepare_cached(sql)?
+            .query_row([identity::message_key(None, digest), legacy], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        return Ok(found.map_or(Seen::New, |(id, number)| Seen::Duplicate(id, number)));
+    };
+    // Bounded: a flood of messages reusing one Message-ID costs each at most this many.
+    let sql = "SELECT t.id, t.number, a.content_digest, r.raw FROM articles a JOIN tickets t ON t.id = a.ticket_id
+               LEFT JOIN raw_messages r ON r.article_id = a.id AND a.content_digest IS NULL
+               WHERE a.message_id = ?1 AND a.direction = 'in' ORDER BY a.id LIMIT 20";
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query([id])?;
+    let mut reused = None;
+    while let Some(r) = rows.next()? {
+        let (ticket_id, number): (i64, String) = (r.get(0)?, r.get(1)?);
+        let stored: Option<String> = r.get(2)?;
+        let stored = match stored {
+            Some(d) => d,
+            None => identity::content_digest(&r.get::<_, Option<Vec<u8>>>(3)?.unwrap_or_default()),
+        };
+        if stored == digest {
+            return Ok(Seen::Duplicate(ticket_id, number));
+        }
+        reused.get_or_insert(number);
+    }
+    Ok(reused.map_or(Seen::New, Seen::ReusedMessageId))
 }
 
 pub fn record_processed(
@@ -74,35 +123,59 @@ fn org_fact(r: &Row, first: usize) -> rusqlite::Result<Option<OrgFact>> {
     Ok(Some(OrgFact { id, name: r.get(first + 1)?, first_response_hours: r.get(first + 2)? }))
 }
 
+/// What `gather` looks up beside the parsed message.
+#[derive(Debug, Clone, Copy)]
+pub struct Lookups<'a> {
+    /// The customer address (normalised).
+    pub sender: Option<&'a Sender>,
+    /// Message-IDs our loop header in the message names.
+    pub loop_tokens: &'a [String],
+    /// Message-IDs in the format of ours quoted anywhere in the message.
+    pub quoted_ids: &'a [String],
+    pub tag_prefix: &'a str,
+}
+
+/// At most this many references are looked up (the newest ones).
+const MAX_REFERENCES: usize = 100;
+
 /// Reads everything `core::decide` needs to know about this message.
-pub fn gather(
-    conn: &Connection,
-    inbound: &Inbound,
-    sender: Option<&Sender>,
-    recipient: Option<&str>,
-    tag_prefix: &str,
-    now: DateTime<Utc>,
-) -> Result<Facts, StoreError> {
+pub fn gather(conn: &Connection, inbound: &Inbound, lookups: Lookups, now: DateTime<Utc>) -> Result<Facts, StoreError> {
+    let sender = lookups.sender.map(|s| s.email.as_str());
+    let candidate = |ticket: Option<KnownTicket>| -> Result<Option<Candidate>, StoreError> {
+        ticket
+            .map(|ticket| Ok(Candidate { trust: ticket_trust(conn, ticket.id, sender, lookups.loop_tokens)?, ticket }))
+            .transpose()
+    };
+    let sender_facts = match sender {
+        Some(s) => sender_facts(conn, s)?,
+        None => SenderFacts::default(),
+    };
+    let sender_linked_organisations = match &sender_facts.customer {
+        Some(c) => linked_organisations(conn, c.id)?,
+        None => Vec::new(),
+    };
+    let (recent_acks_to_recipient, recent_acks_to_domain) = match sender {
+        Some(s) => recent_acks(conn, s, now)?,
+        None => (0, 0),
+    };
     Ok(Facts {
         route: RouteFacts {
-            tagged: tagged_ticket(conn, &inbound.subject, tag_prefix)?,
-            referenced: referenced_ticket(conn, inbound)?,
+            tagged: candidate(tagged_ticket(conn, &inbound.subject, lookups.tag_prefix)?)?,
+            referenced: candidate(referenced_ticket(conn, inbound)?)?,
+            sender_linked_organisations,
         },
-        sender: match sender {
-            Some(s) => sender_facts(conn, &s.email)?,
-            None => SenderFacts::default(),
-        },
-        recent_acks_to_recipient: match recipient {
-            Some(r) => recent_acks(conn, r, now)?,
-            None => 0,
-        },
+        sender: sender_facts,
+        recent_acks_to_recipient,
+        recent_acks_to_domain,
+        quoted_ack: quoted_ack(conn, lookups.quoted_ids)?,
+        own_message: own_message(conn, inbound, lookups.loop_tokens)?,
         next_seq_today: next_seq(conn, now)?,
     })
 }
 
 fn tagged_ticket(conn: &Connection, subject: &str, prefix: &str) -> Result<Option<KnownTicket>, StoreError> {
     let mut stmt = conn.prepare_cached("SELECT id, number, state FROM tickets WHERE number = ?1")?;
-    for number in ticket_number::find_tags(subject, prefix) {
+    for number in ticket_number::find_tags(subject, prefix).into_iter().take(MAX_REFERENCES) {
         if let Some(t) = stmt.query_row([&number], known_ticket).optional()? {
             return Ok(Some(t));
         }
@@ -116,9 +189,81 @@ fn referenced_ticket(conn: &Connection, inbound: &Inbound) -> Result<Option<Know
         "SELECT t.id, t.number, t.state FROM message_ids m JOIN tickets t ON t.id = m.ticket_id
          WHERE m.message_id = ?1",
     )?;
-    for id in inbound.in_reply_to.iter().chain(inbound.references.iter().rev()) {
+    for id in inbound.in_reply_to.iter().chain(inbound.references.iter().rev()).take(MAX_REFERENCES) {
         if let Some(t) = stmt.query_row([id], known_ticket).optional()? {
             return Ok(Some(t));
+        }
+    }
+    Ok(None)
+}
+
+/// How the sender stands on one ticket.
+fn ticket_trust(
+    conn: &Connection,
+    ticket_id: i64,
+    sender: Option<&str>,
+    loop_tokens: &[String],
+) -> Result<TicketTrust, StoreError> {
+    let exists = |sql: &str, a: i64, b: &str| -> Result<bool, StoreError> {
+        Ok(conn.prepare_cached(sql)?.query_row(params![a, b], |_| Ok(())).optional()?.is_some())
+    };
+    let (mut sender_is_customer, mut sender_on_ticket) = (false, false);
+    if let Some(email) = sender {
+        sender_is_customer = exists(
+            "SELECT 1 FROM tickets t JOIN customer_emails e ON e.customer_id = t.customer_id
+             WHERE t.id = ?1 AND e.email = ?2",
+            ticket_id,
+            email,
+        )?;
+        sender_on_ticket =
+            exists("SELECT 1 FROM ticket_addresses WHERE ticket_id = ?1 AND email = ?2", ticket_id, email)?;
+    }
+    let mut our_loop_token = false;
+    for token in loop_tokens.iter().take(10) {
+        our_loop_token |= exists("SELECT 1 FROM outbox WHERE ticket_id = ?1 AND message_id = ?2", ticket_id, token)?;
+    }
+    let organisations = conn
+        .prepare_cached(
+            "SELECT organisation_id FROM tickets WHERE id = ?1 AND organisation_id IS NOT NULL
+             UNION SELECT c.organisation_id FROM tickets t JOIN customer_users c ON c.id = t.customer_id
+                   WHERE t.id = ?1 AND c.organisation_id IS NOT NULL
+             UNION SELECT l.organisation_id FROM tickets t JOIN customer_links l ON l.customer_id = t.customer_id
+                   WHERE t.id = ?1",
+        )?
+        .query_map([ticket_id], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(TicketTrust { sender_is_customer, sender_on_ticket, organisations, our_loop_token })
+}
+
+fn linked_organisations(conn: &Connection, customer_id: i64) -> Result<Vec<i64>, StoreError> {
+    let sql = "SELECT organisation_id FROM customer_links WHERE customer_id = ?1";
+    Ok(conn.prepare_cached(sql)?.query_map([customer_id], |r| r.get(0))?.collect::<Result<_, _>>()?)
+}
+
+/// Whether the message is one of our acknowledgements come back: its loop header names
+/// its own Message-ID, and that is in our outbox.
+fn own_message(conn: &Connection, inbound: &Inbound, loop_tokens: &[String]) -> Result<bool, StoreError> {
+    let Some(id) = inbound.message_id.as_deref().map(str::to_ascii_lowercase) else {
+        return Ok(false);
+    };
+    if !loop_tokens.contains(&id) {
+        return Ok(false);
+    }
+    let sql = "SELECT 1 FROM outbox WHERE message_id = ?1";
+    Ok(conn.prepare_cached(sql)?.query_row([id], |_| Ok(())).optional()?.is_some())
+}
+
+/// The first of our acknowledgements among `ids`, with its ticket.
+fn quoted_ack(conn: &Connection, ids: &[String]) -> Result<Option<OurAck>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT t.id, t.number, t.state, o.id FROM outbox o JOIN tickets t ON t.id = o.ticket_id
+         WHERE o.message_id = ?1",
+    )?;
+    for id in ids {
+        let found =
+            stmt.query_row([id], |r| Ok(OurAck { ticket: known_ticket(r)?, outbox_id: r.get(3)? })).optional()?;
+        if found.is_some() {
+            return Ok(found);
         }
     }
     Ok(None)
@@ -147,10 +292,18 @@ fn sender_facts(conn: &Connection, email: &str) -> Result<SenderFacts, StoreErro
     Ok(SenderFacts { customer, domain_owner })
 }
 
-fn recent_acks(conn: &Connection, recipient: &str, now: DateTime<Utc>) -> Result<u32, StoreError> {
+/// Acknowledgements in the last 24 hours to the recipient's mailbox (`ack::mailbox_key`)
+/// and to its domain.
+fn recent_acks(conn: &Connection, recipient: &str, now: DateTime<Utc>) -> Result<(u32, u32), StoreError> {
     let since = timestamp(now - Duration::hours(24));
-    let sql = "SELECT COUNT(*) FROM outbox WHERE recipient = ?1 AND created_at > ?2";
-    Ok(conn.prepare_cached(sql)?.query_row(params![recipient, since], |r| r.get(0))?)
+    let by_key = "SELECT COUNT(*) FROM outbox WHERE recipient_key = ?1 AND created_at > ?2";
+    let by_domain = "SELECT COUNT(*) FROM outbox WHERE recipient_domain = ?1 AND created_at > ?2";
+    let key = ack::mailbox_key(recipient);
+    let domain = address::domain_of(recipient);
+    Ok((
+        conn.prepare_cached(by_key)?.query_row(params![key, since], |r| r.get(0))?,
+        conn.prepare_cached(by_domain)?.query_row(params![domain, since], |r| r.get(0))?,
+    ))
 }
 
 fn next_seq(conn: &Connection, now: DateTime<Utc>) -> Result<u32, StoreError> {
@@ -168,10 +321,12 @@ pub struct Applied {
 
 /// Writes a decision: customer and organisation, ticket or follow-up, article,
 /// attachments, raw bytes, known message-ids and the acknowledgement.
+#[allow(clippy::too_many_arguments)]
 pub fn apply(
     conn: &Connection,
     inbound: &Inbound,
     raw: &[u8],
+    digest: &str,
     decision: &Decision,
     mailbox: &str,
     now: DateTime<Utc>,
@@ -179,6 +334,13 @@ pub fn apply(
     let now_text = timestamp(now);
     let (customer_id, organisation_id) = upsert_customer(conn, &decision.customer, now)?;
     let (ticket_id, ticket_number) = match (&decision.route, &decision.new_ticket) {
+        (Route::AckBounce { ticket, outbox_id, diagnostic }, _) => {
+            conn.prepare_cached("UPDATE tickets SET updated_at = ?1 WHERE id = ?2")?
+                .execute(params![now_text, ticket.id])?;
+            conn.prepare_cached("UPDATE outbox SET state = 'bounced', last_error = ?1 WHERE id = ?2")?
+                .execute(params![format!("bounced: {diagnostic}"), outbox_id])?;
+            (ticket.id, ticket.number.clone())
+        }
         (Route::FollowUp { ticket, .. }, _) => {
             let state = decision.follow_up_state.map(State::as_str);
             conn.prepare_cached("UPDATE tickets SET updated_at = ?1, state = COALESCE(?2, state) WHERE id = ?3")?
@@ -190,8 +352,9 @@ pub fn apply(
             let id = conn
                 .prepare_cached(
                     "INSERT INTO tickets (number, day, seq, subject, state, customer_id, customer_email,
-                         organisation_id, mailbox, ack, respond_by, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, 'new', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11) RETURNING id",
+                         organisation_id, mailbox, ack, respond_by, created_at, updated_at, referred_ticket,
+                         unauthenticated)
+                     VALUES (?1, ?2, ?3, ?4, 'new', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13) RETURNING id",
                 )?
                 .query_row(
                     params![
@@ -205,7 +368,9 @@ pub fn apply(
                         mailbox,
                         decision.ack.summary(),
                         new.respond_by.map(timestamp),
-                        now_text
+                        now_text,
+                        decision.referred.as_ref().map(|r| r.ticket.as_str()),
+                        decision.authentication == crate::core::trust::Authentication::Fail
                     ],
                     |r| r.get(0),
                 )?;
@@ -213,7 +378,10 @@ pub fn apply(
         }
         (Route::New, None) => unreachable!("core::decide numbers every new ticket"),
     };
-    let article_id = insert_article(conn, ticket_id, inbound, decision, &now_text)?;
+    let article_id = insert_article(conn, ticket_id, inbound, decision, digest, &now_text)?;
+    if !matches!(decision.route, Route::AckBounce { .. }) {
+        record_addresses(conn, ticket_id, inbound, decision.sender.as_ref())?;
+    }
     let mut stmt = conn.prepare_cached(
         "INSERT INTO attachments (article_id, filename, content_type, size, content) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
@@ -223,19 +391,22 @@ pub fn apply(
     conn.prepare_cached("INSERT INTO raw_messages (article_id, raw) VALUES (?1, ?2)")?
         .execute(params![article_id, raw])?;
     let mut known = conn.prepare_cached("INSERT OR IGNORE INTO message_ids (message_id, ticket_id) VALUES (?1, ?2)")?;
-    if let Some(id) = &inbound.message_id {
+    let bounce = matches!(decision.route, Route::AckBounce { .. });
+    if let (Some(id), true, false) = (&inbound.message_id, decision.records_message_id(), bounce) {
         known.execute(params![id, ticket_id])?;
     }
     if let AckDecision::Queue(ack) = &decision.ack {
         conn.prepare_cached(
-            "INSERT INTO outbox (ticket_id, recipient, recipient_name, sender, sender_name, subject, body_text,
-                 message_id, in_reply_to, refs, state, next_attempt_at, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'queued', ?11, ?11)",
+            "INSERT INTO outbox (ticket_id, recipient, recipient_name, recipient_key, recipient_domain, sender,
+                 sender_name, subject, body_text, message_id, in_reply_to, refs, state, next_attempt_at, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'queued', ?13, ?13)",
         )?
         .execute(params![
             ticket_id,
             ack.to,
             ack.to_name,
+            ack::mailbox_key(&ack.to),
+            address::domain_of(&ack.to),
             ack.from,
             ack.from_name,
             ack.subject,
@@ -250,11 +421,29 @@ pub fn apply(
     Ok(Applied { ticket_id, ticket_number })
 }
 
+/// The addresses of a message (From, To, Cc and the customer address), normalised, as
+/// participants of the ticket.
+fn record_addresses(
+    conn: &Connection,
+    ticket_id: i64,
+    inbound: &Inbound,
+    sender: Option<&Sender>,
+) -> Result<(), StoreError> {
+    const MAX_ADDRESSES: usize = 100;
+    let mut stmt = conn.prepare_cached("INSERT OR IGNORE INTO ticket_addresses (ticket_id, email) VALUES (?1, ?2)")?;
+    let listed = inbound.from.iter().chain(&inbound.to).chain(&inbound.cc).take(MAX_ADDRESSES);
+    for email in listed.filter_map(|m| address::normalise(&m.address)).chain(sender.map(|s| s.email.clone())) {
+        stmt.execute(params![ticket_id, email])?;
+    }
+    Ok(())
+}
+
 fn insert_article(
     conn: &Connection,
     ticket_id: i64,
     inbound: &Inbound,
     decision: &Decision,
+    digest: &str,
     now_text: &str,
 ) -> Result<i64, StoreError> {
     let join = |list: &[Mailbox]| list.iter().map(|m| m.address.as_str()).collect::<Vec<_>>().join(", ");
@@ -263,13 +452,14 @@ fn insert_article(
     let id = conn
         .prepare_cached(
             "INSERT INTO articles (ticket_id, direction, message_key, message_id, from_addr, from_name, to_addrs,
-                 cc_addrs, subject, sent_at, body_text, body_html, classification, created_at)
-             VALUES (?1, 'in', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) RETURNING id",
+                 cc_addrs, subject, sent_at, body_text, body_html, classification, created_at, content_digest,
+                 internal)
+             VALUES (?1, 'in', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) RETURNING id",
         )?
         .query_row(
             params![
                 ticket_id,
-                inbound.message_key(),
+                identity::message_key(inbound.message_id.as_deref(), digest),
                 inbound.message_id,
                 from.map(|m| m.address.as_str()),
                 from.and_then(|m| m.name.as_deref()),
@@ -280,7 +470,9 @@ fn insert_article(
                 inbound.text_body,
                 inbound.html_body,
                 kinds.join(","),
-                now_text
+                now_text,
+                digest,
+                matches!(decision.route, Route::AckBounce { .. })
             ],
             |r| r.get(0),
         )?;

@@ -9,7 +9,9 @@ pub mod orgs;
 pub mod outbox;
 pub mod tickets;
 
-pub use ingest::{apply, find_duplicate, gather, ledger_entry, record_failure, record_processed, Applied};
+pub use ingest::{
+    apply, find_duplicate, gather, ledger_entry, record_failure, record_processed, Applied, Lookups, Seen,
+};
 pub use mailbox::{is_processed, record_poll, record_uidvalidity};
 
 use std::path::Path;
@@ -22,7 +24,8 @@ use rusqlite_migration::{Migrations, M};
 const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0001_initial.sql")),
     M::up(include_str!("migrations/0002_mailbox_state.sql")),
-    M::up(include_str!("migrations/0003_failed_origin.sql")),
+    M::up(include_str!("migrations/0003_trust.sql")),
+    M::up(include_str!("migrations/0004_failed_origin.sql")),
 ];
 
 /// Whether a storage failure may go away by itself (disk full, locked, I/O): the
@@ -109,6 +112,9 @@ impl Store {
                 move |ctx| Ok(ctx.get::<Option<String>>(0)?.map(|t| f(&t))),
             )?;
         }
+        // Ingesting one message runs some thirty distinct statements; with rusqlite's
+        // default of 16 cached ones, each message would parse most of them again.
+        conn.set_prepared_statement_cache_capacity(64);
         // WAL lets the CLI read while the daemon writes; FULL makes every commit
         // durable (fsync'd) before anyone is told a message is done.
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -212,6 +218,65 @@ mod tests {
         let mode: String = store.conn().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
         let fk: i64 = store.conn().query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
         assert_eq!((mode.as_str(), fk), ("wal", 1));
+    }
+
+    /// A database of schema 2 keeps its data through migration 3: addresses on tickets
+    /// back-filled, outbox rows copied with their cap keys, and an article stored
+    /// without a content digest still recognised as a duplicate from its raw bytes.
+    #[test]
+    fn migration_3_keeps_and_back_fills() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let migrations = Migrations::from_slice(MIGRATIONS);
+        migrations.to_version(&mut conn, 2).unwrap();
+        let raw = b"From: Alice <Alice@Acme.example>\r\nSubject: s\r\nMessage-ID: <m1@acme.example>\r\n\r\nbody\r\n";
+        conn.execute_batch(
+            "INSERT INTO tickets (id, number, day, seq, subject, state, customer_email, mailbox, ack, created_at,
+                 updated_at)
+             VALUES (1, '2026112310000012', '2026-11-23', 1, 's', 'new', 'alice@acme.example', 'x', 'queued', 't', 't');
+             INSERT INTO articles (id, ticket_id, direction, message_key, message_id, from_addr, to_addrs, cc_addrs,
+                 subject, body_text, classification, created_at)
+             VALUES (1, 1, 'in', 'mid:m1@acme.example', 'm1@acme.example', 'Alice@Acme.example',
+                 'support@helpdesk.example, Bob@acme.example', 'carol@partner.example', 's', 'body', '', 't');
+             INSERT INTO outbox (ticket_id, recipient, sender, subject, body_text, message_id, refs, state,
+                 next_attempt_at, created_at)
+             VALUES (1, 'alice@acme.example', 'support@helpdesk.example', 's', 'b', 'ack.2026112310000012@helpdesk.example',
+                 '', 'sent', 't', 't');",
+        )
+        .unwrap();
+        conn.execute("INSERT INTO raw_messages (article_id, raw) VALUES (1, ?1)", [&raw[..]]).unwrap();
+        migrations.to_latest(&mut conn).unwrap();
+
+        let addresses: Vec<String> = conn
+            .prepare("SELECT email FROM ticket_addresses WHERE ticket_id = 1 ORDER BY email")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            addresses,
+            ["alice@acme.example", "bob@acme.example", "carol@partner.example", "support@helpdesk.example"]
+        );
+        let row: (String, String, String) = conn
+            .query_row("SELECT recipient_key, recipient_domain, state FROM outbox", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert_eq!(row, ("alice@acme.example".to_owned(), "acme.example".to_owned(), "sent".to_owned()));
+        conn.execute("UPDATE outbox SET state = 'bounced'", []).unwrap();
+
+        let digest = crate::core::identity::content_digest(raw);
+        let again = [&b"Received: from mx2\r\n"[..], raw].concat();
+        assert_eq!(
+            find_duplicate(&conn, Some("m1@acme.example"), &digest, &again).unwrap(),
+            Seen::Duplicate(1, "2026112310000012".to_owned())
+        );
+        let other = crate::core::identity::content_digest(b"From: x@y.example\r\n\r\nother\r\n");
+        assert_eq!(
+            find_duplicate(&conn, Some("m1@acme.example"), &other, b"").unwrap(),
+            Seen::ReusedMessageId("2026112310000012".to_owned())
+        );
+        assert_eq!(find_duplicate(&conn, Some("m2@acme.example"), &other, b"").unwrap(), Seen::New);
     }
 
     #[test]

@@ -96,8 +96,8 @@ pub fn owner_of_address(conn: &Connection, email: &str) -> Result<Option<i64>, S
 }
 
 /// Gives the organisation a domain nobody owns, and makes it the organisation of the
-/// customers without one who have an address that ingest would now file under it.
-/// How many customers were assigned.
+/// customers without one who have an address that ingest would now file under it; their
+/// tickets follow (`customers::refile_tickets`). How many customers were assigned.
 pub fn add_domain(conn: &Connection, id: i64, domain: &str) -> Result<usize, StoreError> {
     conn.execute("INSERT INTO organisation_domains (domain, organisation_id) VALUES (?1, ?2)", params![domain, id])?;
     // Addresses at the domain or a subdomain of it; `owner_domains` then applies
@@ -114,7 +114,11 @@ pub fn add_domain(conn: &Connection, id: i64, domain: &str) -> Result<usize, Sto
     let mut assigned = 0;
     for (customer, email) in candidates {
         if address::owner_domains(address::domain_of(&email)).iter().any(|d| d == domain) {
-            assigned += assign.execute(params![id, customer])?;
+            let changed = assign.execute(params![id, customer])?;
+            if changed > 0 {
+                super::customers::refile_tickets(conn, customer)?;
+            }
+            assigned += changed;
         }
     }
     Ok(assigned)

@@ -117,13 +117,14 @@ pub fn mark_failed(conn: &Connection, id: i64, error: &str) -> Result<(), StoreE
     Ok(())
 }
 
-/// Queues failed (or waiting) rows for an attempt now: one row, or every unsent one.
-/// How many rows were re-queued.
+/// Queues failed (or waiting) rows for an attempt now: one row, or every unsent one
+/// that did not bounce (a bounced one is retried only by its id, after the address was
+/// checked). How many rows were re-queued.
 pub fn retry(conn: &Connection, id: Option<i64>, now: DateTime<Utc>) -> Result<usize, StoreError> {
     let n = conn
         .prepare(
             "UPDATE outbox SET state = 'queued', next_attempt_at = ?1
-             WHERE state != 'sent' AND (?2 IS NULL OR id = ?2)",
+             WHERE state != 'sent' AND (?2 IS NULL OR id = ?2) AND (?2 IS NOT NULL OR state != 'bounced')",
         )?
         .execute(params![timestamp(now), id])?;
     Ok(n)

@@ -18,8 +18,14 @@ pub struct TicketSummary {
     pub updated_at: String,
     pub respond_by: Option<String>,
     pub articles: i64,
-    /// `queued`, `sent`, `failed`, or why no acknowledgement was queued.
+    /// `queued`, `sent`, `failed`, `bounced`, or why no acknowledgement was queued.
     pub ack: String,
+    /// The ticket this one's first message pointed at (by tag or reference) but whose
+    /// sender may not write into it: for an agent to merge by hand.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub referred_ticket: Option<String>,
+    /// The receiving server we trust recorded dmarc=fail for its first message.
+    pub unauthenticated: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -39,6 +45,8 @@ pub struct Article {
     pub message_id: Option<String>,
     pub classification: Vec<String>,
     pub created_at: String,
+    /// For agents only (e.g. a bounce of our acknowledgement).
+    pub internal: bool,
     pub body: String,
     pub attachments: Vec<AttachmentInfo>,
 }
@@ -56,7 +64,7 @@ const SUMMARY_SELECT: &str = "
            CASE WHEN t.ack = 'queued'
                 THEN COALESCE((SELECT x.state FROM outbox x WHERE x.ticket_id = t.id ORDER BY x.id LIMIT 1), 'queued')
                 ELSE t.ack END,
-           t.id
+           t.id, t.referred_ticket, t.unauthenticated
     FROM tickets t LEFT JOIN organisations o ON o.id = t.organisation_id";
 
 fn summary(r: &Row) -> rusqlite::Result<TicketSummary> {
@@ -71,6 +79,8 @@ fn summary(r: &Row) -> rusqlite::Result<TicketSummary> {
         respond_by: r.get(7)?,
         articles: r.get(8)?,
         ack: r.get(9)?,
+        referred_ticket: r.get(11)?,
+        unauthenticated: r.get(12)?,
     })
 }
 
@@ -166,7 +176,7 @@ pub fn show(conn: &Connection, number: &str) -> Result<Option<TicketDetail>, Sto
 fn articles(conn: &Connection, ticket_id: i64) -> Result<Vec<Article>, StoreError> {
     let mut stmt = conn.prepare(
         "SELECT id, direction, from_addr, from_name, to_addrs, subject, message_id, classification, created_at,
-                body_text
+                body_text, internal
          FROM articles WHERE ticket_id = ?1 ORDER BY id",
     )?;
     let mut files = conn.prepare("SELECT filename, content_type, size FROM attachments WHERE article_id = ?1")?;
@@ -184,6 +194,7 @@ fn articles(conn: &Connection, ticket_id: i64) -> Result<Vec<Article>, StoreErro
                     message_id: r.get(6)?,
                     classification: classification.split(',').filter(|k| !k.is_empty()).map(str::to_owned).collect(),
                     created_at: r.get(8)?,
+                    internal: r.get(10)?,
                     body: r.get(9)?,
                     attachments: Vec::new(),
                 },

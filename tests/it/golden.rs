@@ -45,7 +45,7 @@ fn describe(raw: &[u8], report: &ingest::Report) -> Value {
 
 #[test]
 fn golden() {
-    let dir = Dir::new("[ingest]\nmax_message_bytes = 32768\n");
+    let dir = Dir::new("[ingest]\nmax_message_bytes = 32768\nauthserv_id = \"mx.helpdesk.example\"\n");
     let config = config::load(Some(&dir.config()), None).expect("config");
     let mut store = Store::open_in_memory().expect("store");
     let now = Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap();
@@ -54,7 +54,9 @@ fn golden() {
     for path in fixtures() {
         let raw = std::fs::read(&path).expect("read fixture");
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-        let report = ingest::ingest_one(&mut store, &config, &raw, &Source::file(&name, &raw), now).expect("ingest");
+        let source = Source::file(&name, &raw);
+        let report =
+            ingest::ingest_one_with_random(&mut store, &config, &raw, &source, now, stable_random).expect("ingest");
         let got = serde_json::to_string_pretty(&describe(&raw, &report)).unwrap() + "\n";
         let expected_path = repo_path(&format!("fixtures/expected/{name}.json"));
         if update {
@@ -64,6 +66,18 @@ fn golden() {
         }
     }
     assert!(mismatches.is_empty(), "golden mismatches (UPDATE_EXPECT=1 to accept):\n{}", mismatches.join("\n"));
+}
+
+/// The random part of our Message-IDs, made of the message itself, so that
+/// expectations are stable and a fixture can quote the Message-ID of an acknowledgement
+/// an earlier fixture caused.
+fn stable_random(source: &Source) -> Result<[u8; 16], postdesk::store::StoreError> {
+    let hash = parse::content_hash(source.identity.as_bytes());
+    let mut bytes = [0u8; 16];
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hash[2 * i..2 * i + 2], 16).expect("hex");
+    }
+    Ok(bytes)
 }
 
 /// The same message with CRLF and with LF line endings parses the same way.

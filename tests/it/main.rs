@@ -15,3 +15,4 @@ mod servers;
 mod service;
 mod smtp;
 mod smtp_smoke;
+mod trust;

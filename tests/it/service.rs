@@ -177,7 +177,12 @@ fn the_metrics_endpoint_counts_what_happened() {
     let dir = Dir::new(&format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n{}", mailbox_config(&dovecot, "")));
     let mut child = dir.command(&["run"]).stderr(Stdio::null()).spawn().unwrap();
     dovecot.append(USER, "INBOX", b"From: a@customer.example\r\nSubject: one\r\nMessage-ID: <m1@c>\r\n\r\nx\r\n");
-    dovecot.append(USER, "INBOX", b"From: a@customer.example\r\nSubject: two\r\nMessage-ID: <m1@c>\r\n\r\nx\r\n");
+    // The same mail delivered again (another trace header): a duplicate.
+    dovecot.append(
+        USER,
+        "INBOX",
+        b"Delivered-To: support@helpdesk.example\r\nFrom: a@customer.example\r\nSubject: one\r\nMessage-ID: <m1@c>\r\n\r\nx\r\n",
+    );
     let start = Instant::now();
     let mut text = String::new();
     while !text.contains("postdesk_duplicates_total 1") {
