@@ -207,3 +207,61 @@ fn a_permanent_failure_is_recorded_with_the_server_reply() {
     assert!(listed.assert_code(0).stdout.contains("failed"), "{}", listed.stdout);
     assert_eq!(world.tickets()[0]["ack"], "failed");
 }
+
+/// Mail piped in by an MTA (`ingest -`), no `[[mailbox]]`: `postdesk run` only sends the
+/// acknowledgements. Two such daemons on one database, started together over a backlog,
+/// claim the rows between them: every acknowledgement reaches the server exactly once.
+#[test]
+fn two_pipe_only_daemons_send_each_acknowledgement_once() {
+    use std::process::{Command, Stdio};
+
+    let smtp = SmtpServer::start(SmtpOptions { tls: false, auth: None, deliver_to: None });
+    let dir = Dir::new(&format!(
+        "[helpdesk]\naddress = \"{HELPDESK}\"\ninternal_domains = []\n\
+         [smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n",
+        smtp.port()
+    ));
+    let customers = 30;
+    for n in 0..customers {
+        let from = format!("customer{n}@org{n}.test");
+        let raw = mail(&from, &format!("pipe-{n}@org{n}.test"), &format!("Request {n}"), "");
+        let run = dir.run_with_stdin(&["ingest", "-"], Some(raw.as_bytes()));
+        assert!(run.assert_code(0).stdout.contains("acknowledgement queued"), "{}", run.stdout);
+    }
+    let spawn = |n: usize| {
+        let log = dir.path().join(format!("daemon-{n}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_postdesk"))
+            .arg("--config")
+            .arg(dir.config())
+            .arg("run")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn postdesk run");
+        (child, log)
+    };
+    let daemons = [spawn(1), spawn(2)];
+    smtp.wait_received(customers, Duration::from_secs(30));
+    // A message queued while both run is picked up without a nudge from its process.
+    let late = mail("late@late.test", "late@late.test", "Late", "");
+    dir.run_with_stdin(&["ingest", "-"], Some(late.as_bytes())).assert_code(0);
+    smtp.wait_received(customers + 1, Duration::from_secs(30));
+    for (child, log) in daemons {
+        let pid = child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let status = child.wait_with_output().unwrap().status;
+        let log = std::fs::read_to_string(log).unwrap();
+        assert_eq!(status.code(), Some(0), "{log}");
+        assert!(log.contains("only sending the acknowledgements"), "{log}");
+    }
+    // Both have stopped: nothing more can arrive.
+    let received = smtp.received_messages();
+    let mut recipients: Vec<&str> = received.iter().flat_map(|m| m.rcpt_to.iter().map(String::as_str)).collect();
+    recipients.sort();
+    let before = recipients.len();
+    recipients.dedup();
+    assert_eq!((before, recipients.len()), (customers + 1, customers + 1), "each acknowledgement once");
+    let outbox = dir.json(&["outbox", "list"]);
+    assert!(outbox.as_array().unwrap().iter().all(|r| r["state"] == "sent" && r["attempts"] == 1), "{outbox}");
+}
