@@ -195,6 +195,12 @@ fn check_config_reports_every_problem_in_our_words() {
     assert!(run.stderr.contains("mailbox[1].name: \"support\" is used by another mailbox"), "{}", run.stderr);
     assert!(run.stderr.contains("acknowledgement.template: template does not render"), "{}", run.stderr);
 
+    // [smtp] with acknowledgements turned off would send nothing: said, not refused.
+    write("[acknowledgement]\nenabled = false\n[smtp]\nhost = 'smtp.example'\n".to_owned());
+    let run = dir.run(&["check-config"]);
+    run.assert_code(0);
+    assert!(run.stderr.contains("warning: [smtp] is configured but acknowledgement.enabled = false"), "{}", run.stderr);
+
     std::fs::write(dir.config(), "[database]\npath = '/nonexistent-postdesk/postdesk.db'\n").unwrap();
     let run = dir.run(&["check-config"]);
     run.assert_code(1);
@@ -203,6 +209,18 @@ fn check_config_reports_every_problem_in_our_words() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn outbox_retry_promises_delivery_only_with_an_smtp_server() {
+    let dir = Dir::new("");
+    dir.run(&["ingest", &fixture("01-plain-text.eml")]).assert_code(0);
+    let retry = dir.run(&["outbox", "retry", "--all"]);
+    assert!(retry.assert_code(0).stdout.contains("no [smtp] is configured, so they wait"), "{}", retry.stdout);
+    let mut with_smtp = dir.command(&["outbox", "retry", "--all"]);
+    with_smtp.env("POSTDESK_SMTP__HOST", "smtp.example");
+    let run = run_command(with_smtp, None);
+    assert!(run.assert_code(0).stdout.contains("a running `postdesk run` sends them"), "{}", run.stdout);
 }
 
 #[test]
