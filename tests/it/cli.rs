@@ -4,19 +4,10 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::harness::{postdesk, repo_path, run_command, Dir};
+use crate::harness::{postdesk, repo_path, run_command, ticket_in, Dir};
 
 fn fixture(name: &str) -> String {
     repo_path(&format!("fixtures/mail/{name}")).display().to_string()
-}
-
-/// The ticket number in an ingest line such as "x.eml: new ticket N, …".
-fn ticket_in(line: &str) -> String {
-    line.split_whitespace()
-        .map(|w| w.trim_matches(|c: char| !c.is_ascii_digit()))
-        .find(|w| w.len() == 16)
-        .unwrap_or_else(|| panic!("no ticket number in {line:?}"))
-        .to_owned()
 }
 
 fn tickets(dir: &Dir) -> Vec<Value> {

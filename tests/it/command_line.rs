@@ -8,7 +8,7 @@ use std::process::Stdio;
 
 use serde_json::Value;
 
-use crate::harness::{postdesk, repo_path, run_command, Dir};
+use crate::harness::{postdesk, repo_path, run_command, ticket_in, Dir};
 
 fn fixture(name: &str) -> String {
     repo_path(&format!("fixtures/mail/{name}")).display().to_string()
@@ -152,8 +152,8 @@ fn maildirs_with_their_folders_and_mbox_files() {
     let labels: Vec<&str> = run.stdout.lines().map(|l| l.split(": ").next().unwrap()).collect();
     let path = mbox.display().to_string();
     assert_eq!(labels, [format!("{path}#1"), format!("{path}#2"), format!("{path}#3")]);
-    let number = run.stdout.lines().next().unwrap().split_whitespace().nth(3).unwrap().trim_end_matches(',');
-    let shown = dir.json(&["tickets", "show", number]);
+    let number = ticket_in(run.stdout.lines().next().unwrap());
+    let shown = dir.json(&["tickets", "show", &number]);
     assert_eq!(shown["article_list"][0]["body"].as_str().unwrap().trim(), "Hello.\nFrom the start of a line");
 }
 
@@ -271,7 +271,7 @@ fn ticket_numbers_are_checked_and_bytes_come_out() {
     let all = repo_path("fixtures/mail").display().to_string();
     let ingested = dir.run(&["ingest", &all]);
     let line = ingested.assert_code(0).lines_with("03-multipart-attachments.eml")[0].to_owned();
-    let number = line.split_whitespace().nth(3).unwrap().trim_end_matches(',').to_owned();
+    let number = ticket_in(&line);
 
     let mut typo = number.clone().into_bytes();
     typo.swap(12, 13);

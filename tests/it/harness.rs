@@ -108,3 +108,12 @@ impl Run {
         self.stdout.lines().filter(|l| l.contains(needle)).collect()
     }
 }
+
+/// The ticket number in an outcome line such as "x.eml: new ticket N, …".
+pub fn ticket_in(line: &str) -> String {
+    line.split_whitespace()
+        .map(|w| w.trim_matches(|c: char| !c.is_ascii_digit()))
+        .find(|w| w.len() == 16)
+        .unwrap_or_else(|| panic!("no ticket number in {line:?}"))
+        .to_owned()
+}

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::harness::{repo_path, Dir};
+use crate::harness::{repo_path, ticket_in, Dir};
 
 fn fixture(name: &str) -> String {
     repo_path(&format!("fixtures/mail/{name}")).display().to_string()
@@ -25,15 +25,6 @@ fn ingest(dir: &Dir, raw: &str) -> String {
     run.stdout.trim().strip_prefix("stdin: ").unwrap_or_else(|| panic!("{}", run.stdout)).to_owned()
 }
 
-/// The ticket number in an outcome line.
-fn number_in(line: &str) -> String {
-    line.split_whitespace()
-        .map(|w| w.trim_matches(|c: char| !c.is_ascii_digit()))
-        .find(|w| w.len() == 16)
-        .unwrap_or_else(|| panic!("no ticket number in {line:?}"))
-        .to_owned()
-}
-
 fn show(dir: &Dir, number: &str) -> Value {
     dir.json(&["tickets", "show", number])
 }
@@ -44,7 +35,7 @@ fn ok(dir: &Dir, args: &[&str]) -> String {
 
 /// Alice's ticket from the first fixture: its number.
 fn alice_ticket(dir: &Dir) -> String {
-    number_in(&ok(dir, &["ingest", &fixture("01-plain-text.eml")]))
+    ticket_in(&ok(dir, &["ingest", &fixture("01-plain-text.eml")]))
 }
 
 #[test]
@@ -71,7 +62,7 @@ fn only_people_on_a_ticket_write_into_it() {
             continue;
         }
         assert!(stranger.contains(&format!("refers to ticket {t}, not a follow-up")), "{rule}: {stranger}");
-        let new = number_in(&stranger.replace(&t, ""));
+        let new = ticket_in(&stranger.replace(&t, ""));
         let shown = show(&dir, &new);
         assert_eq!(shown["referred_ticket"], t.as_str());
         assert_eq!(shown["customer_email"], "mallory@evil.example");
@@ -219,14 +210,14 @@ fn a_bounce_of_our_acknowledgement_marks_it_and_opens_no_ticket() {
     let stray =
         ingest(&dir, &bounce_of("ack.2026112310000999.aaaaaaaaaaaaaaaaaaaaaaaaaa@helpdesk.example", "x@y.example"));
     assert!(stray.starts_with("new ticket") && stray.ends_with("no acknowledgement (auto-reply)"), "{stray}");
-    assert_eq!(show(&dir, &number_in(&stray))["customer_email"], "mailer-daemon@mx.acme-widgets.com");
+    assert_eq!(show(&dir, &ticket_in(&stray))["customer_email"], "mailer-daemon@mx.acme-widgets.com");
 }
 
 #[test]
 fn tickets_follow_their_customer_to_another_organisation() {
     let dir = Dir::new("[customers]\nauto_create_organisations = false\n");
-    let open = number_in(&ingest(&dir, &mail("kim@newco.example", "k1@newco", "open one", "")));
-    let closed = number_in(&ingest(&dir, &mail("kim@newco.example", "k2@newco", "closed one", "")));
+    let open = ticket_in(&ingest(&dir, &mail("kim@newco.example", "k1@newco", "open one", "")));
+    let closed = ticket_in(&ingest(&dir, &mail("kim@newco.example", "k2@newco", "closed one", "")));
     ok(&dir, &["tickets", "set-state", &closed, "closed"]);
     let org_of = |n: &str| show(&dir, n)["organisation"].clone();
     assert_eq!(org_of(&open), Value::Null);
@@ -243,7 +234,7 @@ fn tickets_follow_their_customer_to_another_organisation() {
     assert_eq!((org_of(&open), org_of(&closed)), (Value::from("Acquirer"), Value::from("NewCo")));
 
     // Merging customers: the merged one's open tickets take the survivor's organisation.
-    let other = number_in(&ingest(&dir, &mail("kim.home@web.de", "k3@web", "from home", "")));
+    let other = ticket_in(&ingest(&dir, &mail("kim.home@web.de", "k3@web", "from home", "")));
     assert_eq!(org_of(&other), Value::Null);
     ok(&dir, &["customers", "merge", "kim.home@web.de", "kim@newco.example"]);
     assert_eq!(org_of(&other), Value::from("Acquirer"));
