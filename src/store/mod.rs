@@ -81,7 +81,7 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let conn = Connection::open(path)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
-        Store::setup(conn)
+        Store::setup(conn, Some(directory_of(path)))
     }
 
     /// Opens and migrates an existing database; a missing file is an error, not a new
@@ -95,14 +95,15 @@ impl Store {
         }
         let conn = Connection::open_with_flags(path, flags)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
-        Store::setup(conn)
+        Store::setup(conn, Some(directory_of(path)))
     }
 
     pub fn open_in_memory() -> Result<Store, StoreError> {
-        Store::setup(Connection::open_in_memory()?)
+        Store::setup(Connection::open_in_memory()?, None)
     }
 
-    fn setup(mut conn: Connection) -> Result<Store, StoreError> {
+    /// `dir` is the database's directory (none in memory), locked while migrating.
+    fn setup(mut conn: Connection, dir: Option<&Path>) -> Result<Store, StoreError> {
         conn.busy_timeout(Duration::from_secs(10))?;
         for (name, f) in [("fold", fold as fn(&str) -> String), ("sort_key", sort_key)] {
             conn.create_scalar_function(
@@ -125,10 +126,7 @@ impl Store {
         // A group-committed batch (200 messages of ~16 KB stored each) fits the page
         // cache, so it is not spilled to the WAL before its commit. In KiB.
         conn.pragma_update(None, "cache_size", -16384)?;
-        Migrations::from_slice(MIGRATIONS).to_latest(&mut conn).map_err(|e| match e {
-            rusqlite_migration::Error::RusqliteError { err, .. } => StoreError::from(err),
-            other => StoreError::Unavailable(format!("cannot migrate the database: {other}")),
-        })?;
+        migrate(&mut conn, dir)?;
         Ok(Store { conn })
     }
 
@@ -170,6 +168,40 @@ fn string_list(r: &Row, idx: usize) -> rusqlite::Result<Vec<String>> {
     let text: String = r.get(idx)?;
     serde_json::from_str(&text)
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn directory_of(path: &Path) -> &Path {
+    path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
+/// Brings the schema up to date. rusqlite_migration reads the schema version before its
+/// transaction, so two processes opening a new database at once would both create the
+/// tables and one would fail ("table … already exists"). While migrations are pending,
+/// an advisory lock (flock) on the database's directory — not on the file, whose POSIX
+/// locks are SQLite's — makes the second wait, then find nothing left to do.
+fn migrate(conn: &mut Connection, dir: Option<&Path>) -> Result<(), StoreError> {
+    let migrations = Migrations::from_slice(MIGRATIONS);
+    let failed = |e: rusqlite_migration::Error| match e {
+        rusqlite_migration::Error::RusqliteError { err, .. } => StoreError::from(err),
+        other => StoreError::Unavailable(format!("cannot migrate the database: {other}")),
+    };
+    if migrations.pending_migrations(conn).map_err(failed)? == 0 {
+        return Ok(());
+    }
+    let _lock = dir.map(lock_directory).transpose()?;
+    migrations.to_latest(conn).map_err(failed)
+}
+
+/// An exclusive advisory lock on a directory, released when the handle is dropped.
+fn lock_directory(dir: &Path) -> Result<std::fs::File, StoreError> {
+    use std::os::fd::AsRawFd;
+    let unavailable = |e: std::io::Error| StoreError::Unavailable(format!("cannot lock {}: {e}", dir.display()));
+    let handle = std::fs::File::open(dir).map_err(unavailable)?;
+    // SAFETY: flock on a descriptor we own; it blocks until the lock is ours.
+    if unsafe { libc::flock(handle.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(unavailable(std::io::Error::last_os_error()));
+    }
+    Ok(handle)
 }
 
 /// Runs the statements of a merge in order, each with `?1` = from and `?2` = into

@@ -332,3 +332,29 @@ fn failed_messages_show_where_they_came_from_and_can_be_retried() {
     let failed = dir.json(&["failed", "list"]);
     assert_eq!(failed[0]["attempts"], 2, "{failed}");
 }
+
+/// Two processes that open a new database at the same moment (two daemons starting,
+/// an MTA delivering two messages) both create it cleanly: migrating is serialised.
+#[test]
+fn two_processes_on_a_new_database_both_start_cleanly() {
+    for trial in 0..8 {
+        let dir = Dir::new("");
+        let children: Vec<_> = ["01-plain-text.eml", "02-html-only.eml", "11-free-mail.eml"]
+            .iter()
+            .map(|f| {
+                dir.command(&["ingest", &fixture(f)])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(0), "trial {trial}: {stderr}");
+        }
+        assert_eq!(ticket_count(&dir), 3, "trial {trial}");
+    }
+}
