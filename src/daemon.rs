@@ -25,7 +25,11 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 /// IDLE is re-issued before the 29 minutes after which RFC 2177 lets a server drop us.
-const IDLE_RENEW: Duration = Duration::from_secs(25 * 60);
+/// IDLE is left and entered again this often, each step bounded by `IDLE_STEP`: a server
+/// that stopped answering (or a half-open connection) is noticed within two minutes
+/// instead of at the 29-minute limit of RFC 2177.
+const IDLE_RENEW: Duration = Duration::from_secs(100);
+const IDLE_STEP: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 enum WatchError {
@@ -134,6 +138,12 @@ impl Watcher {
     /// Whether the mailbox ended well (always, unless `once` met an error).
     async fn watch(mut self, once: bool) -> bool {
         loop {
+            if self.down == Some("store") && !self.database_writable().await {
+                if self.links.shutdown.is_cancelled() {
+                    return true;
+                }
+                continue;
+            }
             match self.session(once).await {
                 Ok(()) => return true,
                 Err(e) if once => {
@@ -147,6 +157,26 @@ impl Watcher {
                         _ = self.links.shutdown.cancelled() => return true,
                     }
                 }
+            }
+        }
+    }
+
+    /// After a storage failure, whether the database takes a write again: until it does,
+    /// no connection is made and no message downloaded for nothing. Waits the backoff
+    /// when it does not (or until shutdown); says once when it does.
+    async fn database_writable(&mut self) -> bool {
+        match self.with_store(|s| s.check_writable()).await {
+            Ok(()) => {
+                info!(mailbox = %self.mailbox.name, "{}: the database can be written again", self.mailbox.name);
+                true
+            }
+            Err(e) => {
+                let delay = self.went_down(&WatchError::Store(e));
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = self.links.shutdown.cancelled() => {}
+                }
+                false
             }
         }
     }
@@ -186,7 +216,6 @@ impl Watcher {
                 info!(mailbox = %m.name, "{}: connected to {}:{} as {}", m.name, m.host, m.port, m.username)
             }
         }
-        self.failures = 0;
     }
 
     /// One connection: set up, then drain and wait until shutdown (or once drained).
@@ -211,7 +240,6 @@ impl Watcher {
                 imap::logout(session).await;
                 return Ok(());
             }
-            self.busy(false);
             session = self.wait_for_mail(session, caps).await?;
             self.busy(true);
             if self.links.shutdown.is_cancelled() {
@@ -263,7 +291,7 @@ impl Watcher {
                 })
                 .await?;
             if !done.is_empty() {
-                info!(mailbox = %m.name, "{}: {} message(s) were committed before a restart; finishing their post-action", m.name, done.len());
+                info!(mailbox = %m.name, "{}: {} message(s) already committed are still in {}; applying their post-action", m.name, done.len(), m.folder);
                 post_actions(session, &m, caps, &done, &[]).await?;
             }
             // Pipelined: batch N commits (and fsyncs) while batch N+1 is fetched; N's
@@ -296,6 +324,9 @@ impl Watcher {
             let name = m.name.clone();
             let now = Utc::now();
             self.with_store(move |s| store::record_poll(s.conn(), &name, now)).await?;
+            // Only a committed write ends a run of failures: a login that works while the
+            // database does not must not reset the backoff.
+            self.failures = 0;
             self.links.metrics.mailbox(&m.name, |h| h.last_poll = Some(now.timestamp()));
             if todo.is_empty() {
                 return Ok(());
@@ -387,10 +418,10 @@ impl Watcher {
         }
         debug!(mailbox = %m.name, "{}: committed a batch of {} message(s), {} failed", m.name, outcomes.len(), failed.len());
         match actor {
-            Some(actor) => actor
-                .queue
-                .send((ok, failed))
-                .map_err(|_| ImapError::Protocol("applying post-actions", "the connection ended".to_owned()))?,
+            Some(actor) => actor.queue.send((ok, failed)).map_err(|_| {
+                let why = "the post-action connection ended (its error is logged above)".to_owned();
+                ImapError::Protocol("applying post-actions", why)
+            })?,
             None => post_actions(session, m, caps, &ok, &failed).await?,
         }
         Ok(())
@@ -399,16 +430,24 @@ impl Watcher {
     /// Waits for new mail with IDLE where the server has it, else sleeps the poll interval.
     async fn wait_for_mail(&self, session: Session, caps: Capabilities) -> Result<Session, WatchError> {
         if !(caps.idle && self.mailbox.idle) {
+            // A sleep cannot hang.
+            self.busy(false);
             tokio::select! {
                 _ = tokio::time::sleep(self.mailbox.poll_interval) => {}
                 _ = self.links.shutdown.cancelled() => {}
             }
             return Ok(session);
         }
+        // Each IDLE step is bounded, so one that lasts is a hang the watchdog must see.
+        self.busy(true);
         let mut idle = session.idle();
-        tokio::time::timeout(Duration::from_secs(60), idle.init())
+        let stalled = |what| {
+            self.links.metrics.imap_stalls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ImapError::Timeout(what)
+        };
+        tokio::time::timeout(IDLE_STEP, idle.init())
             .await
-            .map_err(|_| ImapError::Timeout("starting IDLE"))?
+            .map_err(|_| stalled("starting IDLE (the server stopped answering)"))?
             .map_err(|e| ImapError::Protocol("starting IDLE", e.to_string()))?;
         let (wait, _interrupt) = idle.wait_with_timeout(IDLE_RENEW);
         let woke = tokio::select! {
@@ -416,9 +455,9 @@ impl Watcher {
             _ = self.links.shutdown.cancelled() => Ok(()),
         };
         woke.map_err(|e| ImapError::Protocol("waiting in IDLE", e.to_string()))?;
-        let session = tokio::time::timeout(Duration::from_secs(60), idle.done())
+        let session = tokio::time::timeout(IDLE_STEP, idle.done())
             .await
-            .map_err(|_| ImapError::Timeout("ending IDLE"))?
+            .map_err(|_| stalled("ending IDLE (the server stopped answering)"))?
             .map_err(|e| ImapError::Protocol("ending IDLE", e.to_string()))?;
         Ok(session)
     }
@@ -463,7 +502,10 @@ impl PostActor {
         let m = m.clone();
         let task = tokio::spawn(async move {
             while let Some((ok, failed)) = batches.recv().await {
-                post_actions(&mut session, &m, caps, &ok, &failed).await?;
+                if let Err(e) = post_actions(&mut session, &m, caps, &ok, &failed).await {
+                    warn!(mailbox = %m.name, "{}: the post-action connection failed: {e}", m.name);
+                    return Err(e);
+                }
             }
             imap::logout(session).await;
             Ok(())

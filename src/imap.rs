@@ -82,6 +82,7 @@ pub async fn connect(m: &MailboxConfig) -> Result<Session, ImapError> {
         Ok(Err(e)) => return Err(ImapError::Connect(endpoint, e.to_string())),
         Err(_) => return Err(ImapError::Connect(endpoint, "timed out".to_owned())),
     };
+    keep_alive(&tcp);
     let client = match m.tls {
         TlsMode::Implicit => {
             let mut client = async_imap::Client::new(Either::Left(tls(m, tcp).await?));
@@ -110,6 +111,18 @@ pub async fn connect(m: &MailboxConfig) -> Result<Session, ImapError> {
         Ok(Ok(session)) => Ok(session),
         Ok(Err((e, _))) => Err(ImapError::Auth(m.username.clone(), e.to_string())),
         Err(_) => Err(ImapError::Timeout("logging in")),
+    }
+}
+
+/// TCP keepalive (probes after a minute of silence, every 15 s, 4 of them): a peer that
+/// vanished without closing (a half-open connection) is noticed by the kernel too.
+fn keep_alive(tcp: &TcpStream) {
+    let probes = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(15))
+        .with_retries(4);
+    if let Err(e) = socket2::SockRef::from(tcp).set_tcp_keepalive(&probes) {
+        tracing::debug!("cannot set TCP keepalive: {e}");
     }
 }
 

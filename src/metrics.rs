@@ -33,6 +33,8 @@ pub struct Metrics {
     pub reconnects: AtomicU64,
     /// Tasks (mailbox loops, the acknowledgement sender) that ended while the daemon ran.
     pub tasks_stopped: AtomicU64,
+    /// IMAP connections found stalled in IDLE (no answer within the bound) and reopened.
+    pub imap_stalls: AtomicU64,
     acks_suppressed: Mutex<BTreeMap<String, u64>>,
     mailboxes: Mutex<BTreeMap<String, MailboxHealth>>,
     latency: Mutex<Histogram>,
@@ -109,6 +111,11 @@ impl Metrics {
             "imap_reconnects_total",
             "IMAP connections re-established after a failure.",
             self.reconnects.load(Relaxed),
+        );
+        counter(
+            "imap_stalls_total",
+            "IMAP connections that stopped answering in IDLE and were reopened.",
+            self.imap_stalls.load(Relaxed),
         );
         counter(
             "tasks_stopped_total",

@@ -138,6 +138,17 @@ impl Store {
         &mut self.conn
     }
 
+    /// Whether a write can be committed now: a full disk, a lock held too long or a
+    /// read-only file fails here, before anything is fetched for nothing. Rewrites the
+    /// schema version with its own value, so the commit writes a real page.
+    pub fn check_writable(&mut self) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            tx.pragma_update(None, "user_version", version)?;
+            Ok(())
+        })
+    }
+
     /// Runs `f` in one transaction: a consistent snapshot while the daemon writes.
     pub fn read<T, E: From<StoreError>>(&mut self, f: impl FnOnce(&Transaction) -> Result<T, E>) -> Result<T, E> {
         self.transaction(TransactionBehavior::Deferred, f)
