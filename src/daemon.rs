@@ -30,6 +30,10 @@ use tokio::task::JoinHandle;
 /// instead of at the 29-minute limit of RFC 2177.
 const IDLE_RENEW: Duration = Duration::from_secs(100);
 const IDLE_STEP: Duration = Duration::from_secs(15);
+/// A mailbox lease lasts this long and is renewed every `LEASE_RENEW`; a daemon standing
+/// by looks every `LEASE_RENEW` too, so it takes over within about 40 s of the holder's end.
+const LEASE: Duration = Duration::from_secs(30);
+const LEASE_RENEW: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 enum WatchError {
@@ -65,10 +69,16 @@ pub async fn run(config: Arc<Config>, shutdown: CancellationToken, once: bool) -
         }
     };
     let tracker = TaskTracker::new();
+    let holder: Arc<str> = format!("pid {} on {} ({:08x})", std::process::id(), host_name(), fastrand::u32(..)).into();
     let mut tasks = Vec::new();
     let mut watched = Vec::new();
     for mailbox in &config.mailboxes {
-        let links = Links { shutdown: shutdown.clone(), nudge: Arc::clone(&nudge), metrics: Arc::clone(&metrics) };
+        let links = Links {
+            shutdown: shutdown.clone(),
+            holder: Arc::clone(&holder),
+            nudge: Arc::clone(&nudge),
+            metrics: Arc::clone(&metrics),
+        };
         let watcher = Watcher::new(Arc::clone(&config), mailbox.clone(), links)?;
         let task = tracker.spawn(watcher.watch(once));
         watched.push((format!("the loop of mailbox {}", mailbox.name), task.abort_handle()));
@@ -114,6 +124,8 @@ pub async fn run(config: Arc<Config>, shutdown: CancellationToken, once: bool) -
 /// What a mailbox loop shares with the rest of the daemon.
 struct Links {
     shutdown: CancellationToken,
+    /// Who this daemon is, in mailbox leases.
+    holder: Arc<str>,
     /// Woken when a batch queued acknowledgements.
     nudge: Arc<Notify>,
     metrics: Arc<Metrics>,
@@ -127,12 +139,18 @@ struct Watcher {
     /// The kind of the last connection error, so each state change is logged once.
     down: Option<&'static str>,
     failures: u32,
+    /// Cancelled at shutdown, or when this daemon lost the mailbox's lease: the session
+    /// stops at its next safe point.
+    stop: CancellationToken,
+    /// Whether another daemon holds the lease (logged once per change).
+    standing_by: bool,
 }
 
 impl Watcher {
     fn new(config: Arc<Config>, mailbox: MailboxConfig, links: Links) -> Result<Watcher, StoreError> {
         let store = Arc::new(Mutex::new(Store::open(&config.database_path)?));
-        Ok(Watcher { config, mailbox, store, links, down: None, failures: 0 })
+        let stop = links.shutdown.child_token();
+        Ok(Watcher { config, mailbox, store, links, down: None, failures: 0, stop, standing_by: false })
     }
 
     /// Whether the mailbox ended well (always, unless `once` met an error).
@@ -144,8 +162,22 @@ impl Watcher {
                 }
                 continue;
             }
-            match self.session(once).await {
-                Ok(()) => return true,
+            if !self.hold_lease(once).await {
+                if once || self.links.shutdown.is_cancelled() {
+                    return true;
+                }
+                continue;
+            }
+            let heartbeat = self.keep_lease();
+            let result = self.session(once).await;
+            heartbeat.abort();
+            if self.links.shutdown.is_cancelled() || (once && result.is_ok()) {
+                self.give_up_lease().await;
+            }
+            match result {
+                Ok(()) if once || self.links.shutdown.is_cancelled() => return true,
+                // The lease was lost (another daemon took it over): stand by.
+                Ok(()) => {}
                 Err(e) if once => {
                     error!(mailbox = %self.mailbox.name, "cannot drain {}: {e}", self.mailbox.name);
                     return false;
@@ -158,6 +190,76 @@ impl Watcher {
                     }
                 }
             }
+        }
+    }
+
+    /// Takes (or keeps) this mailbox's lease, so that of several daemons configured with
+    /// it only one watches it. Without it, waits `LEASE_RENEW` (not with `once`).
+    async fn hold_lease(&mut self, once: bool) -> bool {
+        let (name, holder) = (self.mailbox.name.clone(), Arc::clone(&self.links.holder));
+        let now = Utc::now();
+        let until = now + chrono::Duration::from_std(LEASE).expect("a short duration");
+        let taken = self.with_store(move |s| s.write(|tx| store::take_lease(tx, &name, &holder, now, until))).await;
+        let other = match taken {
+            Ok(current) if *current == *self.links.holder => {
+                if std::mem::take(&mut self.standing_by) {
+                    info!(mailbox = %self.mailbox.name, "{}: taking over from the other daemon", self.mailbox.name);
+                }
+                self.stop = self.links.shutdown.child_token();
+                return true;
+            }
+            Ok(current) => current,
+            Err(e) => format!("unknown ({e})"),
+        };
+        if !std::mem::replace(&mut self.standing_by, true) || once {
+            info!(mailbox = %self.mailbox.name, "{}: watched by another postdesk ({other}); standing by", self.mailbox.name);
+        }
+        if !once {
+            tokio::select! {
+                _ = tokio::time::sleep(LEASE_RENEW) => {}
+                _ = self.links.shutdown.cancelled() => {}
+            }
+        }
+        false
+    }
+
+    /// Renews the lease every `LEASE_RENEW` while a session runs; when another daemon
+    /// holds it (this one stalled past its expiry), stops the session at its next safe
+    /// point. A renewal that fails for the database keeps trying: if it stays down, the
+    /// lease expires and another daemon, perhaps with a working disk, takes over.
+    fn keep_lease(&self) -> JoinHandle<()> {
+        let (store, stop) = (Arc::clone(&self.store), self.stop.clone());
+        let (name, holder) = (self.mailbox.name.clone(), Arc::clone(&self.links.holder));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LEASE_RENEW).await;
+                let (store, name_, holder_) = (Arc::clone(&store), name.clone(), Arc::clone(&holder));
+                let renewed = tokio::task::spawn_blocking(move || {
+                    let now = Utc::now();
+                    let until = now + chrono::Duration::from_std(LEASE).expect("a short duration");
+                    let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
+                    store.write(|tx| store::take_lease(tx, &name_, &holder_, now, until))
+                })
+                .await;
+                match renewed {
+                    Ok(Ok(current)) if *current != *holder => {
+                        warn!(mailbox = %name, "{name}: another postdesk ({current}) took the mailbox over; stopping here");
+                        stop.cancel();
+                        return;
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => debug!(mailbox = %name, "{name}: cannot renew the lease now: {e}"),
+                    Err(e) => debug!(mailbox = %name, "{name}: the lease task failed: {e}"),
+                }
+            }
+        })
+    }
+
+    /// At shutdown, so that a daemon standing by takes over at once.
+    async fn give_up_lease(&self) {
+        let (name, holder) = (self.mailbox.name.clone(), Arc::clone(&self.links.holder));
+        if let Err(e) = self.with_store(move |s| store::release_lease(s.conn(), &name, &holder)).await {
+            debug!(mailbox = %self.mailbox.name, "cannot release the lease: {e}");
         }
     }
 
@@ -236,13 +338,13 @@ impl Watcher {
         }
         loop {
             self.drain(&mut session, uidvalidity, caps).await?;
-            if once || self.links.shutdown.is_cancelled() {
+            if once || self.stop.is_cancelled() {
                 imap::logout(session).await;
                 return Ok(());
             }
             session = self.wait_for_mail(session, caps).await?;
             self.busy(true);
-            if self.links.shutdown.is_cancelled() {
+            if self.stop.is_cancelled() {
                 imap::logout(session).await;
                 return Ok(());
             }
@@ -302,7 +404,7 @@ impl Watcher {
                 false => None,
             };
             for chunk in todo.chunks(self.config.batch_size) {
-                if self.links.shutdown.is_cancelled() {
+                if self.stop.is_cancelled() {
                     break;
                 }
                 let started = Instant::now();
@@ -318,7 +420,7 @@ impl Watcher {
             if let Some(actor) = actor {
                 actor.finish().await?;
             }
-            if self.links.shutdown.is_cancelled() {
+            if self.stop.is_cancelled() {
                 return Ok(());
             }
             let name = m.name.clone();
@@ -434,7 +536,7 @@ impl Watcher {
             self.busy(false);
             tokio::select! {
                 _ = tokio::time::sleep(self.mailbox.poll_interval) => {}
-                _ = self.links.shutdown.cancelled() => {}
+                _ = self.stop.cancelled() => {}
             }
             return Ok(session);
         }
@@ -452,7 +554,7 @@ impl Watcher {
         let (wait, _interrupt) = idle.wait_with_timeout(IDLE_RENEW);
         let woke = tokio::select! {
             r = wait => r.map(|_| ()),
-            _ = self.links.shutdown.cancelled() => Ok(()),
+            _ = self.stop.cancelled() => Ok(()),
         };
         woke.map_err(|e| ImapError::Protocol("waiting in IDLE", e.to_string()))?;
         let session = tokio::time::timeout(IDLE_STEP, idle.done())
@@ -532,6 +634,19 @@ struct Item {
 struct Committing {
     task: JoinHandle<Result<Vec<(u32, Outcome)>, StoreError>>,
     started: Instant,
+}
+
+/// This machine's name, for telling daemons apart in mailbox leases.
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into our buffer.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    if ok {
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "this host".to_owned()
+    }
 }
 
 fn joined<T>(result: Result<Result<T, StoreError>, tokio::task::JoinError>) -> Result<T, StoreError> {

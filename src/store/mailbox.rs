@@ -32,6 +32,32 @@ pub fn record_poll(conn: &Connection, mailbox: &str, now: DateTime<Utc>) -> Resu
     Ok(())
 }
 
+/// Takes the lease on watching `mailbox` for `holder` until `until`, or renews it: it is
+/// taken when free, already the holder's, or expired. Returns who holds it now. Run it
+/// in a write transaction.
+pub fn take_lease(
+    conn: &Connection,
+    mailbox: &str,
+    holder: &str,
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<String, StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO mailbox_leases (name, holder, expires_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+         WHERE mailbox_leases.holder = excluded.holder OR mailbox_leases.expires_at < ?4",
+    )?
+    .execute(params![mailbox, holder, timestamp(until), timestamp(now)])?;
+    let sql = "SELECT holder FROM mailbox_leases WHERE name = ?1";
+    Ok(conn.prepare_cached(sql)?.query_row([mailbox], |r| r.get(0))?)
+}
+
+/// Gives the lease up at shutdown, so that another daemon need not wait for it to expire.
+pub fn release_lease(conn: &Connection, mailbox: &str, holder: &str) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM mailbox_leases WHERE name = ?1 AND holder = ?2")?.execute([mailbox, holder])?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,5 +69,21 @@ mod tests {
         assert_eq!(record_uidvalidity(store.conn(), "support", 7).unwrap(), None);
         assert_eq!(record_uidvalidity(store.conn(), "support", 7).unwrap(), None);
         assert_eq!(record_uidvalidity(store.conn(), "support", 9).unwrap(), Some(7));
+    }
+
+    #[test]
+    fn a_lease_is_held_renewed_and_taken_over_when_it_expires() {
+        let store = Store::open_in_memory().unwrap();
+        let t = |s: i64| chrono::DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap();
+        let take = |who: &str, now: i64| take_lease(store.conn(), "support", who, t(now), t(now + 30)).unwrap();
+        assert_eq!(take("a", 0), "a");
+        assert_eq!(take("b", 10), "a", "held");
+        assert_eq!(take("a", 20), "a", "renewed until 50");
+        assert_eq!(take("b", 45), "a");
+        assert_eq!(take("b", 51), "b", "expired: taken over");
+        release_lease(store.conn(), "support", "a").unwrap();
+        assert_eq!(take("a", 52), "b", "only the holder releases");
+        release_lease(store.conn(), "support", "b").unwrap();
+        assert_eq!(take("a", 53), "a");
     }
 }

@@ -12,7 +12,7 @@ pub mod tickets;
 pub use ingest::{
     apply, find_duplicate, gather, ledger_entry, record_failure, record_processed, Applied, Lookups, Seen,
 };
-pub use mailbox::{is_processed, record_poll, record_uidvalidity};
+pub use mailbox::{is_processed, record_poll, record_uidvalidity, release_lease, take_lease};
 
 use std::path::Path;
 use std::time::Duration;
@@ -26,6 +26,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0002_mailbox_state.sql")),
     M::up(include_str!("migrations/0003_trust.sql")),
     M::up(include_str!("migrations/0004_failed_origin.sql")),
+    M::up(include_str!("migrations/0005_mailbox_lease.sql")),
 ];
 
 /// Whether a storage failure may go away by itself (disk full, locked, I/O): the
@@ -102,8 +103,14 @@ impl Store {
         Store::setup(Connection::open_in_memory()?, None)
     }
 
-    /// `dir` is the database's directory (none in memory), locked while migrating.
+    /// `dir` is the database's directory (none in memory). Setting the journal mode and
+    /// migrating are done under an advisory lock (flock) on it — not on the file, whose
+    /// POSIX locks are SQLite's: rusqlite_migration reads the schema version before its
+    /// transaction, and switching a new file to WAL is refused at once (no busy wait)
+    /// while another connection holds it, so two processes opening a new database at the
+    /// same moment would otherwise fail ("table … already exists", "database is locked").
     fn setup(mut conn: Connection, dir: Option<&Path>) -> Result<Store, StoreError> {
+        let _setting_up = dir.map(lock_directory).transpose()?;
         conn.busy_timeout(Duration::from_secs(10))?;
         for (name, f) in [("fold", fold as fn(&str) -> String), ("sort_key", sort_key)] {
             conn.create_scalar_function(
@@ -126,7 +133,7 @@ impl Store {
         // A group-committed batch (200 messages of ~16 KB stored each) fits the page
         // cache, so it is not spilled to the WAL before its commit. In KiB.
         conn.pragma_update(None, "cache_size", -16384)?;
-        migrate(&mut conn, dir)?;
+        migrate(&mut conn)?;
         Ok(Store { conn })
     }
 
@@ -185,22 +192,12 @@ fn directory_of(path: &Path) -> &Path {
     path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
-/// Brings the schema up to date. rusqlite_migration reads the schema version before its
-/// transaction, so two processes opening a new database at once would both create the
-/// tables and one would fail ("table … already exists"). While migrations are pending,
-/// an advisory lock (flock) on the database's directory — not on the file, whose POSIX
-/// locks are SQLite's — makes the second wait, then find nothing left to do.
-fn migrate(conn: &mut Connection, dir: Option<&Path>) -> Result<(), StoreError> {
-    let migrations = Migrations::from_slice(MIGRATIONS);
-    let failed = |e: rusqlite_migration::Error| match e {
+/// Brings the schema up to date (under `setup`'s lock).
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    Migrations::from_slice(MIGRATIONS).to_latest(conn).map_err(|e| match e {
         rusqlite_migration::Error::RusqliteError { err, .. } => StoreError::from(err),
         other => StoreError::Unavailable(format!("cannot migrate the database: {other}")),
-    };
-    if migrations.pending_migrations(conn).map_err(failed)? == 0 {
-        return Ok(());
-    }
-    let _lock = dir.map(lock_directory).transpose()?;
-    migrations.to_latest(conn).map_err(failed)
+    })
 }
 
 /// An exclusive advisory lock on a directory, released when the handle is dropped.

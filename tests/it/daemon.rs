@@ -337,3 +337,35 @@ fn plain_text_is_refused_to_a_remote_host() {
     run.assert_code(1);
     assert!(run.stderr.contains("mailbox[0].tls"), "{}", run.stderr);
 }
+
+/// Two daemons configured with one mailbox and one database: one holds the mailbox's
+/// lease and does the work, the other stands by; every message is one ticket and one
+/// copy in Processed. When the holder dies, the other takes over within the lease's time.
+#[test]
+fn two_daemons_share_a_mailbox_and_one_takes_over_when_the_other_dies() {
+    let world = World::new("");
+    world.dovecot.append_many(USER, PASSWORD, "INBOX", (0..300).map(mail));
+    let (first, second) = (world.spawn(), world.spawn());
+    wait_until(Duration::from_secs(60), "300 tickets", || world.tickets() == 300);
+    wait_until(Duration::from_secs(30), "300 messages moved", || world.folder("Processed") == 300);
+    let standing_by = || first.log().contains("standing by") || second.log().contains("standing by");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !standing_by() {
+        assert!(Instant::now() < deadline, "no daemon stands by:\n{}\n---\n{}", first.log(), second.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (mut holder, mut standby) = if first.log().contains("standing by") { (second, first) } else { (first, second) };
+    assert!(!holder.log().contains("standing by"), "both stood by:\n{}", holder.log());
+    assert_eq!((world.folder("INBOX"), world.folder("Processed")), (0, 300), "one copy of each message");
+
+    holder.signal("-KILL");
+    holder.wait_exit(Duration::from_secs(10));
+    world.dovecot.append(USER, "INBOX", &mail(300));
+    wait_until(Duration::from_secs(90), "the other daemon took over", || world.tickets() == 301);
+    assert!(standby.log().contains("taking over"), "{}", standby.log());
+    wait_until(Duration::from_secs(30), "the new message moved", || world.folder("Processed") == 301);
+    assert_eq!(world.count("SELECT COUNT(DISTINCT message_key) FROM articles"), 301);
+    standby.signal("-TERM");
+    assert_eq!(standby.wait_exit(Duration::from_secs(20)), Some(0), "{}", standby.log());
+    assert_eq!((world.folder("INBOX"), world.folder("Processed")), (0, 301));
+}
