@@ -69,7 +69,7 @@ pub async fn run(config: Arc<Config>, shutdown: CancellationToken, once: bool) -
         }
     };
     let tracker = TaskTracker::new();
-    let holder: Arc<str> = format!("pid {} on {} ({:08x})", std::process::id(), host_name(), fastrand::u32(..)).into();
+    let holder: Arc<str> = lease_holder().into();
     let mut tasks = Vec::new();
     let mut watched = Vec::new();
     for mailbox in &config.mailboxes {
@@ -199,7 +199,18 @@ impl Watcher {
         let (name, holder) = (self.mailbox.name.clone(), Arc::clone(&self.links.holder));
         let now = Utc::now();
         let until = now + chrono::Duration::from_std(LEASE).expect("a short duration");
-        let taken = self.with_store(move |s| s.write(|tx| store::take_lease(tx, &name, &holder, now, until))).await;
+        let taken = self
+            .with_store(move |s| {
+                let current = s.write(|tx| store::take_lease(tx, &name, &holder, now, until))?;
+                // A holder that was this host's and died (a crash, SIGKILL) leaves its lease
+                // to expire; a restart takes it at once instead.
+                if current != *holder && dead_here(&current) {
+                    store::release_lease(s.conn(), &name, &current)?;
+                    return s.write(|tx| store::take_lease(tx, &name, &holder, now, until));
+                }
+                Ok(current)
+            })
+            .await;
         let other = match taken {
             Ok(current) if *current == *self.links.holder => {
                 if std::mem::take(&mut self.standing_by) {
@@ -636,6 +647,25 @@ struct Committing {
     started: Instant,
 }
 
+/// Who this daemon is in mailbox leases: "pid 4242 on mailhost (1f2e3d4c)".
+fn lease_holder() -> String {
+    format!("pid {} on {} ({:08x})", std::process::id(), host_name(), fastrand::u32(..))
+}
+
+/// Whether a lease holder was a process of this host that no longer exists.
+fn dead_here(holder: &str) -> bool {
+    let Some((pid, rest)) = holder.strip_prefix("pid ").and_then(|h| h.split_once(" on ")) else {
+        return false;
+    };
+    let (Ok(pid), Some(host)) = (pid.parse::<i32>(), rest.rsplit_once(" (").map(|(h, _)| h)) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists; nothing is sent.
+    let gone =
+        unsafe { libc::kill(pid, 0) } != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+    host == host_name() && pid != std::process::id() as i32 && gone
+}
+
 /// This machine's name, for telling daemons apart in mailbox leases.
 fn host_name() -> String {
     let mut buf = [0u8; 256];
@@ -651,4 +681,21 @@ fn host_name() -> String {
 
 fn joined<T>(result: Result<Result<T, StoreError>, tokio::task::JoinError>) -> Result<T, StoreError> {
     result.map_err(|e| StoreError::Unavailable(format!("the store task failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_local_holder_is_recognised() {
+        let here = host_name();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(dead_here(&format!("pid {pid} on {here} (00000001)")));
+        assert!(!dead_here(&lease_holder()), "this process is alive");
+        assert!(!dead_here(&format!("pid {pid} on some-other-host (00000001)")), "another host's is not ours to judge");
+        assert!(!dead_here("garbage"));
+    }
 }
