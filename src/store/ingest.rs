@@ -111,9 +111,14 @@ pub fn record_failure(
     Ok(id)
 }
 
+/// An unknown state in the database is an error, never silently some other state.
 fn known_ticket(r: &Row) -> rusqlite::Result<KnownTicket> {
-    let state: String = r.get(2)?;
-    Ok(KnownTicket { id: r.get(0)?, number: r.get(1)?, state: State::parse(&state).unwrap_or(State::Open) })
+    let text: String = r.get(2)?;
+    let state = State::parse(&text).ok_or_else(|| {
+        let unknown = format!("unknown ticket state {text:?}");
+        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, unknown.into())
+    })?;
+    Ok(KnownTicket { id: r.get(0)?, number: r.get(1)?, state })
 }
 
 fn org_fact(r: &Row, first: usize) -> rusqlite::Result<Option<OrgFact>> {
