@@ -509,7 +509,9 @@ fn validate(raw: Raw, file: Option<PathBuf>, cx: &Context) -> Result<Config, Con
     };
     let free_mail = p.or("customers.free_mail_domains", Some(raw.customers.free_mail_domains), Vec::new());
     let extra_free_mail = free_mail.iter().map(|d| p.domain("customers.free_mail_domains", d)).collect();
-    let database_path = p.or("database.path", raw.database.path, PathBuf::from(defaults::DATABASE_PATH));
+    // Relative to the config file, like every other path in it: a command run from
+    // another directory (an MTA's pipe) must reach the same database.
+    let database_path = cx.base.join(p.or("database.path", raw.database.path, PathBuf::from(defaults::DATABASE_PATH)));
     if database_path.as_os_str().is_empty() {
         p.add("database.path", "must not be empty");
     }
@@ -749,15 +751,10 @@ fn load_template(path: Option<&Path>, base: &Path) -> Result<AckTemplate, String
 }
 
 impl Config {
-    /// What the file names outside itself: every password can be read and the
-    /// database's directory exists. `run` and `check-config` check this at once, naming
-    /// the keys; other commands never read the passwords.
-    pub fn check_surroundings(&self) -> Result<(), ConfigError> {
+    /// Every password the file names can be read: `run` and `check-config` check this at
+    /// once, naming the keys; other commands never read the passwords.
+    pub fn check_passwords(&self) -> Result<(), ConfigError> {
         let mut p = Problems::default();
-        let db = &self.database_path;
-        if !db.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).is_dir() {
-            p.add("database.path", format!("the directory of {} does not exist", db.display()));
-        }
         for (i, m) in self.mailboxes.iter().enumerate() {
             if let Err(e) = m.password.read() {
                 p.add(&format!("mailbox[{i}].password"), e);
@@ -925,7 +922,7 @@ mod tests {
     #[test]
     fn passwords_are_not_read_when_the_config_is_loaded() {
         let c = from_toml(&format!("{MAILBOX}password_file = '/nonexistent/pw'\n")).unwrap();
-        let err = c.check_surroundings().unwrap_err().to_string();
+        let err = c.check_passwords().unwrap_err().to_string();
         assert!(err.starts_with("mailbox[0].password: cannot read /nonexistent/pw"), "{err}");
     }
 

@@ -1,6 +1,8 @@
 //! `postdesk check-config [--connect]`: the configuration is valid (loading it already
-//! proved its types, values and template), its passwords can be read and its database
-//! directory exists; with `--connect`, every mailbox and the SMTP server answer.
+//! proved its types, values and template) and its passwords can be read; what is allowed
+//! but probably not meant (a database directory that does not exist yet, acknowledgements
+//! with nowhere to go) is warned of; with `--connect`, every mailbox and the SMTP server
+//! answer.
 
 use std::process::ExitCode;
 
@@ -9,9 +11,9 @@ use crate::imap::{self, ImapError};
 use crate::smtp::Smtp;
 
 pub fn run(config: &Config, connect: bool) -> anyhow::Result<ExitCode> {
-    config.check_surroundings()?;
-    if config.smtp.is_some() && !config.policy.ack.enabled {
-        eprintln!("postdesk: warning: [smtp] is configured but acknowledgement.enabled = false: nothing is sent");
+    config.check_passwords()?;
+    for warning in warnings(config) {
+        eprintln!("postdesk: warning: {warning}");
     }
     let file = config.file.as_ref().map_or("built-in defaults".to_owned(), |f| f.display().to_string());
     println!(
@@ -40,6 +42,29 @@ pub fn run(config: &Config, connect: bool) -> anyhow::Result<ExitCode> {
         all_ok
     });
     Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// What is allowed but probably not meant; said on standard error, the check still passes.
+fn warnings(config: &Config) -> Vec<String> {
+    let mut found = Vec::new();
+    let db = &config.database_path;
+    if !db.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")).is_dir() {
+        found.push(format!(
+            "database.path: the directory of {} does not exist (yet): systemd creates /var/lib/postdesk when the \
+             service first starts; elsewhere, create it",
+            db.display()
+        ));
+    }
+    match (&config.smtp, config.policy.ack.enabled) {
+        (Some(_), false) => {
+            found.push("[smtp] is configured but acknowledgement.enabled = false: nothing is sent".to_owned())
+        }
+        (None, true) => found.push(
+            "acknowledgements are enabled but no [smtp] is configured: they wait in the outbox, unsent".to_owned(),
+        ),
+        _ => {}
+    }
+    found
 }
 
 fn report(endpoint: &str, result: Result<(), String>) -> bool {

@@ -34,7 +34,13 @@ struct Message {
 
 pub fn run(config: &Config, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let inputs = collect(paths)?;
-    let mut store = super::create_store(config)?;
+    // An MTA's pipe delivers into the helpdesk's database, never a new one beside it: a
+    // missing database is a failure the MTA retries (75), not a second helpdesk.
+    let mut store = if inputs.iter().any(|i| matches!(i, Input::Stdin)) {
+        super::open_store(config)?
+    } else {
+        super::create_store(config)?
+    };
     if inputs.is_empty() {
         eprintln!("postdesk: no new messages in {}", shown(paths));
         return Ok(ExitCode::SUCCESS);

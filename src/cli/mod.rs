@@ -111,19 +111,31 @@ enum Command {
         once: bool,
     },
     /// List, read and change the state of tickets; get articles and attachments out
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  postdesk tickets list --state open\n  \
+                                        postdesk tickets show 2026112310000017"
+    )]
     Tickets(tickets::TicketsCommand),
     /// Customer users: list, show, add, edit and merge
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  postdesk customers list --search acme\n  \
+                                        postdesk customers show alice@acme.example"
+    )]
     Customers(customers::CustomersCommand),
     /// Organisations, the level above customer users: list, show, add, edit and merge
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  postdesk orgs list\n  \
+                                        postdesk orgs add 'ACME Widgets' --domain acme-widgets.com"
+    )]
     Orgs(orgs::OrgsCommand),
     /// Messages that could not be processed, kept with their raw bytes: list, show, export, retry
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Examples:\n  postdesk failed list\n  postdesk failed retry --all")]
     Failed(failed::FailedCommand),
     /// Acknowledgements: list them, queue failed ones again
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Examples:\n  postdesk outbox list\n  postdesk outbox retry --all")]
     Outbox(outbox::OutboxCommand),
     /// Validate the configuration and report every problem with its key
     #[command(after_help = "Examples:\n  postdesk --config /etc/postdesk/postdesk.toml check-config\n  \
@@ -148,15 +160,23 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(cli.log_format);
-    // As a pipe, ingest must know that its output is gone and go on (see ingest.rs);
-    // every other command may simply end, quietly, like any Unix tool.
-    let ingesting = matches!(cli.command, Command::Ingest { .. });
-    if !ingesting {
+    // Commands that only print may simply end, quietly, when their reader goes away, like
+    // any Unix tool. Not ingest (it goes on, see ingest.rs), nor the commands that talk
+    // to servers: a peer that resets a TLS connection mid-write must be an error, not a
+    // signal that kills the daemon.
+    let only_prints = matches!(
+        cli.command,
+        Command::Tickets(_) | Command::Customers(_) | Command::Orgs(_) | Command::Failed(_) | Command::Outbox(_)
+    );
+    if only_prints {
         default_sigpipe();
     }
-    // Anything but a usage error while an MTA pipes a message in may pass: the MTA must
-    // keep the mail and retry, not bounce it.
+    // Anything but a usage error while an MTA pipes a message in may pass — a bug too —:
+    // the MTA must keep the mail and retry, not bounce it.
     let from_mta = matches!(&cli.command, Command::Ingest { paths } if paths.iter().any(|p| p.as_os_str() == "-"));
+    if from_mta {
+        tempfail_on_panic();
+    }
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -181,7 +201,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn run_daemon(config: Config, once: bool) -> anyhow::Result<ExitCode> {
-    config.check_surroundings()?;
+    config.check_passwords()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let shutdown = tokio_util::sync::CancellationToken::new();
@@ -234,6 +254,16 @@ fn create_store(config: &Config) -> anyhow::Result<Store> {
     Ok(Store::open(&config.database_path)?)
 }
 
+/// A panic exits 75 instead of Rust's 101, which an MTA would take for a permanent
+/// failure and bounce the customer's message.
+fn tempfail_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::exit(i32::from(EXIT_TEMPFAIL));
+    }));
+}
+
 fn default_sigpipe() {
     // SAFETY: called before any other thread starts; SIG_DFL is a valid disposition.
     unsafe {
@@ -280,11 +310,11 @@ mod tests {
                 }
             }
             let subcommands: Vec<_> = cmd.get_subcommands().filter(|c| c.get_name() != "help").collect();
-            if subcommands.is_empty() {
-                let after = cmd.get_after_help().map(|h| h.to_string()).unwrap_or_default();
-                if !after.contains("Example") && !after.contains("postdesk ") {
-                    missing.push(format!("{path}: no example"));
-                }
+            let after = cmd.get_after_help().map(|h| h.to_string()).unwrap_or_default();
+            let shows_itself =
+                after.lines().any(|l| l.trim_start().starts_with("postdesk") && l.contains(cmd.get_name()));
+            if !after.contains("Example") || !shows_itself {
+                missing.push(format!("{path}: no example of itself"));
             }
             for sub in subcommands {
                 check(sub, &path, missing);

@@ -91,8 +91,13 @@ impl Store {
         let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
             | rusqlite::OpenFlags::SQLITE_OPEN_URI
             | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        if !path.is_file() {
-            return Err(StoreError::Missing(path.display().to_string()));
+        match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+                return Err(StoreError::Missing(shown.display().to_string()));
+            }
+            Err(e) => return Err(StoreError::Unavailable(format!("cannot open {}: {e}", path.display()))),
+            Ok(_) => {}
         }
         let conn = Connection::open_with_flags(path, flags)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
@@ -225,9 +230,12 @@ fn run_merge(conn: &Connection, statements: &[&str], from: i64, into: i64) -> Re
 }
 
 /// Text folded for case-insensitive matching across all of Unicode (SQLite's own
-/// `lower()` and `NOCASE` know only ASCII); registered as the SQL function `fold`.
+/// `lower()` and `NOCASE` know only ASCII): canonical composition, so that a decomposed
+/// "Ä" (as macOS types it) is the composed one, then full case folding ("ß" = "ss");
+/// registered as the SQL function `fold`.
 pub fn fold(text: &str) -> String {
-    text.to_lowercase()
+    use unicode_normalization::UnicodeNormalization;
+    caseless::default_case_fold_str(&text.nfc().collect::<String>()).nfc().collect()
 }
 
 /// The key names sort by: folded, compatibility-decomposed and without accents, so that
@@ -323,6 +331,8 @@ mod tests {
     fn names_match_and_sort_across_unicode() {
         assert_eq!(fold("ÅNGSTRÖM"), fold("Ångström"));
         assert_eq!(fold("ÄRZTE Verbund"), fold("ärzte verbund"));
+        assert_eq!(fold("A\u{308}rzte"), fold("ärzte"), "decomposed");
+        assert_eq!(fold("STRASSE"), fold("Straße"));
         let mut names = vec!["Zoë Ångström", "Zoe Zimmer", "zoe andersen", "Émile"];
         names.sort_by_key(|n| sort_key(n));
         assert_eq!(names, ["Émile", "zoe andersen", "Zoë Ångström", "Zoe Zimmer"]);

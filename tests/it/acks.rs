@@ -216,7 +216,7 @@ fn two_pipe_only_daemons_send_each_acknowledgement_once() {
     use std::process::{Command, Stdio};
 
     let smtp = SmtpServer::start(SmtpOptions { tls: false, auth: None, deliver_to: None });
-    let dir = Dir::new(&format!(
+    let dir = Dir::with_database(&format!(
         "[helpdesk]\naddress = \"{HELPDESK}\"\ninternal_domains = []\n\
          [smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n",
         smtp.port()

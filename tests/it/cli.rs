@@ -127,14 +127,30 @@ fn ticket_show_lists_articles_and_safe_attachment_names() {
 }
 
 #[test]
-fn an_unwritable_database_exits_75_so_an_mta_retries() {
+fn a_missing_or_unwritable_database_exits_75_so_an_mta_retries() {
     let dir = Dir::new("");
-    let mut cmd = dir.command(&["ingest", "-"]);
+    let message = b"From: a@acme.example\nSubject: x\n\nbody\n";
+    // An MTA's pipe never creates a second helpdesk beside the real one.
+    let missing = dir.run_with_stdin(&["ingest", "-"], Some(message));
+    missing.assert_code(75);
+    assert!(missing.stderr.starts_with("postdesk: no database at "), "{}", missing.stderr);
+    assert!(!dir.path().join("postdesk.db").exists());
+
+    let mut cmd = dir.command(&["ingest", "/dev/null"]);
     cmd.env("POSTDESK_DATABASE__PATH", "/nonexistent-postdesk-dir/postdesk.db");
-    let run = run_command(cmd, Some(b"From: a@acme.example\nSubject: x\n\nbody\n"));
+    let run = run_command(cmd, None);
     run.assert_code(75);
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
     assert!(run.stderr.contains("cannot open /nonexistent-postdesk-dir/postdesk.db"), "{}", run.stderr);
+
+    // A database another process holds locked past the busy timeout: 75 as well.
+    dir.run(&["ingest", &fixture("01-plain-text.eml")]).assert_code(0);
+    let lock = rusqlite::Connection::open(dir.path().join("postdesk.db")).unwrap();
+    lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let locked = dir.run_with_stdin(&["ingest", "-"], Some(message));
+    locked.assert_code(75);
+    assert!(locked.stderr.contains("locked"), "{}", locked.stderr);
+    lock.execute_batch("ROLLBACK").unwrap();
 }
 
 #[test]

@@ -69,6 +69,13 @@ fn an_mta_pipe_gets_75_for_anything_that_is_not_the_messages_fault() {
     // The same broken config for a file given by hand is an ordinary error.
     dir.run(&["ingest", &fixture("01-plain-text.eml")]).assert_code(1);
 
+    // An MTA's pipe never creates the database: missing, it is a failure to retry.
+    std::fs::write(dir.config(), format!("[database]\npath = '{}'\n", db.display())).unwrap();
+    let missing = dir.run_with_stdin(&["ingest", "-"], Some(&message));
+    missing.assert_code(75);
+    assert!(missing.stderr.contains(&format!("no database at {}", db.display())), "{}", missing.stderr);
+    dir.run(&["ingest", &fixture("02-html-only.eml")]).assert_code(0);
+
     // Ingesting reads no password: a credential missing here does not stop the mail.
     let mailbox = "[[mailbox]]\nname = 'support'\naddress = 'support@helpdesk.example'\nhost = 'imap.example'\n\
                    username = 'support'\npassword_credential = 'imap'\n";
@@ -201,11 +208,12 @@ fn check_config_reports_every_problem_in_our_words() {
     run.assert_code(0);
     assert!(run.stderr.contains("warning: [smtp] is configured but acknowledgement.enabled = false"), "{}", run.stderr);
 
+    // A database directory that does not exist yet (systemd makes it at the first start).
     std::fs::write(dir.config(), "[database]\npath = '/nonexistent-postdesk/postdesk.db'\n").unwrap();
     let run = dir.run(&["check-config"]);
-    run.assert_code(1);
+    run.assert_code(0);
     assert!(
-        run.stderr.contains("database.path: the directory of /nonexistent-postdesk/postdesk.db does not exist"),
+        run.stderr.contains("database.path: the directory of /nonexistent-postdesk/postdesk.db does not exist (yet)"),
         "{}",
         run.stderr
     );
@@ -357,4 +365,19 @@ fn two_processes_on_a_new_database_both_start_cleanly() {
         }
         assert_eq!(ticket_count(&dir), 3, "trial {trial}");
     }
+}
+
+/// A relative database path is relative to the config file, wherever the command runs
+/// (an MTA runs `ingest -` from its own directory).
+#[test]
+fn a_relative_database_path_is_relative_to_the_config_file() {
+    let dir = Dir::new("");
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    std::fs::write(dir.config(), "[database]\npath = 'data/desk.db'\n").unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut cmd = dir.command(&["ingest", &fixture("01-plain-text.eml")]);
+    cmd.current_dir(elsewhere.path());
+    run_command(cmd, None).assert_code(0);
+    assert!(dir.path().join("data/desk.db").is_file());
+    assert!(!elsewhere.path().join("data").exists());
 }

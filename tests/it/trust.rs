@@ -41,7 +41,7 @@ fn alice_ticket(dir: &Dir) -> String {
 #[test]
 fn only_people_on_a_ticket_write_into_it() {
     for (rule, colleague_follows) in [("organisation", true), ("participants", false), ("anyone", true)] {
-        let dir = Dir::new(&format!("[tickets]\nfollow_up_from = \"{rule}\"\n"));
+        let dir = Dir::with_database(&format!("[tickets]\nfollow_up_from = \"{rule}\"\n"));
         let t = alice_ticket(&dir);
         let tag = |s: &str| format!("Re: [Ticket#{t}] {s}");
 
@@ -97,7 +97,7 @@ fn only_people_on_a_ticket_write_into_it() {
 
 #[test]
 fn our_message_ids_cannot_be_guessed_or_claimed() {
-    let dir = Dir::new("");
+    let dir = Dir::with_database("");
     // An attacker sends first, with the Message-ID an acknowledgement used to get.
     let claimed = ingest(&dir, &mail("mallory@evil.example", "ack.2026112410000017@helpdesk.example", "hello", ""));
     assert!(claimed.contains("its Message-ID claims to be one of ours"), "{claimed}");
@@ -122,7 +122,7 @@ fn our_message_ids_cannot_be_guessed_or_claimed() {
 
 #[test]
 fn a_reused_message_id_is_its_own_message_and_the_same_mail_twice_is_one() {
-    let dir = Dir::new("");
+    let dir = Dir::with_database("");
     let t = alice_ticket(&dir);
     let reused = ingest(&dir, &mail("scanner@acme-widgets.com", "req-0001@mail.acme-widgets.com", "Scan", ""));
     assert!(reused.starts_with("new ticket"), "{reused}");
@@ -137,7 +137,7 @@ fn a_reused_message_id_is_its_own_message_and_the_same_mail_twice_is_one() {
 
 #[test]
 fn acknowledgement_caps_count_mailboxes_and_domains() {
-    let dir = Dir::new("[acknowledgement]\nmax_per_sender_per_day = 2\nmax_per_domain_per_day = 3\n");
+    let dir = Dir::with_database("[acknowledgement]\nmax_per_sender_per_day = 2\nmax_per_domain_per_day = 3\n");
     let outcomes: Vec<String> = ["victim+1@target.example", "victim+2@target.example", "victim+3@target.example"]
         .iter()
         .enumerate()
@@ -178,7 +178,7 @@ fn bounce_of(ack_id: &str, recipient: &str) -> String {
 
 #[test]
 fn a_bounce_of_our_acknowledgement_marks_it_and_opens_no_ticket() {
-    let dir = Dir::new("");
+    let dir = Dir::with_database("");
     let t = alice_ticket(&dir);
     let row = dir.json(&["outbox", "list"])[0].clone();
     let ack_id = row["message_id"].as_str().unwrap();
@@ -215,7 +215,7 @@ fn a_bounce_of_our_acknowledgement_marks_it_and_opens_no_ticket() {
 
 #[test]
 fn tickets_follow_their_customer_to_another_organisation() {
-    let dir = Dir::new("[customers]\nauto_create_organisations = false\n");
+    let dir = Dir::with_database("[customers]\nauto_create_organisations = false\n");
     let open = ticket_in(&ingest(&dir, &mail("kim@newco.example", "k1@newco", "open one", "")));
     let closed = ticket_in(&ingest(&dir, &mail("kim@newco.example", "k2@newco", "closed one", "")));
     ok(&dir, &["tickets", "set-state", &closed, "closed"]);
@@ -250,7 +250,7 @@ fn a_mailbox_trusts_the_dmarc_verdict_of_its_own_server() {
     const USER: &str = "support@helpdesk.example";
     const PASSWORD: &str = "pw-trust";
     let dovecot = Dovecot::start(&[(USER, PASSWORD)]);
-    let dir = Dir::new(&format!(
+    let dir = Dir::with_database(&format!(
         "[[mailbox]]\nname = \"support\"\naddress = \"{USER}\"\nhost = \"127.0.0.1\"\nport = {}\nca_file = \"{}\"\n\
          username = \"{USER}\"\npassword = \"{PASSWORD}\"\nauthserv_id = \"mx.helpdesk.example\"\n",
         dovecot.imaps_port(),
