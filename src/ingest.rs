@@ -169,7 +169,10 @@ pub fn prepare(raw: &[u8], policy: &crate::core::decide::Policy) -> Prepared {
             policy.max_message_bytes
         ));
     }
-    Prepared(parse::parse(raw, &policy.loop_header).map_err(|e| format!("unparseable: {e}")))
+    Prepared(parse::parse(raw, &policy.loop_header).map_err(|e| match e {
+        parse::ParseError::Bound(_) => e.to_string(),
+        _ => format!("unparseable: {e}"),
+    }))
 }
 
 fn process(

@@ -3,6 +3,7 @@
 
 pub mod ack;
 pub mod address;
+pub mod bounds;
 pub mod classify;
 pub mod decide;
 pub mod parse;

@@ -6,6 +6,17 @@ use mail_parser::{Address, HeaderValue, Message, MessageParser, MimeHeaders, Par
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::bounds::{self, Exceeded};
+
+/// Characters kept of a subject or a display name (the RFC 5322 line limit); the whole
+/// header stays in the raw message.
+pub const MAX_TEXT_CHARS: usize = 998;
+/// References looked up: the first few (the thread's root) and the last ones (the parent).
+pub const MAX_REFERENCES: usize = 100;
+const FIRST_REFERENCES: usize = 10;
+/// Addresses kept of each of To and Cc.
+pub const MAX_RECIPIENTS: usize = 100;
+
 /// A display name and an address as written in the message (not yet normalised).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Mailbox {
@@ -65,6 +76,9 @@ pub struct Inbound {
     /// the duplicate key.
     pub content_hash: Option<String>,
     pub size: usize,
+    /// What was left out to keep the message within its bounds (the raw message has it).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cut: Vec<String>,
 }
 
 impl Inbound {
@@ -85,6 +99,8 @@ pub enum ParseError {
     NoHeaders,
     #[error("not an email message: no From, Sender, To, Subject, Date or Message-ID header")]
     NotMail,
+    #[error("over postdesk's bounds: {0}")]
+    Bound(#[from] Exceeded),
 }
 
 pub fn content_hash(raw: &[u8]) -> String {
@@ -113,12 +129,52 @@ pub fn parse(raw: &[u8], loop_header: &str) -> Result<Inbound, ParseError> {
     Ok(inbound)
 }
 
+/// Header fields postdesk reads: kept even past `bounds::MAX_TOP_FIELDS`.
+fn is_read(name: &[u8], loop_header: &str) -> bool {
+    const READ: [&str; 24] = [
+        "from",
+        "sender",
+        "reply-to",
+        "to",
+        "cc",
+        "subject",
+        "date",
+        "message-id",
+        "in-reply-to",
+        "references",
+        "mime-version",
+        "content-type",
+        "content-transfer-encoding",
+        "content-disposition",
+        "auto-submitted",
+        "x-autoreply",
+        "x-autorespond",
+        "x-auto-response-suppress",
+        "precedence",
+        "list-id",
+        "list-unsubscribe",
+        "x-spam-flag",
+        "return-path",
+        "feedback-type",
+    ];
+    READ.iter().any(|r| r.as_bytes().eq_ignore_ascii_case(name)) || name.eq_ignore_ascii_case(loop_header.as_bytes())
+}
+
 fn parse_message(raw: &[u8], loop_header: &str) -> Result<Inbound, ParseError> {
     let body = strip_mbox_from_line(raw);
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ParseError::Empty);
     }
-    let message = MessageParser::default().parse(body).ok_or(ParseError::NoHeaders)?;
+    let shape = bounds::scan(body)?;
+    let mut cut = Vec::new();
+    let header = shape.sections.first().cloned().unwrap_or(0..0);
+    let view = bounds::bound_header(body, header, |name| is_read(name, loop_header), &mut cut);
+    let message = MessageParser::default().parse(view.as_ref()).ok_or(ParseError::NoHeaders)?;
+    if nesting(&message) > bounds::MAX_DEPTH {
+        // The scan missed a structure the parser found: free it without recursion.
+        dismantle(message);
+        return Err(Exceeded::Depth.into());
+    }
     if message.headers().is_empty() {
         return Err(ParseError::NoHeaders);
     }
@@ -126,24 +182,78 @@ fn parse_message(raw: &[u8], loop_header: &str) -> Result<Inbound, ParseError> {
     if !message.headers_raw().any(|(name, _)| ESSENTIAL.iter().any(|e| name.eq_ignore_ascii_case(e))) {
         return Err(ParseError::NotMail);
     }
-    Ok(Inbound {
+    let (to, cc) = (mailboxes(message.to()), mailboxes(message.cc()));
+    for (name, list) in [("To", &to), ("Cc", &cc)] {
+        if list.len() > MAX_RECIPIENTS {
+            cut.push(format!("{name}: kept the first {MAX_RECIPIENTS} of {} addresses", list.len()));
+        }
+    }
+    let mut references = message_ids(message.references());
+    if references.len() > MAX_REFERENCES {
+        cut.push(format!("References: kept the first {FIRST_REFERENCES} and the last of {}", references.len()));
+        references.drain(FIRST_REFERENCES..references.len() - (MAX_REFERENCES - FIRST_REFERENCES));
+    }
+    let mut in_reply_to = message_ids(message.in_reply_to());
+    in_reply_to.truncate(FIRST_REFERENCES);
+    let subject = message.subject().map(one_line).unwrap_or_default();
+    if subject.chars().count() > MAX_TEXT_CHARS {
+        cut.push(format!("Subject: kept the first {MAX_TEXT_CHARS} characters"));
+    }
+    let inbound = Inbound {
         message_id: message.message_id().and_then(clean_message_id),
         from: first_mailbox(message.from()),
         reply_to: first_mailbox(message.reply_to()),
         sender: first_mailbox(message.sender()),
-        to: mailboxes(message.to()),
-        cc: mailboxes(message.cc()),
-        subject: message.subject().map(one_line).unwrap_or_default(),
+        to: to.into_iter().take(MAX_RECIPIENTS).collect(),
+        cc: cc.into_iter().take(MAX_RECIPIENTS).collect(),
+        subject: bounded(&subject),
         date: message.date().map(|d| d.to_rfc3339()),
-        in_reply_to: message_ids(message.in_reply_to()),
-        references: message_ids(message.references()),
+        in_reply_to,
+        references,
         text_body: text_body(&message),
         html_body: html_body(&message),
         attachments: attachments(&message),
         signals: signals(&message, loop_header),
         content_hash: None,
         size: raw.len(),
-    })
+        cut,
+    };
+    Ok(inbound)
+}
+
+/// At most `MAX_TEXT_CHARS` characters.
+fn bounded(text: &str) -> String {
+    text.chars().take(MAX_TEXT_CHARS).collect()
+}
+
+/// How deep `message/rfc822` parts nest in a parsed message, counted without recursion.
+fn nesting(message: &Message) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(message, 0usize)];
+    while let Some((m, depth)) = stack.pop() {
+        deepest = deepest.max(depth);
+        if depth > bounds::MAX_DEPTH {
+            break;
+        }
+        for part in &m.parts {
+            if let PartType::Message(inner) = &part.body {
+                stack.push((inner, depth + 1));
+            }
+        }
+    }
+    deepest
+}
+
+/// Frees a parsed message part by part, so that no nesting can exhaust the stack.
+fn dismantle(message: Message) {
+    let mut stack = vec![message];
+    while let Some(mut m) = stack.pop() {
+        for part in m.parts.drain(..) {
+            if let PartType::Message(inner) = part.body {
+                stack.push(inner);
+            }
+        }
+    }
 }
 
 /// A Message-ID without angle brackets, or `None` when it is unusable.
@@ -175,8 +285,10 @@ fn mailboxes(address: Option<&Address>) -> Vec<Mailbox> {
         .iter()
         .filter_map(|a| {
             let addr = a.address()?.trim();
-            (!addr.is_empty())
-                .then(|| Mailbox { name: a.name().map(one_line).filter(|n| !n.is_empty()), address: addr.to_owned() })
+            (!addr.is_empty()).then(|| Mailbox {
+                name: a.name().map(|n| bounded(&one_line(n))).filter(|n| !n.is_empty()),
+                address: addr.to_owned(),
+            })
         })
         .collect()
 }
@@ -357,6 +469,45 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(sanitise_filename(input, 3), want, "{input:?}");
         }
+    }
+
+    fn nested(depth: usize) -> Vec<u8> {
+        let mut raw = b"From: a@b.example\r\nSubject: deep\r\nContent-Type: message/rfc822\r\n\r\n".to_vec();
+        raw.extend(b"From: a@b.example\r\nContent-Type: message/rfc822\r\n\r\n".repeat(depth));
+        raw.extend(b"From: a@b.example\r\n\r\nhi\r\n");
+        raw
+    }
+
+    /// 34,000 nested `message/rfc822` parts once overflowed the stack when freed.
+    #[test]
+    fn deep_nesting_is_refused_without_exhausting_the_stack() {
+        assert_eq!(parse(&nested(34_000), "X-Loop").unwrap_err(), ParseError::Bound(Exceeded::Depth));
+        assert!(parse(&nested(10), "X-Loop").is_ok());
+        // The safety net behind the scan: measured and freed without recursion.
+        let raw = nested(34_000);
+        let message = MessageParser::default().parse(&raw).unwrap();
+        assert!(nesting(&message) > bounds::MAX_DEPTH);
+        dismantle(message);
+    }
+
+    #[test]
+    fn long_lists_and_texts_are_bounded() {
+        let to: Vec<String> = (0..5_000).map(|i| format!("u{i}@x.example")).collect();
+        let refs: Vec<String> = (0..5_000).map(|i| format!("<r{i}@x.example>")).collect();
+        let raw = format!(
+            "From: {} <a@b.example>\r\nTo: {}\r\nReferences: {}\r\nSubject: {}\r\n\r\nbody\r\n",
+            "N".repeat(5_000),
+            to.join(", "),
+            refs.join(" "),
+            "S".repeat(137_000)
+        );
+        let m = parse_str(&raw);
+        assert_eq!(m.to.len(), MAX_RECIPIENTS);
+        assert_eq!(m.references.len(), MAX_REFERENCES);
+        assert_eq!((m.references[0].as_str(), m.references[99].as_str()), ("r0@x.example", "r4999@x.example"));
+        assert_eq!(m.subject.chars().count(), MAX_TEXT_CHARS);
+        assert_eq!(m.from.unwrap().name.unwrap().chars().count(), MAX_TEXT_CHARS);
+        assert_eq!(m.cut.len(), 6, "{:?}", m.cut);
     }
 
     #[test]
