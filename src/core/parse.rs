@@ -332,23 +332,46 @@ fn attachments(message: &Message) -> Vec<Attachment> {
         .collect()
 }
 
-/// Keeps only the last path component and drops characters that are unsafe in file
-/// names on common systems, so a name like `../../etc/passwd` cannot escape a folder.
+/// Characters that change how a name displays without showing themselves: bidi
+/// overrides, embeddings and isolates (`invoice\u{202e}gpj.exe` shows as `invoiceexe.jpg`),
+/// marks, zero-width characters and other invisible format characters.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00ad}' | '\u{061c}' | '\u{115f}' | '\u{1160}' | '\u{17b4}' | '\u{17b5}' | '\u{180b}'..='\u{180f}'
+        | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{3164}'
+        | '\u{fe00}'..='\u{fe0f}' | '\u{feff}' | '\u{ffa0}' | '\u{fff9}'..='\u{fffb}' | '\u{1d173}'..='\u{1d17a}'
+        | '\u{e0000}'..='\u{e0fff}')
+}
+
+/// Windows reserves these names with any extension (`CON`, `nul.txt`, `LPT1.log`).
+fn is_device_name(name: &str) -> bool {
+    let stem = name.split('.').next().unwrap_or("").trim_end().to_ascii_uppercase();
+    matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL" | "CONIN$" | "CONOUT$")
+        || (stem.len() == 4
+            && (stem.starts_with("COM") || stem.starts_with("LPT"))
+            && stem.as_bytes()[3].is_ascii_digit())
+        || ((stem.starts_with("COM") || stem.starts_with("LPT"))
+            && ["\u{b9}", "\u{b2}", "\u{b3}"].contains(&&stem[3..]))
+}
+
+/// A name safe to show and to save on common systems: only the last path component;
+/// no control, invisible or bidi characters, none of `<>:"|?*`; no leading dots or
+/// spaces, no trailing dots or spaces; a Windows device name gets a `_` in front.
 pub fn sanitise_filename(name: Option<&str>, position: usize) -> String {
     let base = name.unwrap_or("").rsplit(['/', '\\']).next().unwrap_or("");
     let cleaned: String = base
         .chars()
-        .filter(|c| !c.is_control() && !"<>:\"|?*".contains(*c))
-        .collect::<String>()
-        .trim()
-        .trim_start_matches('.')
-        .chars()
+        .filter(|&c| !c.is_control() && !is_invisible(c) && !"<>:\"|?*".contains(c))
         .take(200)
-        .collect();
+        .collect::<String>();
+    let cleaned = cleaned.trim_start_matches(|c: char| c == '.' || c.is_whitespace());
+    let cleaned = cleaned.trim_end_matches(|c: char| c == '.' || c.is_whitespace());
     if cleaned.is_empty() {
         format!("attachment-{position}")
+    } else if is_device_name(cleaned) {
+        format!("_{cleaned}")
     } else {
-        cleaned
+        cleaned.to_owned()
     }
 }
 
@@ -465,6 +488,18 @@ mod tests {
             (Some("   "), "attachment-3"),
             (None, "attachment-3"),
             (Some("Rechnung März.pdf"), "Rechnung März.pdf"),
+            (Some("invoice\u{202e}gpj.exe"), "invoicegpj.exe"),
+            (Some("\u{2067}report\u{2069}.pdf"), "report.pdf"),
+            (Some("pay\u{200b}roll\u{feff}.xlsx"), "payroll.xlsx"),
+            (Some("CON"), "_CON"),
+            (Some("nul.txt"), "_nul.txt"),
+            (Some("LPT1.txt"), "_LPT1.txt"),
+            (Some("com9.tar.gz"), "_com9.tar.gz"),
+            (Some("console.log"), "console.log"),
+            (Some("COM10.txt"), "COM10.txt"),
+            (Some("   notes.txt. . "), "notes.txt"),
+            (Some("report.pdf..."), "report.pdf"),
+            (Some("\u{202e}\u{200b}"), "attachment-3"),
         ];
         for (input, want) in cases {
             assert_eq!(sanitise_filename(input, 3), want, "{input:?}");
