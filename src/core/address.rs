@@ -92,61 +92,31 @@ pub fn owner_domains(domain: &str) -> Vec<String> {
     domains
 }
 
-/// Consumer mail providers: exact registrable domains.
-const FREE_MAIL: &[&str] = &[
-    "gmail.com",
-    "googlemail.com",
-    "outlook.com",
-    "live.com",
-    "msn.com",
-    "icloud.com",
-    "me.com",
-    "mac.com",
-    "aol.com",
-    "web.de",
-    "mail.ru",
-    "inbox.ru",
-    "list.ru",
-    "bk.ru",
-    "proton.me",
-    "protonmail.com",
-    "pm.me",
-    "qq.com",
-    "163.com",
-    "126.com",
-    "yeah.net",
-    "sina.com",
-    "naver.com",
-    "daum.net",
-    "zoho.com",
-    "tutanota.com",
-    "tuta.io",
-    "fastmail.com",
-    "mail.com",
-    "t-online.de",
-    "freenet.de",
-    "orange.fr",
-    "free.fr",
-    "laposte.net",
-    "libero.it",
-    "seznam.cz",
-    "wp.pl",
-    "o2.pl",
-    "interia.pl",
-    "rambler.ru",
-    "hushmail.com",
-    "rediffmail.com",
-];
+/// Free-mail and consumer ISP domains (several thousand, from a maintained public list
+/// vendored under its MIT licence; `scripts/refresh-freemail` updates it).
+const FREE_MAIL_LIST: &str = include_str!("freemail.txt");
+
+static FREE_MAIL: std::sync::LazyLock<std::collections::HashSet<&'static str>> = std::sync::LazyLock::new(|| {
+    FREE_MAIL_LIST.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect()
+});
 
 /// Consumer mail providers that register one name under many suffixes (`yahoo.co.uk`,
 /// `gmx.net`, `hotmail.fr`): matched on the first label of the registrable domain.
 const FREE_MAIL_FAMILIES: &[&str] = &["hotmail", "yahoo", "ymail", "gmx", "yandex", "outlook", "live"];
 
 /// Whether a domain belongs to a consumer mail provider, built in or configured.
+/// The domain and its parents down to the registrable domain are looked up (`mx.gmail.com`
+/// is Gmail), never a public suffix above it.
 pub fn is_free_mail(domain: &str, extra: &[String]) -> bool {
     let registrable = registrable_domain(domain).unwrap_or_else(|| domain.to_owned());
     let first_label = registrable.split('.').next().unwrap_or("");
-    FREE_MAIL.contains(&registrable.as_str())
+    let mut candidates = vec![domain];
+    let mut rest = domain;
+    while let Some((_, parent)) = rest.split_once('.').filter(|_| rest.len() > registrable.len()) {
+        candidates.push(parent);
+        rest = parent;
+    }
+    candidates.iter().any(|d| FREE_MAIL.contains(d))
         || FREE_MAIL_FAMILIES.contains(&first_label)
         || extra.iter().any(|d| d == domain || *d == registrable)
 }
@@ -238,8 +208,24 @@ mod tests {
         for d in ["gmail.com", "yahoo.co.uk", "hotmail.fr", "gmx.net", "web.de", "mycorp-mail.net", "mx.gmail.com"] {
             assert!(is_free_mail(d, &extra), "{d} is free mail");
         }
-        for d in ["acme.com", "globex.co.uk", "livestock.com"] {
+        // Big ISPs and consumer providers the first built-in list missed.
+        for d in
+            ["comcast.net", "att.net", "btinternet.com", "wanadoo.fr", "docomo.ne.jp", "hanmail.net", "protonmail.ch"]
+        {
+            assert!(is_free_mail(d, &[]), "{d} is free mail");
+        }
+        for d in ["acme.com", "globex.co.uk", "livestock.com", "co.uk", "ne.jp", "github.com", "example.co.jp"] {
             assert!(!is_free_mail(d, &extra), "{d} is not free mail");
+        }
+    }
+
+    #[test]
+    fn the_free_mail_list_is_large_sorted_and_normalised() {
+        let domains: Vec<&str> = FREE_MAIL_LIST.lines().filter(|l| !l.starts_with('#')).collect();
+        assert!(domains.len() > 5_000, "{}", domains.len());
+        assert!(domains.windows(2).all(|w| w[0] < w[1]), "sorted and unique");
+        for d in domains {
+            assert_eq!(normalise_domain(d).as_deref(), Some(d), "{d} is a normalised domain");
         }
     }
 
