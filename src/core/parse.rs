@@ -53,6 +53,10 @@ pub struct Signals {
     pub null_return_path: bool,
     /// The text quotes a delivery-status report (a bounce forwarded or inlined).
     pub report_in_body: bool,
+    /// `X-List-Administrivia: yes`: a notice of the list manager, not a post.
+    pub list_administrivia: bool,
+    /// The content types of the message's parts, lower-case (the first 100).
+    pub part_types: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -131,7 +135,7 @@ pub fn parse(raw: &[u8], loop_header: &str) -> Result<Inbound, ParseError> {
 
 /// Header fields postdesk reads: kept even past `bounds::MAX_TOP_FIELDS`.
 fn is_read(name: &[u8], loop_header: &str) -> bool {
-    const READ: [&str; 24] = [
+    const READ: [&str; 25] = [
         "from",
         "sender",
         "reply-to",
@@ -156,6 +160,7 @@ fn is_read(name: &[u8], loop_header: &str) -> bool {
         "x-spam-flag",
         "return-path",
         "feedback-type",
+        "x-list-administrivia",
     ];
     READ.iter().any(|r| r.as_bytes().eq_ignore_ascii_case(name)) || name.eq_ignore_ascii_case(loop_header.as_bytes())
 }
@@ -400,12 +405,20 @@ fn signals(message: &Message, loop_header: &str) -> Signals {
             "precedence" => s.precedence = Some(lower()),
             "list-id" => s.list_id = true,
             "list-unsubscribe" => s.list_unsubscribe = true,
+            "x-list-administrivia" => s.list_administrivia |= lower().starts_with("yes"),
             "x-spam-flag" => s.spam_flag |= lower().starts_with("yes"),
             "return-path" => s.null_return_path |= value.trim_matches(|c| c == '<' || c == '>').is_empty(),
             n if n.eq_ignore_ascii_case(loop_header) => s.loop_header.push(lower()),
             _ => {}
         }
     }
+    s.part_types = message
+        .parts
+        .iter()
+        .take(100)
+        .filter_map(|p| p.content_type())
+        .map(|ct| format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("")).to_ascii_lowercase())
+        .collect();
     s.report = message.root_part().content_type().is_some_and(|ct| {
         ct.ctype().eq_ignore_ascii_case("multipart") && ct.subtype().is_some_and(|st| st.eq_ignore_ascii_case("report"))
     });
