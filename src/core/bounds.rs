@@ -222,12 +222,12 @@ fn open_part(
 }
 
 /// One header field: its name and every byte of it, continuation lines included.
-struct Field<'a> {
-    name: &'a [u8],
-    bytes: &'a [u8],
+pub(crate) struct Field<'a> {
+    pub(crate) name: &'a [u8],
+    pub(crate) bytes: &'a [u8],
 }
 
-fn fields(section: &[u8]) -> impl Iterator<Item = Field<'_>> {
+pub(crate) fn fields(section: &[u8]) -> impl Iterator<Item = Field<'_>> {
     let mut lines = lines(section).peekable();
     std::iter::from_fn(move || {
         let (start, line) = lines.next()?;

@@ -4,6 +4,7 @@
 pub mod ack;
 pub mod address;
 pub mod bounds;
+pub mod charset;
 pub mod classify;
 pub mod decide;
 pub mod parse;

@@ -7,6 +7,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::bounds::{self, Exceeded};
+use super::charset;
 
 /// Characters kept of a subject or a display name (the RFC 5322 line limit); the whole
 /// header stays in the raw message.
@@ -172,8 +173,12 @@ fn parse_message(raw: &[u8], loop_header: &str) -> Result<Inbound, ParseError> {
     }
     let shape = bounds::scan(body)?;
     let mut cut = Vec::new();
-    let header = shape.sections.first().cloned().unwrap_or(0..0);
-    let view = bounds::bound_header(body, header, |name| is_read(name, loop_header), &mut cut);
+    let transcoded = charset::transcode_headers(body, &shape);
+    let (source, header) = match &transcoded {
+        Some((bytes, top_end)) => (bytes.as_slice(), 0..*top_end),
+        None => (body, shape.sections.first().cloned().unwrap_or(0..0)),
+    };
+    let view = bounds::bound_header(source, header, |name| is_read(name, loop_header), &mut cut);
     let message = MessageParser::default().parse(view.as_ref()).ok_or(ParseError::NoHeaders)?;
     if nesting(&message) > bounds::MAX_DEPTH {
         // The scan missed a structure the parser found: free it without recursion.
