@@ -95,6 +95,79 @@ pub fn decode(bytes: &[u8], charset: Option<&str>) -> String {
     encoding.decode_without_bom_handling(bytes).0.into_owned()
 }
 
+/// A MIME parameter split into RFC 2231 sections (`filename*0*=`, `filename*1=` …),
+/// joined as bytes first and only then decoded, so that a stateful charset such as
+/// ISO-2022-JP decodes as one string. `None` when the parameter has no numbered sections.
+pub fn rfc2231_parameter(header_value: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(header_value);
+    let mut pieces: Vec<(u32, bool, String)> = Vec::new();
+    let mut in_quotes = false;
+    let mut param = String::new();
+    let mut params = Vec::new();
+    for c in text.chars() {
+        match c {
+            '"' => in_quotes = !in_quotes,
+            ';' if !in_quotes => params.push(std::mem::take(&mut param)),
+            '\r' | '\n' => {}
+            _ => param.push(c),
+        }
+    }
+    params.push(param);
+    let prefix = format!("{}*", name.to_ascii_lowercase());
+    for param in &params {
+        let Some((key, value)) = param.split_once('=') else { continue };
+        let key = key.trim().to_ascii_lowercase();
+        let Some(section) = key.strip_prefix(&prefix) else { continue };
+        let (number, extended) = match section.strip_suffix('*') {
+            Some(n) => (n, true),
+            None => (section, false),
+        };
+        let Ok(number) = number.parse::<u32>() else { continue };
+        pieces.push((number, extended, value.trim().to_owned()));
+    }
+    if pieces.is_empty() || pieces.len() > 1000 {
+        return None;
+    }
+    pieces.sort_by_key(|p| p.0);
+    let mut charset = None;
+    let mut bytes = Vec::new();
+    for (number, extended, value) in &pieces {
+        let mut value = value.as_str();
+        if *extended && *number == 0 {
+            let mut parts = value.splitn(3, '\'');
+            if let (Some(cs), Some(_lang), Some(rest)) = (parts.next(), parts.next(), parts.next()) {
+                charset = Some(cs.to_owned()).filter(|c| !c.is_empty());
+                value = rest;
+            }
+        }
+        if *extended {
+            bytes.extend(percent_decode(value.as_bytes()));
+        } else {
+            bytes.extend_from_slice(value.as_bytes());
+        }
+    }
+    Some(decode(&bytes, charset.as_deref()))
+}
+
+fn percent_decode(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +225,16 @@ mod tests {
         raw.extend_from_slice(b"\r\n\r\nbody\r\n");
         assert!(transcoded(&raw).contains("Subject: 至急\r\n"));
         assert_eq!(decode(&jis, Some("iso-2022-jp")), "至急");
+    }
+
+    #[test]
+    fn rfc2231_sections_are_joined_before_decoding() {
+        let value = b" inline;\r\n filename*0*=ISO-2022-JP'ja'%1b$B%3f7$7$$%25F%25%2d%259%25H%1b%28B;\r\n \
+            filename*1*=%20;\r\n filename*2*=%1b$B%25I%25%2d%25e%25a%25s%25H%1b%28B;\r\n filename*3=.txt";
+        assert_eq!(rfc2231_parameter(value, "filename").as_deref(), Some("新しいテキスト ドキュメント.txt"));
+        let utf8 = b"attachment; filename*0*=UTF-8''R%C3%A9sum; filename*1=\"\xc3\xa9.pdf\"";
+        assert_eq!(rfc2231_parameter(utf8, "filename").as_deref(), Some("Résumé.pdf"));
+        assert_eq!(rfc2231_parameter(b"attachment; filename=\"a.txt\"", "filename"), None);
+        assert_eq!(rfc2231_parameter(b"attachment; filename*=UTF-8''a.txt", "filename"), None);
     }
 }

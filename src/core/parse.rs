@@ -2,7 +2,7 @@
 //! header decoded. Pure: no I/O; never panics on hostile input (mail-parser is
 //! best-effort by design).
 
-use mail_parser::{Address, HeaderValue, Message, MessageParser, MimeHeaders, PartType};
+use mail_parser::{Address, HeaderName, HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -222,7 +222,7 @@ fn parse_message(raw: &[u8], loop_header: &str) -> Result<Inbound, ParseError> {
         references,
         text_body: text_body(&message),
         html_body: html_body(&message),
-        attachments: attachments(&message),
+        attachments: attachments(&message, view.as_ref()),
         signals: signals(&message, loop_header),
         content_hash: None,
         size: raw.len(),
@@ -322,7 +322,22 @@ fn html_body(message: &Message) -> Option<String> {
     }
 }
 
-fn attachments(message: &Message) -> Vec<Attachment> {
+/// The raw value of a part's header, from the bytes the message was parsed from.
+fn raw_header<'a>(part: &MessagePart, name: HeaderName, raw: &'a [u8]) -> Option<&'a [u8]> {
+    let h = part.headers.iter().find(|h| h.name == name)?;
+    raw.get(h.offset_start as usize..h.offset_end as usize)
+}
+
+/// An attachment's name: RFC 2231 sections joined by us (mail-parser decodes each alone,
+/// which breaks stateful charsets), else what mail-parser found.
+fn attachment_name(part: &MessagePart, raw: &[u8]) -> Option<String> {
+    raw_header(part, HeaderName::ContentDisposition, raw)
+        .and_then(|v| charset::rfc2231_parameter(v, "filename"))
+        .or_else(|| raw_header(part, HeaderName::ContentType, raw).and_then(|v| charset::rfc2231_parameter(v, "name")))
+        .or_else(|| part.attachment_name().map(str::to_owned))
+}
+
+fn attachments(message: &Message, raw: &[u8]) -> Vec<Attachment> {
     message
         .attachments()
         .enumerate()
@@ -333,7 +348,7 @@ fn attachments(message: &Message) -> Vec<Attachment> {
             );
             let content = part.contents().to_vec();
             Attachment {
-                filename: sanitise_filename(part.attachment_name(), i + 1),
+                filename: sanitise_filename(attachment_name(part, raw).as_deref(), i + 1),
                 content_type,
                 size: content.len(),
                 content,
