@@ -7,6 +7,7 @@ pub mod bounds;
 pub mod charset;
 pub mod classify;
 pub mod decide;
+pub mod html;
 pub mod parse;
 pub mod resolve;
 pub mod retry;

@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::bounds::{self, Exceeded};
 use super::charset;
+use super::html;
 
 /// Characters kept of a subject or a display name (the RFC 5322 line limit); the whole
 /// header stays in the raw message.
@@ -307,10 +308,19 @@ fn first_mailbox(address: Option<&Address>) -> Option<Mailbox> {
     mailboxes(address).into_iter().next()
 }
 
-/// Every inline text part, joined; HTML is rendered to text when there is no text part.
+/// Every inline text part, joined; HTML is rendered to text (with its structure) when
+/// there is no text part.
 fn text_body(message: &Message) -> String {
-    let parts: Vec<String> =
-        (0..message.text_body_count()).filter_map(|i| message.body_text(i)).map(|t| t.into_owned()).collect();
+    let parts: Vec<String> = message
+        .text_body
+        .iter()
+        .filter_map(|&id| message.parts.get(id as usize))
+        .filter_map(|part| match &part.body {
+            PartType::Text(text) => Some(text.to_string()),
+            PartType::Html(html) => Some(html::to_text(html)),
+            _ => None,
+        })
+        .collect();
     parts.join("\n")
 }
 
