@@ -4,9 +4,33 @@
 
 /// Elements whose start and end break the line.
 const BLOCKS: &[&str] = &[
-    "address", "article", "aside", "blockquote", "center", "dd", "div", "dl", "dt", "fieldset", "figcaption",
-    "figure", "footer", "form", "header", "hr", "main", "nav", "ol", "pre", "section", "table", "tbody", "thead",
-    "tfoot", "tr", "ul",
+    "address",
+    "article",
+    "aside",
+    "blockquote",
+    "center",
+    "dd",
+    "div",
+    "dl",
+    "dt",
+    "fieldset",
+    "figcaption",
+    "figure",
+    "footer",
+    "form",
+    "header",
+    "hr",
+    "main",
+    "nav",
+    "ol",
+    "pre",
+    "section",
+    "table",
+    "tbody",
+    "thead",
+    "tfoot",
+    "tr",
+    "ul",
 ];
 /// Elements that stand apart by a blank line.
 const PARAGRAPHS: &[&str] = &["p", "h1", "h2", "h3", "h4", "h5", "h6"];
@@ -121,7 +145,8 @@ impl Renderer {
                 if let Some((href, start)) = self.links.pop() {
                     let text = self.out.get(start..).unwrap_or("").trim().to_owned();
                     let shown = href.strip_prefix("mailto:").unwrap_or(&href);
-                    let linkable = href.starts_with("http://") || href.starts_with("https://") || href.starts_with("mailto:");
+                    let linkable =
+                        href.starts_with("http://") || href.starts_with("https://") || href.starts_with("mailto:");
                     if linkable && text != shown && text != href {
                         if text.is_empty() {
                             self.out.push_str(shown);
@@ -250,7 +275,15 @@ fn decode_entities(text: &str) -> String {
 
 /// The text of an HTML document.
 pub fn to_text(html: &str) -> String {
-    let mut r = Renderer { out: String::new(), space: false, hidden: 0, pre: 0, lists: Vec::new(), links: Vec::new(), cells: 0 };
+    let mut r = Renderer {
+        out: String::new(),
+        space: false,
+        hidden: 0,
+        pre: 0,
+        lists: Vec::new(),
+        links: Vec::new(),
+        cells: 0,
+    };
     let mut rest = html;
     while let Some(lt) = rest.find('<') {
         r.text(&rest[..lt]);
@@ -312,7 +345,10 @@ mod tests {
             ("<p>Hello &amp; <b>welcome</b></p><p>Second</p>", "Hello & welcome\n\nSecond"),
             ("<ul><li>one</li><li>two</li></ul>after", "- one\n- two\nafter"),
             ("<ol><li>first<li>second</ol>", "1. first\n2. second"),
-            ("See <a href=\"https://acme.example/x?a=1&amp;b=2\">the page</a>.", "See the page <https://acme.example/x?a=1&b=2>."),
+            (
+                "See <a href=\"https://acme.example/x?a=1&amp;b=2\">the page</a>.",
+                "See the page <https://acme.example/x?a=1&b=2>.",
+            ),
             ("<a href='https://acme.example'>https://acme.example</a>", "https://acme.example"),
             ("Mail <a href=\"mailto:bob@acme.example\">Bob</a>", "Mail Bob <bob@acme.example>"),
             ("<head><title>T</title><style>p {}</style></head><body>Body<script>x()</script></body>", "Body"),

@@ -13,3 +13,4 @@ pub mod resolve;
 pub mod retry;
 pub mod route;
 pub mod ticket_number;
+pub mod uuencode;

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use super::bounds::{self, Exceeded};
 use super::charset;
 use super::html;
+use super::uuencode;
 
 /// Characters kept of a subject or a display name (the RFC 5322 line limit); the whole
 /// header stays in the raw message.
@@ -210,6 +211,17 @@ fn parse_message(raw: &[u8], loop_header: &str) -> Result<Inbound, ParseError> {
     if subject.chars().count() > MAX_TEXT_CHARS {
         cut.push(format!("Subject: kept the first {MAX_TEXT_CHARS} characters"));
     }
+    let (text_body, uu_files) = text_body(&message);
+    let mut attachments = attachments(&message, view.as_ref());
+    for file in uu_files {
+        let position = attachments.len() + 1;
+        attachments.push(Attachment {
+            filename: sanitise_filename(Some(&file.name), position),
+            content_type: "application/octet-stream".to_owned(),
+            size: file.content.len(),
+            content: file.content,
+        });
+    }
     let inbound = Inbound {
         message_id: message.message_id().and_then(clean_message_id),
         from: first_mailbox(message.from()),
@@ -221,9 +233,9 @@ fn parse_message(raw: &[u8], loop_header: &str) -> Result<Inbound, ParseError> {
         date: message.date().map(|d| d.to_rfc3339()),
         in_reply_to,
         references,
-        text_body: text_body(&message),
+        text_body,
         html_body: html_body(&message),
-        attachments: attachments(&message, view.as_ref()),
+        attachments,
         signals: signals(&message, loop_header),
         content_hash: None,
         size: raw.len(),
@@ -309,8 +321,8 @@ fn first_mailbox(address: Option<&Address>) -> Option<Mailbox> {
 }
 
 /// Every inline text part, joined; HTML is rendered to text (with its structure) when
-/// there is no text part.
-fn text_body(message: &Message) -> String {
+/// there is no text part. uuencoded blocks leave the text as files.
+fn text_body(message: &Message) -> (String, Vec<uuencode::File>) {
     let parts: Vec<String> = message
         .text_body
         .iter()
@@ -321,7 +333,7 @@ fn text_body(message: &Message) -> String {
             _ => None,
         })
         .collect();
-    parts.join("\n")
+    uuencode::extract(&parts.join("\n"))
 }
 
 /// The first real `text/html` part, if any (not a text part converted to HTML).
@@ -356,9 +368,21 @@ fn attachments(message: &Message, raw: &[u8]) -> Vec<Attachment> {
                 || "application/octet-stream".to_owned(),
                 |ct| format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("octet-stream")).to_lowercase(),
             );
-            let content = part.contents().to_vec();
+            let mut content = part.contents().to_vec();
+            let mut name = attachment_name(part, raw);
+            // `x-uuencode` is no MIME encoding: mail-parser leaves the part as it came.
+            let uuencoded = raw_header(part, HeaderName::ContentTransferEncoding, raw).is_some_and(|v| {
+                let v = String::from_utf8_lossy(v).trim().to_ascii_lowercase();
+                matches!(v.as_str(), "x-uuencode" | "uuencode" | "x-uue")
+            });
+            if uuencoded {
+                if let Some(file) = uuencode::extract(&String::from_utf8_lossy(&content)).1.into_iter().next() {
+                    name = name.or(Some(file.name));
+                    content = file.content;
+                }
+            }
             Attachment {
-                filename: sanitise_filename(attachment_name(part, raw).as_deref(), i + 1),
+                filename: sanitise_filename(name.as_deref(), i + 1),
                 content_type,
                 size: content.len(),
                 content,
