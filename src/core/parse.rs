@@ -211,7 +211,7 @@ fn parse_message(raw: &[u8], loop_header: &str) -> Result<Inbound, ParseError> {
     if subject.chars().count() > MAX_TEXT_CHARS {
         cut.push(format!("Subject: kept the first {MAX_TEXT_CHARS} characters"));
     }
-    let (text_body, uu_files) = text_body(&message);
+    let (text_body, uu_files) = text_body(&message, view.as_ref());
     let mut attachments = attachments(&message, view.as_ref());
     for file in uu_files {
         let position = attachments.len() + 1;
@@ -322,18 +322,33 @@ fn first_mailbox(address: Option<&Address>) -> Option<Mailbox> {
 
 /// Every inline text part, joined; HTML is rendered to text (with its structure) when
 /// there is no text part. uuencoded blocks leave the text as files.
-fn text_body(message: &Message) -> (String, Vec<uuencode::File>) {
+fn text_body(message: &Message, raw: &[u8]) -> (String, Vec<uuencode::File>) {
     let parts: Vec<String> = message
         .text_body
         .iter()
         .filter_map(|&id| message.parts.get(id as usize))
         .filter_map(|part| match &part.body {
+            PartType::Text(text) if text.contains('\u{fffd}') => Some(redecoded(part, raw).unwrap_or(text.to_string())),
             PartType::Text(text) => Some(text.to_string()),
             PartType::Html(html) => Some(html::to_text(html)),
             _ => None,
         })
         .collect();
     uuencode::extract(&parts.join("\n"))
+}
+
+/// A text part whose bytes do not fit its declared charset (mail-parser put U+FFFD in),
+/// decoded again with the charset chardetng finds, when that one fits.
+fn redecoded(part: &MessagePart, raw: &[u8]) -> Option<String> {
+    use mail_parser::decoders::{base64::base64_decode, quoted_printable::quoted_printable_decode};
+    let body = raw.get(part.offset_body as usize..part.offset_end as usize)?;
+    let bytes = match part.encoding {
+        mail_parser::Encoding::QuotedPrintable => quoted_printable_decode(body)?,
+        mail_parser::Encoding::Base64 => base64_decode(body)?,
+        mail_parser::Encoding::None => body.to_vec(),
+    };
+    let text = charset::decode(&bytes, None);
+    (!text.contains('\u{fffd}')).then_some(text)
 }
 
 /// The first real `text/html` part, if any (not a text part converted to HTML).
@@ -503,6 +518,15 @@ mod tests {
         assert_eq!(m.references, vec!["r1@y", "x@y"]);
         assert_eq!(m.text_body.trim(), "hello");
         assert_eq!(m.message_key(), "mid:abc@host");
+    }
+
+    #[test]
+    fn a_body_whose_bytes_do_not_fit_its_charset_is_detected() {
+        let raw = "From: a@b.example\r\nContent-Type: text/plain; charset=UTF-8\r\n\
+                   Content-Transfer-Encoding: quoted-printable\r\n\r\nDie Hasen und die Fr=F6sche, =FCber Gr=FC=DFe\r\n";
+        assert_eq!(parse_str(raw).text_body.trim(), "Die Hasen und die Frösche, über Grüße");
+        let literal = "From: a@b.example\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\nkept \u{fffd} as sent\r\n";
+        assert_eq!(parse_str(literal).text_body.trim(), "kept \u{fffd} as sent");
     }
 
     #[test]
