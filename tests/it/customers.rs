@@ -31,8 +31,19 @@ fn seed(dir: &Dir, messages: &[(&str, &str)]) {
     dir.run(&["ingest", &folder.display().to_string()]).assert_code(0);
 }
 
+/// Ingests the first twenty fixtures, the ones these expectations were written against
+/// (fixtures added later for parsing and classification would change every count).
 fn seed_fixtures(dir: &Dir) {
-    dir.run(&["ingest", &repo_path("fixtures/mail").display().to_string()]).assert_code(0);
+    let folder = dir.path().join("fixtures-01-20");
+    std::fs::create_dir(&folder).unwrap();
+    for entry in std::fs::read_dir(repo_path("fixtures/mail")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.get(..2).and_then(|n| n.parse::<u32>().ok()).is_some_and(|n| n <= 20) {
+            std::fs::copy(&path, folder.join(&name)).unwrap();
+        }
+    }
+    dir.run(&["ingest", &folder.display().to_string()]).assert_code(0);
 }
 
 fn ok(dir: &Dir, args: &[&str]) -> String {
