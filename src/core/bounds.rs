@@ -19,6 +19,8 @@ pub const MAX_TOP_FIELDS: usize = 1_000;
 /// Bytes of one top-level header field kept (To with thousands of addresses is cut at an
 /// address; References keeps its first and last message-ids).
 pub const MAX_FIELD_BYTES: usize = 64 * 1024;
+/// Bytes of the message's own header kept whole; past this, as past `MAX_TOP_FIELDS`.
+pub const MAX_HEADER_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Exceeded {
@@ -279,19 +281,22 @@ pub fn bound_header<'a>(
     let section = &raw[header.clone()];
     let (count, oversized) =
         fields(section).fold((0usize, false), |(n, big), f| (n + 1, big || f.bytes.len() > MAX_FIELD_BYTES));
-    if count <= MAX_TOP_FIELDS && !oversized {
+    if count <= MAX_TOP_FIELDS && !oversized && section.len() <= MAX_HEADER_BYTES {
         return Cow::Borrowed(raw);
     }
     let mut out = Vec::with_capacity(raw.len().min(header.len()) + (raw.len() - header.end));
     out.extend_from_slice(&raw[..header.start]);
     let mut kept_names: Vec<Vec<u8>> = Vec::new();
     let mut dropped = 0usize;
+    let mut kept_bytes = 0usize;
     for (i, field) in fields(section).enumerate() {
         let lower = field.name.to_ascii_lowercase();
-        if i >= MAX_TOP_FIELDS && (!read(&lower) || kept_names.contains(&lower)) {
+        let past = i >= MAX_TOP_FIELDS || kept_bytes > MAX_HEADER_BYTES;
+        if past && (!read(&lower) || kept_names.contains(&lower)) {
             dropped += 1;
             continue;
         }
+        kept_bytes += field.bytes.len().min(MAX_FIELD_BYTES);
         if field.bytes.len() > MAX_FIELD_BYTES {
             cuts.push(format!(
                 "header {} cut from {} to {MAX_FIELD_BYTES} bytes",
@@ -302,12 +307,14 @@ pub fn bound_header<'a>(
         } else {
             out.extend_from_slice(field.bytes);
         }
-        if i >= MAX_TOP_FIELDS {
+        if past {
             kept_names.push(lower);
         }
     }
     if dropped > 0 {
-        cuts.push(format!("{dropped} header fields past the first {MAX_TOP_FIELDS} left out"));
+        cuts.push(format!(
+            "{dropped} header fields past the first {MAX_TOP_FIELDS} or {MAX_HEADER_BYTES} bytes left out"
+        ));
     }
     out.extend_from_slice(&raw[header.end..]);
     Cow::Owned(out)
@@ -407,6 +414,18 @@ mod tests {
         assert!(text.contains("To: u0@x.example,") && !text.contains("u19999@"));
         assert_eq!(text.matches("X-Junk").count(), MAX_TOP_FIELDS - 3);
         assert_eq!(cuts.len(), 3, "{cuts:?}");
+    }
+
+    #[test]
+    fn repeated_big_fields_are_bounded_in_bytes() {
+        let to: Vec<String> = (0..3_000).map(|i| format!("u{i}@x.example")).collect();
+        let field = format!("To: {}\r\n", to.join(", "));
+        let raw = format!("From: a@b.example\r\n{}Subject: s\r\n\r\nbody\r\n", field.repeat(200));
+        let header = scan(raw.as_bytes()).unwrap().sections[0].clone();
+        let mut cuts = Vec::new();
+        let bounded = bound_header(raw.as_bytes(), header, |n| n == b"to" || n == b"subject", &mut cuts);
+        assert!(bounded.len() < MAX_HEADER_BYTES + 2 * MAX_FIELD_BYTES, "{}", bounded.len());
+        assert!(bounded.ends_with(b"Subject: s\r\n\r\nbody\r\n"));
     }
 
     #[test]
