@@ -123,7 +123,7 @@ mod tests {
             let subject = format!("{hostile}[Ticket#{n}]");
             let started = std::time::Instant::now();
             assert_eq!(find_tags(&subject, "Ticket#"), vec![n.clone()]);
-            assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
+            assert!(started.elapsed() < std::time::Duration::from_secs(10), "quadratic: {:?}", started.elapsed());
         }
     }
 }
