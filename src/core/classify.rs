@@ -111,7 +111,7 @@ const LIST_NOTICE_SUBJECTS: &[&str] = &[
 ];
 
 /// Local parts that list managers send from: `list-request@`, `owner-list@` …
-const LIST_MANAGER_SUFFIXES: &[&str] = &["-request", "-owner", "-bounces", "-admin"];
+const LIST_MANAGER_SUFFIXES: &[&str] = &["-request", "-owner", "-bounces"];
 const LIST_MANAGER_PREFIXES: &[&str] = &["owner-"];
 
 /// Local parts (separators `-_.` removed) of senders that read no answers.
@@ -302,6 +302,7 @@ mod tests {
             ("From: users-owner@lists.example", &[ListNotice]),
             ("From: owner-users@lists.example", &[ListNotice]),
             ("From: users-bounces@lists.example", &[ListNotice]),
+            ("From: it-admin@acme.example", &[]),
             ("From: a@lists.example\r\nX-List-Administrivia: yes", &[ListNotice]),
             ("From: a@lists.example\r\nSubject: Your message to Users awaits moderator approval", &[ListNotice]),
             ("From: a@lists.example\r\nSubject: Users Digest, Vol 42, Issue 7", &[ListNotice]),
