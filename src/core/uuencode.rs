@@ -23,7 +23,7 @@ fn begin_line(line: &str) -> Option<&str> {
 /// One encoded line, or `None` when it is not one.
 fn decode_line(line: &str, out: &mut Vec<u8>) -> Option<()> {
     let bytes = line.as_bytes();
-    let value = |b: u8| -> Option<u8> { (32..=96).contains(&b).then_some((b - 32) & 63) };
+    let value = |b: u8| -> Option<u8> { b.checked_sub(32).filter(|v| *v <= 64).map(|v| v & 63) };
     let len = value(*bytes.first()?)? as usize;
     let groups = len.div_ceil(3);
     let data = &bytes[1..];
