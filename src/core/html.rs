@@ -37,6 +37,9 @@ const PARAGRAPHS: &[&str] = &["p", "h1", "h2", "h3", "h4", "h5", "h6"];
 /// Elements whose content is not text.
 const HIDDEN: &[&str] = &["head", "script", "style", "template", "title", "noscript"];
 
+/// Open links and lists followed at once; deeper ones render as plain text.
+const MAX_OPEN: usize = 64;
+
 struct Renderer {
     out: String,
     space: bool,
@@ -121,7 +124,7 @@ impl Renderer {
             "ul" | "ol" => {
                 if closing {
                     self.lists.pop();
-                } else {
+                } else if self.lists.len() < MAX_OPEN {
                     self.lists.push((name == "ol").then_some(1));
                 }
                 self.newlines(1);
@@ -140,7 +143,9 @@ impl Renderer {
                 self.pre = if closing { self.pre.saturating_sub(1) } else { self.pre + 1 };
                 self.newlines(1);
             }
-            "a" if !closing => self.links.push((attribute(body, "href").unwrap_or_default(), self.out.len())),
+            "a" if !closing && self.links.len() < MAX_OPEN => {
+                self.links.push((attribute(body, "href").unwrap_or_default(), self.out.len()))
+            }
             "a" => {
                 if let Some((href, start)) = self.links.pop() {
                     let text = self.out.get(start..).unwrap_or("").trim().to_owned();
