@@ -68,7 +68,7 @@ impl Renderer {
     }
 
     fn text(&mut self, text: &str) {
-        if self.hidden > 0 {
+        if self.hidden > 0 || text.is_empty() {
             return;
         }
         let text = decode_entities(text);
@@ -95,15 +95,23 @@ impl Renderer {
         let closing = tag.starts_with('/');
         let body = tag.trim_start_matches('/');
         let name_end = body.find(|c: char| c.is_whitespace() || c == '/').unwrap_or(body.len());
-        let name = body[..name_end].to_ascii_lowercase();
-        if HIDDEN.contains(&name.as_str()) {
+        // Tag names are short: lower-cased on the stack; a longer one is no tag we know.
+        let mut buf = [0u8; 12];
+        let raw_name = &body.as_bytes()[..name_end];
+        if raw_name.len() > buf.len() {
+            return;
+        }
+        buf[..raw_name.len()].copy_from_slice(raw_name);
+        buf.make_ascii_lowercase();
+        let Ok(name) = std::str::from_utf8(&buf[..raw_name.len()]) else { return };
+        if HIDDEN.contains(&name) {
             self.hidden = if closing { self.hidden.saturating_sub(1) } else { self.hidden + 1 };
             return;
         }
         if self.hidden > 0 {
             return;
         }
-        match name.as_str() {
+        match name {
             "br" => {
                 self.out.push('\n');
                 self.space = false;
@@ -191,13 +199,13 @@ fn attribute(tag: &str, name: &str) -> Option<String> {
             Some(q @ ('"' | '\'')) => value[1..].split(q).next().unwrap_or(""),
             _ => value.split(|c: char| c.is_whitespace() || c == '>').next().unwrap_or(""),
         };
-        return Some(decode_entities(value.trim()));
+        return Some(decode_entities(value.trim()).into_owned());
     }
     None
 }
 
 /// Named entities common in mail, and every numeric one.
-fn decode_entities(text: &str) -> String {
+fn decode_entities(text: &str) -> std::borrow::Cow<'_, str> {
     const NAMED: &[(&str, &str)] = &[
         ("amp", "&"),
         ("lt", "<"),
@@ -243,7 +251,7 @@ fn decode_entities(text: &str) -> String {
         ("Eacute", "É"),
     ];
     if !text.contains('&') {
-        return text.to_owned();
+        return std::borrow::Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -275,7 +283,7 @@ fn decode_entities(text: &str) -> String {
         }
     }
     out.push_str(rest);
-    out
+    out.into()
 }
 
 /// The text of an HTML document.

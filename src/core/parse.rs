@@ -451,14 +451,16 @@ pub fn sanitise_filename(name: Option<&str>, position: usize) -> String {
 
 /// RFC 3464 fields in the text, quoted or not: `Final-Recipient:` and a 4.x.x/5.x.x `Status:`.
 fn quotes_delivery_report(text: &str) -> bool {
-    let fields =
-        text.lines().map(|l| l.trim_start_matches(|c: char| c == '>' || c.is_whitespace()).to_ascii_lowercase());
+    let starts = |line: &str, prefix: &str| line.get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix));
     let (mut recipient, mut status) = (false, false);
-    for line in fields {
-        recipient |= line.starts_with("final-recipient:");
-        status |= line.strip_prefix("status:").is_some_and(|v| v.trim_start().starts_with(['4', '5']));
+    for line in text.lines().map(|l| l.trim_start_matches(|c: char| c == '>' || c.is_whitespace())) {
+        recipient |= starts(line, "final-recipient:");
+        status |= starts(line, "status:") && line["status:".len()..].trim_start().starts_with(['4', '5']);
+        if recipient && status {
+            return true;
+        }
     }
-    recipient && status
+    false
 }
 
 fn signals(message: &Message, loop_header: &str) -> Signals {
