@@ -106,6 +106,8 @@ pub enum ParseError {
     NoHeaders,
     #[error("not an email message: no From, Sender, To, Subject, Date or Message-ID header")]
     NotMail,
+    #[error("the MIME parser failed on its structure")]
+    Parser,
     #[error("over postdesk's bounds: {0}")]
     Bound(#[from] Exceeded),
 }
@@ -181,7 +183,10 @@ fn parse_message(raw: &[u8], loop_header: &str) -> Result<Inbound, ParseError> {
         None => (body, shape.sections.first().cloned().unwrap_or(0..0)),
     };
     let view = bounds::bound_header(source, header, |name| is_read(name, loop_header), &mut cut);
-    let message = MessageParser::default().parse(view.as_ref()).ok_or(ParseError::NoHeaders)?;
+    // mail-parser promises never to panic, but some structures trip its debug assertions
+    // (found by fuzzing): such a message is kept as failed, never the end of the process.
+    let parsed = std::panic::catch_unwind(|| MessageParser::default().parse(view.as_ref()));
+    let message = parsed.map_err(|_| ParseError::Parser)?.ok_or(ParseError::NoHeaders)?;
     if nesting(&message) > bounds::MAX_DEPTH {
         // The scan missed a structure the parser found: free it without recursion.
         dismantle(message);
@@ -616,6 +621,15 @@ mod tests {
         let message = MessageParser::default().parse(&raw).unwrap();
         assert!(nesting(&message) > bounds::MAX_DEPTH);
         dismantle(message);
+    }
+
+    /// Inputs the fuzzer found (fixtures/fuzz): each parses or fails, and never panics.
+    #[test]
+    fn fuzz_findings_do_not_panic() {
+        let findings: [&[u8]; 1] = [include_bytes!("../../fixtures/fuzz/mail-parser-debug-assertion.eml")];
+        for raw in findings {
+            let _ = parse(raw, "X-Loop");
+        }
     }
 
     #[test]
