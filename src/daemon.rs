@@ -34,6 +34,11 @@ const IDLE_STEP: Duration = Duration::from_secs(15);
 /// by looks every `LEASE_RENEW` too, so it takes over within about 40 s of the holder's end.
 const LEASE: Duration = Duration::from_secs(30);
 const LEASE_RENEW: Duration = Duration::from_secs(10);
+/// The bytes of whole messages one batch may hold (besides its count limit), so that two
+/// batches in memory (one committing, one downloading) stay far below any memory limit.
+const BATCH_BYTES: u64 = 64 << 20;
+/// What a message over the size limit costs in a batch: only its header is fetched.
+const HEADER_ONLY_BYTES: u64 = 64 << 10;
 
 #[derive(Debug, thiserror::Error)]
 enum WatchError {
@@ -410,16 +415,19 @@ impl Watcher {
             // Pipelined: batch N commits (and fsyncs) while batch N+1 is fetched; N's
             // post-action follows its commit.
             let mut in_flight: Option<Committing> = None;
-            let actor = match todo.len() > self.config.batch_size {
+            let sizes = if todo.is_empty() { HashMap::new() } else { imap::sizes(session, &todo).await? };
+            let limit = self.config.policy.max_message_bytes;
+            let chunks = batches(&todo, &sizes, self.config.batch_size, BATCH_BYTES, limit);
+            let actor = match chunks.len() > 1 {
                 true => Some(PostActor::start(&m, caps, uidvalidity).await?),
                 false => None,
             };
-            for chunk in todo.chunks(self.config.batch_size) {
+            for chunk in &chunks {
                 if self.stop.is_cancelled() {
                     break;
                 }
                 let started = Instant::now();
-                let fetched = self.fetch_chunk(session, uidvalidity, chunk).await;
+                let fetched = self.fetch_chunk(session, uidvalidity, chunk, &sizes).await;
                 if let Some(previous) = in_flight.take() {
                     self.finish_chunk(session, actor.as_ref(), previous, caps).await?;
                 }
@@ -454,10 +462,10 @@ impl Watcher {
         session: &mut Session,
         uidvalidity: u32,
         uids: &[u32],
+        sizes: &HashMap<u32, u32>,
     ) -> Result<Vec<Item>, WatchError> {
         let m = &self.mailbox;
         let limit = self.config.policy.max_message_bytes;
-        let sizes = imap::sizes(session, uids).await?;
         let (small, large): (Vec<u32>, Vec<u32>) =
             uids.iter().partition(|u| sizes.get(u).is_some_and(|&s| s as usize <= limit));
         let mut bodies = imap::bodies(session, &small).await?;
@@ -647,6 +655,29 @@ struct Committing {
     started: Instant,
 }
 
+/// Splits the waiting UIDs into batches of at most `count` messages and `bytes` bytes (a
+/// message over `limit` costs only its header; one message alone may pass `bytes`).
+/// A message whose size is unknown (expunged meanwhile) counts as nothing.
+fn batches(uids: &[u32], sizes: &HashMap<u32, u32>, count: usize, bytes: u64, limit: usize) -> Vec<Vec<u32>> {
+    let mut out: Vec<Vec<u32>> = Vec::new();
+    let mut current: Vec<u32> = Vec::new();
+    let mut current_bytes = 0u64;
+    for &uid in uids {
+        let size = sizes.get(&uid).map_or(0, |&s| u64::from(s));
+        let cost = if size > limit as u64 { HEADER_ONLY_BYTES } else { size };
+        if !current.is_empty() && (current.len() >= count || current_bytes + cost > bytes) {
+            out.push(std::mem::take(&mut current));
+            current_bytes = 0;
+        }
+        current.push(uid);
+        current_bytes += cost;
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
 /// Who this daemon is in mailbox leases: "pid 4242 on mailhost (1f2e3d4c)".
 fn lease_holder() -> String {
     format!("pid {} on {} ({:08x})", std::process::id(), host_name(), fastrand::u32(..))
@@ -686,6 +717,20 @@ fn joined<T>(result: Result<Result<T, StoreError>, tokio::task::JoinError>) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_are_bounded_by_count_and_bytes() {
+        const MB: u32 = 1 << 20;
+        let sizes: HashMap<u32, u32> =
+            [(1, 10), (2, 25 * MB), (3, 25 * MB), (4, 25 * MB), (5, 10), (6, 900 * MB)].into();
+        let uids = [1, 2, 3, 4, 5, 6, 7];
+        let limit = 30 << 20;
+        assert_eq!(batches(&uids, &sizes, 200, 64 << 20, limit), vec![vec![1, 2, 3], vec![4, 5, 6, 7]]);
+        assert_eq!(batches(&uids, &sizes, 3, 64 << 20, limit), vec![vec![1, 2, 3], vec![4, 5, 6], vec![7]]);
+        // A message alone over the byte bound (the size limit raised) still makes a batch.
+        assert_eq!(batches(&[2, 3], &sizes, 200, 1 << 20, limit), vec![vec![2], vec![3]]);
+        assert!(batches(&[], &sizes, 200, 64 << 20, limit).is_empty());
+    }
 
     #[test]
     fn a_dead_local_holder_is_recognised() {

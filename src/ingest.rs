@@ -257,7 +257,10 @@ pub fn prepare(raw: &[u8], policy: &crate::core::decide::Policy) -> Prepared {
     if raw.len() > policy.max_message_bytes {
         return Prepared::rejected(oversized(raw.len() as u64, policy.max_message_bytes, "it is kept whole"));
     }
-    Prepared(parse::parse(raw, &policy.loop_header).map_err(|e| format!("unparseable: {e}")))
+    Prepared(parse::parse(raw, &policy.loop_header).map_err(|e| match e {
+        parse::ParseError::Bound(_) => e.to_string(),
+        _ => format!("unparseable: {e}"),
+    }))
 }
 
 fn process(

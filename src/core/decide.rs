@@ -481,7 +481,7 @@ pub(crate) mod tests {
             domain_owner: Some(acme()),
         };
         let cases = [
-            ("From: no-reply@acme.com\r\n\r\nx", "automated sender"),
+            ("From: no-reply@acme.com\r\n\r\nx", "no-reply"),
             ("From: postmaster@acme.com\r\n\r\nx", "bounce"),
             ("From: a@acme.com\r\nAuto-Submitted: auto-replied\r\n\r\nx", "auto-reply"),
             ("From: a@acme.com\r\nX-Spam-Flag: YES\r\n\r\nx", "spam"),

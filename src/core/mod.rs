@@ -3,8 +3,11 @@
 
 pub mod ack;
 pub mod address;
+pub mod bounds;
+pub mod charset;
 pub mod classify;
 pub mod decide;
+pub mod html;
 pub mod identity;
 pub mod parse;
 pub mod resolve;
@@ -12,3 +15,4 @@ pub mod retry;
 pub mod route;
 pub mod ticket_number;
 pub mod trust;
+pub mod uuencode;

@@ -2,9 +2,23 @@
 //! header decoded. Pure: no I/O; never panics on hostile input (mail-parser is
 //! best-effort by design).
 
-use mail_parser::{Address, HeaderValue, Message, MessageParser, MimeHeaders, PartType};
+use mail_parser::{Address, HeaderName, HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+
+use super::bounds::{self, Exceeded};
+use super::charset;
+use super::html;
+use super::uuencode;
+
+/// Characters kept of a subject or a display name (the RFC 5322 line limit); the whole
+/// header stays in the raw message.
+pub const MAX_TEXT_CHARS: usize = 998;
+/// References looked up: the first few (the thread's root) and the last ones (the parent).
+pub const MAX_REFERENCES: usize = 100;
+const FIRST_REFERENCES: usize = 10;
+/// Addresses kept of each of To and Cc.
+pub const MAX_RECIPIENTS: usize = 100;
 
 /// A display name and an address as written in the message (not yet normalised).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -42,6 +56,10 @@ pub struct Signals {
     pub null_return_path: bool,
     /// The text quotes a delivery-status report (a bounce forwarded or inlined).
     pub report_in_body: bool,
+    /// `X-List-Administrivia: yes`: a notice of the list manager, not a post.
+    pub list_administrivia: bool,
+    /// The content types of the message's parts, lower-case (the first 100).
+    pub part_types: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -65,6 +83,9 @@ pub struct Inbound {
     /// the duplicate key.
     pub content_hash: Option<String>,
     pub size: usize,
+    /// What was left out to keep the message within its bounds (the raw message has it).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cut: Vec<String>,
 }
 
 impl Inbound {
@@ -85,6 +106,10 @@ pub enum ParseError {
     NoHeaders,
     #[error("not an email message: no From, Sender, To, Subject, Date or Message-ID header")]
     NotMail,
+    #[error("the MIME parser failed on its structure")]
+    Parser,
+    #[error("over postdesk's bounds: {0}")]
+    Bound(#[from] Exceeded),
 }
 
 pub fn content_hash(raw: &[u8]) -> String {
@@ -113,12 +138,60 @@ pub fn parse(raw: &[u8], loop_header: &str) -> Result<Inbound, ParseError> {
     Ok(inbound)
 }
 
+/// Header fields postdesk reads: kept even past `bounds::MAX_TOP_FIELDS`.
+fn is_read(name: &[u8], loop_header: &str) -> bool {
+    const READ: [&str; 25] = [
+        "from",
+        "sender",
+        "reply-to",
+        "to",
+        "cc",
+        "subject",
+        "date",
+        "message-id",
+        "in-reply-to",
+        "references",
+        "mime-version",
+        "content-type",
+        "content-transfer-encoding",
+        "content-disposition",
+        "auto-submitted",
+        "x-autoreply",
+        "x-autorespond",
+        "x-auto-response-suppress",
+        "precedence",
+        "list-id",
+        "list-unsubscribe",
+        "x-spam-flag",
+        "return-path",
+        "feedback-type",
+        "x-list-administrivia",
+    ];
+    READ.iter().any(|r| r.as_bytes().eq_ignore_ascii_case(name)) || name.eq_ignore_ascii_case(loop_header.as_bytes())
+}
+
 fn parse_message(raw: &[u8], loop_header: &str) -> Result<Inbound, ParseError> {
     let body = strip_mbox_from_line(raw);
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ParseError::Empty);
     }
-    let message = MessageParser::default().parse(body).ok_or(ParseError::NoHeaders)?;
+    let shape = bounds::scan(body)?;
+    let mut cut = Vec::new();
+    let transcoded = charset::transcode_headers(body, &shape);
+    let (source, header) = match &transcoded {
+        Some((bytes, top_end)) => (bytes.as_slice(), 0..*top_end),
+        None => (body, shape.sections.first().cloned().unwrap_or(0..0)),
+    };
+    let view = bounds::bound_header(source, header, |name| is_read(name, loop_header), &mut cut);
+    // mail-parser promises never to panic, but some structures trip its debug assertions
+    // (found by fuzzing): such a message is kept as failed, never the end of the process.
+    let parsed = std::panic::catch_unwind(|| MessageParser::default().parse(view.as_ref()));
+    let message = parsed.map_err(|_| ParseError::Parser)?.ok_or(ParseError::NoHeaders)?;
+    if nesting(&message) > bounds::MAX_DEPTH {
+        // The scan missed a structure the parser found: free it without recursion.
+        dismantle(message);
+        return Err(Exceeded::Depth.into());
+    }
     if message.headers().is_empty() {
         return Err(ParseError::NoHeaders);
     }
@@ -126,24 +199,89 @@ fn parse_message(raw: &[u8], loop_header: &str) -> Result<Inbound, ParseError> {
     if !message.headers_raw().any(|(name, _)| ESSENTIAL.iter().any(|e| name.eq_ignore_ascii_case(e))) {
         return Err(ParseError::NotMail);
     }
-    Ok(Inbound {
+    let (to, cc) = (mailboxes(message.to()), mailboxes(message.cc()));
+    for (name, list) in [("To", &to), ("Cc", &cc)] {
+        if list.len() > MAX_RECIPIENTS {
+            cut.push(format!("{name}: kept the first {MAX_RECIPIENTS} of {} addresses", list.len()));
+        }
+    }
+    let mut references = message_ids(message.references());
+    if references.len() > MAX_REFERENCES {
+        cut.push(format!("References: kept the first {FIRST_REFERENCES} and the last of {}", references.len()));
+        references.drain(FIRST_REFERENCES..references.len() - (MAX_REFERENCES - FIRST_REFERENCES));
+    }
+    let mut in_reply_to = message_ids(message.in_reply_to());
+    in_reply_to.truncate(FIRST_REFERENCES);
+    let subject = message.subject().map(one_line).unwrap_or_default();
+    if subject.chars().count() > MAX_TEXT_CHARS {
+        cut.push(format!("Subject: kept the first {MAX_TEXT_CHARS} characters"));
+    }
+    let (text_body, uu_files) = text_body(&message, view.as_ref());
+    let mut attachments = attachments(&message, view.as_ref());
+    for file in uu_files {
+        let position = attachments.len() + 1;
+        attachments.push(Attachment {
+            filename: sanitise_filename(Some(&file.name), position),
+            content_type: "application/octet-stream".to_owned(),
+            size: file.content.len(),
+            content: file.content,
+        });
+    }
+    let inbound = Inbound {
         message_id: message.message_id().and_then(clean_message_id),
         from: first_mailbox(message.from()),
         reply_to: first_mailbox(message.reply_to()),
         sender: first_mailbox(message.sender()),
-        to: mailboxes(message.to()),
-        cc: mailboxes(message.cc()),
-        subject: message.subject().map(one_line).unwrap_or_default(),
+        to: to.into_iter().take(MAX_RECIPIENTS).collect(),
+        cc: cc.into_iter().take(MAX_RECIPIENTS).collect(),
+        subject: bounded(&subject),
         date: message.date().map(|d| d.to_rfc3339()),
-        in_reply_to: message_ids(message.in_reply_to()),
-        references: message_ids(message.references()),
-        text_body: text_body(&message),
+        in_reply_to,
+        references,
+        text_body,
         html_body: html_body(&message),
-        attachments: attachments(&message),
+        attachments,
         signals: signals(&message, loop_header),
         content_hash: None,
         size: raw.len(),
-    })
+        cut,
+    };
+    Ok(inbound)
+}
+
+/// At most `MAX_TEXT_CHARS` characters.
+fn bounded(text: &str) -> String {
+    text.chars().take(MAX_TEXT_CHARS).collect()
+}
+
+/// How deep `message/rfc822` parts nest in a parsed message, counted without recursion.
+fn nesting(message: &Message) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(message, 0usize)];
+    while let Some((m, depth)) = stack.pop() {
+        deepest = deepest.max(depth);
+        if depth > bounds::MAX_DEPTH {
+            break;
+        }
+        for part in &m.parts {
+            if let PartType::Message(inner) = &part.body {
+                stack.push((inner, depth + 1));
+            }
+        }
+    }
+    deepest
+}
+
+/// Frees a parsed message part by part, so that no nesting can exhaust the stack.
+fn dismantle(message: Message) {
+    let mut stack = vec![message];
+    while let Some(mut m) = stack.pop() {
+        for part in m.parts.drain(..) {
+            if let PartType::Message(inner) = part.body {
+                stack.push(inner);
+            }
+        }
+    }
 }
 
 /// A Message-ID without angle brackets, or `None` when it is unusable.
@@ -175,8 +313,10 @@ fn mailboxes(address: Option<&Address>) -> Vec<Mailbox> {
         .iter()
         .filter_map(|a| {
             let addr = a.address()?.trim();
-            (!addr.is_empty())
-                .then(|| Mailbox { name: a.name().map(one_line).filter(|n| !n.is_empty()), address: addr.to_owned() })
+            (!addr.is_empty()).then(|| Mailbox {
+                name: a.name().map(|n| bounded(&one_line(n))).filter(|n| !n.is_empty()),
+                address: addr.to_owned(),
+            })
         })
         .collect()
 }
@@ -185,11 +325,35 @@ fn first_mailbox(address: Option<&Address>) -> Option<Mailbox> {
     mailboxes(address).into_iter().next()
 }
 
-/// Every inline text part, joined; HTML is rendered to text when there is no text part.
-fn text_body(message: &Message) -> String {
-    let parts: Vec<String> =
-        (0..message.text_body_count()).filter_map(|i| message.body_text(i)).map(|t| t.into_owned()).collect();
-    parts.join("\n")
+/// Every inline text part, joined; HTML is rendered to text (with its structure) when
+/// there is no text part. uuencoded blocks leave the text as files.
+fn text_body(message: &Message, raw: &[u8]) -> (String, Vec<uuencode::File>) {
+    let parts: Vec<String> = message
+        .text_body
+        .iter()
+        .filter_map(|&id| message.parts.get(id as usize))
+        .filter_map(|part| match &part.body {
+            PartType::Text(text) if text.contains('\u{fffd}') => Some(redecoded(part, raw).unwrap_or(text.to_string())),
+            PartType::Text(text) => Some(text.to_string()),
+            PartType::Html(html) => Some(html::to_text(html)),
+            _ => None,
+        })
+        .collect();
+    uuencode::extract(&parts.join("\n"))
+}
+
+/// A text part whose bytes do not fit its declared charset (mail-parser put U+FFFD in),
+/// decoded again with the charset chardetng finds, when that one fits.
+fn redecoded(part: &MessagePart, raw: &[u8]) -> Option<String> {
+    use mail_parser::decoders::{base64::base64_decode, quoted_printable::quoted_printable_decode};
+    let body = raw.get(part.offset_body as usize..part.offset_end as usize)?;
+    let bytes = match part.encoding {
+        mail_parser::Encoding::QuotedPrintable => quoted_printable_decode(body)?,
+        mail_parser::Encoding::Base64 => base64_decode(body)?,
+        mail_parser::Encoding::None => body.to_vec(),
+    };
+    let text = charset::decode(&bytes, None);
+    (!text.contains('\u{fffd}')).then_some(text)
 }
 
 /// The first real `text/html` part, if any (not a text part converted to HTML).
@@ -200,7 +364,22 @@ fn html_body(message: &Message) -> Option<String> {
     }
 }
 
-fn attachments(message: &Message) -> Vec<Attachment> {
+/// The raw value of a part's header, from the bytes the message was parsed from.
+fn raw_header<'a>(part: &MessagePart, name: HeaderName, raw: &'a [u8]) -> Option<&'a [u8]> {
+    let h = part.headers.iter().find(|h| h.name == name)?;
+    raw.get(h.offset_start as usize..h.offset_end as usize)
+}
+
+/// An attachment's name: RFC 2231 sections joined by us (mail-parser decodes each alone,
+/// which breaks stateful charsets), else what mail-parser found.
+fn attachment_name(part: &MessagePart, raw: &[u8]) -> Option<String> {
+    raw_header(part, HeaderName::ContentDisposition, raw)
+        .and_then(|v| charset::rfc2231_parameter(v, "filename"))
+        .or_else(|| raw_header(part, HeaderName::ContentType, raw).and_then(|v| charset::rfc2231_parameter(v, "name")))
+        .or_else(|| part.attachment_name().map(str::to_owned))
+}
+
+fn attachments(message: &Message, raw: &[u8]) -> Vec<Attachment> {
     message
         .attachments()
         .enumerate()
@@ -209,9 +388,21 @@ fn attachments(message: &Message) -> Vec<Attachment> {
                 || "application/octet-stream".to_owned(),
                 |ct| format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("octet-stream")).to_lowercase(),
             );
-            let content = part.contents().to_vec();
+            let mut content = part.contents().to_vec();
+            let mut name = attachment_name(part, raw);
+            // `x-uuencode` is no MIME encoding: mail-parser leaves the part as it came.
+            let uuencoded = raw_header(part, HeaderName::ContentTransferEncoding, raw).is_some_and(|v| {
+                let v = String::from_utf8_lossy(v).trim().to_ascii_lowercase();
+                matches!(v.as_str(), "x-uuencode" | "uuencode" | "x-uue")
+            });
+            if uuencoded {
+                if let Some(file) = uuencode::extract(&String::from_utf8_lossy(&content)).1.into_iter().next() {
+                    name = name.or(Some(file.name));
+                    content = file.content;
+                }
+            }
             Attachment {
-                filename: sanitise_filename(part.attachment_name(), i + 1),
+                filename: sanitise_filename(name.as_deref(), i + 1),
                 content_type,
                 size: content.len(),
                 content,
@@ -220,36 +411,61 @@ fn attachments(message: &Message) -> Vec<Attachment> {
         .collect()
 }
 
-/// Keeps only the last path component and drops characters that are unsafe in file
-/// names on common systems, so a name like `../../etc/passwd` cannot escape a folder.
+/// Characters that change how a name displays without showing themselves: bidi
+/// overrides, embeddings and isolates (`invoice\u{202e}gpj.exe` shows as `invoiceexe.jpg`),
+/// marks, zero-width characters and other invisible format characters.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00ad}' | '\u{061c}' | '\u{115f}' | '\u{1160}' | '\u{17b4}' | '\u{17b5}' | '\u{180b}'..='\u{180f}'
+        | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{3164}'
+        | '\u{fe00}'..='\u{fe0f}' | '\u{feff}' | '\u{ffa0}' | '\u{fff9}'..='\u{fffb}' | '\u{1d173}'..='\u{1d17a}'
+        | '\u{e0000}'..='\u{e0fff}')
+}
+
+/// Windows reserves these names with any extension (`CON`, `nul.txt`, `LPT1.log`).
+fn is_device_name(name: &str) -> bool {
+    let stem = name.split('.').next().unwrap_or("").trim_end().to_ascii_uppercase();
+    matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL" | "CONIN$" | "CONOUT$")
+        || (stem.len() == 4
+            && (stem.starts_with("COM") || stem.starts_with("LPT"))
+            && stem.as_bytes()[3].is_ascii_digit())
+        || ((stem.starts_with("COM") || stem.starts_with("LPT"))
+            && ["\u{b9}", "\u{b2}", "\u{b3}"].contains(&&stem[3..]))
+}
+
+/// A name safe to show and to save on common systems: only the last path component;
+/// no control, invisible or bidi characters, none of `<>:"|?*`; no leading dots or
+/// spaces, no trailing dots or spaces; a Windows device name gets a `_` in front.
 pub fn sanitise_filename(name: Option<&str>, position: usize) -> String {
     let base = name.unwrap_or("").rsplit(['/', '\\']).next().unwrap_or("");
     let cleaned: String = base
         .chars()
-        .filter(|c| !c.is_control() && !"<>:\"|?*".contains(*c))
-        .collect::<String>()
-        .trim()
-        .trim_start_matches('.')
-        .chars()
+        .filter(|&c| !c.is_control() && !is_invisible(c) && !"<>:\"|?*".contains(c))
         .take(200)
-        .collect();
+        .collect::<String>();
+    let cleaned = cleaned.trim_start_matches(|c: char| c == '.' || c.is_whitespace());
+    let cleaned = cleaned.trim_end_matches(|c: char| c == '.' || c.is_whitespace());
     if cleaned.is_empty() {
         format!("attachment-{position}")
+    } else if is_device_name(cleaned) {
+        format!("_{cleaned}")
     } else {
-        cleaned
+        cleaned.to_owned()
     }
 }
 
 /// RFC 3464 fields in the text, quoted or not: `Final-Recipient:` and a 4.x.x/5.x.x `Status:`.
 fn quotes_delivery_report(text: &str) -> bool {
-    let fields =
-        text.lines().map(|l| l.trim_start_matches(|c: char| c == '>' || c.is_whitespace()).to_ascii_lowercase());
+    let starts = |line: &str, prefix: &str| line.get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix));
     let (mut recipient, mut status) = (false, false);
-    for line in fields {
-        recipient |= line.starts_with("final-recipient:");
-        status |= line.strip_prefix("status:").is_some_and(|v| v.trim_start().starts_with(['4', '5']));
+    for line in text.lines().map(|l| l.trim_start_matches(|c: char| c == '>' || c.is_whitespace())) {
+        recipient |= starts(line, "final-recipient:");
+        status |= starts(line, "status:") && line["status:".len()..].trim_start().starts_with(['4', '5']);
+        if recipient && status {
+            return true;
+        }
     }
-    recipient && status
+    false
 }
 
 fn signals(message: &Message, loop_header: &str) -> Signals {
@@ -265,12 +481,20 @@ fn signals(message: &Message, loop_header: &str) -> Signals {
             "precedence" => s.precedence = Some(lower()),
             "list-id" => s.list_id = true,
             "list-unsubscribe" => s.list_unsubscribe = true,
+            "x-list-administrivia" => s.list_administrivia |= lower().starts_with("yes"),
             "x-spam-flag" => s.spam_flag |= lower().starts_with("yes"),
             "return-path" => s.null_return_path |= value.trim_matches(|c| c == '<' || c == '>').is_empty(),
             n if n.eq_ignore_ascii_case(loop_header) => s.loop_header.push(lower()),
             _ => {}
         }
     }
+    s.part_types = message
+        .parts
+        .iter()
+        .take(100)
+        .filter_map(|p| p.content_type())
+        .map(|ct| format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("")).to_ascii_lowercase())
+        .collect();
     s.report = message.root_part().content_type().is_some_and(|ct| {
         ct.ctype().eq_ignore_ascii_case("multipart") && ct.subtype().is_some_and(|st| st.eq_ignore_ascii_case("report"))
     });
@@ -301,6 +525,15 @@ mod tests {
         assert_eq!(m.references, vec!["r1@y", "x@y"]);
         assert_eq!(m.text_body.trim(), "hello");
         assert_eq!(m.message_key(), "mid:abc@host");
+    }
+
+    #[test]
+    fn a_body_whose_bytes_do_not_fit_its_charset_is_detected() {
+        let raw = "From: a@b.example\r\nContent-Type: text/plain; charset=UTF-8\r\n\
+                   Content-Transfer-Encoding: quoted-printable\r\n\r\nDie Hasen und die Fr=F6sche, =FCber Gr=FC=DFe\r\n";
+        assert_eq!(parse_str(raw).text_body.trim(), "Die Hasen und die Frösche, über Grüße");
+        let literal = "From: a@b.example\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\nkept \u{fffd} as sent\r\n";
+        assert_eq!(parse_str(literal).text_body.trim(), "kept \u{fffd} as sent");
     }
 
     #[test]
@@ -353,10 +586,70 @@ mod tests {
             (Some("   "), "attachment-3"),
             (None, "attachment-3"),
             (Some("Rechnung März.pdf"), "Rechnung März.pdf"),
+            (Some("invoice\u{202e}gpj.exe"), "invoicegpj.exe"),
+            (Some("\u{2067}report\u{2069}.pdf"), "report.pdf"),
+            (Some("pay\u{200b}roll\u{feff}.xlsx"), "payroll.xlsx"),
+            (Some("CON"), "_CON"),
+            (Some("nul.txt"), "_nul.txt"),
+            (Some("LPT1.txt"), "_LPT1.txt"),
+            (Some("com9.tar.gz"), "_com9.tar.gz"),
+            (Some("console.log"), "console.log"),
+            (Some("COM10.txt"), "COM10.txt"),
+            (Some("   notes.txt. . "), "notes.txt"),
+            (Some("report.pdf..."), "report.pdf"),
+            (Some("\u{202e}\u{200b}"), "attachment-3"),
         ];
         for (input, want) in cases {
             assert_eq!(sanitise_filename(input, 3), want, "{input:?}");
         }
+    }
+
+    fn nested(depth: usize) -> Vec<u8> {
+        let mut raw = b"From: a@b.example\r\nSubject: deep\r\nContent-Type: message/rfc822\r\n\r\n".to_vec();
+        raw.extend(b"From: a@b.example\r\nContent-Type: message/rfc822\r\n\r\n".repeat(depth));
+        raw.extend(b"From: a@b.example\r\n\r\nhi\r\n");
+        raw
+    }
+
+    /// 34,000 nested `message/rfc822` parts once overflowed the stack when freed.
+    #[test]
+    fn deep_nesting_is_refused_without_exhausting_the_stack() {
+        assert_eq!(parse(&nested(34_000), "X-Loop").unwrap_err(), ParseError::Bound(Exceeded::Depth));
+        assert!(parse(&nested(10), "X-Loop").is_ok());
+        // The safety net behind the scan: measured and freed without recursion.
+        let raw = nested(34_000);
+        let message = MessageParser::default().parse(&raw).unwrap();
+        assert!(nesting(&message) > bounds::MAX_DEPTH);
+        dismantle(message);
+    }
+
+    /// Inputs the fuzzer found (fixtures/fuzz): each parses or fails, and never panics.
+    #[test]
+    fn fuzz_findings_do_not_panic() {
+        let findings: [&[u8]; 1] = [include_bytes!("../../fixtures/fuzz/mail-parser-debug-assertion.eml")];
+        for raw in findings {
+            let _ = parse(raw, "X-Loop");
+        }
+    }
+
+    #[test]
+    fn long_lists_and_texts_are_bounded() {
+        let to: Vec<String> = (0..5_000).map(|i| format!("u{i}@x.example")).collect();
+        let refs: Vec<String> = (0..5_000).map(|i| format!("<r{i}@x.example>")).collect();
+        let raw = format!(
+            "From: {} <a@b.example>\r\nTo: {}\r\nReferences: {}\r\nSubject: {}\r\n\r\nbody\r\n",
+            "N".repeat(5_000),
+            to.join(", "),
+            refs.join(" "),
+            "S".repeat(137_000)
+        );
+        let m = parse_str(&raw);
+        assert_eq!(m.to.len(), MAX_RECIPIENTS);
+        assert_eq!(m.references.len(), MAX_REFERENCES);
+        assert_eq!((m.references[0].as_str(), m.references[99].as_str()), ("r0@x.example", "r4999@x.example"));
+        assert_eq!(m.subject.chars().count(), MAX_TEXT_CHARS);
+        assert_eq!(m.from.unwrap().name.unwrap().chars().count(), MAX_TEXT_CHARS);
+        assert_eq!(m.cut.len(), 6, "{:?}", m.cut);
     }
 
     #[test]

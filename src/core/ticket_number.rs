@@ -43,16 +43,20 @@ pub fn tag(prefix: &str, number: &str) -> String {
     format!("[{prefix}{number}]")
 }
 
-/// Every valid ticket number tagged in a subject, in order of appearance.
+/// Every valid ticket number tagged in a subject, in order of appearance. Linear in the
+/// subject's length: a tag's closing `]` is looked for only within the few bytes a
+/// number (with white space around it) can take.
 pub fn find_tags(subject: &str, prefix: &str) -> Vec<String> {
+    const MAX_INNER: usize = 24;
     let opener = format!("[{prefix}");
     let mut found = Vec::new();
     let mut rest = subject;
     while let Some(start) = rest.find(&opener) {
         rest = &rest[start + opener.len()..];
-        if let Some(end) = rest.find(']') {
+        let window = &rest.as_bytes()[..rest.len().min(MAX_INNER + 1)];
+        if let Some(end) = window.iter().position(|&b| b == b']') {
             let candidate = rest[..end].trim();
-            if is_valid(candidate) {
+            if is_valid(candidate) && !found.iter().any(|f| f == candidate) {
                 found.push(candidate.to_owned());
             }
         }
@@ -109,5 +113,17 @@ mod tests {
             assert_eq!(find_tags(&subject, "Ticket#"), want, "{subject}");
         }
         assert_eq!(tag("Ticket#", &n), format!("[Ticket#{n}]"));
+    }
+
+    /// `[Ticket#` repeated without `]` once took time quadratic in its length.
+    #[test]
+    fn tag_search_is_linear() {
+        let n = format(day(), 5);
+        for hostile in ["[Ticket#".repeat(1 << 20), format!("{}]", "[Ticket#".repeat(1 << 20))] {
+            let subject = format!("{hostile}[Ticket#{n}]");
+            let started = std::time::Instant::now();
+            assert_eq!(find_tags(&subject, "Ticket#"), vec![n.clone()]);
+            assert!(started.elapsed() < std::time::Duration::from_secs(10), "quadratic: {:?}", started.elapsed());
+        }
     }
 }

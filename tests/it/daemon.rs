@@ -289,6 +289,23 @@ fn poison_mail_goes_to_the_failed_folder_and_the_rest_goes_on() {
     assert!(reasons.iter().any(|r| r.contains("unparseable")), "{reasons:?}");
 }
 
+/// 34,000 nested `message/rfc822` parts once overflowed the parsing thread's stack, so
+/// the daemon aborted on the same batch for ever.
+#[test]
+fn a_deeply_nested_message_is_failed_and_its_batch_is_stored() {
+    let world = World::new("");
+    let mut nested = b"From: a@b.example\r\nSubject: deep\r\nContent-Type: message/rfc822\r\n\r\n".to_vec();
+    nested.extend(b"From: a@b.example\r\nContent-Type: message/rfc822\r\n\r\n".repeat(34_000));
+    nested.extend(b"From: a@b.example\r\n\r\nhi\r\n");
+    world.dovecot.append_many(USER, PASSWORD, "INBOX", [mail(1), nested, mail(2)]);
+    let run = world.run_once();
+    run.assert_code(0);
+    assert_eq!(world.tickets(), 2, "{}", run.stderr);
+    assert_eq!((world.folder("Failed"), world.folder("Processed"), world.folder("INBOX")), (1, 2, 0));
+    let failed = world.dir.json(&["failed", "list"]);
+    assert!(failed[0]["reason"].as_str().unwrap().contains("nested more than 40 deep"), "{failed}");
+}
+
 fn assert_refused(world: &World, needle: &str) {
     let run = world.run_once();
     run.assert_code(1);
