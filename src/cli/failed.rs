@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use chrono::Utc;
 use clap::Subcommand;
 
-use super::output::{clip, fields, json, table};
+use super::output::{clip_start, fields, json, table};
 use crate::config::Config;
 use crate::ingest::{Batch, Source};
 use crate::store::tickets::{self, FailedMessage};
@@ -60,7 +60,7 @@ pub fn run(config: &Config, cmd: FailedCommand) -> anyhow::Result<ExitCode> {
                 .into_iter()
                 .map(|f| {
                     let tried = format!("{} ({}×)", f.updated_at, f.attempts);
-                    vec![f.id.to_string(), tried, f.size.to_string(), clip(&f.origin, 40), f.reason]
+                    vec![f.id.to_string(), tried, f.size.to_string(), clip_start(&f.origin, 48), f.reason]
                 })
                 .collect();
             table(&["ID", "LAST TRIED", "BYTES", "FROM", "REASON"], &rows);

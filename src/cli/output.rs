@@ -50,6 +50,13 @@ pub fn clip(text: &str, max: usize) -> String {
     format!("{kept}…")
 }
 
+/// Shortens long text for a table cell from the start, keeping its end: for paths, whose
+/// file name is what tells them apart.
+pub fn clip_start(text: &str, max: usize) -> String {
+    let reversed: String = text.chars().rev().collect();
+    clip(&reversed, max).chars().rev().collect()
+}
+
 /// Prints "Label: value" lines with the values aligned.
 pub fn fields(rows: &[(&str, String)]) {
     let width = rows.iter().map(|(label, _)| label.width() + 1).max().unwrap_or(0);
@@ -76,5 +83,6 @@ mod tests {
         assert_eq!(clip("プリンターが壊れた", 7), "プリン…");
         assert_eq!(clip("short", 7), "short");
         assert_eq!(clip("exactly7", 7), "exactl…");
+        assert_eq!(clip_start("/tmp/x/fixtures/03-multipart.eml", 20), "…es/03-multipart.eml");
     }
 }
