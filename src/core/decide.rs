@@ -136,7 +136,12 @@ pub fn decide(
     arrival: &Arrival,
 ) -> Decision {
     let now = arrival.now;
-    let classification = classify::classify(inbound, &policy.own_addresses);
+    let mut classification = classify::classify(inbound, &policy.own_addresses);
+    // The no-reply rule reads From; with `customer_address = "reply-to"` the customer is
+    // the person a web form names (sent from no-reply@), whom the acknowledgement is for.
+    if sender.as_ref().is_some_and(|s| !resolve::is_automated_sender(&s.email)) {
+        classification.retain(|k| *k != Kind::NoReply);
+    }
     let automated_sender = sender.as_ref().is_some_and(|s| resolve::is_automated_sender(&s.email));
     let automated =
         automated_sender || classification.iter().any(|k| matches!(k, Kind::Bounce | Kind::AutoReply | Kind::Spam));
@@ -472,6 +477,29 @@ pub(crate) mod tests {
         assert_eq!(d.ack.summary(), "failed DMARC");
         assert_eq!(d.customer, Customer::None { reason: "failed DMARC" });
         assert_eq!(d.authentication, Authentication::Fail);
+    }
+
+    /// A web form sends from no-reply@ on a person's behalf: with the customer address
+    /// taken from Reply-To, that person is the customer and gets the acknowledgement.
+    #[test]
+    fn a_web_form_from_no_reply_acknowledges_the_person_it_names() {
+        let raw = "From: Web <no-reply@forms.acme.com>\r\nReply-To: Judy <judy@acme.com>\r\nSubject: s\r\n\r\nx";
+        let inbound = parse(raw.as_bytes(), "X-Postdesk-Loop").unwrap();
+        let mut policy = policy();
+        policy.resolve.prefer = AddressSource::ReplyTo;
+        let sender = resolve::sender(&inbound, AddressSource::ReplyTo);
+        let now = Utc.with_ymd_and_hms(2026, 11, 23, 9, 30, 0).unwrap();
+        let arrival = Arrival {
+            mailbox_address: "support@helpdesk.example",
+            authentication: Authentication::Unknown,
+            random: [1; 16],
+            now,
+        };
+        let d = decide(&inbound, sender, &Facts::default(), &policy, &arrival);
+        assert!(!d.classification.contains(&Kind::NoReply), "{:?}", d.classification);
+        assert_eq!(d.ack.summary(), "queued");
+        // Read from From, the same form mail is the no-reply sender's: not acknowledged.
+        assert_eq!(run(raw, &Facts::default()).ack.summary(), "no-reply");
     }
 
     #[test]
