@@ -66,6 +66,9 @@ const AUTO_REPLY_SUBJECTS: &[&str] = &[
     "auto-response",
     "automatic response",
     "automated reply",
+    "auto generated",
+    "auto-generated",
+    "automatically generated",
     "out of office",
     "out of office autoreply",
     "out of office auto reply",
@@ -173,9 +176,14 @@ fn subject_key(subject: &str) -> String {
     format!(" {}", short.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase())
 }
 
-/// Whether the subject (as `subject_key` made it) is `phrase`, or starts with it and `:`.
+/// Whether the subject (as `subject_key` made it) is `phrase`, starts with it and `:`, or
+/// starts with it in brackets ("[Auto generated] Your report").
 fn subject_is(subject: &str, phrase: &str) -> bool {
-    subject[1..].strip_prefix(phrase).is_some_and(|rest| rest.is_empty() || rest.trim_start().starts_with(':'))
+    let subject = &subject[1..];
+    let labelled =
+        subject.strip_prefix(phrase).is_some_and(|rest| rest.is_empty() || rest.trim_start().starts_with(':'));
+    let bracketed = subject.strip_prefix('[').and_then(|r| r.strip_prefix(phrase)).is_some_and(|r| r.starts_with(']'));
+    labelled || bracketed
 }
 
 /// MAILER-DAEMON and postmaster send bounces, with or without a domain.
@@ -257,6 +265,8 @@ mod tests {
             ("From: a@acme.example\r\nX-Spam-Flag: YES", &[Spam]),
             ("From: a@acme.example\r\nX-Spam-Flag: NO", &[]),
             ("From: a@acme.example\r\nSubject: Out of office until Monday", &[]),
+            ("From: a@acme.example\r\nSubject: [AUTO GENERATED] Weekly report", &[AutoReply]),
+            ("From: a@acme.example\r\nSubject: The auto generated report is wrong", &[]),
             ("From: a@acme.example\r\nSubject: Re: automatic reply settings", &[]),
             ("From: a@acme.example\r\nSubject: Autoreply does not work", &[]),
             // Auto-replies that say so only in the subject, one row per phrase family.
