@@ -202,16 +202,14 @@ impl Watcher {
     /// it only one watches it. Without it, waits `LEASE_RENEW` (not with `once`).
     async fn hold_lease(&mut self, once: bool) -> bool {
         let (name, holder) = (self.mailbox.name.clone(), Arc::clone(&self.links.holder));
-        let now = Utc::now();
-        let until = now + chrono::Duration::from_std(LEASE).expect("a short duration");
         let taken = self
             .with_store(move |s| {
-                let current = s.write(|tx| store::take_lease(tx, &name, &holder, now, until))?;
+                let current = take_lease(s, &name, &holder)?;
                 // A holder that was this host's and died (a crash, SIGKILL) leaves its lease
                 // to expire; a restart takes it at once instead.
                 if current != *holder && dead_here(&current) {
                     store::release_lease(s.conn(), &name, &current)?;
-                    return s.write(|tx| store::take_lease(tx, &name, &holder, now, until));
+                    return take_lease(s, &name, &holder);
                 }
                 Ok(current)
             })
@@ -251,10 +249,7 @@ impl Watcher {
                 tokio::time::sleep(LEASE_RENEW).await;
                 let (store, name_, holder_) = (Arc::clone(&store), name.clone(), Arc::clone(&holder));
                 let renewed = tokio::task::spawn_blocking(move || {
-                    let now = Utc::now();
-                    let until = now + chrono::Duration::from_std(LEASE).expect("a short duration");
-                    let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
-                    store.write(|tx| store::take_lease(tx, &name_, &holder_, now, until))
+                    take_lease(&mut store.lock().unwrap_or_else(|p| p.into_inner()), &name_, &holder_)
                 })
                 .await;
                 match renewed {
@@ -676,6 +671,13 @@ fn batches(uids: &[u32], sizes: &HashMap<u32, u32>, count: usize, bytes: u64, li
         out.push(current);
     }
     out
+}
+
+/// Takes or renews `mailbox`'s lease for `LEASE` from now; who holds it afterwards.
+fn take_lease(store: &mut Store, mailbox: &str, holder: &str) -> Result<String, StoreError> {
+    let now = Utc::now();
+    let until = now + chrono::Duration::from_std(LEASE).expect("a short duration");
+    store.write(|tx| store::take_lease(tx, mailbox, holder, now, until))
 }
 
 /// Who this daemon is in mailbox leases: "pid 4242 on mailhost (1f2e3d4c)".
