@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use chrono::Utc;
 use postdesk::config;
-use postdesk::ingest::{Batch, Source};
+use postdesk::desk::ingest::{Batch, Source};
 use postdesk::store::Store;
 
 const DOMAINS: usize = 200;
@@ -58,7 +58,7 @@ fn main() {
         let mut batch = Batch::begin(&mut store, &config).expect("begin");
         for (raw, source) in &raws {
             let report = batch.ingest_one(raw, source, now).expect("ingest");
-            created += matches!(report.outcome, postdesk::ingest::Outcome::Created { .. }) as usize;
+            created += matches!(report.outcome, postdesk::desk::ingest::Outcome::Created { .. }) as usize;
         }
         batch.commit().expect("commit");
     }

@@ -14,8 +14,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{After, Config, MailboxConfig};
 use crate::core::retry;
+use crate::desk::ingest::{self, Message, Outcome, Prepared, Source};
 use crate::imap::{self, Capabilities, ImapError, Session};
-use crate::ingest::{self, Batch, Outcome, Prepared, Source};
 use crate::metrics::Metrics;
 use crate::outbox::Sender;
 use crate::service;
@@ -208,7 +208,7 @@ impl Watcher {
                 // A holder that was this host's and died (a crash, SIGKILL) leaves its lease
                 // to expire; a restart takes it at once instead.
                 if current != *holder && dead_here(&current) {
-                    store::release_lease(s.conn(), &name, &current)?;
+                    s.write(|tx| store::release_lease(tx, &name, &current))?;
                     return take_lease(s, &name, &holder);
                 }
                 Ok(current)
@@ -269,7 +269,7 @@ impl Watcher {
     /// At shutdown, so that a daemon standing by takes over at once.
     async fn give_up_lease(&self) {
         let (name, holder) = (self.mailbox.name.clone(), Arc::clone(&self.links.holder));
-        if let Err(e) = self.with_store(move |s| store::release_lease(s.conn(), &name, &holder)).await {
+        if let Err(e) = self.with_store(move |s| s.write(|tx| store::release_lease(tx, &name, &holder))).await {
             debug!(mailbox = %self.mailbox.name, "cannot release the lease: {e}");
         }
     }
@@ -344,7 +344,9 @@ impl Watcher {
         let uidvalidity = imap::select(&mut session, &m.folder).await?;
         self.came_up();
         let name = m.name.clone();
-        if let Some(old) = self.with_store(move |s| store::record_uidvalidity(s.conn(), &name, uidvalidity)).await? {
+        if let Some(old) =
+            self.with_store(move |s| s.write(|tx| store::record_uidvalidity(tx, &name, uidvalidity))).await?
+        {
             warn!(mailbox = %m.name, "{}: UIDVALIDITY changed from {old} to {uidvalidity}; known messages will be recognised by Message-ID", m.name);
         }
         loop {
@@ -394,7 +396,7 @@ impl Watcher {
                 .with_store(move |s| {
                     let mut split = (Vec::new(), Vec::new());
                     for (uid, source) in sources {
-                        if store::is_processed(s.conn(), &source.identity)? {
+                        if s.read(|tx| store::is_processed(tx, &source.identity))? {
                             split.0.push(uid);
                         } else {
                             split.1.push(uid);
@@ -439,7 +441,7 @@ impl Watcher {
             }
             let name = m.name.clone();
             let now = Utc::now();
-            self.with_store(move |s| store::record_poll(s.conn(), &name, now)).await?;
+            self.with_store(move |s| s.write(|tx| store::record_poll(tx, &name, now))).await?;
             // Only a committed write ends a run of failures: a login that works while the
             // database does not must not reset the backoff.
             self.failures = 0;
@@ -458,7 +460,7 @@ impl Watcher {
         uidvalidity: u32,
         uids: &[u32],
         sizes: &HashMap<u32, u32>,
-    ) -> Result<Vec<Item>, WatchError> {
+    ) -> Result<Chunk, WatchError> {
         let m = &self.mailbox;
         let limit = self.config.policy.max_message_bytes;
         let (small, large): (Vec<u32>, Vec<u32>) =
@@ -473,7 +475,7 @@ impl Watcher {
                 fetched.push((uid, raw, source, None));
             } else if let Some(raw) = headers.remove(&uid) {
                 let kept = format!("its header is kept here, the message in folder {}", m.failed_folder);
-                let reason = crate::ingest::oversized(u64::from(sizes[&uid]), limit, &kept);
+                let reason = crate::desk::ingest::oversized(u64::from(sizes[&uid]), limit, &kept);
                 fetched.push((uid, raw, source, Some(reason)));
             }
         }
@@ -484,27 +486,21 @@ impl Watcher {
                     Some(reason) => Prepared::rejected(reason),
                     None => ingest::prepare(&raw, &config.policy),
                 };
-                Item { uid, raw, source, prepared }
+                (uid, Message { raw, source, prepared })
             };
-            fetched.into_iter().map(prepare).collect()
+            let (uids, messages) = fetched.into_iter().map(prepare).unzip();
+            Chunk { uids, messages }
         })
         .await;
         Ok(joined(items.map(Ok))?)
     }
 
     /// Ingests and commits one batch in the background.
-    fn commit_chunk(&self, items: Vec<Item>) -> JoinHandle<Result<Vec<(u32, Outcome)>, StoreError>> {
+    fn commit_chunk(&self, chunk: Chunk) -> JoinHandle<Result<Vec<(u32, Outcome)>, StoreError>> {
         let config = Arc::clone(&self.config);
         self.spawn_store(move |store| {
-            let now = Utc::now();
-            let mut batch = Batch::begin(store, &config)?;
-            let mut outcomes = Vec::with_capacity(items.len());
-            for item in &items {
-                let report = batch.ingest_prepared(&item.raw, &item.prepared, &item.source, now)?;
-                outcomes.push((item.uid, report.outcome));
-            }
-            batch.commit()?;
-            Ok(outcomes)
+            let reports = ingest::ingest_batch(store, &config, &chunk.messages, Utc::now())?;
+            Ok(chunk.uids.into_iter().zip(reports.into_iter().map(|r| r.outcome)).collect())
         })
     }
 
@@ -636,12 +632,10 @@ impl PostActor {
     }
 }
 
-/// One fetched message on its way into a batch.
-struct Item {
-    uid: u32,
-    raw: Vec<u8>,
-    source: Source,
-    prepared: Prepared,
+/// One batch fetched: each message with its UID.
+struct Chunk {
+    uids: Vec<u32>,
+    messages: Vec<Message>,
 }
 
 /// A batch being committed in the background.

@@ -121,7 +121,7 @@ impl Sender {
     }
 
     async fn until_next_due(&self) -> Result<Duration, StoreError> {
-        let next = self.with_store(|s| outbox::next_due(s.conn())).await?;
+        let next = self.with_store(|s| s.read(outbox::next_due)).await?;
         let due = next.and_then(|t| DateTime::parse_from_rfc3339(&t).ok()).map(|t| t.with_timezone(&Utc));
         Ok(due.map_or(POLL, |t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO).min(POLL)))
     }
@@ -169,10 +169,12 @@ impl Sender {
             }
         }
         let error = error_of(&attempt).to_owned();
-        self.with_store(move |s| match next {
-            Next::Sent => outbox::mark_sent(s.conn(), id, now),
-            Next::RetryAt(at) => outbox::mark_retry(s.conn(), id, &error, at),
-            Next::Failed(why) => outbox::mark_failed(s.conn(), id, &why),
+        self.with_store(move |s| {
+            s.write(|tx| match next {
+                Next::Sent => outbox::mark_sent(tx, id, now),
+                Next::RetryAt(at) => outbox::mark_retry(tx, id, &error, at),
+                Next::Failed(why) => outbox::mark_failed(tx, id, &why),
+            })
         })
         .await
     }

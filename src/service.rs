@@ -40,7 +40,7 @@ pub async fn supervise(
     notify(&[NotifyState::Ready]);
     let watchdog = sd_notify::watchdog_enabled();
     let tick = watchdog.map_or(Duration::from_secs(10), |w| w / 2).min(Duration::from_secs(10));
-    let store = Store::open(database).ok();
+    let mut store = Store::open(database).ok();
     let mut reported = 0;
     loop {
         let stopped: Vec<&str> = tasks.iter().filter(|(_, t)| t.is_finished()).map(|(n, _)| n.as_str()).collect();
@@ -50,7 +50,7 @@ pub async fn supervise(
         }
         reported = stopped.len();
         let stuck = hung(metrics);
-        let mut status = status(metrics, store.as_ref());
+        let mut status = status(metrics, store.as_mut());
         if !stopped.is_empty() {
             status = format!("STOPPED: {}; {status}", stopped.join(", "));
         }
@@ -79,7 +79,7 @@ fn hung(metrics: &Metrics) -> bool {
 }
 
 /// "2/2 mailboxes connected, 17 tickets today, 0 acknowledgements waiting".
-fn status(metrics: &Metrics, store: Option<&Store>) -> String {
+fn status(metrics: &Metrics, store: Option<&mut Store>) -> String {
     let mailboxes = metrics.mailboxes();
     let connected = mailboxes.values().filter(|h| h.connected).count();
     let (today, waiting) = store.map_or((0, 0), |s| counts(s).unwrap_or((0, 0)));
@@ -89,11 +89,8 @@ fn status(metrics: &Metrics, store: Option<&Store>) -> String {
     )
 }
 
-fn counts(store: &Store) -> rusqlite::Result<(i64, i64)> {
-    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
-    let tickets = store.conn().query_row("SELECT COUNT(*) FROM tickets WHERE day = ?1", [today], |r| r.get(0))?;
-    let waiting = store.conn().query_row("SELECT COUNT(*) FROM outbox WHERE state = 'queued'", [], |r| r.get(0))?;
-    Ok((tickets, waiting))
+fn counts(store: &mut Store) -> Result<(i64, i64), crate::store::StoreError> {
+    store.read(|tx| crate::store::counts(tx, chrono::Utc::now().date_naive()))
 }
 
 /// A minimal HTTP endpoint: every request gets the metrics (GET /metrics is the norm).
@@ -120,8 +117,8 @@ pub async fn serve_metrics(
             let mut request = [0u8; 2048];
             let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut request)).await;
             let depth = tokio::task::spawn_blocking(move || {
-                let store = Store::open(&database).ok()?;
-                store.conn().query_row("SELECT COUNT(*) FROM outbox WHERE state = 'queued'", [], |r| r.get(0)).ok()
+                let mut store = Store::open_existing(&database).ok()?;
+                counts(&mut store).ok().map(|(_, waiting)| waiting)
             })
             .await
             .ok()

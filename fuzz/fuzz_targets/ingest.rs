@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use chrono::{TimeZone, Utc};
 use libfuzzer_sys::fuzz_target;
 use postdesk::config::{self, Config};
-use postdesk::ingest::{self, Outcome, Source};
+use postdesk::desk::ingest::{self, Outcome, Source};
 use postdesk::store::Store;
 
 thread_local! {

@@ -5,10 +5,10 @@
 
 use std::process::ExitCode;
 
+use crate::store::Tx;
 use anyhow::bail;
 use chrono::Utc;
 use clap::{Args, Subcommand};
-use rusqlite::Connection;
 
 use super::input;
 use super::output::{fields, json, list_or_dash, or_dash, table};
@@ -184,31 +184,31 @@ pub fn run(config: &Config, cmd: CustomersCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// The filter's customers, members of `org` when one is named.
-fn list(conn: &Connection, org: Option<&str>, filter: Filter) -> anyhow::Result<Vec<Customer>> {
-    let filter = Filter { organisation_id: input::organisation_opt(conn, org)?, ..filter };
-    Ok(customers::list(conn, &filter)?)
+fn list(tx: &Tx, org: Option<&str>, filter: Filter) -> anyhow::Result<Vec<Customer>> {
+    let filter = Filter { organisation_id: input::organisation_opt(tx, org)?, ..filter };
+    Ok(customers::list(tx, &filter)?)
 }
 
-fn detail(conn: &Connection, email: &str) -> anyhow::Result<CustomerDetail> {
-    let id = input::customer(conn, email)?;
+fn detail(tx: &Tx, email: &str) -> anyhow::Result<CustomerDetail> {
+    let id = input::customer(tx, email)?;
     let mine = tickets::Filter { customer_id: Some(id), ..Default::default() };
-    Ok(CustomerDetail { customer: customers::get(conn, id)?, ticket_list: tickets::list(conn, &mine)? })
+    Ok(CustomerDetail { customer: customers::get(tx, id)?, ticket_list: tickets::list(tx, &mine)? })
 }
 
-fn add(conn: &Connection, email: &str, name: Option<&str>, org: Option<&str>) -> anyhow::Result<Customer> {
-    refuse_taken(conn, email)?;
+fn add(tx: &Tx, email: &str, name: Option<&str>, org: Option<&str>) -> anyhow::Result<Customer> {
+    refuse_taken(tx, email)?;
     let organisation_id = match org {
-        Some(org) => Some(input::organisation(conn, org)?),
-        None => crate::store::orgs::owner_of_address(conn, email)?,
+        Some(org) => Some(input::organisation(tx, org)?),
+        None => crate::store::orgs::owner_of_address(tx, email)?,
     };
-    let id = customers::create(conn, email, clean_name(name), organisation_id, Utc::now())?;
-    Ok(customers::get(conn, id)?)
+    let id = customers::create(tx, email, clean_name(name), organisation_id, Utc::now())?;
+    Ok(customers::get(tx, id)?)
 }
 
 /// Refuses an address that already belongs to a customer, naming that customer.
-fn refuse_taken(conn: &Connection, email: &str) -> anyhow::Result<()> {
-    if let Some(owner) = customers::owner_of(conn, email)? {
-        let owner = customers::get(conn, owner)?;
+fn refuse_taken(tx: &Tx, email: &str) -> anyhow::Result<()> {
+    if let Some(owner) = customers::owner_of(tx, email)? {
+        let owner = customers::get(tx, owner)?;
         bail!(
             "{email} already belongs to customer {} (an address belongs to one customer; \
              to join two customers use `postdesk customers merge`)",
@@ -257,61 +257,61 @@ impl Changes {
     }
 }
 
-fn edit(conn: &Connection, email: &str, changes: &CheckedChanges) -> anyhow::Result<Customer> {
-    let id = input::customer(conn, email)?;
+fn edit(tx: &Tx, email: &str, changes: &CheckedChanges) -> anyhow::Result<Customer> {
+    let id = input::customer(tx, email)?;
     if let Some(name) = &changes.name {
-        customers::set_name(conn, id, clean_name(Some(name)))?;
+        customers::set_name(tx, id, clean_name(Some(name)))?;
     }
     for address in &changes.add_email {
-        if customers::owner_of(conn, address)? != Some(id) {
-            refuse_taken(conn, address)?;
-            customers::add_email(conn, id, address)?;
+        if customers::owner_of(tx, address)? != Some(id) {
+            refuse_taken(tx, address)?;
+            customers::add_email(tx, id, address)?;
         }
     }
     for address in &changes.remove_email {
-        remove_email(conn, id, email, address)?;
+        remove_email(tx, id, email, address)?;
     }
     if let Some(org) = &changes.org {
-        let organisation_id = input::organisation_opt(conn, org.as_deref())?;
-        customers::set_organisation(conn, id, organisation_id)?;
+        let organisation_id = input::organisation_opt(tx, org.as_deref())?;
+        customers::set_organisation(tx, id, organisation_id)?;
     }
     for org in &changes.link_org {
-        link(conn, id, email, org)?;
+        link(tx, id, email, org)?;
     }
     for org in &changes.unlink_org {
-        if !customers::unlink(conn, id, input::organisation(conn, org)?)? {
+        if !customers::unlink(tx, id, input::organisation(tx, org)?)? {
             bail!("{email} is not linked to organisation {:?}", org.trim());
         }
     }
-    Ok(customers::get(conn, id)?)
+    Ok(customers::get(tx, id)?)
 }
 
-fn remove_email(conn: &Connection, id: i64, email: &str, address: &str) -> anyhow::Result<()> {
-    if customers::owner_of(conn, address)? != Some(id) {
+fn remove_email(tx: &Tx, id: i64, email: &str, address: &str) -> anyhow::Result<()> {
+    if customers::owner_of(tx, address)? != Some(id) {
         bail!("{address} is not an address of customer {email}");
     }
-    if customers::email_count(conn, id)? <= 1 {
+    if customers::email_count(tx, id)? <= 1 {
         bail!("cannot remove {address}: it is the only address of its customer");
     }
-    Ok(customers::remove_email(conn, id, address)?)
+    Ok(customers::remove_email(tx, id, address)?)
 }
 
-fn link(conn: &Connection, id: i64, email: &str, org: &str) -> anyhow::Result<()> {
-    let organisation_id = input::organisation(conn, org)?;
-    if customers::organisation_id(conn, id)? == Some(organisation_id) {
+fn link(tx: &Tx, id: i64, email: &str, org: &str) -> anyhow::Result<()> {
+    let organisation_id = input::organisation(tx, org)?;
+    if customers::organisation_id(tx, id)? == Some(organisation_id) {
         bail!("organisation {:?} is already the primary organisation of {email}", org.trim());
     }
-    Ok(customers::link(conn, id, organisation_id)?)
+    Ok(customers::link(tx, id, organisation_id)?)
 }
 
-fn merge(conn: &Connection, from: &str, into: &str) -> anyhow::Result<Customer> {
-    let from_id = input::customer(conn, from)?;
-    let into_id = input::customer(conn, into)?;
+fn merge(tx: &Tx, from: &str, into: &str) -> anyhow::Result<Customer> {
+    let from_id = input::customer(tx, from)?;
+    let into_id = input::customer(tx, into)?;
     if from_id == into_id {
         bail!("{from} and {into} are already the same customer");
     }
-    customers::merge(conn, from_id, into_id)?;
-    Ok(customers::get(conn, into_id)?)
+    customers::merge(tx, from_id, into_id)?;
+    Ok(customers::get(tx, into_id)?)
 }
 
 /// What a change did: the customer as JSON, or a line and the customer's fields.

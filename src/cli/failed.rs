@@ -10,7 +10,7 @@ use clap::Subcommand;
 
 use super::output::{clip_start, fields, json, table};
 use crate::config::Config;
-use crate::ingest::{Batch, Source};
+use crate::desk::ingest::{self, Message, Source};
 use crate::store::tickets::{self, FailedMessage};
 
 #[derive(Subcommand)]
@@ -53,10 +53,10 @@ pub enum FailedCommand {
 pub fn run(config: &Config, cmd: FailedCommand) -> anyhow::Result<ExitCode> {
     let mut store = super::open_store(config)?;
     match cmd {
-        FailedCommand::List { json: true } => json(&store.read(|tx| tickets::failed(tx))?)?,
+        FailedCommand::List { json: true } => json(&store.read(tickets::failed)?)?,
         FailedCommand::List { json: false } => {
             let rows: Vec<Vec<String>> = store
-                .read(|tx| tickets::failed(tx))?
+                .read(tickets::failed)?
                 .into_iter()
                 .map(|f| {
                     let tried = format!("{} ({}×)", f.updated_at, f.attempts);
@@ -80,7 +80,7 @@ pub fn run(config: &Config, cmd: FailedCommand) -> anyhow::Result<ExitCode> {
         FailedCommand::Retry { id, .. } => {
             let ids = match id {
                 Some(id) => vec![id],
-                None => store.read(|tx| tickets::failed_ids(tx))?,
+                None => store.read(tickets::failed_ids)?,
             };
             retry(&mut store, config, &ids)?;
         }
@@ -123,28 +123,35 @@ fn retry(store: &mut crate::store::Store, config: &Config, ids: &[i64]) -> anyho
     for &id in ids {
         found.push((id, one(store, id)?));
     }
-    let now = Utc::now();
-    let mut batch = Batch::begin(store, config)?;
-    let mut lines = Vec::new();
-    for (id, (failed, raw)) in &found {
-        if crate::ingest::was_oversized(&failed.reason) {
-            lines.push(format!(
+    let (skipped, retried): (Vec<_>, Vec<_>) =
+        found.into_iter().partition(|(_, (failed, _))| ingest::was_oversized(&failed.reason));
+    let mut lines: Vec<String> = skipped
+        .iter()
+        .map(|(id, (failed, _))| {
+            format!(
                 "failed message #{id} ({}): not retried: it is over ingest.max_message_bytes (`postdesk failed \
                  export {id}` gets what is kept)",
                 failed.origin
-            ));
-            continue;
-        }
-        let source = Source {
-            identity: failed.source.clone(),
-            label: failed.origin.clone(),
-            mailbox_address: None,
-            authserv_id: None,
-        };
-        let report = batch.ingest_one(raw, &source, now)?;
+            )
+        })
+        .collect();
+    let messages: Vec<Message> = retried
+        .iter()
+        .map(|(_, (failed, raw))| Message {
+            prepared: ingest::prepare(raw, &config.policy),
+            raw: raw.clone(),
+            source: Source {
+                identity: failed.source.clone(),
+                label: failed.origin.clone(),
+                mailbox_address: None,
+                authserv_id: None,
+            },
+        })
+        .collect();
+    let reports = ingest::ingest_batch(store, config, &messages, Utc::now())?;
+    for ((id, (failed, _)), report) in retried.iter().zip(reports) {
         lines.push(format!("failed message #{id} ({}): {}", failed.origin, report.outcome));
     }
-    batch.commit()?;
     println!("{}", lines.join("\n"));
     Ok(())
 }

@@ -10,7 +10,8 @@ use anyhow::Context;
 use chrono::Utc;
 
 use crate::config::Config;
-use crate::ingest::{prepare, Batch, Prepared, Source};
+use crate::core::decide::Policy;
+use crate::desk::ingest::{self, prepare, Message, Prepared, Source};
 use crate::store::Store;
 
 /// A batch is also cut when the messages read for it reach this many bytes.
@@ -22,14 +23,6 @@ const SKIPPED_FOLDERS: &[&str] = &["trash", "junk", "spam", "drafts", "sent", "d
 enum Input {
     File(PathBuf),
     Stdin,
-}
-
-/// One message read, with what the pipeline needs to know before parsing it.
-struct Message {
-    raw: Vec<u8>,
-    source: Source,
-    /// Set when the message was cut at the size limit and is kept as failed.
-    rejected: Option<String>,
 }
 
 pub fn run(config: &Config, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
@@ -49,7 +42,7 @@ pub fn run(config: &Config, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let mut pending: Vec<Message> = Vec::new();
     let mut pending_bytes = 0;
     for input in inputs {
-        for message in read(&input, config.policy.max_message_bytes)? {
+        for message in read(&input, &config.policy)? {
             pending_bytes += message.raw.len();
             pending.push(message);
             if pending.len() >= config.batch_size || pending_bytes >= BATCH_BYTES {
@@ -106,26 +99,17 @@ fn commit_batch(store: &mut Store, config: &Config, pending: &mut Vec<Message>, 
     if pending.is_empty() {
         return Ok(());
     }
-    let now = Utc::now();
-    let mut batch = Batch::begin(store, config)?;
-    let mut lines = Vec::with_capacity(pending.len());
-    for m in pending.iter() {
-        let prepared = match &m.rejected {
-            Some(reason) => Prepared::rejected(reason.clone()),
-            None => prepare(&m.raw, &config.policy),
-        };
-        let report = batch.ingest_prepared(&m.raw, &prepared, &m.source, now).with_context(|| {
-            format!("{}: not stored, nor the {} messages of its batch", m.source.label, pending.len())
-        })?;
-        lines.push(format!("{}: {}", m.source.label, report.outcome));
-    }
-    batch.commit().with_context(|| format!("{} messages not stored", pending.len()))?;
+    let reports = ingest::ingest_batch(store, config, pending, Utc::now())
+        .with_context(|| format!("none of the {} messages of this batch was stored", pending.len()))?;
+    let lines: Vec<String> =
+        pending.iter().zip(reports).map(|(m, report)| format!("{}: {}", m.source.label, report.outcome)).collect();
     pending.clear();
     out.print(&lines)
 }
 
 /// The messages of one input: one, or each of an mbox file's.
-fn read(input: &Input, limit: usize) -> anyhow::Result<Vec<Message>> {
+fn read(input: &Input, policy: &Policy) -> anyhow::Result<Vec<Message>> {
+    let limit = policy.max_message_bytes;
     let (raw, total, label) = match input {
         Input::Stdin => {
             let (raw, total) = read_bounded(std::io::stdin().lock(), limit).context("cannot read standard input")?;
@@ -138,8 +122,8 @@ fn read(input: &Input, limit: usize) -> anyhow::Result<Vec<Message>> {
         }
     };
     if total > limit as u64 {
-        let reason = crate::ingest::oversized(total, limit, &format!("its first {limit} bytes are kept"));
-        return Ok(vec![Message { source: Source::file(label, &raw), raw, rejected: Some(reason) }]);
+        let reason = ingest::oversized(total, limit, &format!("its first {limit} bytes are kept"));
+        return Ok(vec![Message { source: Source::file(label, &raw), raw, prepared: Prepared::rejected(reason) }]);
     }
     let messages = match input {
         // An MTA pipes one message, perhaps behind a `From ` envelope line.
@@ -152,7 +136,7 @@ fn read(input: &Input, limit: usize) -> anyhow::Result<Vec<Message>> {
         .enumerate()
         .map(|(i, raw)| {
             let label = if several { format!("{label}#{}", i + 1) } else { label.clone() };
-            Message { source: Source::file(label, &raw), raw, rejected: None }
+            Message { source: Source::file(label, &raw), prepared: prepare(&raw, policy), raw }
         })
         .collect())
 }

@@ -2,9 +2,9 @@
 //! (addresses, domains, months, states, names), then names resolved to rows inside the
 //! command's transaction. Every failure is one line naming the problem.
 
+use crate::store::Tx;
 use anyhow::bail;
 use chrono::{DateTime, NaiveDate, Utc};
-use rusqlite::Connection;
 
 use super::usage;
 use crate::core::route::State;
@@ -85,27 +85,27 @@ pub fn org_name(text: &str) -> anyhow::Result<String> {
 }
 
 /// The customer user owning a normalised address.
-pub fn customer(conn: &Connection, email: &str) -> anyhow::Result<i64> {
-    match customers::owner_of(conn, email)? {
+pub fn customer(tx: &Tx, email: &str) -> anyhow::Result<i64> {
+    match customers::owner_of(tx, email)? {
         Some(id) => Ok(id),
         None => bail!("no customer {email}"),
     }
 }
 
 /// Resolves an optional address.
-pub fn customer_opt(conn: &Connection, email: Option<&str>) -> anyhow::Result<Option<i64>> {
-    email.map(|e| customer(conn, e)).transpose()
+pub fn customer_opt(tx: &Tx, email: Option<&str>) -> anyhow::Result<Option<i64>> {
+    email.map(|e| customer(tx, e)).transpose()
 }
 
 /// The organisation of this name (case-insensitive).
-pub fn organisation(conn: &Connection, name: &str) -> anyhow::Result<i64> {
-    match orgs::id_by_name(conn, name.trim())? {
+pub fn organisation(tx: &Tx, name: &str) -> anyhow::Result<i64> {
+    match orgs::id_by_name(tx, name.trim())? {
         Some(id) => Ok(id),
         None => bail!("no organisation {:?}", name.trim()),
     }
 }
 
 /// Resolves an optional name.
-pub fn organisation_opt(conn: &Connection, name: Option<&str>) -> anyhow::Result<Option<i64>> {
-    name.map(|n| organisation(conn, n)).transpose()
+pub fn organisation_opt(tx: &Tx, name: Option<&str>) -> anyhow::Result<Option<i64>> {
+    name.map(|n| organisation(tx, n)).transpose()
 }

@@ -5,10 +5,10 @@
 
 use std::process::ExitCode;
 
+use crate::store::Tx;
 use anyhow::bail;
 use chrono::Utc;
 use clap::Subcommand;
-use rusqlite::Connection;
 use serde::Serialize;
 
 use super::customers::print_customers;
@@ -149,7 +149,7 @@ pub fn run(config: &Config, cmd: OrgsCommand) -> anyhow::Result<ExitCode> {
     let extra_free_mail = &config.policy.resolve.extra_free_mail;
     match cmd {
         OrgsCommand::List { json: as_json } => {
-            let list = store.read(|tx| orgs::list(tx))?;
+            let list = store.read(orgs::list)?;
             if as_json {
                 json(&list)?;
             } else {
@@ -196,43 +196,43 @@ pub fn run(config: &Config, cmd: OrgsCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn detail(conn: &Connection, name: &str) -> anyhow::Result<OrgDetail> {
-    let id = input::organisation(conn, name)?;
+fn detail(tx: &Tx, name: &str) -> anyhow::Result<OrgDetail> {
+    let id = input::organisation(tx, name)?;
     let members = customers::Filter { organisation_id: Some(id), ..Default::default() };
     let filed = tickets::Filter { organisation_id: Some(id), ..Default::default() };
     Ok(OrgDetail {
-        organisation: orgs::get(conn, id)?,
-        customer_list: customers::list(conn, &members)?,
-        ticket_list: tickets::list(conn, &filed)?,
+        organisation: orgs::get(tx, id)?,
+        customer_list: customers::list(tx, &members)?,
+        ticket_list: tickets::list(tx, &filed)?,
     })
 }
 
-fn add(conn: &Connection, name: &str, domains: &[String], claim: &Claim) -> anyhow::Result<(Changed, Vec<String>)> {
-    refuse_taken_name(conn, name, None)?;
-    let id = orgs::create(conn, name, Utc::now())?;
-    claim_all(conn, id, domains, claim)
+fn add(tx: &Tx, name: &str, domains: &[String], claim: &Claim) -> anyhow::Result<(Changed, Vec<String>)> {
+    refuse_taken_name(tx, name, None)?;
+    let id = orgs::create(tx, name, Utc::now())?;
+    claim_all(tx, id, domains, claim)
 }
 
-fn edit_org(conn: &Connection, name: &str, edit: &Edit, claim: &Claim) -> anyhow::Result<(Changed, Vec<String>)> {
-    let id = input::organisation(conn, name)?;
+fn edit_org(tx: &Tx, name: &str, edit: &Edit, claim: &Claim) -> anyhow::Result<(Changed, Vec<String>)> {
+    let id = input::organisation(tx, name)?;
     if let Some(new) = &edit.rename {
-        refuse_taken_name(conn, new, Some(id))?;
-        orgs::rename(conn, id, new)?;
+        refuse_taken_name(tx, new, Some(id))?;
+        orgs::rename(tx, id, new)?;
     }
     for domain in &edit.remove_domain {
-        if !orgs::remove_domain(conn, id, domain)? {
+        if !orgs::remove_domain(tx, id, domain)? {
             bail!("{domain} is not a domain of organisation {:?}", name.trim());
         }
     }
     if let Some(hours) = edit.first_response {
-        orgs::set_first_response(conn, id, (hours > 0).then_some(hours))?;
+        orgs::set_first_response(tx, id, (hours > 0).then_some(hours))?;
     }
-    claim_all(conn, id, &edit.add_domain, claim)
+    claim_all(tx, id, &edit.add_domain, claim)
 }
 
 /// Refuses a name another organisation has (any case).
-fn refuse_taken_name(conn: &Connection, name: &str, this: Option<i64>) -> anyhow::Result<()> {
-    match orgs::id_by_name(conn, name)? {
+fn refuse_taken_name(tx: &Tx, name: &str, this: Option<i64>) -> anyhow::Result<()> {
+    match orgs::id_by_name(tx, name)? {
         Some(other) if Some(other) != this => {
             bail!("organisation {name:?} already exists (to join two organisations, use `postdesk orgs merge`)")
         }
@@ -242,46 +242,46 @@ fn refuse_taken_name(conn: &Connection, name: &str, this: Option<i64>) -> anyhow
 
 /// Claims each domain; the organisation afterwards and one line per domain saying how
 /// many customers it brought.
-fn claim_all(conn: &Connection, id: i64, domains: &[String], claim: &Claim) -> anyhow::Result<(Changed, Vec<String>)> {
+fn claim_all(tx: &Tx, id: i64, domains: &[String], claim: &Claim) -> anyhow::Result<(Changed, Vec<String>)> {
     let mut lines = Vec::new();
     let mut assigned_customers = 0;
     for domain in domains {
-        let assigned = claim_domain(conn, id, domain, claim)?;
+        let assigned = claim_domain(tx, id, domain, claim)?;
         assigned_customers += assigned;
         lines.push(format!(
             "domain {domain}: {assigned} existing {} without an organisation assigned",
             if assigned == 1 { "customer" } else { "customers" }
         ));
     }
-    let organisation = orgs::get(conn, id)?;
+    let organisation = orgs::get(tx, id)?;
     let changed = Changed { organisation, assigned_customers };
     Ok((changed, lines))
 }
 
 /// Gives the organisation a domain unless it is free mail (without force) or another
 /// organisation's; how many customers it brought.
-fn claim_domain(conn: &Connection, id: i64, domain: &str, claim: &Claim) -> anyhow::Result<usize> {
+fn claim_domain(tx: &Tx, id: i64, domain: &str, claim: &Claim) -> anyhow::Result<usize> {
     if !claim.force && address::is_free_mail(domain, claim.extra_free_mail) {
         bail!(
             "{domain} is a free-mail domain: its addresses belong to unrelated people, who must not \
              share an organisation (use --force if this organisation really owns it)"
         );
     }
-    match orgs::domain_owner(conn, domain)? {
+    match orgs::domain_owner(tx, domain)? {
         Some((owner, _)) if owner == id => Ok(0),
         Some((_, owner)) => bail!("{domain} already belongs to organisation {owner:?}"),
-        None => Ok(orgs::add_domain(conn, id, domain)?),
+        None => Ok(orgs::add_domain(tx, id, domain)?),
     }
 }
 
-fn merge(conn: &Connection, from: &str, into: &str) -> anyhow::Result<Organisation> {
-    let from_id = input::organisation(conn, from)?;
-    let into_id = input::organisation(conn, into)?;
+fn merge(tx: &Tx, from: &str, into: &str) -> anyhow::Result<Organisation> {
+    let from_id = input::organisation(tx, from)?;
+    let into_id = input::organisation(tx, into)?;
     if from_id == into_id {
         bail!("cannot merge organisation {:?} into itself", from.trim());
     }
-    orgs::merge(conn, from_id, into_id)?;
-    Ok(orgs::get(conn, into_id)?)
+    orgs::merge(tx, from_id, into_id)?;
+    Ok(orgs::get(tx, into_id)?)
 }
 
 fn report(done: &str, changed: Changed, lines: &[String], as_json: bool) -> anyhow::Result<()> {

@@ -32,11 +32,12 @@ pub enum OutboxCommand {
 }
 
 pub fn run(config: &Config, cmd: OutboxCommand) -> anyhow::Result<ExitCode> {
-    let store = super::open_store(config)?;
+    let mut store = super::open_store(config)?;
     match cmd {
-        OutboxCommand::List { json: true } => json(&outbox::list(store.conn())?)?,
+        OutboxCommand::List { json: true } => json(&store.read(outbox::list)?)?,
         OutboxCommand::List { json: false } => {
-            let rows: Vec<Vec<String>> = outbox::list(store.conn())?
+            let rows: Vec<Vec<String>> = store
+                .read(outbox::list)?
                 .into_iter()
                 .map(|r| {
                     vec![
@@ -53,7 +54,7 @@ pub fn run(config: &Config, cmd: OutboxCommand) -> anyhow::Result<ExitCode> {
             table(&["ID", "TICKET", "STATE", "ATTEMPTS", "RECIPIENT", "SENT / NEXT TRY", "LAST ERROR"], &rows);
         }
         OutboxCommand::Retry { id, .. } => {
-            let n = outbox::retry(store.conn(), id, Utc::now())?;
+            let n = store.write(|tx| outbox::retry(tx, id, Utc::now()))?;
             match id {
                 Some(id) if n == 0 => bail!("no unsent acknowledgement with id {id}"),
                 _ if config.smtp.is_none() => println!(

@@ -5,10 +5,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::store::Tx;
 use anyhow::{bail, Context};
 use chrono::Utc;
 use clap::{Args, Subcommand};
-use rusqlite::Connection;
 
 use super::input;
 use super::output::{clip, json, or_dash, table};
@@ -191,8 +191,8 @@ fn free_path(dir: &Path, name: &str) -> PathBuf {
     path
 }
 
-fn set_state(conn: &Connection, number: &str, state: State) -> anyhow::Result<(String, TicketSummary)> {
-    match tickets::set_state(conn, number, state, Utc::now())? {
+fn set_state(tx: &Tx, number: &str, state: State) -> anyhow::Result<(String, TicketSummary)> {
+    match tickets::set_state(tx, number, state, Utc::now())? {
         Some(changed) => Ok(changed),
         None => bail!("no ticket {number}"),
     }
@@ -225,18 +225,18 @@ impl ListArgs {
     }
 
     /// The tickets selected, names resolved in the same transaction.
-    fn list(&self, conn: &Connection) -> anyhow::Result<Vec<TicketSummary>> {
+    fn list(&self, tx: &Tx) -> anyhow::Result<Vec<TicketSummary>> {
         let filter = tickets::Filter {
             state: self.state,
-            organisation_id: input::organisation_opt(conn, self.org.as_deref())?,
-            customer_id: input::customer_opt(conn, self.customer.as_deref())?,
-            visible_to: input::customer_opt(conn, self.visible_to.as_deref())?,
+            organisation_id: input::organisation_opt(tx, self.org.as_deref())?,
+            customer_id: input::customer_opt(tx, self.customer.as_deref())?,
+            visible_to: input::customer_opt(tx, self.visible_to.as_deref())?,
             overdue_at: self.overdue.then(Utc::now),
             since: self.since,
             search: self.search.clone(),
             limit: self.limit,
         };
-        Ok(tickets::list(conn, &filter)?)
+        Ok(tickets::list(tx, &filter)?)
     }
 }
 

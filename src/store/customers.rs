@@ -4,10 +4,10 @@
 //! inside the same transaction.
 
 use chrono::{DateTime, Months, NaiveDate, Utc};
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
-use super::{run_merge, string_list, timestamp, StoreError};
+use super::{run_merge, string_list, timestamp, StoreError, Tx};
 
 #[derive(Debug, Serialize)]
 pub struct Customer {
@@ -90,7 +90,8 @@ fn customer(r: &Row) -> rusqlite::Result<Customer> {
 }
 
 /// The customers a filter selects, by name (customers without one by address).
-pub fn list(conn: &Connection, filter: &Filter) -> Result<Vec<Customer>, StoreError> {
+pub fn list(tx: &Tx<'_>, filter: &Filter) -> Result<Vec<Customer>, StoreError> {
+    let conn = tx.conn();
     let sql = format!(
         "{CUSTOMER_SELECT}
          WHERE (?1 IS NULL OR EXISTS (SELECT 1 FROM tickets t WHERE t.customer_id = c.id) = ?1)
@@ -110,25 +111,28 @@ pub fn list(conn: &Connection, filter: &Filter) -> Result<Vec<Customer>, StoreEr
     Ok(rows)
 }
 
-pub fn get(conn: &Connection, id: i64) -> Result<Customer, StoreError> {
+pub fn get(tx: &Tx<'_>, id: i64) -> Result<Customer, StoreError> {
+    let conn = tx.conn();
     let sql = format!("{CUSTOMER_SELECT} WHERE c.id = ?1");
     Ok(conn.query_row(&sql, [id], customer)?)
 }
 
 /// The customer user an address (normalised) belongs to.
-pub fn owner_of(conn: &Connection, email: &str) -> Result<Option<i64>, StoreError> {
+pub fn owner_of(tx: &Tx<'_>, email: &str) -> Result<Option<i64>, StoreError> {
+    let conn = tx.conn();
     let sql = "SELECT customer_id FROM customer_emails WHERE email = ?1";
     Ok(conn.query_row(sql, [email], |r| r.get(0)).optional()?)
 }
 
 /// A customer user with one (primary) address.
 pub fn create(
-    conn: &Connection,
+    tx: &Tx<'_>,
     email: &str,
     name: Option<&str>,
     organisation_id: Option<i64>,
     now: DateTime<Utc>,
 ) -> Result<i64, StoreError> {
+    let conn = tx.conn();
     let id: i64 = conn
         .prepare_cached(
             "INSERT INTO customer_users (name, organisation_id, created_at) VALUES (?1, ?2, ?3) RETURNING id",
@@ -139,13 +143,15 @@ pub fn create(
     Ok(id)
 }
 
-pub fn set_name(conn: &Connection, id: i64, name: Option<&str>) -> Result<(), StoreError> {
+pub fn set_name(tx: &Tx<'_>, id: i64, name: Option<&str>) -> Result<(), StoreError> {
+    let conn = tx.conn();
     conn.execute("UPDATE customer_users SET name = ?1 WHERE id = ?2", params![name, id])?;
     Ok(())
 }
 
 /// Adds an address that belongs to nobody yet.
-pub fn add_email(conn: &Connection, id: i64, email: &str) -> Result<(), StoreError> {
+pub fn add_email(tx: &Tx<'_>, id: i64, email: &str) -> Result<(), StoreError> {
+    let conn = tx.conn();
     conn.execute(
         "INSERT INTO customer_emails (email, customer_id, is_primary) VALUES (?1, ?2, 0)",
         params![email, id],
@@ -153,14 +159,16 @@ pub fn add_email(conn: &Connection, id: i64, email: &str) -> Result<(), StoreErr
     Ok(())
 }
 
-pub fn email_count(conn: &Connection, id: i64) -> Result<i64, StoreError> {
+pub fn email_count(tx: &Tx<'_>, id: i64) -> Result<i64, StoreError> {
+    let conn = tx.conn();
     let sql = "SELECT COUNT(*) FROM customer_emails WHERE customer_id = ?1";
     Ok(conn.query_row(sql, [id], |r| r.get(0))?)
 }
 
 /// Removes one of the customer's addresses; when it was the primary one, the first
 /// remaining address (by name) becomes primary, so every customer keeps one.
-pub fn remove_email(conn: &Connection, id: i64, email: &str) -> Result<(), StoreError> {
+pub fn remove_email(tx: &Tx<'_>, id: i64, email: &str) -> Result<(), StoreError> {
+    let conn = tx.conn();
     conn.execute("DELETE FROM customer_emails WHERE email = ?1 AND customer_id = ?2", params![email, id])?;
     conn.execute(
         "UPDATE customer_emails SET is_primary = 1
@@ -174,13 +182,14 @@ pub fn remove_email(conn: &Connection, id: i64, email: &str) -> Result<(), Store
 /// Sets (or clears) the primary organisation; a link to it is dropped, since the
 /// primary organisation is never also a linked one. The customer's tickets follow
 /// (`refile_tickets`).
-pub fn set_organisation(conn: &Connection, id: i64, organisation_id: Option<i64>) -> Result<(), StoreError> {
+pub fn set_organisation(tx: &Tx<'_>, id: i64, organisation_id: Option<i64>) -> Result<(), StoreError> {
+    let conn = tx.conn();
     conn.execute("UPDATE customer_users SET organisation_id = ?1 WHERE id = ?2", params![organisation_id, id])?;
     conn.execute(
         "DELETE FROM customer_links WHERE customer_id = ?1 AND organisation_id = ?2",
         params![id, organisation_id],
     )?;
-    refile_tickets(conn, id)?;
+    refile_tickets(tx, id)?;
     Ok(())
 }
 
@@ -188,7 +197,8 @@ pub fn set_organisation(conn: &Connection, id: i64, organisation_id: Option<i64>
 /// ticket not closed, and closed ones that had no organisation. A closed ticket filed
 /// under an organisation keeps it: it records whom the work was done for. How many
 /// tickets changed.
-pub fn refile_tickets(conn: &Connection, id: i64) -> Result<usize, StoreError> {
+pub fn refile_tickets(tx: &Tx<'_>, id: i64) -> Result<usize, StoreError> {
+    let conn = tx.conn();
     let changed = conn
         .prepare_cached(
             "UPDATE tickets SET organisation_id = (SELECT organisation_id FROM customer_users WHERE id = ?1)
@@ -199,12 +209,14 @@ pub fn refile_tickets(conn: &Connection, id: i64) -> Result<usize, StoreError> {
     Ok(changed)
 }
 
-pub fn organisation_id(conn: &Connection, id: i64) -> Result<Option<i64>, StoreError> {
+pub fn organisation_id(tx: &Tx<'_>, id: i64) -> Result<Option<i64>, StoreError> {
+    let conn = tx.conn();
     let sql = "SELECT organisation_id FROM customer_users WHERE id = ?1";
     Ok(conn.query_row(sql, [id], |r| r.get(0))?)
 }
 
-pub fn link(conn: &Connection, id: i64, organisation_id: i64) -> Result<(), StoreError> {
+pub fn link(tx: &Tx<'_>, id: i64, organisation_id: i64) -> Result<(), StoreError> {
+    let conn = tx.conn();
     conn.execute(
         "INSERT OR IGNORE INTO customer_links (customer_id, organisation_id) VALUES (?1, ?2)",
         params![id, organisation_id],
@@ -213,7 +225,8 @@ pub fn link(conn: &Connection, id: i64, organisation_id: i64) -> Result<(), Stor
 }
 
 /// Whether there was such a link.
-pub fn unlink(conn: &Connection, id: i64, organisation_id: i64) -> Result<bool, StoreError> {
+pub fn unlink(tx: &Tx<'_>, id: i64, organisation_id: i64) -> Result<bool, StoreError> {
+    let conn = tx.conn();
     let removed = conn.execute(
         "DELETE FROM customer_links WHERE customer_id = ?1 AND organisation_id = ?2",
         params![id, organisation_id],
@@ -225,7 +238,8 @@ pub fn unlink(conn: &Connection, id: i64, organisation_id: i64) -> Result<bool, 
 /// move; its organisation becomes `into`'s when `into` has none, else a link; its
 /// name fills a missing one; the earlier "added" date stays. Then `from` is deleted,
 /// and the tickets are filed under `into`'s organisation (`refile_tickets`).
-pub fn merge(conn: &Connection, from: i64, into: i64) -> Result<(), StoreError> {
+pub fn merge(tx: &Tx<'_>, from: i64, into: i64) -> Result<(), StoreError> {
+    let conn = tx.conn();
     let statements = [
         "UPDATE customer_emails SET customer_id = ?2, is_primary = 0 WHERE customer_id = ?1",
         "UPDATE tickets SET customer_id = ?2 WHERE customer_id = ?1",
@@ -242,7 +256,7 @@ pub fn merge(conn: &Connection, from: i64, into: i64) -> Result<(), StoreError> 
         "DELETE FROM customer_users WHERE id = ?1",
     ];
     run_merge(conn, &statements, from, into)?;
-    refile_tickets(conn, into)?;
+    refile_tickets(tx, into)?;
     Ok(())
 }
 

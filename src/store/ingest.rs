@@ -4,7 +4,7 @@
 use chrono::{DateTime, Duration, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::{timestamp, StoreError};
+use super::{timestamp, StoreError, Tx};
 use crate::core::ack::{self, AckDecision};
 use crate::core::address;
 use crate::core::decide::{Decision, Facts, OurAck};
@@ -16,7 +16,8 @@ use crate::core::ticket_number;
 use crate::core::trust::TicketTrust;
 
 /// A source identity that already reached an outcome: the ticket it went to, if any.
-pub fn ledger_entry(conn: &Connection, source: &str) -> Result<Option<Option<String>>, StoreError> {
+pub fn ledger_entry(tx: &Tx<'_>, source: &str) -> Result<Option<Option<String>>, StoreError> {
+    let conn = tx.conn();
     let sql = "SELECT t.number FROM processed p LEFT JOIN tickets t ON t.id = p.ticket_id WHERE p.source = ?1";
     Ok(conn.prepare_cached(sql)?.query_row([source], |r| r.get::<_, Option<String>>(0)).optional()?)
 }
@@ -35,12 +36,8 @@ pub enum Seen {
 /// Whether the same message (same Message-ID and content digest, or the same content
 /// when there is no Message-ID) was stored before. Articles stored before content
 /// digests existed are digested from their raw bytes.
-pub fn find_duplicate(
-    conn: &Connection,
-    message_id: Option<&str>,
-    digest: &str,
-    raw: &[u8],
-) -> Result<Seen, StoreError> {
+pub fn find_duplicate(tx: &Tx<'_>, message_id: Option<&str>, digest: &str, raw: &[u8]) -> Result<Seen, StoreError> {
+    let conn = tx.conn();
     let Some(id) = message_id else {
         // Before digests, a message without a Message-ID was keyed by the hash of its bytes.
         let legacy = format!("sha256:{}", parse::content_hash(raw));
@@ -75,13 +72,14 @@ pub fn find_duplicate(
 }
 
 pub fn record_processed(
-    conn: &Connection,
+    tx: &Tx<'_>,
     source: &str,
     message_key: &str,
     ticket_id: Option<i64>,
     outcome: &str,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
+    let conn = tx.conn();
     let sql =
         "INSERT INTO processed (source, message_key, ticket_id, outcome, processed_at) VALUES (?1, ?2, ?3, ?4, ?5)
                ON CONFLICT (source) DO NOTHING";
@@ -93,13 +91,14 @@ pub fn record_processed(
 /// Keeps a message that could not be processed, with its bytes and the reason; the id
 /// of its failure record. A second failure of the same source updates the record.
 pub fn record_failure(
-    conn: &Connection,
+    tx: &Tx<'_>,
     source: &str,
     origin: &str,
     raw: &[u8],
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<i64, StoreError> {
+    let conn = tx.conn();
     let sql = "INSERT INTO failed_messages (source, origin, reason, size, raw, created_at, updated_at)
                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
                ON CONFLICT (source) DO UPDATE SET reason = excluded.reason, attempts = attempts + 1,
@@ -144,7 +143,8 @@ pub struct Lookups<'a> {
 const MAX_REFERENCES: usize = 100;
 
 /// Reads everything `core::decide` needs to know about this message.
-pub fn gather(conn: &Connection, inbound: &Inbound, lookups: Lookups, now: DateTime<Utc>) -> Result<Facts, StoreError> {
+pub fn gather(tx: &Tx<'_>, inbound: &Inbound, lookups: Lookups, now: DateTime<Utc>) -> Result<Facts, StoreError> {
+    let conn = tx.conn();
     let sender = lookups.sender.map(|s| s.email.as_str());
     let candidate = |ticket: Option<KnownTicket>| -> Result<Option<Candidate>, StoreError> {
         ticket
@@ -328,7 +328,7 @@ pub struct Applied {
 /// attachments, raw bytes, known message-ids and the acknowledgement.
 #[allow(clippy::too_many_arguments)]
 pub fn apply(
-    conn: &Connection,
+    tx: &Tx<'_>,
     inbound: &Inbound,
     raw: &[u8],
     digest: &str,
@@ -336,6 +336,7 @@ pub fn apply(
     mailbox: &str,
     now: DateTime<Utc>,
 ) -> Result<Applied, StoreError> {
+    let conn = tx.conn();
     let now_text = timestamp(now);
     let (customer_id, organisation_id) = upsert_customer(conn, &decision.customer, now)?;
     let (ticket_id, ticket_number) = match (&decision.route, &decision.new_ticket) {
@@ -501,7 +502,7 @@ fn upsert_customer(
                     Some(create_organisation(conn, name, domain, &timestamp(now))?)
                 }
             };
-            let id = super::customers::create(conn, email, name.as_deref(), org_id, now)?;
+            let id = super::customers::create(&Tx { conn }, email, name.as_deref(), org_id, now)?;
             Ok((Some(id), org_id))
         }
     }

@@ -142,27 +142,19 @@ impl Store {
         Ok(Store { conn })
     }
 
-    pub fn conn(&self) -> &Connection {
-        &self.conn
-    }
-
-    pub fn conn_mut(&mut self) -> &mut Connection {
-        &mut self.conn
-    }
-
     /// Whether a write can be committed now: a full disk, a lock held too long or a
     /// read-only file fails here, before anything is fetched for nothing. Rewrites the
     /// schema version with its own value, so the commit writes a real page.
     pub fn check_writable(&mut self) -> Result<(), StoreError> {
         self.write(|tx| {
-            let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-            tx.pragma_update(None, "user_version", version)?;
+            let version: i64 = tx.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            tx.conn.pragma_update(None, "user_version", version)?;
             Ok(())
         })
     }
 
     /// Runs `f` in one transaction: a consistent snapshot while the daemon writes.
-    pub fn read<T, E: From<StoreError>>(&mut self, f: impl FnOnce(&Transaction) -> Result<T, E>) -> Result<T, E> {
+    pub fn read<T, E: From<StoreError>>(&mut self, f: impl FnOnce(&Tx) -> Result<T, E>) -> Result<T, E> {
         self.transaction(TransactionBehavior::Deferred, f)
     }
 
@@ -170,20 +162,75 @@ impl Store {
     /// and writes see the same data, and a command that reads before it writes never
     /// fails to upgrade a snapshot the daemon has moved past (`SQLITE_BUSY_SNAPSHOT`).
     /// Nothing is written when `f` fails.
-    pub fn write<T, E: From<StoreError>>(&mut self, f: impl FnOnce(&Transaction) -> Result<T, E>) -> Result<T, E> {
+    pub fn write<T, E: From<StoreError>>(&mut self, f: impl FnOnce(&Tx) -> Result<T, E>) -> Result<T, E> {
         self.transaction(TransactionBehavior::Immediate, f)
     }
 
     fn transaction<T, E: From<StoreError>>(
         &mut self,
         behavior: TransactionBehavior,
-        f: impl FnOnce(&Transaction) -> Result<T, E>,
+        f: impl FnOnce(&Tx) -> Result<T, E>,
     ) -> Result<T, E> {
         let tx = self.conn.transaction_with_behavior(behavior).map_err(StoreError::from)?;
-        let value = f(&tx)?;
+        let value = f(&Tx { conn: &tx })?;
         tx.commit().map_err(StoreError::from)?;
         Ok(value)
     }
+
+    /// Begins a group-committed batch (see `Batch`).
+    pub fn batch(&mut self) -> Result<Batch<'_>, StoreError> {
+        Ok(Batch { tx: self.conn.transaction_with_behavior(TransactionBehavior::Immediate)? })
+    }
+}
+
+/// A transaction, or one message's savepoint inside a batch: what every query of the
+/// store runs in. Its connection is visible only inside `store`, so that nothing else
+/// speaks SQL.
+#[derive(Clone, Copy)]
+pub struct Tx<'a> {
+    conn: &'a Connection,
+}
+
+impl<'a> Tx<'a> {
+    fn conn(&self) -> &'a Connection {
+        self.conn
+    }
+}
+
+/// Many messages in one write transaction, committed (and fsync'd) once; each message in
+/// a savepoint of its own, so that one that fails is rolled back alone.
+pub struct Batch<'a> {
+    tx: Transaction<'a>,
+}
+
+impl Batch<'_> {
+    /// Runs `f` in a savepoint: kept when it returns `Ok`, rolled back otherwise.
+    pub fn message<T>(&mut self, f: impl FnOnce(&Tx) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let sp = self.tx.savepoint()?;
+        let value = f(&Tx { conn: &sp })?;
+        sp.commit()?;
+        Ok(value)
+    }
+
+    /// Runs `f` in the batch's transaction itself (after a message's savepoint was rolled
+    /// back: recording why it failed).
+    pub fn outside_message<T>(&self, f: impl FnOnce(&Tx) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        f(&Tx { conn: &self.tx })
+    }
+
+    pub fn commit(self) -> Result<(), StoreError> {
+        Ok(self.tx.commit()?)
+    }
+}
+
+/// Tickets opened today (UTC) and acknowledgements waiting, for the daemon's status line
+/// and metrics.
+pub fn counts(tx: &Tx, today: chrono::NaiveDate) -> Result<(i64, i64), StoreError> {
+    let today = today.format("%Y-%m-%d").to_string();
+    let conn = tx.conn();
+    let tickets = conn.query_row("SELECT COUNT(*) FROM tickets WHERE day = ?1", [today], |r| r.get(0))?;
+    let waiting = conn.query_row("SELECT COUNT(*) FROM outbox WHERE state = 'queued'", [], |r| r.get(0))?;
+    Ok((tickets, waiting))
 }
 
 /// A column built with `json_group_array`, as a list.
@@ -263,8 +310,8 @@ mod tests {
     fn opens_in_wal_mode_with_foreign_keys() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("t.db")).unwrap();
-        let mode: String = store.conn().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
-        let fk: i64 = store.conn().query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
+        let mode: String = store.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        let fk: i64 = store.conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
         assert_eq!((mode.as_str(), fk), ("wal", 1));
     }
 
@@ -316,15 +363,15 @@ mod tests {
         let digest = crate::core::identity::content_digest(raw);
         let again = [&b"Received: from mx2\r\n"[..], raw].concat();
         assert_eq!(
-            find_duplicate(&conn, Some("m1@acme.example"), &digest, &again).unwrap(),
+            find_duplicate(&Tx { conn: &conn }, Some("m1@acme.example"), &digest, &again).unwrap(),
             Seen::Duplicate(1, "2026112310000012".to_owned())
         );
         let other = crate::core::identity::content_digest(b"From: x@y.example\r\n\r\nother\r\n");
         assert_eq!(
-            find_duplicate(&conn, Some("m1@acme.example"), &other, b"").unwrap(),
+            find_duplicate(&Tx { conn: &conn }, Some("m1@acme.example"), &other, b"").unwrap(),
             Seen::ReusedMessageId("2026112310000012".to_owned())
         );
-        assert_eq!(find_duplicate(&conn, Some("m2@acme.example"), &other, b"").unwrap(), Seen::New);
+        assert_eq!(find_duplicate(&Tx { conn: &conn }, Some("m2@acme.example"), &other, b"").unwrap(), Seen::New);
     }
 
     #[test]

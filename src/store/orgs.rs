@@ -3,10 +3,10 @@
 //! SQL only: what is allowed (a free-mail domain, a taken name) is decided by the caller.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
-use super::{run_merge, string_list, timestamp, StoreError};
+use super::{run_merge, string_list, timestamp, StoreError, Tx};
 use crate::core::address;
 
 #[derive(Debug, Serialize)]
@@ -43,42 +43,49 @@ fn organisation(r: &Row) -> rusqlite::Result<Organisation> {
 }
 
 /// Every organisation, by name.
-pub fn list(conn: &Connection) -> Result<Vec<Organisation>, StoreError> {
+pub fn list(tx: &Tx<'_>) -> Result<Vec<Organisation>, StoreError> {
+    let conn = tx.conn();
     let sql = format!("{ORG_SELECT} ORDER BY sort_key(o.name), o.name");
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map([], organisation)?.collect::<Result<_, _>>()?;
     Ok(rows)
 }
 
-pub fn get(conn: &Connection, id: i64) -> Result<Organisation, StoreError> {
+pub fn get(tx: &Tx<'_>, id: i64) -> Result<Organisation, StoreError> {
+    let conn = tx.conn();
     let sql = format!("{ORG_SELECT} WHERE o.id = ?1");
     Ok(conn.query_row(&sql, [id], organisation)?)
 }
 
 /// The organisation of this name, compared case-insensitively across all of Unicode.
-pub fn id_by_name(conn: &Connection, name: &str) -> Result<Option<i64>, StoreError> {
+pub fn id_by_name(tx: &Tx<'_>, name: &str) -> Result<Option<i64>, StoreError> {
+    let conn = tx.conn();
     let sql = "SELECT id FROM organisations WHERE fold(name) = ?1";
     Ok(conn.query_row(sql, [super::fold(name)], |r| r.get(0)).optional()?)
 }
 
-pub fn create(conn: &Connection, name: &str, now: DateTime<Utc>) -> Result<i64, StoreError> {
+pub fn create(tx: &Tx<'_>, name: &str, now: DateTime<Utc>) -> Result<i64, StoreError> {
+    let conn = tx.conn();
     let sql = "INSERT INTO organisations (name, created_at) VALUES (?1, ?2) RETURNING id";
     Ok(conn.query_row(sql, params![name, timestamp(now)], |r| r.get(0))?)
 }
 
-pub fn rename(conn: &Connection, id: i64, name: &str) -> Result<(), StoreError> {
+pub fn rename(tx: &Tx<'_>, id: i64, name: &str) -> Result<(), StoreError> {
+    let conn = tx.conn();
     conn.execute("UPDATE organisations SET name = ?1 WHERE id = ?2", params![name, id])?;
     Ok(())
 }
 
 /// `None` removes the first-response time: new tickets get no `respond_by`.
-pub fn set_first_response(conn: &Connection, id: i64, hours: Option<u32>) -> Result<(), StoreError> {
+pub fn set_first_response(tx: &Tx<'_>, id: i64, hours: Option<u32>) -> Result<(), StoreError> {
+    let conn = tx.conn();
     conn.execute("UPDATE organisations SET first_response_hours = ?1 WHERE id = ?2", params![hours, id])?;
     Ok(())
 }
 
 /// The (id, name) of the organisation owning exactly this domain.
-pub fn domain_owner(conn: &Connection, domain: &str) -> Result<Option<(i64, String)>, StoreError> {
+pub fn domain_owner(tx: &Tx<'_>, domain: &str) -> Result<Option<(i64, String)>, StoreError> {
+    let conn = tx.conn();
     let sql = "SELECT o.id, o.name FROM organisation_domains d JOIN organisations o ON o.id = d.organisation_id
                WHERE d.domain = ?1";
     Ok(conn.query_row(sql, [domain], |r| Ok((r.get(0)?, r.get(1)?))).optional()?)
@@ -86,9 +93,9 @@ pub fn domain_owner(conn: &Connection, domain: &str) -> Result<Option<(i64, Stri
 
 /// The organisation ingest would file a new customer at this address under: the owner
 /// of its domain, else of its registrable domain.
-pub fn owner_of_address(conn: &Connection, email: &str) -> Result<Option<i64>, StoreError> {
+pub fn owner_of_address(tx: &Tx<'_>, email: &str) -> Result<Option<i64>, StoreError> {
     for domain in address::owner_domains(address::domain_of(email)) {
-        if let Some((id, _)) = domain_owner(conn, &domain)? {
+        if let Some((id, _)) = domain_owner(tx, &domain)? {
             return Ok(Some(id));
         }
     }
@@ -98,7 +105,8 @@ pub fn owner_of_address(conn: &Connection, email: &str) -> Result<Option<i64>, S
 /// Gives the organisation a domain nobody owns, and makes it the organisation of the
 /// customers without one who have an address that ingest would now file under it; their
 /// tickets follow (`customers::refile_tickets`). How many customers were assigned.
-pub fn add_domain(conn: &Connection, id: i64, domain: &str) -> Result<usize, StoreError> {
+pub fn add_domain(tx: &Tx<'_>, id: i64, domain: &str) -> Result<usize, StoreError> {
+    let conn = tx.conn();
     conn.execute("INSERT INTO organisation_domains (domain, organisation_id) VALUES (?1, ?2)", params![domain, id])?;
     // Addresses at the domain or a subdomain of it; `owner_domains` then applies
     // ingest's exact rule.
@@ -116,7 +124,7 @@ pub fn add_domain(conn: &Connection, id: i64, domain: &str) -> Result<usize, Sto
         if address::owner_domains(address::domain_of(&email)).iter().any(|d| d == domain) {
             let changed = assign.execute(params![id, customer])?;
             if changed > 0 {
-                super::customers::refile_tickets(conn, customer)?;
+                super::customers::refile_tickets(tx, customer)?;
             }
             assigned += changed;
         }
@@ -125,7 +133,8 @@ pub fn add_domain(conn: &Connection, id: i64, domain: &str) -> Result<usize, Sto
 }
 
 /// Whether the organisation owned the domain. Its customers keep their organisation.
-pub fn remove_domain(conn: &Connection, id: i64, domain: &str) -> Result<bool, StoreError> {
+pub fn remove_domain(tx: &Tx<'_>, id: i64, domain: &str) -> Result<bool, StoreError> {
+    let conn = tx.conn();
     let removed = conn
         .execute("DELETE FROM organisation_domains WHERE domain = ?1 AND organisation_id = ?2", params![domain, id])?;
     Ok(removed > 0)
@@ -134,7 +143,8 @@ pub fn remove_domain(conn: &Connection, id: i64, domain: &str) -> Result<bool, S
 /// Makes `from` part of `into`: its domains, customers (primary and linked, without
 /// duplicate links) and tickets move; its first-response time fills a missing one.
 /// Then `from` is deleted.
-pub fn merge(conn: &Connection, from: i64, into: i64) -> Result<(), StoreError> {
+pub fn merge(tx: &Tx<'_>, from: i64, into: i64) -> Result<(), StoreError> {
+    let conn = tx.conn();
     let statements = [
         "UPDATE organisation_domains SET organisation_id = ?2 WHERE organisation_id = ?1",
         "UPDATE customer_users SET organisation_id = ?2 WHERE organisation_id = ?1",

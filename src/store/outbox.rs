@@ -2,10 +2,10 @@
 //! updated by the sender, listed and re-queued by the CLI.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, Row};
+use rusqlite::{params, Row};
 use serde::Serialize;
 
-use super::{timestamp, StoreError};
+use super::{timestamp, StoreError, Tx};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct OutboxRow {
@@ -64,11 +64,12 @@ fn row(r: &Row) -> rusqlite::Result<OutboxRow> {
 /// replaces the claim; a row whose sender died before recording comes back at `until`.
 /// Run it in a write transaction.
 pub fn claim_due(
-    conn: &Connection,
+    tx: &Tx<'_>,
     now: DateTime<Utc>,
     until: DateTime<Utc>,
     limit: usize,
 ) -> Result<Vec<OutboxRow>, StoreError> {
+    let conn = tx.conn();
     let claim = "UPDATE outbox SET next_attempt_at = ?1
                  WHERE id IN (SELECT id FROM outbox WHERE state = 'queued' AND next_attempt_at <= ?2
                               ORDER BY id LIMIT ?3)
@@ -84,18 +85,21 @@ pub fn claim_due(
 }
 
 /// When the earliest queued row is due, if any.
-pub fn next_due(conn: &Connection) -> Result<Option<String>, StoreError> {
+pub fn next_due(tx: &Tx<'_>) -> Result<Option<String>, StoreError> {
+    let conn = tx.conn();
     let sql = "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'queued'";
     Ok(conn.prepare_cached(sql)?.query_row([], |r| r.get(0))?)
 }
 
-pub fn list(conn: &Connection) -> Result<Vec<OutboxRow>, StoreError> {
+pub fn list(tx: &Tx<'_>) -> Result<Vec<OutboxRow>, StoreError> {
+    let conn = tx.conn();
     let sql = format!("{SELECT} ORDER BY o.id");
     let rows = conn.prepare(&sql)?.query_map([], row)?.collect::<Result<_, _>>()?;
     Ok(rows)
 }
 
-pub fn mark_sent(conn: &Connection, id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
+pub fn mark_sent(tx: &Tx<'_>, id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
+    let conn = tx.conn();
     conn.prepare_cached(
         "UPDATE outbox SET state = 'sent', attempts = attempts + 1, sent_at = ?1, last_error = NULL WHERE id = ?2",
     )?
@@ -103,7 +107,8 @@ pub fn mark_sent(conn: &Connection, id: i64, now: DateTime<Utc>) -> Result<(), S
     Ok(())
 }
 
-pub fn mark_retry(conn: &Connection, id: i64, error: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+pub fn mark_retry(tx: &Tx<'_>, id: i64, error: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+    let conn = tx.conn();
     conn.prepare_cached(
         "UPDATE outbox SET attempts = attempts + 1, last_error = ?1, next_attempt_at = ?2 WHERE id = ?3",
     )?
@@ -111,7 +116,8 @@ pub fn mark_retry(conn: &Connection, id: i64, error: &str, at: DateTime<Utc>) ->
     Ok(())
 }
 
-pub fn mark_failed(conn: &Connection, id: i64, error: &str) -> Result<(), StoreError> {
+pub fn mark_failed(tx: &Tx<'_>, id: i64, error: &str) -> Result<(), StoreError> {
+    let conn = tx.conn();
     conn.prepare_cached("UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ?1 WHERE id = ?2")?
         .execute(params![error, id])?;
     Ok(())
@@ -120,7 +126,8 @@ pub fn mark_failed(conn: &Connection, id: i64, error: &str) -> Result<(), StoreE
 /// Queues failed (or waiting) rows for an attempt now: one row, or every unsent one
 /// that did not bounce (a bounced one is retried only by its id, after the address was
 /// checked). How many rows were re-queued.
-pub fn retry(conn: &Connection, id: Option<i64>, now: DateTime<Utc>) -> Result<usize, StoreError> {
+pub fn retry(tx: &Tx<'_>, id: Option<i64>, now: DateTime<Utc>) -> Result<usize, StoreError> {
+    let conn = tx.conn();
     let n = conn
         .prepare(
             "UPDATE outbox SET state = 'queued', next_attempt_at = ?1

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 
-use super::{timestamp, StoreError};
+use super::{timestamp, StoreError, Tx};
 use crate::core::route::State;
 
 #[derive(Debug, Serialize)]
@@ -104,7 +104,8 @@ pub struct Filter {
 }
 
 /// The tickets a filter selects, newest first.
-pub fn list(conn: &Connection, filter: &Filter) -> Result<Vec<TicketSummary>, StoreError> {
+pub fn list(tx: &Tx<'_>, filter: &Filter) -> Result<Vec<TicketSummary>, StoreError> {
+    let conn = tx.conn();
     let sql = format!(
         "{SUMMARY_SELECT}
          WHERE (?1 IS NULL OR t.state = ?1)
@@ -143,11 +144,12 @@ pub fn list(conn: &Connection, filter: &Filter) -> Result<Vec<TicketSummary>, St
 /// Sets a ticket's state: its previous state and the ticket as it is now, or `None`
 /// when there is no such ticket.
 pub fn set_state(
-    conn: &Connection,
+    tx: &Tx<'_>,
     number: &str,
     state: State,
     now: DateTime<Utc>,
 ) -> Result<Option<(String, TicketSummary)>, StoreError> {
+    let conn = tx.conn();
     let Some(before) = summary_of(conn, number)? else {
         return Ok(None);
     };
@@ -164,7 +166,8 @@ fn summary_of(conn: &Connection, number: &str) -> Result<Option<TicketSummary>, 
     Ok(conn.query_row(&sql, [number], summary).optional()?)
 }
 
-pub fn show(conn: &Connection, number: &str) -> Result<Option<TicketDetail>, StoreError> {
+pub fn show(tx: &Tx<'_>, number: &str) -> Result<Option<TicketDetail>, StoreError> {
+    let conn = tx.conn();
     let sql = format!("{SUMMARY_SELECT} WHERE t.number = ?1");
     let Some((summary, id)) = conn.query_row(&sql, [number], |r| Ok((summary(r)?, r.get::<_, i64>(10)?))).optional()?
     else {
@@ -215,7 +218,8 @@ fn articles(conn: &Connection, ticket_id: i64) -> Result<Vec<Article>, StoreErro
 
 /// The bytes of one article as they arrived: `None` when the ticket or article does not
 /// exist (articles count from 1, oldest first) or the article was written by us.
-pub fn raw_article(conn: &Connection, number: &str, article: u32) -> Result<Option<Vec<u8>>, StoreError> {
+pub fn raw_article(tx: &Tx<'_>, number: &str, article: u32) -> Result<Option<Vec<u8>>, StoreError> {
+    let conn = tx.conn();
     let sql = "SELECT r.raw FROM articles a JOIN tickets t ON t.id = a.ticket_id
                JOIN raw_messages r ON r.article_id = a.id
                WHERE t.number = ?1 ORDER BY a.id LIMIT 1 OFFSET ?2";
@@ -224,7 +228,8 @@ pub fn raw_article(conn: &Connection, number: &str, article: u32) -> Result<Opti
 }
 
 /// Every attachment of a ticket with its bytes, oldest article first.
-pub fn attachments(conn: &Connection, number: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+pub fn attachments(tx: &Tx<'_>, number: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    let conn = tx.conn();
     let sql = "SELECT f.filename, f.content FROM attachments f JOIN articles a ON a.id = f.article_id
                JOIN tickets t ON t.id = a.ticket_id WHERE t.number = ?1 ORDER BY a.id, f.id";
     let mut stmt = conn.prepare(sql)?;
@@ -261,20 +266,23 @@ fn failed_message(r: &Row) -> rusqlite::Result<FailedMessage> {
     })
 }
 
-pub fn failed(conn: &Connection) -> Result<Vec<FailedMessage>, StoreError> {
+pub fn failed(tx: &Tx<'_>) -> Result<Vec<FailedMessage>, StoreError> {
+    let conn = tx.conn();
     let mut stmt = conn.prepare(&format!("SELECT {FAILED_COLUMNS} FROM failed_messages ORDER BY id"))?;
     let rows = stmt.query_map([], failed_message)?.collect::<Result<_, _>>()?;
     Ok(rows)
 }
 
 /// One failed message with its raw bytes.
-pub fn failed_one(conn: &Connection, id: i64) -> Result<Option<(FailedMessage, Vec<u8>)>, StoreError> {
+pub fn failed_one(tx: &Tx<'_>, id: i64) -> Result<Option<(FailedMessage, Vec<u8>)>, StoreError> {
+    let conn = tx.conn();
     let sql = format!("SELECT {FAILED_COLUMNS}, raw FROM failed_messages WHERE id = ?1");
     Ok(conn.query_row(&sql, [id], |r| Ok((failed_message(r)?, r.get(8)?))).optional()?)
 }
 
 /// The ids of every failed message, oldest first.
-pub fn failed_ids(conn: &Connection) -> Result<Vec<i64>, StoreError> {
+pub fn failed_ids(tx: &Tx<'_>) -> Result<Vec<i64>, StoreError> {
+    let conn = tx.conn();
     let mut stmt = conn.prepare("SELECT id FROM failed_messages ORDER BY id")?;
     let rows = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
     Ok(rows)

@@ -6,7 +6,7 @@
 use chrono::{TimeZone, Utc};
 use postdesk::config;
 use postdesk::core::parse;
-use postdesk::ingest::{self, Source};
+use postdesk::desk::ingest::{self, Source};
 use postdesk::store::Store;
 use serde_json::{json, Value};
 

@@ -5,7 +5,6 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, Transaction, TransactionBehavior};
 use serde::Serialize;
 
 use crate::config::Config;
@@ -145,7 +144,7 @@ pub type Random = fn(&Source) -> Result<[u8; 16], StoreError>;
 /// Messages ingested together and made durable by one commit. Nothing a batch did may
 /// be reported as done before `commit` returns.
 pub struct Batch<'a> {
-    tx: Transaction<'a>,
+    batch: store::Batch<'a>,
     config: &'a Config,
     random: Random,
 }
@@ -162,8 +161,7 @@ impl<'a> Batch<'a> {
         config: &'a Config,
         random: Random,
     ) -> Result<Batch<'a>, StoreError> {
-        let tx = store.conn_mut().transaction_with_behavior(TransactionBehavior::Immediate)?;
-        Ok(Batch { tx, config, random })
+        Ok(Batch { batch: store.batch()?, config, random })
     }
 
     /// Runs one message through the pipeline inside its own savepoint: a message that
@@ -182,25 +180,44 @@ impl<'a> Batch<'a> {
         source: &Source,
         now: DateTime<Utc>,
     ) -> Result<Report, StoreError> {
-        let result = {
-            let sp = self.tx.savepoint()?;
-            match process(&sp, raw, prepared, source, self.config, self.random, now) {
-                Ok(report) => sp.commit().map(|()| report).map_err(StoreError::from),
-                Err(e) => Err(e),
-            }
-        };
-        match result {
+        let (config, random) = (self.config, self.random);
+        match self.batch.message(|tx| process(tx, raw, prepared, source, config, random, now)) {
             Err(e) if !e.is_transient() => {
                 let reason = format!("internal error: {e}");
-                fail(&self.tx, raw, source, reason, now)
+                self.batch.outside_message(|tx| fail(tx, raw, source, reason, now))
             }
             other => other,
         }
     }
 
     pub fn commit(self) -> Result<(), StoreError> {
-        Ok(self.tx.commit()?)
+        self.batch.commit()
     }
+}
+
+/// A message to ingest: its bytes, what `prepare` made of them, and where it came from.
+pub struct Message {
+    pub raw: Vec<u8>,
+    pub prepared: Prepared,
+    pub source: Source,
+}
+
+/// The one batch loop of every source (files, standard input, IMAP, failed messages
+/// retried): all of `messages` in one transaction, one report each, in order. Nothing is
+/// stored unless all are; the caller reports them only after this returns.
+pub fn ingest_batch(
+    store: &mut Store,
+    config: &Config,
+    messages: &[Message],
+    now: DateTime<Utc>,
+) -> Result<Vec<Report>, StoreError> {
+    let mut batch = Batch::begin(store, config)?;
+    let reports = messages
+        .iter()
+        .map(|m| batch.ingest_prepared(&m.raw, &m.prepared, &m.source, now))
+        .collect::<Result<Vec<_>, _>>()?;
+    batch.commit()?;
+    Ok(reports)
 }
 
 /// One message in its own transaction: for a pipe from an MTA, which wants a definite
@@ -264,7 +281,7 @@ pub fn prepare(raw: &[u8], policy: &crate::core::decide::Policy) -> Prepared {
 }
 
 fn process(
-    conn: &Connection,
+    conn: &store::Tx,
     raw: &[u8],
     prepared: &Prepared,
     source: &Source,
@@ -352,7 +369,7 @@ pub fn system_random(_: &Source) -> Result<[u8; 16], StoreError> {
 }
 
 fn fail(
-    conn: &Connection,
+    conn: &store::Tx,
     raw: &[u8],
     source: &Source,
     reason: String,

@@ -1,0 +1,6 @@
+//! The service layer: every operation a user can do (ingest a message, manage customers
+//! and organisations, work tickets, the outbox and failed messages), each a function of a
+//! store transaction, the command and the time, returning a typed result or error. The
+//! CLI, the daemon and the web console call these and nothing beneath them decides.
+
+pub mod ingest;
