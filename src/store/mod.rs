@@ -29,6 +29,10 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0005_mailbox_lease.sql")),
 ];
 
+/// The default log filter of the store's libraries: the migration library reports every
+/// check at info level.
+pub const QUIET_LOGS: &str = "rusqlite_migration=warn";
+
 /// Whether a storage failure may go away by itself (disk full, locked, I/O): the
 /// caller keeps the message for later. Anything else is a bug or a corrupt database.
 #[derive(Debug, thiserror::Error)]
