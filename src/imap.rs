@@ -41,10 +41,28 @@ pub enum ImapError {
     Protocol(&'static str, String),
 }
 
+/// Whether another try may help soon. Every failure is tried again while the daemon
+/// runs (a password fixed on the server, a certificate renewed, are picked up without a
+/// restart), but not at the same pace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// The network or the server (refused or dropped connection, timeout, an answer we
+    /// did not expect): passes by itself. Backoff from a second.
+    Soon,
+    /// Only an operator fixes it: a refused login, an unreadable password, a certificate
+    /// that does not verify, a server without STARTTLS. Backoff from a minute, so that
+    /// our logins never lock the account nor fill the server's log.
+    Slowly,
+}
+
 impl ImapError {
-    /// A refused login is retried slowly, so as not to hammer the server or lock the account.
-    pub fn is_auth(&self) -> bool {
-        matches!(self, ImapError::Auth(..) | ImapError::Password(..))
+    pub fn retry(&self) -> Retry {
+        match self {
+            ImapError::Auth(..) | ImapError::Password(..) | ImapError::Tls(..) | ImapError::NoStarttls(..) => {
+                Retry::Slowly
+            }
+            ImapError::Connect(..) | ImapError::Timeout(..) | ImapError::Protocol(..) => Retry::Soon,
+        }
     }
 
     /// Errors of one kind count as the same connection state for logging.
@@ -187,6 +205,22 @@ fn quote(text: &str) -> String {
 pub async fn waiting(session: &mut Session, only_unseen: bool) -> Result<Vec<u32>, ImapError> {
     let query = if only_unseen { "UNSEEN" } else { "ALL" };
     let found = bounded("searching for new mail", COMMAND_TIMEOUT, session.uid_search(query)).await?;
+    let mut uids: Vec<u32> = found.into_iter().collect();
+    uids.sort_unstable();
+    Ok(uids)
+}
+
+/// Which of `uids` are still in the selected folder (and, with `only_unseen`, unseen):
+/// after a post-action that may have completed on the server although we gave up on it,
+/// only these get it again. A NOOP first lets the server tell this session what other
+/// sessions (our post-action connection, one we abandoned) expunged meanwhile.
+pub async fn still_waiting(session: &mut Session, uids: &[u32], only_unseen: bool) -> Result<Vec<u32>, ImapError> {
+    if uids.is_empty() {
+        return Ok(Vec::new());
+    }
+    bounded("checking the folder", COMMAND_TIMEOUT, session.noop()).await?;
+    let query = format!("UID {}{}", uid_set(uids), if only_unseen { " UNSEEN" } else { "" });
+    let found = bounded("searching for messages", COMMAND_TIMEOUT, session.uid_search(&query)).await?;
     let mut uids: Vec<u32> = found.into_iter().collect();
     uids.sort_unstable();
     Ok(uids)

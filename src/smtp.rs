@@ -1,6 +1,7 @@
-//! The SMTP adapter: turns an outbox row into a mail and hands it to the configured
+//! The SMTP adapter: turns an acknowledgement into a mail and hands it to the configured
 //! server (pooled connections; implicit TLS, STARTTLS that must be offered, plain text
-//! only to loopback). It reports each attempt as accepted, transient or permanent.
+//! only to loopback). It says whether a refusal is worth another try, and decides
+//! nothing about when: that is the sender's business.
 
 use std::time::Duration;
 
@@ -12,8 +13,18 @@ use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::{SmtpConfig, TlsMode};
-use crate::core::retry::Attempt;
-use crate::store::outbox::OutboxRow;
+use crate::core::ack::Acknowledgement;
+
+/// Why a mail was not taken.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SmtpError {
+    /// No connection, a timeout, a 4xx reply: the same mail may be taken later.
+    #[error("{0}")]
+    Transient(String),
+    /// A 5xx reply, or a mail that cannot be built: sending it again changes nothing.
+    #[error("{0}")]
+    Permanent(String),
+}
 
 pub struct Smtp {
     transport: AsyncSmtpTransport<Tokio1Executor>,
@@ -21,8 +32,9 @@ pub struct Smtp {
 }
 
 impl Smtp {
-    pub fn new(config: &SmtpConfig, loop_header: &str) -> Result<Smtp, String> {
-        let pool = PoolConfig::new().max_size(crate::outbox::PARALLEL as u32);
+    /// `pool`: how many connections may be open at once (as many as mails sent at once).
+    pub fn new(config: &SmtpConfig, loop_header: &str, pool: usize) -> Result<Smtp, String> {
+        let pool = PoolConfig::new().max_size(u32::try_from(pool).unwrap_or(u32::MAX));
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host)
             .port(config.port)
             .timeout(Some(Duration::from_secs(60)))
@@ -40,16 +52,14 @@ impl Smtp {
         Ok(Smtp { transport: builder.build(), loop_header: loop_header.to_owned() })
     }
 
-    /// One delivery attempt.
-    pub async fn send(&self, row: &OutboxRow) -> Attempt {
-        let message = match message(row, &self.loop_header) {
-            Ok(m) => m,
-            Err(e) => return Attempt::Permanent(format!("cannot build the message: {e}")),
-        };
+    /// One delivery attempt: `Ok` once the server has accepted the mail.
+    pub async fn send(&self, ack: &Acknowledgement) -> Result<(), SmtpError> {
+        let message = message(ack, &self.loop_header)
+            .map_err(|e| SmtpError::Permanent(format!("cannot build the message: {e}")))?;
         match self.transport.send(message).await {
-            Ok(_) => Attempt::Accepted,
-            Err(e) if e.is_permanent() => Attempt::Permanent(e.to_string()),
-            Err(e) => Attempt::Transient(e.to_string()),
+            Ok(_) => Ok(()),
+            Err(e) if e.is_permanent() => Err(SmtpError::Permanent(e.to_string())),
+            Err(e) => Err(SmtpError::Transient(e.to_string())),
         }
     }
 
@@ -75,20 +85,22 @@ fn tls_parameters(config: &SmtpConfig) -> Result<TlsParameters, String> {
 
 /// The acknowledgement mail. Every value was made header-safe when it was queued;
 /// lettre encodes non-ASCII text.
-fn message(row: &OutboxRow, loop_header: &str) -> Result<Message, String> {
-    let mailbox = |name: &Option<String>, address: &str| -> Result<Mailbox, String> {
-        Ok(Mailbox::new(name.clone(), address.parse().map_err(|e| format!("{address}: {e}"))?))
+/// An empty display name is none.
+fn message(ack: &Acknowledgement, loop_header: &str) -> Result<Message, String> {
+    let mailbox = |name: Option<&str>, address: &str| -> Result<Mailbox, String> {
+        let name = name.filter(|n| !n.is_empty()).map(str::to_owned);
+        Ok(Mailbox::new(name, address.parse().map_err(|e| format!("{address}: {e}"))?))
     };
     let mut builder = Message::builder()
-        .from(mailbox(&row.sender_name, &row.sender)?)
-        .to(mailbox(&row.recipient_name, &row.recipient)?)
-        .subject(&row.subject)
-        .message_id(Some(format!("<{}>", row.message_id)));
-    if let Some(id) = &row.in_reply_to {
+        .from(mailbox(Some(&ack.from_name), &ack.from)?)
+        .to(mailbox(ack.to_name.as_deref(), &ack.to)?)
+        .subject(&ack.subject)
+        .message_id(Some(format!("<{}>", ack.message_id)));
+    if let Some(id) = &ack.in_reply_to {
         builder = builder.in_reply_to(format!("<{id}>"));
     }
-    if !row.references.is_empty() {
-        let refs: Vec<String> = row.references.iter().map(|r| format!("<{r}>")).collect();
+    if !ack.references.is_empty() {
+        let refs: Vec<String> = ack.references.iter().map(|r| format!("<{r}>")).collect();
         builder = builder.references(refs.join(" "));
     }
     let header = |name: &str, value: &str| -> Result<HeaderValue, String> {
@@ -101,9 +113,9 @@ fn message(row: &OutboxRow, loop_header: &str) -> Result<Message, String> {
         // Our address, and the Message-ID of this very mail: a loop header that names one
         // of our acknowledgements is proof a mail came from us (`core::trust`), which a
         // loop header with only an address a sender can copy is not.
-        .raw_header(header(loop_header, &format!("{} <{}>", row.sender, row.message_id))?)
+        .raw_header(header(loop_header, &format!("{} <{}>", ack.from, ack.message_id))?)
         .header(ContentType::TEXT_PLAIN)
-        .body(row.body_text.clone())
+        .body(ack.body.clone())
         .map_err(|e| e.to_string())
 }
 
@@ -111,31 +123,23 @@ fn message(row: &OutboxRow, loop_header: &str) -> Result<Message, String> {
 mod tests {
     use super::*;
 
-    fn row() -> OutboxRow {
-        OutboxRow {
-            id: 1,
-            ticket: "2026112310000012".to_owned(),
-            recipient: "judy@umbrella.example".to_owned(),
-            recipient_name: Some("Jüdy Chen".to_owned()),
-            sender: "support@helpdesk.example".to_owned(),
-            sender_name: Some("Helpdesk".to_owned()),
+    fn ack() -> Acknowledgement {
+        Acknowledgement {
+            to: "judy@umbrella.example".to_owned(),
+            to_name: Some("Jüdy Chen".to_owned()),
+            from: "support@helpdesk.example".to_owned(),
+            from_name: "Helpdesk".to_owned(),
             subject: "[Ticket#2026112310000012] Grüße".to_owned(),
-            body_text: "Hello".to_owned(),
+            body: "Hello".to_owned(),
             message_id: "ack.2026112310000012@helpdesk.example".to_owned(),
             in_reply_to: Some("m1@umbrella.example".to_owned()),
             references: vec!["m0@umbrella.example".to_owned(), "m1@umbrella.example".to_owned()],
-            state: "queued".to_owned(),
-            attempts: 0,
-            last_error: None,
-            next_attempt_at: String::new(),
-            sent_at: None,
-            created_at: String::new(),
         }
     }
 
     #[test]
     fn the_acknowledgement_carries_threading_and_anti_loop_headers() {
-        let text = String::from_utf8(message(&row(), "X-Postdesk-Loop").unwrap().formatted()).unwrap();
+        let text = String::from_utf8(message(&ack(), "X-Postdesk-Loop").unwrap().formatted()).unwrap();
         for needle in [
             "Auto-Submitted: auto-replied\r\n",
             "X-Auto-Response-Suppress: All\r\n",

@@ -33,7 +33,7 @@ pub fn run(config: &Config, connect: bool) -> anyhow::Result<ExitCode> {
             all_ok &= report(&format!("mailbox {} (IMAP {}:{})", m.name, m.host, m.port), result);
         }
         if let Some(s) = &config.smtp {
-            let result = match Smtp::new(s, &config.policy.loop_header) {
+            let result = match Smtp::new(s, &config.policy.loop_header, 1) {
                 Ok(smtp) => smtp.check().await.map_err(|e| format!("SMTP: {e}")),
                 Err(e) => Err(format!("setup: {e}")),
             };

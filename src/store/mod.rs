@@ -7,6 +7,7 @@ mod ingest;
 mod mailbox;
 pub mod orgs;
 pub mod outbox;
+pub mod shared;
 pub mod tickets;
 
 pub use ingest::{

@@ -6,6 +6,7 @@ use rusqlite::{params, Row};
 use serde::Serialize;
 
 use super::{timestamp, StoreError, Tx};
+use crate::core::ack::Acknowledgement;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct OutboxRow {
@@ -27,6 +28,23 @@ pub struct OutboxRow {
     pub next_attempt_at: String,
     pub sent_at: Option<String>,
     pub created_at: String,
+}
+
+impl OutboxRow {
+    /// The mail this row stands for, as the SMTP adapter sends it.
+    pub fn acknowledgement(&self) -> Acknowledgement {
+        Acknowledgement {
+            to: self.recipient.clone(),
+            to_name: self.recipient_name.clone(),
+            from: self.sender.clone(),
+            from_name: self.sender_name.clone().unwrap_or_default(),
+            subject: self.subject.clone(),
+            body: self.body_text.clone(),
+            message_id: self.message_id.clone(),
+            in_reply_to: self.in_reply_to.clone(),
+            references: self.references.clone(),
+        }
+    }
 }
 
 const SELECT: &str = "

@@ -7,10 +7,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use postdesk::config::{SmtpConfig, TlsMode};
-use postdesk::core::retry::Attempt;
+use postdesk::core::ack::Acknowledgement;
 use postdesk::secret::{PasswordSource, Secret};
-use postdesk::smtp::Smtp;
-use postdesk::store::outbox::OutboxRow;
+use postdesk::smtp::{Smtp, SmtpError};
 
 use crate::dovecot::{self, Dovecot};
 use crate::smtp::{submit_to, DeliverTo, Mode, Received, SmtpOptions, SmtpServer};
@@ -104,7 +103,7 @@ fn smtp_postdesk_adapter_sends_over_starttls_with_auth() {
             credentials: Some(("postdesk".to_owned(), PasswordSource::Inline(Secret::new(password)))),
             give_up_after: chrono::Duration::hours(1),
         };
-        Smtp::new(&config, "X-Postdesk-Loop").expect("SMTP adapter")
+        Smtp::new(&config, "X-Postdesk-Loop", 2).expect("SMTP adapter")
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     // The adapter's connection pool needs the runtime from its creation to its drop.
@@ -115,14 +114,14 @@ fn smtp_postdesk_adapter_sends_over_starttls_with_auth() {
         let err = bad.check().await.expect_err("a wrong password");
         assert!(err.contains("535"), "{err}");
 
-        let sent = good.send(&ack_row()).await;
-        assert!(matches!(sent, Attempt::Accepted), "{sent:?}");
+        let sent = good.send(&ack()).await;
+        assert!(sent.is_ok(), "{sent:?}");
         server.set_mode(Mode::TempFail);
-        let sent = good.send(&ack_row()).await;
-        assert!(matches!(sent, Attempt::Transient(_)), "{sent:?}");
+        let sent = good.send(&ack()).await;
+        assert!(matches!(sent, Err(SmtpError::Transient(_))), "{sent:?}");
         server.set_mode(Mode::PermFail);
-        let sent = good.send(&ack_row()).await;
-        assert!(matches!(sent, Attempt::Permanent(_)), "{sent:?}");
+        let sent = good.send(&ack()).await;
+        assert!(matches!(sent, Err(SmtpError::Permanent(_))), "{sent:?}");
     });
     let received = server.received_messages();
     assert_eq!(received.len(), 1, "{received:?}");
@@ -177,26 +176,18 @@ fn smtp_stop_and_restart_keep_port_messages_and_mode() {
     server.submit("a@example.org", "b@example.net", MESSAGE).expect("after a second restart");
 }
 
-/// An acknowledgement as the outbox would hand it to the adapter.
-fn ack_row() -> OutboxRow {
-    OutboxRow {
-        id: 1,
-        ticket: "1".to_owned(),
-        recipient: "judy@umbrella.example".to_owned(),
-        recipient_name: None,
-        sender: "help@example.com".to_owned(),
-        sender_name: Some("Helpdesk".to_owned()),
+/// An acknowledgement as the sender hands it to the adapter.
+fn ack() -> Acknowledgement {
+    Acknowledgement {
+        to: "judy@umbrella.example".to_owned(),
+        to_name: None,
+        from: "help@example.com".to_owned(),
+        from_name: "Helpdesk".to_owned(),
         subject: "[Ticket#1] Printer on fire".to_owned(),
-        body_text: "We are on it.".to_owned(),
+        body: "We are on it.".to_owned(),
         message_id: "ack.1@example.com".to_owned(),
         in_reply_to: None,
         references: Vec::new(),
-        state: "queued".to_owned(),
-        attempts: 0,
-        last_error: None,
-        next_attempt_at: String::new(),
-        sent_at: None,
-        created_at: String::new(),
     }
 }
 

@@ -1,0 +1,106 @@
+//! `postdesk run`: one task per configured mailbox (`mailbox`, each holding its
+//! mailbox's `lease`), the acknowledgement `sender`, the metrics endpoint (`scrape`) and
+//! the service manager's view (`service`), all sharing one store handle. Shutdown is a
+//! token every part watches at its safe points.
+
+mod backoff;
+mod lease;
+mod mailbox;
+mod metrics;
+mod scrape;
+mod sender;
+mod service;
+
+use std::sync::Arc;
+
+use futures_util::future::Either;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::store::shared::SharedStore;
+use mailbox::MailboxLoop;
+use metrics::Metrics;
+use sender::Sender;
+
+/// What every part of the daemon shares.
+#[derive(Clone)]
+struct Shared {
+    store: SharedStore,
+    metrics: Arc<Metrics>,
+    /// Woken when a batch queued acknowledgements.
+    nudge: Arc<Notify>,
+    shutdown: CancellationToken,
+}
+
+/// Watches every mailbox until `shutdown` (or, with `once`, until each backlog is drained).
+/// With `once`, an error for any mailbox makes the whole run fail after the others finish.
+pub async fn run(config: Arc<Config>, shutdown: CancellationToken, once: bool) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !config.mailboxes.is_empty() || config.smtp.is_some(),
+        "neither [[mailbox]] nor [smtp] is configured: there is nothing to watch and nothing to send"
+    );
+    if config.mailboxes.is_empty() {
+        info!("no [[mailbox]] is configured: only sending the acknowledgements that `postdesk ingest` queues");
+    }
+    // Opened (and migrated) before anything starts, so a bad database stops us at once.
+    let store = SharedStore::open(&config.database_path)?;
+    let shared = Shared { store, metrics: Arc::default(), nudge: Arc::default(), shutdown: shutdown.clone() };
+    let sender = match &config.smtp {
+        Some(smtp) => Some(
+            Sender::new(smtp, &config.policy.loop_header, shared.store.clone(), Arc::clone(&shared.metrics))
+                .map_err(anyhow::Error::msg)?,
+        ),
+        None => {
+            warn!("no [smtp] section is configured: acknowledgements wait in the outbox");
+            None
+        }
+    };
+    let tracker = TaskTracker::new();
+    let holder: Arc<str> = lease::holder_name().into();
+    let mut tasks = Vec::new();
+    let mut watched = Vec::new();
+    for mailbox in &config.mailboxes {
+        let name = format!("the loop of mailbox {}", mailbox.name);
+        let watcher = MailboxLoop::new(Arc::clone(&config), mailbox.clone(), shared.clone(), Arc::clone(&holder));
+        let task = tracker.spawn(watcher.watch(once));
+        watched.push((name, task.abort_handle()));
+        tasks.push(task);
+    }
+    if let Some(addr) = config.metrics_listen {
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("metrics.listen {addr}: {e}"))?;
+        info!("serving metrics on http://{addr}/metrics");
+        tracker.spawn(scrape::serve(listener, Arc::clone(&shared.metrics), shared.store.clone(), shutdown.clone()));
+    }
+    // Once, the outbox is drained after the mailboxes, so it sends what they queued.
+    let sending = sender.map(|s| {
+        let run = s.run(Arc::clone(&shared.nudge), shutdown.clone(), once);
+        if once {
+            Either::Left(run)
+        } else {
+            let task = tracker.spawn(run);
+            watched.push(("the acknowledgement sender".to_owned(), task.abort_handle()));
+            Either::Right(task)
+        }
+    });
+    tracker.close();
+    if !once {
+        service::supervise(&watched, &shared.metrics, &shared.store, &shutdown).await;
+    }
+    let mut failed = 0;
+    for task in tasks {
+        if !task.await.unwrap_or(false) {
+            failed += 1;
+        }
+    }
+    match sending {
+        Some(Either::Left(run)) => run.await?,
+        Some(Either::Right(task)) => task.await??,
+        None => {}
+    }
+    anyhow::ensure!(failed == 0, "{failed} mailbox(es) could not be drained");
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! The one store handle a running daemon shares between its tasks (mailbox loops, the
+//! acknowledgement sender, the status line, the metrics endpoint, later web handlers).
+//! SQLite has one writer at a time, so every write goes through one connection; reads
+//! use a second connection and, in WAL mode, never wait behind a write. Each call runs on
+//! a blocking thread, so a commit's fsync never holds up the async tasks.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use super::{Store, StoreError, Tx};
+
+/// Cheap to clone: every clone uses the same two connections.
+#[derive(Clone)]
+pub struct SharedStore {
+    writer: Arc<Mutex<Store>>,
+    reader: Arc<Mutex<Store>>,
+}
+
+impl SharedStore {
+    /// Opens (creating and migrating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<SharedStore, StoreError> {
+        let writer = Store::open(path)?;
+        let reader = Store::open_existing(path)?;
+        Ok(SharedStore { writer: Arc::new(Mutex::new(writer)), reader: Arc::new(Mutex::new(reader)) })
+    }
+
+    /// Runs `f` in one read transaction (a consistent snapshot) on the read connection.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Tx) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        blocking(&self.reader, move |store| store.read(f)).await
+    }
+
+    /// Runs `f` in one write transaction on the writer connection (see `Store::write`).
+    pub async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Tx) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        blocking(&self.writer, move |store| store.write(f)).await
+    }
+
+    /// Lends the writer connection itself to `f`, for what runs its own transactions: a
+    /// group-committed batch (`desk::ingest::ingest_batch`), a check that a write commits.
+    pub async fn with_writer<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        blocking(&self.writer, f).await
+    }
+}
+
+/// Runs `f` on `store` in a blocking thread. A panic in an earlier call leaves the
+/// connection usable (its transaction was rolled back when it unwound), so a poisoned
+/// lock is taken anyway.
+async fn blocking<T: Send + 'static>(
+    store: &Arc<Mutex<Store>>,
+    f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let store = Arc::clone(store);
+    tokio::task::spawn_blocking(move || f(&mut store.lock().unwrap_or_else(|p| p.into_inner())))
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("the store task failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{release_lease, take_lease};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_do_not_wait_behind_a_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SharedStore::open(&dir.path().join("t.db")).unwrap();
+        let t = |s: i64| chrono::DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap();
+        store.write(move |tx| take_lease(tx, "support", "a", t(0), t(30))).await.unwrap();
+        let (entered, leave) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+        let (entered_tx, leave_rx) = (entered.0, leave.1);
+        let writer = store.clone();
+        let writing = tokio::spawn(async move {
+            writer
+                .write(move |tx| {
+                    release_lease(tx, "support", "a")?;
+                    entered_tx.send(()).unwrap();
+                    leave_rx.recv().unwrap();
+                    Ok(())
+                })
+                .await
+        });
+        entered.1.recv().unwrap();
+        // The write transaction is open and uncommitted: a read sees the last commit.
+        let holder = store.read(lease_holder).await.unwrap();
+        assert_eq!(holder, Some("a".to_owned()));
+        leave.0.send(()).unwrap();
+        writing.await.unwrap().unwrap();
+        assert_eq!(store.read(lease_holder).await.unwrap(), None);
+    }
+
+    /// Who holds the lease, read without writing.
+    fn lease_holder(tx: &Tx) -> Result<Option<String>, StoreError> {
+        use rusqlite::OptionalExtension;
+        let sql = "SELECT holder FROM mailbox_leases WHERE name = 'support'";
+        Ok(tx.conn().query_row(sql, [], |r| r.get(0)).optional()?)
+    }
+}
