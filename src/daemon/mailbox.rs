@@ -1,6 +1,7 @@
 //! One mailbox's loop: connect, drain the folder batch by batch (fetch with `BODY.PEEK[]`
-//! → `desk::ingest::ingest_batch`, one commit → post-actions only after the commit), then
-//! wait with IDLE (or poll), reconnecting with backoff. It stops only at safe points:
+//! → `desk::ingest::ingest_batch`, one commit → post-actions only after the commit; the
+//! next batch downloads while one commits, see `pipeline`), then wait with IDLE (or
+//! poll), reconnecting with backoff. It stops only at safe points:
 //! between batches and while waiting, never inside a batch.
 
 use std::collections::HashMap;
@@ -14,6 +15,7 @@ use tracing::{debug, error, info, warn};
 
 use super::backoff::{Backoff, Pace};
 use super::lease::Lease;
+use super::pipeline::Committing;
 use super::Shared;
 use crate::config::{After, Config, MailboxConfig};
 use crate::desk::ingest::{self, Message, Outcome, Prepared, Source};
@@ -196,15 +198,23 @@ impl MailboxLoop {
             self.finish_interrupted(session, caps, &done).await?;
             let sizes = if todo.is_empty() { HashMap::new() } else { imap::sizes(session, &todo).await? };
             let limit = self.config.policy.max_message_bytes;
+            let mut committing: Option<Committing> = None;
             for chunk in batches(&todo, &sizes, self.config.batch_size, BATCH_BYTES, limit) {
                 if self.stop.is_cancelled() {
-                    return Ok(());
+                    break;
                 }
                 let started = Instant::now();
-                let messages = self.fetch(session, uidvalidity, &chunk, &sizes).await?;
-                let outcomes = self.commit(messages).await?;
-                let (ok, failed) = self.report(&outcomes, started);
-                post_actions(session, &m, caps, &ok, &failed).await?;
+                let fetched = self.fetch(session, uidvalidity, &chunk, &sizes).await;
+                if let Some(previous) = committing.take() {
+                    self.finish(session, caps, previous).await?;
+                }
+                committing = Some(Committing::start(&self.shared.store, &self.config, fetched?, started));
+            }
+            if let Some(last) = committing {
+                self.finish(session, caps, last).await?;
+            }
+            if self.stop.is_cancelled() {
+                return Ok(());
             }
             let (name, now) = (m.name.clone(), Utc::now());
             self.shared.store.write(move |tx| store::record_poll(tx, &name, now)).await?;
@@ -294,13 +304,12 @@ impl MailboxLoop {
         prepared.map_err(|e| WatchError::Store(StoreError::Unavailable(format!("the parsing task failed: {e}"))))
     }
 
-    /// Ingests one batch in one transaction; each UID with its outcome once committed.
-    async fn commit(&self, fetched: Vec<(u32, Message)>) -> Result<Vec<(u32, Outcome)>, StoreError> {
-        let config = Arc::clone(&self.config);
-        let (uids, messages): (Vec<u32>, Vec<Message>) = fetched.into_iter().unzip();
-        let reports =
-            self.shared.store.with_writer(move |s| ingest::ingest_batch(s, &config, &messages, Utc::now())).await?;
-        Ok(uids.into_iter().zip(reports.into_iter().map(|r| r.outcome)).collect())
+    /// Waits for a batch's commit, reports it, and applies its post-actions.
+    async fn finish(&mut self, session: &mut Session, caps: Capabilities, batch: Committing) -> Result<(), WatchError> {
+        let started = batch.started;
+        let outcomes = batch.committed().await?;
+        let (ok, failed) = self.report(&outcomes, started);
+        Ok(post_actions(session, &self.mailbox, caps, &ok, &failed).await?)
     }
 
     /// After a batch's commit: logs, metrics, the outbox nudge, and a clean run of work

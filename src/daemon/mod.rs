@@ -1,5 +1,5 @@
 //! `postdesk run`: one task per configured mailbox (`mailbox`, each holding its
-//! mailbox's `lease`), the acknowledgement `sender`, the metrics endpoint (`scrape`) and
+//! mailbox's `lease`, committing one batch while fetching the next: `pipeline`), the acknowledgement `sender`, the metrics endpoint (`scrape`) and
 //! the service manager's view (`service`), all sharing one store handle. Shutdown is a
 //! token every part watches at its safe points.
 
@@ -7,6 +7,7 @@ mod backoff;
 mod lease;
 mod mailbox;
 mod metrics;
+mod pipeline;
 mod scrape;
 mod sender;
 mod service;

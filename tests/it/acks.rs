@@ -265,3 +265,55 @@ fn two_pipe_only_daemons_send_each_acknowledgement_once() {
     let outbox = dir.json(&["outbox", "list"]);
     assert!(outbox.as_array().unwrap().iter().all(|r| r["state"] == "sent" && r["attempts"] == 1), "{outbox}");
 }
+
+/// The database locked for longer than the busy timeout while acknowledgements are due
+/// (issue 12, point 1): the sender says so once, keeps trying with backoff, and sends
+/// every acknowledgement once the lock is gone; it never stops.
+#[test]
+fn the_sender_survives_a_locked_database() {
+    use std::process::{Command, Stdio};
+
+    let smtp = SmtpServer::start(SmtpOptions { tls: false, auth: None, deliver_to: None });
+    let dir = Dir::with_database(&format!(
+        "[helpdesk]\naddress = \"{HELPDESK}\"\ninternal_domains = []\n\
+         [smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n",
+        smtp.port()
+    ));
+    let customers = 5;
+    for n in 0..customers {
+        let raw = mail(&format!("c{n}@org{n}.test"), &format!("lock-{n}@org{n}.test"), &format!("Request {n}"), "");
+        dir.run_with_stdin(&["ingest", "-"], Some(raw.as_bytes())).assert_code(0);
+    }
+    // WAL: the daemon opens and reads the database while this holds the write lock.
+    let lock = rusqlite::Connection::open(dir.path().join("postdesk.db")).unwrap();
+    lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let log = dir.path().join("daemon.log");
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_postdesk"))
+        .arg("--config")
+        .arg(dir.config())
+        .arg("run")
+        .env("RUST_LOG", "postdesk=debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn postdesk run");
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    crate::daemon::wait_until(Duration::from_secs(30), "the sender reports the locked database", || {
+        read_log().contains("the acknowledgement sender: the database cannot be written now")
+    });
+    assert!(smtp.received().is_empty(), "nothing is sent while the claims cannot be written");
+    lock.execute_batch("COMMIT").unwrap();
+    smtp.wait_received(customers, Duration::from_secs(30));
+    crate::daemon::wait_until(Duration::from_secs(10), "the sender says it resumed", || {
+        read_log().contains("sending resumes")
+    });
+    assert!(daemon.try_wait().unwrap().is_none(), "the daemon ended:\n{}", read_log());
+    assert!(!read_log().contains("has stopped"), "{}", read_log());
+    assert!(Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap().success());
+    assert_eq!(daemon.wait().unwrap().code(), Some(0), "{}", read_log());
+    let mut recipients: Vec<String> = smtp.received_messages().into_iter().flat_map(|m| m.rcpt_to).collect();
+    recipients.sort();
+    recipients.dedup();
+    assert_eq!(recipients.len(), customers, "each acknowledgement once");
+}

@@ -142,6 +142,8 @@ fn a_backlog_becomes_one_ticket_each_and_is_moved() {
     assert_eq!(world.tickets(), 300, "{}", run.stderr);
     assert_eq!((world.folder("INBOX"), world.folder("Processed")), (0, 300));
     assert_eq!(world.count("SELECT COUNT(*) FROM outbox"), 300);
+    // The session's own view is current: nothing it moved looks left behind.
+    assert!(!run.stderr.contains("committed earlier"), "{}", run.stderr);
     // A second run finds nothing to do.
     world.run_once().assert_code(0);
     assert_eq!(world.tickets(), 300);
@@ -389,4 +391,39 @@ fn two_daemons_share_a_mailbox_and_one_takes_over_when_the_other_dies() {
     standby.signal("-TERM");
     assert_eq!(standby.wait_exit(Duration::from_secs(20)), Some(0), "{}", standby.log());
     assert_eq!((world.folder("INBOX"), world.folder("Processed")), (0, 301));
+}
+
+/// A refused login is no passing fault (issue 11): it is said once, as an error, and tried
+/// again only after a minute or more, never every second.
+#[test]
+fn a_refused_login_is_retried_slowly() {
+    let world = World::new("");
+    let config = std::fs::read_to_string(world.dir.config()).unwrap().replace(PASSWORD, "wrong-password");
+    std::fs::write(world.dir.config(), config).unwrap();
+    let daemon = world.spawn();
+    let refused = || daemon.log().matches(&format!("login as {USER} refused")).count();
+    wait_until(Duration::from_secs(10), "the login is refused", || refused() > 0);
+    assert!(daemon.log().contains("will not pass by itself"), "{}", daemon.log());
+    // Not a synchronisation: a window in which a fast retry would have shown.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(refused(), 1, "retried within 3 s:\n{}", daemon.log());
+    let logins = world.dovecot.log().matches("auth failed").count();
+    assert!(logins <= 1, "{logins} logins reached the server:\n{}", world.dovecot.log());
+}
+
+/// Messages committed before (here: by a run that marked them seen) but still in the
+/// folder get their post-action once, and a normal drain never claims that situation.
+#[test]
+fn messages_committed_earlier_get_their_post_action_once() {
+    let world = World::new("after = \"seen\"\n");
+    world.dovecot.append_many(USER, PASSWORD, "INBOX", (0..5).map(mail));
+    let first = world.run_once();
+    first.assert_code(0);
+    assert!(!first.stderr.contains("committed earlier"), "{}", first.stderr);
+    let config = std::fs::read_to_string(world.dir.config()).unwrap().replace("after = \"seen\"", "after = \"move\"");
+    std::fs::write(world.dir.config(), config).unwrap();
+    let second = world.run_once();
+    second.assert_code(0);
+    assert!(second.stderr.contains("5 message(s) committed earlier are still in INBOX"), "{}", second.stderr);
+    assert_eq!((world.folder("INBOX"), world.folder("Processed"), world.tickets()), (0, 5, 5));
 }
