@@ -27,6 +27,10 @@ use crate::store::{self, StoreError};
 /// instead of at the 29-minute limit of RFC 2177.
 const IDLE_RENEW: Duration = Duration::from_secs(100);
 const IDLE_STEP: Duration = Duration::from_secs(15);
+/// Internal, for the integration tests only (not a setting for users, and not under the
+/// `POSTDESK_` prefix, which the configuration claims): `RENEW,STEP` in
+/// seconds instead of `IDLE_RENEW` and `IDLE_STEP`, so that a stall shows in seconds.
+const IDLE_BOUNDS_FOR_TESTS: &str = "PD_TEST_IDLE_SECS";
 /// The bytes of whole messages one batch may hold (besides its count limit), so that a
 /// batch in memory stays far below any memory limit.
 const BATCH_BYTES: u64 = 64 << 20;
@@ -53,13 +57,16 @@ pub struct MailboxLoop {
     /// Cancelled at shutdown, or when this daemon lost the mailbox's lease: the session
     /// stops at its next safe point.
     stop: CancellationToken,
+    /// How long one IDLE lasts, and how long its start and end may take.
+    idle_bounds: (Duration, Duration),
 }
 
 impl MailboxLoop {
     pub fn new(config: Arc<Config>, mailbox: MailboxConfig, shared: Shared, holder: Arc<str>) -> MailboxLoop {
         let lease = Lease::new(shared.store.clone(), &mailbox.name, holder);
         let (backoff, stop) = (Backoff::new(&mailbox.name), shared.shutdown.child_token());
-        MailboxLoop { config, mailbox, shared, lease, backoff, store_down: false, stop }
+        let idle_bounds = idle_bounds();
+        MailboxLoop { config, mailbox, shared, lease, backoff, store_down: false, stop, idle_bounds }
     }
 
     /// Watches until shutdown (with `once`, until the folder is drained). Whether the
@@ -205,13 +212,20 @@ impl MailboxLoop {
                 }
                 let started = Instant::now();
                 let fetched = self.fetch(session, uidvalidity, &chunk, &sizes).await;
-                if let Some(previous) = committing.take() {
-                    self.finish(session, caps, previous).await?;
+                let previous = match committing.take() {
+                    Some(batch) => Some(self.committed(batch).await?),
+                    None => None,
+                };
+                // This batch commits while the previous one's post-actions run.
+                let next = fetched.map(|f| Committing::start(&self.shared.store, &self.config, f, started));
+                if let Some((ok, failed)) = previous {
+                    post_actions(session, &m, caps, &ok, &failed).await?;
                 }
-                committing = Some(Committing::start(&self.shared.store, &self.config, fetched?, started));
+                committing = Some(next?);
             }
             if let Some(last) = committing {
-                self.finish(session, caps, last).await?;
+                let (ok, failed) = self.committed(last).await?;
+                post_actions(session, &m, caps, &ok, &failed).await?;
             }
             if self.stop.is_cancelled() {
                 return Ok(());
@@ -304,12 +318,12 @@ impl MailboxLoop {
         prepared.map_err(|e| WatchError::Store(StoreError::Unavailable(format!("the parsing task failed: {e}"))))
     }
 
-    /// Waits for a batch's commit, reports it, and applies its post-actions.
-    async fn finish(&mut self, session: &mut Session, caps: Capabilities, batch: Committing) -> Result<(), WatchError> {
+    /// Waits for a batch's commit and reports it; the UIDs for the configured post-action
+    /// and for the failed folder.
+    async fn committed(&mut self, batch: Committing) -> Result<(Vec<u32>, Vec<u32>), StoreError> {
         let started = batch.started;
-        let outcomes = batch.committed().await?;
-        let (ok, failed) = self.report(&outcomes, started);
-        Ok(post_actions(session, &self.mailbox, caps, &ok, &failed).await?)
+        let outcomes = batch.outcomes().await?;
+        Ok(self.report(&outcomes, started))
     }
 
     /// After a batch's commit: logs, metrics, the outbox nudge, and a clean run of work
@@ -345,27 +359,38 @@ impl MailboxLoop {
         }
         // Each IDLE step is bounded, so one that lasts is a hang the watchdog must see.
         self.busy(true);
+        let (renew, step) = self.idle_bounds;
+        debug!(mailbox = %self.mailbox.name, "{}: waiting for new mail in IDLE", self.mailbox.name);
         let mut idle = session.idle();
         let stalled = |what| {
             self.shared.metrics.imap_stalls.fetch_add(1, Relaxed);
             ImapError::Timeout(what)
         };
-        tokio::time::timeout(IDLE_STEP, idle.init())
+        tokio::time::timeout(step, idle.init())
             .await
             .map_err(|_| stalled("starting IDLE (the server stopped answering)"))?
             .map_err(|e| ImapError::Protocol("starting IDLE", e.to_string()))?;
-        let (wait, _interrupt) = idle.wait_with_timeout(IDLE_RENEW);
+        let (wait, _interrupt) = idle.wait_with_timeout(renew);
         let woke = tokio::select! {
             r = wait => r.map(|_| ()),
             _ = self.stop.cancelled() => Ok(()),
         };
         woke.map_err(|e| ImapError::Protocol("waiting in IDLE", e.to_string()))?;
-        let session = tokio::time::timeout(IDLE_STEP, idle.done())
+        let session = tokio::time::timeout(step, idle.done())
             .await
             .map_err(|_| stalled("ending IDLE (the server stopped answering)"))?
             .map_err(|e| ImapError::Protocol("ending IDLE", e.to_string()))?;
         Ok(session)
     }
+}
+
+/// `IDLE_RENEW` and `IDLE_STEP`, unless a test shortened them.
+fn idle_bounds() -> (Duration, Duration) {
+    let shortened = std::env::var(IDLE_BOUNDS_FOR_TESTS).ok().and_then(|v| {
+        let (renew, step) = v.split_once(',')?;
+        Some((Duration::from_secs(renew.parse().ok()?), Duration::from_secs(step.parse().ok()?)))
+    });
+    shortened.unwrap_or((IDLE_RENEW, IDLE_STEP))
 }
 
 /// After the commit: failed messages to the failed folder, the rest get the configured

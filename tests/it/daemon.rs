@@ -72,12 +72,18 @@ impl World {
     }
 
     fn spawn(&self) -> Daemon {
+        self.spawn_with(&[])
+    }
+
+    /// `spawn` with more environment variables.
+    fn spawn_with(&self, env: &[(&str, &str)]) -> Daemon {
         let log = self.dir.path().join(format!("daemon-{}.log", fastrand::u32(..)));
         let child = Command::new(env!("CARGO_BIN_EXE_postdesk"))
             .arg("--config")
             .arg(self.dir.config())
             .args(["run"])
             .env("RUST_LOG", "postdesk=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -100,6 +106,15 @@ struct Daemon {
 impl Daemon {
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (bounded) until the log says `needle`; the failure shows the log.
+    fn wait_for_log(&self, needle: &str, limit: Duration) {
+        let start = Instant::now();
+        while !self.log().contains(needle) {
+            assert!(start.elapsed() < limit, "no {needle:?} in the log within {limit:?}:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn signal(&self, signal: &str) {
@@ -426,4 +441,30 @@ fn messages_committed_earlier_get_their_post_action_once() {
     second.assert_code(0);
     assert!(second.stderr.contains("5 message(s) committed earlier are still in INBOX"), "{}", second.stderr);
     assert_eq!((world.folder("INBOX"), world.folder("Processed"), world.tickets()), (0, 5, 5));
+}
+
+/// A server that stops answering while postdesk waits in IDLE (issue 12, point 5) is
+/// noticed, counted, and left for a new connection; mail that arrives afterwards becomes a
+/// ticket. The IDLE bounds are shortened to 2 s and 1 s for the test.
+#[test]
+fn a_server_that_stops_answering_in_idle_is_left_for_a_new_connection() {
+    let world = World::new("");
+    let mut daemon = world.spawn_with(&[("PD_TEST_IDLE_SECS", "2,1")]);
+    daemon.wait_for_log("waiting for new mail in IDLE", Duration::from_secs(10));
+    world.dovecot.freeze(true);
+    let stalled = || daemon.log().contains("the server stopped answering");
+    let start = Instant::now();
+    while !stalled() {
+        if start.elapsed() > Duration::from_secs(20) {
+            world.dovecot.freeze(false);
+            panic!("no stall noticed within 20 s:\n{}", daemon.log());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    world.dovecot.freeze(false);
+    world.dovecot.append(USER, "INBOX", &mail(1));
+    wait_until(Duration::from_secs(30), "mail after the stall is a ticket", || world.tickets() == 1);
+    assert!(daemon.log().contains("connected again"), "{}", daemon.log());
+    daemon.signal("-TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(10)), Some(0), "{}", daemon.log());
 }

@@ -191,6 +191,16 @@ impl Dovecot {
         }
     }
 
+    /// Stops (SIGSTOP) or resumes (SIGCONT) every Dovecot process: a server that stops
+    /// answering without closing its connections looks like this to a client, as does a
+    /// hung host or a half-open connection.
+    pub fn freeze(&self, frozen: bool) {
+        let pgid = i32::try_from(self.child.as_ref().expect("Dovecot is running").id()).expect("pid fits in i32");
+        let signal = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: kill(2) has no memory-safety preconditions; the group is our unreaped child's.
+        assert_eq!(unsafe { libc::kill(-pgid, signal) }, 0, "kill -{signal} -{pgid}");
+    }
+
     /// Delivers one message (unseen) to `folder`, creating the folder if needed. Dovecot
     /// stores it with CRLF line ends.
     pub fn append(&self, user: &str, folder: &str, raw: &[u8]) {
