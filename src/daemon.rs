@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{After, Config, MailboxConfig};
+use crate::core::ack::AckState;
 use crate::core::retry;
 use crate::desk::ingest::{self, Message, Outcome, Prepared, Source};
 use crate::imap::{self, Capabilities, ImapError, Session};
@@ -514,7 +515,7 @@ impl Watcher {
     ) -> Result<(), WatchError> {
         let m = &self.mailbox;
         let outcomes = joined(committing.task.await)?;
-        if outcomes.iter().any(|(_, o)| matches!(o, Outcome::Created { ack, .. } if ack == "queued")) {
+        if outcomes.iter().any(|(_, o)| matches!(o, Outcome::Created { ack: AckState::Queued, .. })) {
             self.links.nudge.notify_one();
         }
         let seconds = committing.started.elapsed().as_secs_f64();

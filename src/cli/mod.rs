@@ -278,7 +278,8 @@ fn init_logging(format: LogFormat) {
     // async-imap traces every command it sends, LOGIN with its password included: its
     // log records are never bridged, whatever RUST_LOG asks for.
     let _ = tracing_log::LogTracer::builder().ignore_crate("async_imap").init();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("info,{}", crate::store::QUIET_LOGS)));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("info,{}", crate::store::QUIET_LOGS)));
     // journald stamps every line itself; a second timestamp is noise.
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
