@@ -3,7 +3,8 @@
 //! injected from outside, then one row of figures per scenario and a consistency check.
 //!
 //! - `sigkill`: a backlog (`--messages`, 5,000) appended first, then the daemon SIGKILLed
-//!   20 times at random moments while it drains and acknowledges, restarted after each.
+//!   20 times, restarted after each: two thirds at random points of the drain (by ticket
+//!   count), the rest at random moments while the acknowledgements go out.
 //! - `dovecot-restart`: a stream of new mail (`--stream`, 1,000) while Dovecot is
 //!   killed (SIGKILL to all its processes) and started again 5 times.
 //! - `full-disk`: the database on a small tmpfs that a dummy file fills while mail
@@ -53,6 +54,8 @@ const PYTHON: &str = "/usr/bin/python3";
 /// How long the running daemon may take to catch up after the last fault. Its IMAP
 /// backoff is capped at 5 minutes.
 const SETTLE_LIMIT: Duration = Duration::from_secs(360);
+/// How long the sigkill scenario waits for the drain to reach a kill's moment.
+const DRAIN_KILL_LIMIT: Duration = Duration::from_secs(30);
 /// A claimed outbox row whose sender died comes back after 600 s (src/outbox.rs).
 const HELD_LIMIT: Duration = Duration::from_secs(700);
 
@@ -139,21 +142,27 @@ fn parse_args() -> Options {
 
 fn main() {
     let options = parse_args();
-    let mut rows = Vec::new();
+    let mut done: Vec<(Outcome, Row)> = Vec::new();
     for scenario in &options.scenarios {
         println!("\n=== {scenario} ===");
         let start = Instant::now();
-        let mut row = match *scenario {
+        let mut outcome = match *scenario {
             "sigkill" => sigkill(&options),
             "dovecot-restart" => dovecot_restart(&options),
             "full-disk" => full_disk(&options),
             "locked" => locked(&options),
             _ => unreachable!("parse_args accepts only known scenarios"),
         };
+        outcome.world.sweep(&mut outcome.notes);
+        let mut row = outcome.figures();
         row.secs = start.elapsed().as_secs_f64();
         println!("{}", row.line());
-        rows.push(row);
+        done.push((outcome, row));
     }
+    if options.wait_held {
+        wait_held(&mut done);
+    }
+    let rows: Vec<Row> = done.into_iter().map(|(_, row)| row).collect();
     println!("\n{}", table(&rows));
     let failed: Vec<&str> = rows.iter().filter(|r| !r.problems.is_empty()).map(|r| r.scenario).collect();
     if failed.is_empty() {
@@ -166,25 +175,95 @@ fn main() {
     }
 }
 
+/// What a scenario leaves for the sweep and the count.
+struct Outcome {
+    /// Dropped before `_disk`, which holds its database.
+    world: World,
+    /// Message-IDs whose APPEND was answered OK.
+    confirmed: BTreeSet<String>,
+    /// Message-IDs whose APPEND was never answered OK: counted when seen.
+    uncertain: BTreeSet<String>,
+    notes: String,
+    /// The full-disk scenario's tmpfs (unmounted first) and its mount point's directory.
+    _disk: Option<(Tmpfs, tempfile::TempDir)>,
+}
+
+impl Outcome {
+    fn figures(&self) -> Row {
+        self.world.figures(&self.confirmed, &self.uncertain, self.notes.clone())
+    }
+}
+
+/// Acknowledgements claimed by a sender that was killed (or could not record them) come
+/// back 10 minutes after the claim: one daemon per scenario that has some, all at once,
+/// until none is queued (bounded), then the figures again.
+fn wait_held(done: &mut [(Outcome, Row)]) {
+    let queued = |w: &World| w.count("SELECT COUNT(*) FROM outbox WHERE state = 'queued'");
+    let mut waiting: Vec<(&mut Outcome, &mut Row, Daemon)> = done
+        .iter_mut()
+        .filter(|(outcome, _)| queued(&outcome.world) > 0)
+        .map(|(outcome, row)| {
+            let daemon = outcome.world.spawn();
+            (outcome, row, daemon)
+        })
+        .collect();
+    if waiting.is_empty() {
+        return;
+    }
+    let names: Vec<&str> = waiting.iter().map(|(o, _, _)| o.world.name).collect();
+    println!("\nwaiting (up to {HELD_LIMIT:?}) for the acknowledgements held in the outbox of: {}", names.join(", "));
+    let start = Instant::now();
+    while waiting.iter().any(|(o, _, _)| queued(&o.world) > 0) && start.elapsed() < HELD_LIMIT {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    for (outcome, row, daemon) in &mut waiting {
+        daemon.terminate(Duration::from_secs(30), &outcome.world);
+        outcome.notes.push_str(&match queued(&outcome.world) {
+            0 => format!("; held acks went out within {:.0} s of waiting", start.elapsed().as_secs_f64()),
+            n => format!("; {n} acks still queued after waiting {HELD_LIMIT:?}"),
+        });
+        let secs = row.secs;
+        **row = Row { secs, ..outcome.figures() };
+        println!("after the wait: {}", row.line());
+    }
+}
+
 // --- the scenarios ---------------------------------------------------------------------
 
-fn sigkill(o: &Options) -> Row {
+fn sigkill(o: &Options) -> Outcome {
     let world = World::new("sigkill", o, None);
     let seeding = Instant::now();
     world.dovecot.append_many(USER, PASSWORD, "INBOX", (0..o.messages).map(message));
     println!("appended {} messages in {:.1} s", o.messages, seeding.elapsed().as_secs_f64());
     let confirmed: BTreeSet<String> = (0..o.messages).map(message_id).collect();
+    // Two thirds of the kills fall into the drain: kill k when the ticket count reaches a
+    // random point of the k-th slice of the backlog (the drain itself takes a second or
+    // two). The others fall at random moments while the acknowledgements go out.
+    let drain_kills = (o.kills * 2).div_ceil(3);
     for kill in 1..=o.kills {
         let mut daemon = world.spawn();
-        // The injected fault: a random moment, after the start-up most of the time.
-        let delay = Duration::from_secs_f64(0.2 + fastrand::f64() * 1.6);
-        std::thread::sleep(delay);
+        let start = Instant::now();
+        let moment = if kill <= drain_kills {
+            let slice = o.messages as f64 / drain_kills as f64;
+            // At least one more commit than there was at the start, so that each kill
+            // interrupts a daemon that is draining.
+            let at_start = world.count("SELECT COUNT(*) FROM tickets") as f64 + 1.0;
+            let target = (((kill - 1) as f64 + 0.1 + 0.8 * fastrand::f64()) * slice).max(at_start);
+            // Timing the fault, not waiting for a result: fine-grained polling, bounded.
+            while world.count("SELECT COUNT(*) FROM tickets") < target as i64 && start.elapsed() < DRAIN_KILL_LIMIT {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            format!("at ticket {target:.0}")
+        } else {
+            std::thread::sleep(Duration::from_secs_f64(0.2 + fastrand::f64() * 1.6));
+            "at random".to_owned()
+        };
         daemon.kill();
         println!(
-            "kill {kill:>2} after {:.2} s: {:>5} tickets, {:>5} acknowledgements received, INBOX {}",
-            delay.as_secs_f64(),
+            "kill {kill:>2} {moment:<15} after {:.2} s: {:>5} tickets, {:>5} acknowledgements received, INBOX {}",
+            start.elapsed().as_secs_f64(),
             world.count("SELECT COUNT(*) FROM tickets"),
-            world.smtp.received_messages().len(),
+            world.acks(),
             world.inbox()
         );
     }
@@ -192,10 +271,10 @@ fn sigkill(o: &Options) -> Row {
     let mut daemon = world.spawn();
     let recovered = world.settle(&mut daemon, last_kill);
     let notes = format!("{} SIGKILLs; caught up {recovered:.1} s after the last one", o.kills);
-    world.finish(o, &confirmed, &BTreeSet::new(), notes)
+    Outcome { world, confirmed, uncertain: BTreeSet::new(), notes, _disk: None }
 }
 
-fn dovecot_restart(o: &Options) -> Row {
+fn dovecot_restart(o: &Options) -> Outcome {
     let mut world = World::new("dovecot-restart", o, None);
     let mut daemon = world.spawn();
     let gap = Duration::from_millis(40);
@@ -232,10 +311,10 @@ fn dovecot_restart(o: &Options) -> Row {
         world.daemon_log().matches(": connected ").count()
     );
     drop(daemon);
-    world.finish(o, &appended.confirmed, &appended.uncertain, notes)
+    Outcome { world, confirmed: appended.confirmed, uncertain: appended.uncertain, notes, _disk: None }
 }
 
-fn full_disk(o: &Options) -> Row {
+fn full_disk(o: &Options) -> Outcome {
     let base = tempfile::Builder::new().prefix("pd-chaos-disk-").tempdir().expect("temporary directory");
     let disk = Tmpfs::mount(&base.path().join("disk"), 64);
     let world = World::new("full-disk", o, Some(disk.0.clone()));
@@ -283,13 +362,10 @@ fn full_disk(o: &Options) -> Row {
     drop(daemon);
     let mut confirmed: BTreeSet<String> = (0..before).map(message_id).collect();
     confirmed.extend(appended.confirmed);
-    let row = world.finish(o, &confirmed, &appended.uncertain, notes);
-    drop(world);
-    drop(disk);
-    row
+    Outcome { world, confirmed, uncertain: appended.uncertain, notes, _disk: Some((disk, base)) }
 }
 
-fn locked(o: &Options) -> Row {
+fn locked(o: &Options) -> Outcome {
     let world = World::new("locked", o, None);
     let mut daemon = world.spawn();
     let before = 300;
@@ -325,7 +401,7 @@ fn locked(o: &Options) -> Row {
     drop(daemon);
     let mut confirmed: BTreeSet<String> = (0..before).map(message_id).collect();
     confirmed.extend(appended.confirmed);
-    world.finish(o, &confirmed, &appended.uncertain, notes)
+    Outcome { world, confirmed, uncertain: appended.uncertain, notes, _disk: None }
 }
 
 // --- the world: Dovecot, the SMTP server, a config, the daemon ----------------------------
@@ -482,14 +558,8 @@ impl World {
         secs
     }
 
-    /// The last sweep, the optional wait for held acknowledgements, then the figures.
-    fn finish(
-        &self,
-        o: &Options,
-        confirmed: &BTreeSet<String>,
-        uncertain: &BTreeSet<String>,
-        mut notes: String,
-    ) -> Row {
+    /// The last sweep: `postdesk run --once`, bounded; what it did goes into `notes`.
+    fn sweep(&self, notes: &mut String) {
         let (tickets, acks) = (self.count("SELECT COUNT(*) FROM tickets"), self.acks());
         let once = Instant::now();
         let mut run = self.command(&["run", "--once"]).spawn().expect("spawn postdesk run --once");
@@ -502,21 +572,6 @@ impl World {
             once.elapsed().as_secs_f64()
         );
         notes.push_str(&format!("; the last run --once added {tickets_once} tickets, {acks_once} acks"));
-        if o.wait_held && self.count("SELECT COUNT(*) FROM outbox WHERE state = 'queued'") > 0 {
-            let mut daemon = self.spawn();
-            let start = Instant::now();
-            println!("waiting for the acknowledgements claimed by stopped senders (up to {HELD_LIMIT:?})");
-            let queued = || self.count("SELECT COUNT(*) FROM outbox WHERE state = 'queued'");
-            while queued() > 0 && start.elapsed() < HELD_LIMIT {
-                std::thread::sleep(Duration::from_secs(1));
-            }
-            daemon.terminate(Duration::from_secs(30), self);
-            notes.push_str(&match queued() {
-                0 => format!("; held acks sent {:.0} s later", start.elapsed().as_secs_f64()),
-                n => format!("; {n} acks still queued after {HELD_LIMIT:?}"),
-            });
-        }
-        self.figures(confirmed, uncertain, notes)
     }
 
     fn figures(&self, confirmed: &BTreeSet<String>, uncertain: &BTreeSet<String>, notes: String) -> Row {
