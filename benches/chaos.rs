@@ -10,7 +10,8 @@
 //! - `full-disk`: the database on a small tmpfs that a dummy file fills while mail
 //!   arrives (`--full-seconds`, 30), then the file is removed.
 //! - `locked`: `BEGIN EXCLUSIVE` held by another process (Python's sqlite3) for
-//!   `--lock-seconds` (60) while acknowledgements are being sent and mail arrives.
+//!   `--lock-seconds` (60) while mail arrives and acknowledgements fall due (the SMTP
+//!   server refused their first attempt with 451 just before).
 //!
 //! Each scenario then waits (polling, bounded) until the running daemon has emptied the
 //! INBOX and has no acknowledgement due, stops it with SIGTERM, runs `postdesk run --once`
@@ -369,15 +370,24 @@ fn locked(o: &Options) -> Outcome {
     let world = World::new("locked", o, None);
     let mut daemon = world.spawn();
     let before = 300;
+    // Acknowledgements fall due while the lock is held: the SMTP server refuses their
+    // first attempt (451), which puts them 15-30 s later; then the lock is taken and the
+    // server accepts again.
+    world.smtp.set_mode(smtp::Mode::TempFail);
     world.dovecot.append_many(USER, PASSWORD, "INBOX", (0..before).map(message));
-    // Lock while acknowledgements are being sent: some are in flight, the rest are due.
-    wait_until(Duration::from_secs(60), "the first acknowledgements are received", || {
-        world.smtp.received_messages().len() >= 20
+    let refused = "SELECT COUNT(*) FROM outbox WHERE state = 'queued' AND attempts >= 1";
+    wait_until(Duration::from_secs(120), &format!("the first {before} acknowledgements were refused once"), || {
+        world.count(refused) >= before as i64
     });
     let mut lock = Lock::take(&world.db, o.lock_secs);
+    world.smtp.set_mode(smtp::Mode::Accept);
     let locked_at = Instant::now();
     let (tickets_locked, acks_locked) = (world.count("SELECT COUNT(*) FROM tickets"), world.acks());
-    println!("database locked: {tickets_locked} tickets, {acks_locked} acknowledgements received");
+    println!(
+        "database locked: {tickets_locked} tickets, {} acknowledgements queued for a retry 15-30 s later, {acks_locked} \
+         received",
+        world.count(refused)
+    );
     let during = o.stream / 2;
     let gap = Duration::from_secs_f64(o.lock_secs * 0.8 / during as f64);
     let appended = stream(world.dovecot.imap_port(), before..before + during, gap).join().expect("the appender");
