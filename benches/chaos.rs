@@ -503,8 +503,10 @@ impl World {
         fs::read(self.log_path()).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     }
 
+    /// The daemon's IMAP logins so far: over TLS (the test's own clients use the plain port).
     fn dovecot_logins(&self) -> usize {
-        self.dovecot.log().matches(&format!("Login: user=<{USER}>")).count()
+        let login = format!("Login: user=<{USER}>");
+        self.dovecot.log().lines().filter(|l| l.contains(&login) && l.contains(", TLS")).count()
     }
 
     /// A read-only connection; `None` while the database does not exist yet.
