@@ -86,7 +86,8 @@ fn summary_row(r: &Row) -> rusqlite::Result<TicketSummary> {
 }
 
 /// A ticket state column: an unknown value is an error, never silently some other state.
-fn state(r: &Row, idx: usize) -> rusqlite::Result<State> {
+/// (`ingest::known_ticket` reads the same column the same way.)
+pub(super) fn state(r: &Row, idx: usize) -> rusqlite::Result<State> {
     let text: String = r.get(idx)?;
     State::parse(&text).ok_or_else(|| {
         let unknown = format!("unknown ticket state {text:?}");
