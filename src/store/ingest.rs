@@ -100,12 +100,7 @@ pub fn record_failure(
 
 /// An unknown state in the database is an error, never silently some other state.
 fn known_ticket(r: &Row) -> rusqlite::Result<KnownTicket> {
-    let text: String = r.get(2)?;
-    let state = State::parse(&text).ok_or_else(|| {
-        let unknown = format!("unknown ticket state {text:?}");
-        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, unknown.into())
-    })?;
-    Ok(KnownTicket { id: r.get(0)?, number: r.get(1)?, state })
+    Ok(KnownTicket { id: r.get(0)?, number: r.get(1)?, state: super::tickets::state(r, 2)? })
 }
 
 fn org_fact(r: &Row, first: usize) -> rusqlite::Result<Option<OrgFact>> {
