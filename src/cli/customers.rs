@@ -1,21 +1,21 @@
 //! `postdesk customers …`: the customers page for agents and admins — listing with
 //! ticket counts and filters, one customer with their tickets, adding one by hand,
-//! editing addresses and organisations, merging two into one. Each command is one
-//! transaction: a refused change writes nothing.
+//! editing addresses and organisations, merging two into one. Parses and prints: the
+//! rules are `desk::customers`', and each command is one transaction, so a refused
+//! change writes nothing.
 
 use std::process::ExitCode;
 
-use crate::store::Tx;
-use anyhow::bail;
 use chrono::Utc;
 use clap::{Args, Subcommand};
 
 use super::input;
 use super::output::{fields, json, list_or_dash, or_dash, table};
 use super::tickets::print_tickets;
+use super::words::{said, said_editing};
 use crate::config::Config;
-use crate::store::customers::{self, Customer, Filter};
-use crate::store::tickets::{self, TicketSummary};
+use crate::desk::customers;
+use crate::store::customers::Customer;
 
 #[derive(Subcommand)]
 pub enum CustomersCommand {
@@ -126,25 +126,17 @@ pub struct Changes {
     unlink_org: Vec<String>,
 }
 
-/// A customer and their tickets, as `customers show` prints them.
-#[derive(serde::Serialize)]
-struct CustomerDetail {
-    #[serde(flatten)]
-    customer: Customer,
-    ticket_list: Vec<TicketSummary>,
-}
-
 pub fn run(config: &Config, cmd: CustomersCommand) -> anyhow::Result<ExitCode> {
     let mut store = super::open_store(config)?;
     match cmd {
         CustomersCommand::List { with_tickets, without_tickets, added, org, search, json: as_json } => {
-            let filter = Filter {
+            let query = customers::Query {
                 has_tickets: (with_tickets || without_tickets).then_some(with_tickets),
                 added: added.as_deref().map(input::month).transpose()?,
-                organisation_id: None,
+                org,
                 search,
             };
-            let list = store.read(|tx| list(tx, org.as_deref(), filter))?;
+            let list = store.read(|tx| customers::list(tx, &query)).map_err(said)?;
             if as_json {
                 json(&list)?;
             } else {
@@ -153,7 +145,7 @@ pub fn run(config: &Config, cmd: CustomersCommand) -> anyhow::Result<ExitCode> {
         }
         CustomersCommand::Show { email, json: as_json } => {
             let email = input::address(&email)?;
-            let detail = store.read(|tx| detail(tx, &email))?;
+            let detail = store.read(|tx| customers::show(tx, &email)).map_err(said)?;
             if as_json {
                 json(&detail)?;
             } else {
@@ -163,155 +155,43 @@ pub fn run(config: &Config, cmd: CustomersCommand) -> anyhow::Result<ExitCode> {
             }
         }
         CustomersCommand::Add { email, name, org, json: as_json } => {
-            let email = input::address(&email)?;
-            let customer = store.write(|tx| add(tx, &email, name.as_deref(), org.as_deref()))?;
-            report(&format!("added customer {email}"), &customer, as_json)?;
+            let add = customers::Add { email: input::address(&email)?, name, org };
+            let customer = store.write(|tx| customers::add(tx, &add, Utc::now())).map_err(said)?;
+            report(&format!("added customer {}", add.email), &customer, as_json)?;
         }
         CustomersCommand::Edit { email, changes, json: as_json } => {
-            let email = input::address(&email)?;
-            let changes = changes.check()?;
-            let customer = store.write(|tx| edit(tx, &email, &changes))?;
-            report(&format!("updated customer {email}"), &customer, as_json)?;
+            let edit = customers::Edit { email: input::address(&email)?, changes: changes.check()? };
+            let customer = store.write(|tx| customers::edit(tx, &edit)).map_err(|e| said_editing(e, EDIT_OPTIONS))?;
+            report(&format!("updated customer {}", edit.email), &customer, as_json)?;
         }
         CustomersCommand::Merge { from_email, into_email, json: as_json } => {
-            let from = input::address(&from_email)?;
-            let into = input::address(&into_email)?;
-            let customer = store.write(|tx| merge(tx, &from, &into))?;
-            report(&format!("merged customer {from} into {}", customer.email), &customer, as_json)?;
+            let merge = customers::Merge { from: input::address(&from_email)?, into: input::address(&into_email)? };
+            let customer = store.write(|tx| customers::merge(tx, &merge)).map_err(said)?;
+            report(&format!("merged customer {} into {}", merge.from, customer.email), &customer, as_json)?;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The filter's customers, members of `org` when one is named.
-fn list(tx: &Tx, org: Option<&str>, filter: Filter) -> anyhow::Result<Vec<Customer>> {
-    let filter = Filter { organisation_id: input::organisation_opt(tx, org)?, ..filter };
-    Ok(customers::list(tx, &filter)?)
-}
-
-fn detail(tx: &Tx, email: &str) -> anyhow::Result<CustomerDetail> {
-    let id = input::customer(tx, email)?;
-    let mine = tickets::Filter { customer_id: Some(id), ..Default::default() };
-    Ok(CustomerDetail { customer: customers::get(tx, id)?, ticket_list: tickets::list(tx, &mine)? })
-}
-
-fn add(tx: &Tx, email: &str, name: Option<&str>, org: Option<&str>) -> anyhow::Result<Customer> {
-    refuse_taken(tx, email)?;
-    let organisation_id = match org {
-        Some(org) => Some(input::organisation(tx, org)?),
-        None => crate::store::orgs::owner_of_address(tx, email)?,
-    };
-    let id = customers::create(tx, email, clean_name(name), organisation_id, Utc::now())?;
-    Ok(customers::get(tx, id)?)
-}
-
-/// Refuses an address that already belongs to a customer, naming that customer.
-fn refuse_taken(tx: &Tx, email: &str) -> anyhow::Result<()> {
-    if let Some(owner) = customers::owner_of(tx, email)? {
-        let owner = customers::get(tx, owner)?;
-        bail!(
-            "{email} already belongs to customer {} (an address belongs to one customer; \
-             to join two customers use `postdesk customers merge`)",
-            owner.email
-        );
-    }
-    Ok(())
-}
-
-/// A name as stored: trimmed; an empty one clears it.
-fn clean_name(name: Option<&str>) -> Option<&str> {
-    name.map(str::trim).filter(|n| !n.is_empty())
-}
-
-/// The edit options with addresses checked, before the store is opened.
-struct CheckedChanges {
-    name: Option<String>,
-    add_email: Vec<String>,
-    remove_email: Vec<String>,
-    /// `Some(None)` clears the primary organisation.
-    org: Option<Option<String>>,
-    link_org: Vec<String>,
-    unlink_org: Vec<String>,
-}
+/// What `customers edit` can change, named when nothing was asked.
+const EDIT_OPTIONS: &str = "--name, --add-email, --remove-email, --org, --no-org, --link-org or --unlink-org";
 
 impl Changes {
-    fn check(self) -> anyhow::Result<CheckedChanges> {
-        let nothing = self.name.is_none()
-            && self.add_email.is_empty()
-            && self.remove_email.is_empty()
-            && self.org.is_none()
-            && !self.no_org
-            && self.link_org.is_empty()
-            && self.unlink_org.is_empty();
-        if nothing {
-            bail!("nothing to change: give --name, --add-email, --remove-email, --org, --no-org, --link-org or --unlink-org");
-        }
-        Ok(CheckedChanges {
+    /// The changes with their addresses checked, before the store is opened.
+    fn check(self) -> anyhow::Result<customers::Changes> {
+        let org = match (self.no_org, self.org) {
+            (true, _) => Some(customers::Primary::Clear),
+            (false, org) => org.map(customers::Primary::Set),
+        };
+        Ok(customers::Changes {
             name: self.name,
             add_email: input::addresses(&self.add_email)?,
             remove_email: input::addresses(&self.remove_email)?,
-            org: if self.no_org { Some(None) } else { self.org.map(Some) },
+            org,
             link_org: self.link_org,
             unlink_org: self.unlink_org,
         })
     }
-}
-
-fn edit(tx: &Tx, email: &str, changes: &CheckedChanges) -> anyhow::Result<Customer> {
-    let id = input::customer(tx, email)?;
-    if let Some(name) = &changes.name {
-        customers::set_name(tx, id, clean_name(Some(name)))?;
-    }
-    for address in &changes.add_email {
-        if customers::owner_of(tx, address)? != Some(id) {
-            refuse_taken(tx, address)?;
-            customers::add_email(tx, id, address)?;
-        }
-    }
-    for address in &changes.remove_email {
-        remove_email(tx, id, email, address)?;
-    }
-    if let Some(org) = &changes.org {
-        let organisation_id = input::organisation_opt(tx, org.as_deref())?;
-        customers::set_organisation(tx, id, organisation_id)?;
-    }
-    for org in &changes.link_org {
-        link(tx, id, email, org)?;
-    }
-    for org in &changes.unlink_org {
-        if !customers::unlink(tx, id, input::organisation(tx, org)?)? {
-            bail!("{email} is not linked to organisation {:?}", org.trim());
-        }
-    }
-    Ok(customers::get(tx, id)?)
-}
-
-fn remove_email(tx: &Tx, id: i64, email: &str, address: &str) -> anyhow::Result<()> {
-    if customers::owner_of(tx, address)? != Some(id) {
-        bail!("{address} is not an address of customer {email}");
-    }
-    if customers::email_count(tx, id)? <= 1 {
-        bail!("cannot remove {address}: it is the only address of its customer");
-    }
-    Ok(customers::remove_email(tx, id, address)?)
-}
-
-fn link(tx: &Tx, id: i64, email: &str, org: &str) -> anyhow::Result<()> {
-    let organisation_id = input::organisation(tx, org)?;
-    if customers::organisation_id(tx, id)? == Some(organisation_id) {
-        bail!("organisation {:?} is already the primary organisation of {email}", org.trim());
-    }
-    Ok(customers::link(tx, id, organisation_id)?)
-}
-
-fn merge(tx: &Tx, from: &str, into: &str) -> anyhow::Result<Customer> {
-    let from_id = input::customer(tx, from)?;
-    let into_id = input::customer(tx, into)?;
-    if from_id == into_id {
-        bail!("{from} and {into} are already the same customer");
-    }
-    customers::merge(tx, from_id, into_id)?;
-    Ok(customers::get(tx, into_id)?)
 }
 
 /// What a change did: the customer as JSON, or a line and the customer's fields.

@@ -4,14 +4,15 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use chrono::Utc;
 use clap::Subcommand;
 
 use super::output::{clip_start, fields, json, table};
+use super::words::said;
 use crate::config::Config;
-use crate::desk::ingest::{self, Message, Source};
-use crate::store::tickets::{self, FailedMessage};
+use crate::desk::failed::{self, Retried, Retry};
+use crate::store::tickets::FailedMessage;
 
 #[derive(Subcommand)]
 pub enum FailedCommand {
@@ -53,10 +54,11 @@ pub enum FailedCommand {
 pub fn run(config: &Config, cmd: FailedCommand) -> anyhow::Result<ExitCode> {
     let mut store = super::open_store(config)?;
     match cmd {
-        FailedCommand::List { json: true } => json(&store.read(tickets::failed)?)?,
+        FailedCommand::List { json: true } => json(&store.read(failed::list).map_err(said)?)?,
         FailedCommand::List { json: false } => {
             let rows: Vec<Vec<String>> = store
-                .read(tickets::failed)?
+                .read(failed::list)
+                .map_err(said)?
                 .into_iter()
                 .map(|f| {
                     let tried = format!("{} ({}×)", f.updated_at, f.attempts);
@@ -66,33 +68,23 @@ pub fn run(config: &Config, cmd: FailedCommand) -> anyhow::Result<ExitCode> {
             table(&["ID", "LAST TRIED", "BYTES", "FROM", "REASON"], &rows);
         }
         FailedCommand::Show { id, json: as_json } => {
-            let (failed, raw) = one(&mut store, id)?;
+            let kept = store.read(|tx| failed::show(tx, id)).map_err(said)?;
             if as_json {
-                json(&failed)?;
+                json(&kept.failed)?;
             } else {
-                print_failed(&failed, &raw);
+                print_failed(&kept.failed, &kept.raw);
             }
         }
         FailedCommand::Export { id } => {
-            let (_, raw) = one(&mut store, id)?;
-            std::io::stdout().write_all(&raw).context("cannot write to standard output")?;
+            let kept = store.read(|tx| failed::show(tx, id)).map_err(said)?;
+            std::io::stdout().write_all(&kept.raw).context("cannot write to standard output")?;
         }
         FailedCommand::Retry { id, .. } => {
-            let ids = match id {
-                Some(id) => vec![id],
-                None => store.read(tickets::failed_ids)?,
-            };
-            retry(&mut store, config, &ids)?;
+            let retried = failed::retry(&mut store, config, id, Utc::now()).map_err(said)?;
+            print_retried(&retried);
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn one(store: &mut crate::store::Store, id: i64) -> anyhow::Result<(FailedMessage, Vec<u8>)> {
-    match store.read(|tx| tickets::failed_one(tx, id))? {
-        Some(found) => Ok(found),
-        None => bail!("no failed message {id}"),
-    }
 }
 
 fn print_failed(f: &FailedMessage, raw: &[u8]) {
@@ -113,45 +105,19 @@ fn print_failed(f: &FailedMessage, raw: &[u8]) {
     println!("\n(`postdesk failed export {}` writes the whole message)", f.id);
 }
 
-/// All in one transaction: each message's line is printed once it is committed.
-fn retry(store: &mut crate::store::Store, config: &Config, ids: &[i64]) -> anyhow::Result<()> {
-    if ids.is_empty() {
+/// One line per failed message, once the retry is committed.
+fn print_retried(retried: &[Retried]) {
+    if retried.is_empty() {
         println!("no failed messages");
-        return Ok(());
     }
-    let mut found = Vec::new();
-    for &id in ids {
-        found.push((id, one(store, id)?));
+    for Retried { failed: f, result } in retried {
+        match result {
+            Retry::Oversized => println!(
+                "failed message #{} ({}): not retried: it is over ingest.max_message_bytes (`postdesk failed \
+                 export {}` gets what is kept)",
+                f.id, f.origin, f.id
+            ),
+            Retry::Ingested(outcome) => println!("failed message #{} ({}): {outcome}", f.id, f.origin),
+        }
     }
-    let (skipped, retried): (Vec<_>, Vec<_>) =
-        found.into_iter().partition(|(_, (failed, _))| ingest::was_oversized(&failed.reason));
-    let mut lines: Vec<String> = skipped
-        .iter()
-        .map(|(id, (failed, _))| {
-            format!(
-                "failed message #{id} ({}): not retried: it is over ingest.max_message_bytes (`postdesk failed \
-                 export {id}` gets what is kept)",
-                failed.origin
-            )
-        })
-        .collect();
-    let messages: Vec<Message> = retried
-        .iter()
-        .map(|(_, (failed, raw))| Message {
-            prepared: ingest::prepare(raw, &config.policy),
-            raw: raw.clone(),
-            source: Source {
-                identity: failed.source.clone(),
-                label: failed.origin.clone(),
-                mailbox_address: None,
-                authserv_id: None,
-            },
-        })
-        .collect();
-    let reports = ingest::ingest_batch(store, config, &messages, Utc::now())?;
-    for ((id, (failed, _)), report) in retried.iter().zip(reports) {
-        lines.push(format!("failed message #{id} ({}): {}", failed.origin, report.outcome));
-    }
-    println!("{}", lines.join("\n"));
-    Ok(())
 }

@@ -1,16 +1,13 @@
-//! What the user typed, in two stages: values checked before the database is opened
-//! (addresses, domains, months, states, names), then names resolved to rows inside the
-//! command's transaction. Every failure is one line naming the problem.
+//! What the user typed, checked before the database is opened: addresses, domains,
+//! months, states, names. Every failure is a usage error, one line naming the problem;
+//! the names are resolved to records by `desk`, inside the command's transaction.
 
-use crate::store::Tx;
-use anyhow::bail;
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::usage;
 use crate::core::route::State;
 use crate::core::{address, ticket_number};
-use crate::store::customers::{self, Month};
-use crate::store::orgs;
+use crate::store::customers::Month;
 
 /// A normalised address.
 pub fn address(text: &str) -> anyhow::Result<String> {
@@ -82,30 +79,4 @@ pub fn org_name(text: &str) -> anyhow::Result<String> {
         usage!("an organisation name cannot be empty");
     }
     Ok(name.to_owned())
-}
-
-/// The customer user owning a normalised address.
-pub fn customer(tx: &Tx, email: &str) -> anyhow::Result<i64> {
-    match customers::owner_of(tx, email)? {
-        Some(id) => Ok(id),
-        None => bail!("no customer {email}"),
-    }
-}
-
-/// Resolves an optional address.
-pub fn customer_opt(tx: &Tx, email: Option<&str>) -> anyhow::Result<Option<i64>> {
-    email.map(|e| customer(tx, e)).transpose()
-}
-
-/// The organisation of this name (case-insensitive).
-pub fn organisation(tx: &Tx, name: &str) -> anyhow::Result<i64> {
-    match orgs::id_by_name(tx, name.trim())? {
-        Some(id) => Ok(id),
-        None => bail!("no organisation {:?}", name.trim()),
-    }
-}
-
-/// Resolves an optional name.
-pub fn organisation_opt(tx: &Tx, name: Option<&str>) -> anyhow::Result<Option<i64>> {
-    name.map(|n| organisation(tx, n)).transpose()
 }

@@ -10,6 +10,7 @@ mod orgs;
 mod outbox;
 mod output;
 mod tickets;
+mod words;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

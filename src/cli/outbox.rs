@@ -2,13 +2,13 @@
 
 use std::process::ExitCode;
 
-use anyhow::bail;
 use chrono::Utc;
 use clap::Subcommand;
 
 use super::output::{clip, json, or_dash, table};
+use super::words::said;
 use crate::config::Config;
-use crate::store::outbox;
+use crate::desk::outbox;
 
 #[derive(Subcommand)]
 pub enum OutboxCommand {
@@ -34,10 +34,11 @@ pub enum OutboxCommand {
 pub fn run(config: &Config, cmd: OutboxCommand) -> anyhow::Result<ExitCode> {
     let mut store = super::open_store(config)?;
     match cmd {
-        OutboxCommand::List { json: true } => json(&store.read(outbox::list)?)?,
+        OutboxCommand::List { json: true } => json(&store.read(outbox::list).map_err(said)?)?,
         OutboxCommand::List { json: false } => {
             let rows: Vec<Vec<String>> = store
-                .read(outbox::list)?
+                .read(outbox::list)
+                .map_err(said)?
                 .into_iter()
                 .map(|r| {
                     vec![
@@ -54,17 +55,17 @@ pub fn run(config: &Config, cmd: OutboxCommand) -> anyhow::Result<ExitCode> {
             table(&["ID", "TICKET", "STATE", "ATTEMPTS", "RECIPIENT", "SENT / NEXT TRY", "LAST ERROR"], &rows);
         }
         OutboxCommand::Retry { id, .. } => {
-            let n = store.write(|tx| outbox::retry(tx, id, Utc::now()))?;
-            match id {
-                Some(id) if n == 0 => bail!("no unsent acknowledgement with id {id}"),
-                _ if config.smtp.is_none() => println!(
+            let n = store.write(|tx| outbox::retry(tx, id, Utc::now())).map_err(said)?;
+            if config.smtp.is_none() {
+                println!(
                     "{n} acknowledgement(s) queued again; no [smtp] is configured, so they wait in the outbox \
                      until one is and `postdesk run` is started"
-                ),
-                _ => println!(
+                );
+            } else {
+                println!(
                     "{n} acknowledgement(s) queued for delivery; a running `postdesk run` sends them within 5 s \
                      (`postdesk run --once` sends them now)"
-                ),
+                );
             }
         }
     }

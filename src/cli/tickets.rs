@@ -1,20 +1,21 @@
 //! `postdesk tickets …`: reading and filtering what the pipeline stored, getting an
-//! article's or attachment's bytes out, and setting a ticket's state.
+//! article's or attachment's bytes out, and setting a ticket's state. Parses and
+//! prints; the work is `desk::tickets`'.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::store::Tx;
-use anyhow::{bail, Context};
+use anyhow::Context;
 use chrono::Utc;
 use clap::{Args, Subcommand};
 
 use super::input;
 use super::output::{clip, json, or_dash, table};
+use super::words::said;
 use crate::config::Config;
-use crate::core::route::State;
-use crate::store::tickets::{self, TicketSummary};
+use crate::desk::tickets;
+use crate::store::tickets::{TicketDetail, TicketSummary};
 
 #[derive(Subcommand)]
 pub enum TicketsCommand {
@@ -102,8 +103,8 @@ pub fn run_tickets(config: &Config, cmd: TicketsCommand) -> anyhow::Result<ExitC
     let mut store = super::open_store(config)?;
     match cmd {
         TicketsCommand::List { filter, json: as_json } => {
-            let filter = ListArgs::check(filter)?;
-            let list = store.read(|tx| filter.list(tx))?;
+            let query = filter.check()?;
+            let list = store.read(|tx| tickets::list(tx, &query, Utc::now())).map_err(said)?;
             if as_json {
                 json(&list)?;
             } else {
@@ -112,16 +113,12 @@ pub fn run_tickets(config: &Config, cmd: TicketsCommand) -> anyhow::Result<ExitC
         }
         TicketsCommand::Show { number, raw: Some(article), .. } => {
             let number = input::ticket_number(&number)?;
-            let Some(raw) = store.read(|tx| tickets::raw_article(tx, &number, article))? else {
-                bail!("ticket {number} has no article {article} with the bytes it arrived with");
-            };
+            let raw = store.read(|tx| tickets::raw_article(tx, &number, article)).map_err(said)?;
             std::io::stdout().write_all(&raw).context("cannot write to standard output")?;
         }
         TicketsCommand::Show { number, json: as_json, raw: None } => {
             let number = input::ticket_number(&number)?;
-            let Some(ticket) = store.read(|tx| tickets::show(tx, &number))? else {
-                bail!("no ticket {number}");
-            };
+            let ticket = store.read(|tx| tickets::show(tx, &number)).map_err(said)?;
             if as_json {
                 json(&ticket)?;
             } else {
@@ -130,40 +127,25 @@ pub fn run_tickets(config: &Config, cmd: TicketsCommand) -> anyhow::Result<ExitC
         }
         TicketsCommand::Attachment { number, name, output } => {
             let number = input::ticket_number(&number)?;
-            let all = store.read(|tx| tickets::attachments(tx, &number))?;
-            save_attachments(&number, all, name.as_deref(), output.as_deref())?;
+            let chosen = store.read(|tx| tickets::attachments(tx, &number, name.as_deref())).map_err(said)?;
+            save_attachments(chosen, output.as_deref())?;
         }
         TicketsCommand::SetState { number, state, json: as_json } => {
             let state = input::state(&state)?;
-            let number = &input::ticket_number(&number)?;
-            let (previous, ticket) = store.write(|tx| set_state(tx, number, state))?;
+            let cmd = tickets::SetState { number: input::ticket_number(&number)?, state };
+            let changed = store.write(|tx| tickets::set_state(tx, &cmd, Utc::now())).map_err(said)?;
             if as_json {
-                json(&ticket)?;
+                json(&changed.ticket)?;
             } else {
-                println!("ticket {number}: {previous} -> {}", ticket.state);
+                println!("ticket {}: {} -> {}", cmd.number, changed.previous.as_str(), changed.ticket.state.as_str());
             }
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// One attachment to standard output, or the chosen ones into a directory.
-fn save_attachments(
-    number: &str,
-    all: Vec<(String, Vec<u8>)>,
-    name: Option<&str>,
-    output: Option<&Path>,
-) -> anyhow::Result<()> {
-    if all.is_empty() {
-        bail!("ticket {number} has no attachments (or does not exist)");
-    }
-    let chosen: Vec<(String, Vec<u8>)> = match name {
-        Some(name) => all.into_iter().filter(|(n, _)| n == name).take(1).collect(),
-        None => all,
-    };
-    if chosen.is_empty() {
-        bail!("ticket {number} has no attachment {:?}", name.unwrap_or_default());
-    }
+/// The one attachment chosen to standard output, or the chosen ones into a directory.
+fn save_attachments(chosen: Vec<tickets::File>, output: Option<&Path>) -> anyhow::Result<()> {
     let Some(output) = output else {
         // clap requires NAME without --output, so this is the one named.
         return std::io::stdout().write_all(&chosen[0].1).context("cannot write to standard output");
@@ -191,52 +173,20 @@ fn free_path(dir: &Path, name: &str) -> PathBuf {
     path
 }
 
-fn set_state(tx: &Tx, number: &str, state: State) -> anyhow::Result<(String, TicketSummary)> {
-    match tickets::set_state(tx, number, state, Utc::now())? {
-        Some(changed) => Ok(changed),
-        None => bail!("no ticket {number}"),
-    }
-}
-
-/// The list options with addresses and the state checked, before the store is opened.
-struct ListArgs {
-    state: Option<State>,
-    org: Option<String>,
-    customer: Option<String>,
-    visible_to: Option<String>,
-    overdue: bool,
-    since: Option<chrono::DateTime<Utc>>,
-    search: Option<String>,
-    limit: Option<u32>,
-}
-
-impl ListArgs {
-    fn check(f: ListFilter) -> anyhow::Result<ListArgs> {
-        Ok(ListArgs {
-            state: f.state.as_deref().map(input::state).transpose()?,
-            org: f.org,
-            customer: f.customer.as_deref().map(input::address).transpose()?,
-            visible_to: f.visible_to.as_deref().map(input::address).transpose()?,
-            overdue: f.overdue,
-            since: f.since.as_deref().map(input::since).transpose()?,
-            search: f.search,
-            limit: f.limit,
-        })
-    }
-
-    /// The tickets selected, names resolved in the same transaction.
-    fn list(&self, tx: &Tx) -> anyhow::Result<Vec<TicketSummary>> {
-        let filter = tickets::Filter {
-            state: self.state,
-            organisation_id: input::organisation_opt(tx, self.org.as_deref())?,
-            customer_id: input::customer_opt(tx, self.customer.as_deref())?,
-            visible_to: input::customer_opt(tx, self.visible_to.as_deref())?,
-            overdue_at: self.overdue.then(Utc::now),
-            since: self.since,
-            search: self.search.clone(),
+impl ListFilter {
+    /// The query with addresses, the state and the date checked, before the store is
+    /// opened.
+    fn check(self) -> anyhow::Result<tickets::Query> {
+        Ok(tickets::Query {
+            state: self.state.as_deref().map(input::state).transpose()?,
+            org: self.org,
+            customer: self.customer.as_deref().map(input::address).transpose()?,
+            visible_to: self.visible_to.as_deref().map(input::address).transpose()?,
+            overdue: self.overdue,
+            since: self.since.as_deref().map(input::since).transpose()?,
+            search: self.search,
             limit: self.limit,
-        };
-        Ok(tickets::list(tx, &filter)?)
+        })
     }
 }
 
@@ -247,7 +197,7 @@ pub fn print_tickets(list: &[TicketSummary]) {
         .map(|t| {
             vec![
                 t.number.clone(),
-                t.state.clone(),
+                t.state.as_str().to_owned(),
                 t.created_at.clone(),
                 or_dash(t.respond_by.as_deref()),
                 or_dash(t.customer_email.as_deref()),
@@ -264,9 +214,9 @@ pub fn print_tickets(list: &[TicketSummary]) {
     );
 }
 
-fn print_ticket(ticket: &tickets::TicketDetail) {
+fn print_ticket(ticket: &TicketDetail) {
     let t = &ticket.summary;
-    println!("Ticket {}  [{}]  {}", t.number, t.state, t.subject);
+    println!("Ticket {}  [{}]  {}", t.number, t.state.as_str(), t.subject);
     println!("Customer:     {}", or_dash(t.customer_email.as_deref()));
     println!("Organisation: {}", or_dash(t.organisation.as_deref()));
     println!("Created:      {}   Updated: {}", t.created_at, t.updated_at);

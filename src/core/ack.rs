@@ -98,12 +98,39 @@ impl AckDecision {
         AckDecision::Skip { reason: reason.into() }
     }
 
+    pub fn state(&self) -> AckState {
+        match self {
+            AckDecision::Queue(_) => AckState::Queued,
+            AckDecision::Skip { reason } => AckState::Skipped(reason.clone()),
+        }
+    }
+
     /// `queued`, or why no acknowledgement was queued: the ticket's `ack` field.
     pub fn summary(&self) -> String {
+        self.state().as_str().to_owned()
+    }
+}
+
+/// What became of a new ticket's acknowledgement: queued, or not and why. Written as
+/// `queued` or the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckState {
+    Queued,
+    Skipped(String),
+}
+
+impl AckState {
+    pub fn as_str(&self) -> &str {
         match self {
-            AckDecision::Queue(_) => "queued".to_owned(),
-            AckDecision::Skip { reason } => reason.clone(),
+            AckState::Queued => "queued",
+            AckState::Skipped(reason) => reason,
         }
+    }
+}
+
+impl Serialize for AckState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 

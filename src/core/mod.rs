@@ -3,6 +3,7 @@
 
 pub mod ack;
 pub mod address;
+pub mod admin;
 pub mod bounds;
 pub mod charset;
 pub mod classify;

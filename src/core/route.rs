@@ -76,18 +76,7 @@ pub enum Via {
 #[serde(tag = "route", rename_all = "kebab-case")]
 pub enum Route {
     New,
-    FollowUp {
-        ticket: KnownTicket,
-        via: Via,
-        reopen: bool,
-    },
-    /// A delivery report for one of our acknowledgements: attached to that ticket as an
-    /// internal article, the acknowledgement marked bounced; no new ticket.
-    AckBounce {
-        ticket: KnownTicket,
-        outbox_id: i64,
-        diagnostic: String,
-    },
+    FollowUp { ticket: KnownTicket, via: Via, reopen: bool },
 }
 
 /// Who may write into a ticket, and how a message's sender stands.

@@ -18,6 +18,7 @@ use super::lease::Lease;
 use super::pipeline::Committing;
 use super::Shared;
 use crate::config::{After, Config, MailboxConfig};
+use crate::core::ack::AckState;
 use crate::desk::ingest::{self, Message, Outcome, Prepared, Source};
 use crate::imap::{self, Capabilities, ImapError, Retry, Session};
 use crate::store::{self, StoreError};
@@ -331,7 +332,7 @@ impl MailboxLoop {
     fn report(&mut self, outcomes: &[(u32, Outcome)], started: Instant) -> (Vec<u32>, Vec<u32>) {
         let m = &self.mailbox;
         self.backoff.progressed();
-        if outcomes.iter().any(|(_, o)| matches!(o, Outcome::Created { ack, .. } if ack == "queued")) {
+        if outcomes.iter().any(|(_, o)| matches!(o, Outcome::Created { ack: AckState::Queued, .. })) {
             self.shared.nudge.notify_one();
         }
         let seconds = started.elapsed().as_secs_f64();

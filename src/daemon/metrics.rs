@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
+use crate::core::ack::AckState;
 use crate::desk::ingest::Outcome;
 
 /// Upper bounds of the ingest latency histogram, in seconds.
@@ -52,13 +53,13 @@ impl Metrics {
     pub fn record(&self, outcome: &Outcome, seconds: f64) {
         self.fetched.fetch_add(1, Relaxed);
         match outcome {
-            Outcome::Created { ack, .. } if ack == "queued" => {
+            Outcome::Created { ack: AckState::Queued, .. } => {
                 self.created.fetch_add(1, Relaxed);
                 self.acks_queued.fetch_add(1, Relaxed);
             }
-            Outcome::Created { ack, .. } => {
+            Outcome::Created { ack: AckState::Skipped(reason), .. } => {
                 self.created.fetch_add(1, Relaxed);
-                *lock(&self.acks_suppressed).entry(ack.clone()).or_default() += 1;
+                *lock(&self.acks_suppressed).entry(reason.clone()).or_default() += 1;
             }
             Outcome::FollowUp { .. } => _ = self.follow_ups.fetch_add(1, Relaxed),
             // Attached to the acknowledged ticket; the outbox row says bounced.
@@ -174,8 +175,8 @@ mod tests {
     #[test]
     fn renders_counters_labels_and_the_histogram() {
         let m = Metrics::default();
-        m.record(&Outcome::Created { ticket: "1".into(), ack: "queued".into(), notes: vec![] }, 0.02);
-        m.record(&Outcome::Created { ticket: "2".into(), ack: "bulk".into(), notes: vec![] }, 0.3);
+        m.record(&Outcome::Created { ticket: "1".into(), ack: AckState::Queued, notes: vec![] }, 0.02);
+        m.record(&Outcome::Created { ticket: "2".into(), ack: AckState::Skipped("bulk".into()), notes: vec![] }, 0.3);
         m.record(&Outcome::Duplicate { ticket: None, reason: "already processed" }, 0.001);
         m.mailbox("sup\"port", |h| {
             h.connected = true;

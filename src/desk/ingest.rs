@@ -8,11 +8,11 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::core::ack::AckState;
 use crate::core::decide::{self, Arrival, Decision};
 use crate::core::parse::{self, Inbound};
-use crate::core::route::Route;
-use crate::core::{address, identity, resolve, trust};
-use crate::store::{self, Seen, Store, StoreError};
+use crate::core::{identity, resolve, trust};
+use crate::store::{self, Store, StoreError};
 
 /// Where a raw message came from; its identity is the first duplicate key.
 #[derive(Debug, Clone)]
@@ -54,7 +54,7 @@ impl Source {
 pub enum Outcome {
     Created {
         ticket: String,
-        ack: String,
+        ack: AckState,
         /// What else a reader of the log should know (a refused follow-up, a reused
         /// Message-ID).
         #[serde(skip_serializing_if = "Vec::is_empty", default)]
@@ -81,6 +81,19 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// The outcome as the ledger (`processed.outcome`) records it.
+    fn ledger_name(&self) -> &'static str {
+        match self {
+            Outcome::Created { .. } => "new",
+            Outcome::FollowUp { .. } => "follow-up",
+            Outcome::AckBounced { .. } => "ack-bounce",
+            Outcome::Duplicate { .. } => "duplicate",
+            Outcome::Failed { .. } => "failed",
+        }
+    }
+}
+
 /// ` (note; note)`, or nothing.
 struct Notes<'a>(&'a [String]);
 
@@ -97,11 +110,11 @@ impl fmt::Display for Notes<'_> {
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Outcome::Created { ticket, ack, notes } if ack == "queued" => {
+            Outcome::Created { ticket, ack: AckState::Queued, notes } => {
                 write!(f, "new ticket {ticket}{}, acknowledgement queued", Notes(notes))
             }
-            Outcome::Created { ticket, ack, notes } => {
-                write!(f, "new ticket {ticket}{}, no acknowledgement ({ack})", Notes(notes))
+            Outcome::Created { ticket, ack: AckState::Skipped(reason), notes } => {
+                write!(f, "new ticket {ticket}{}, no acknowledgement ({reason})", Notes(notes))
             }
             Outcome::FollowUp { ticket, reopened: true, notes } => {
                 write!(f, "follow-up to ticket {ticket}{}, reopened it", Notes(notes))
@@ -181,7 +194,14 @@ impl<'a> Batch<'a> {
         now: DateTime<Utc>,
     ) -> Result<Report, StoreError> {
         let (config, random) = (self.config, self.random);
-        match self.batch.message(|tx| process(tx, raw, prepared, source, config, random, now)) {
+        let run = |tx: &store::Tx| process(tx, raw, prepared, source, config, random, now);
+        // Another writer stored something this message needed meanwhile (its ticket
+        // number, its ledger entry, the same message): decided again, it sees that.
+        let result = match self.batch.message(run) {
+            Err(StoreError::Conflict(_)) => self.batch.message(run),
+            other => other,
+        };
+        match result {
             Err(e) if !e.is_transient() => {
                 let reason = format!("internal error: {e}");
                 self.batch.outside_message(|tx| fail(tx, raw, source, reason, now))
@@ -281,7 +301,7 @@ pub fn prepare(raw: &[u8], policy: &crate::core::decide::Policy) -> Prepared {
 }
 
 fn process(
-    conn: &store::Tx,
+    tx: &store::Tx,
     raw: &[u8],
     prepared: &Prepared,
     source: &Source,
@@ -290,28 +310,15 @@ fn process(
     now: DateTime<Utc>,
 ) -> Result<Report, StoreError> {
     let policy = &config.policy;
-    if let Some(ticket) = store::ledger_entry(conn, &source.identity)? {
+    if let Some(ticket) = store::ledger_entry(tx, &source.identity)? {
         return Ok(Report::outcome(Outcome::Duplicate { ticket, reason: "already processed" }));
     }
     let inbound = match &prepared.0 {
         Ok(inbound) => inbound,
-        Err(reason) => return fail(conn, raw, source, reason.clone(), now),
+        Err(reason) => return fail(tx, raw, source, reason.clone(), now),
     };
     let sender = resolve::sender(inbound, policy.resolve.prefer);
     let digest = identity::content_digest(raw);
-    let key = identity::message_key(inbound.message_id.as_deref(), &digest);
-    let mut notes = Vec::new();
-    match store::find_duplicate(conn, inbound.message_id.as_deref(), &digest, raw)? {
-        Seen::Duplicate(ticket_id, number) => {
-            store::record_processed(conn, &source.identity, &key, Some(ticket_id), "duplicate", now)?;
-            let reason = if inbound.message_id.is_some() { "same Message-ID and content" } else { "same content" };
-            return Ok(Report::outcome(Outcome::Duplicate { ticket: Some(number), reason }));
-        }
-        Seen::ReusedMessageId(number) => {
-            notes.push(format!("Message-ID reused: a different message with it is on ticket {number}"));
-        }
-        Seen::New => {}
-    }
     let our_domains = policy.our_domains();
     let loop_tokens = trust::loop_tokens(&inbound.signals.loop_header);
     let quoted_ids = trust::our_ids_in(raw, &our_domains);
@@ -320,9 +327,12 @@ fn process(
         loop_tokens: &loop_tokens,
         quoted_ids: &quoted_ids,
         tag_prefix: &policy.tag_prefix,
+        digest: &digest,
+        raw,
     };
-    let facts = store::gather(conn, inbound, lookups, now)?;
-    let mailbox = helpdesk_address(inbound, source, config);
+    let facts = store::gather(tx, inbound, lookups, now)?;
+    let mailbox =
+        decide::helpdesk_address(inbound, source.mailbox_address.as_deref(), policy, &config.helpdesk_address);
     let arrival = Arrival {
         mailbox_address: &mailbox,
         authentication: trust::authentication(raw, authserv_id(source, config)),
@@ -330,25 +340,32 @@ fn process(
         now,
     };
     let decision = decide::decide(inbound, sender, &facts, policy, &arrival);
-    let applied = store::apply(conn, inbound, raw, &digest, &decision, &mailbox, now)?;
-    if let Some(r) = &decision.referred {
-        notes.insert(0, format!("refers to ticket {}, not a follow-up: {}", r.ticket, r.refusal.as_str()));
+    let arrived = store::Arrived { inbound, raw, digest: &digest, mailbox: &mailbox };
+    let applied = store::apply(tx, arrived, &decision, now)?;
+    let outcome = outcome(&decision, applied.ticket_number);
+    let key = identity::message_key(inbound.message_id.as_deref(), &digest);
+    store::record_processed(tx, &source.identity, &key, Some(applied.ticket_id), outcome.ledger_name(), now)?;
+    Ok(Report { outcome, decision: Some(decision) })
+}
+
+/// What a reader of the log is told of a decision written to ticket `ticket`.
+fn outcome(decision: &Decision, ticket: String) -> Outcome {
+    let mut notes = Vec::new();
+    if let Decision::New { referred: Some(r), .. } = decision {
+        notes.push(format!("refers to ticket {}, not a follow-up: {}", r.ticket, r.refusal.as_str()));
     }
-    if decision.claims_our_message_id {
+    if let Some(number) = decision.judgement().and_then(|j| j.reused_message_id.as_ref()) {
+        notes.push(format!("Message-ID reused: a different message with it is on ticket {number}"));
+    }
+    if decision.judgement().is_some_and(|j| j.claims_our_message_id) {
         notes.push("its Message-ID claims to be one of ours; not used for replies".to_owned());
     }
-    let (outcome, name) = match &decision.route {
-        Route::AckBounce { outbox_id, .. } => {
-            (Outcome::AckBounced { ticket: applied.ticket_number, outbox: *outbox_id }, "ack-bounce")
-        }
-        Route::FollowUp { .. } => (
-            Outcome::FollowUp { ticket: applied.ticket_number, reopened: decision.follow_up_state.is_some(), notes },
-            "follow-up",
-        ),
-        Route::New => (Outcome::Created { ticket: applied.ticket_number, ack: decision.ack.summary(), notes }, "new"),
-    };
-    store::record_processed(conn, &source.identity, &key, Some(applied.ticket_id), name, now)?;
-    Ok(Report { outcome, decision: Some(decision) })
+    match decision {
+        Decision::Duplicate { reason, .. } => Outcome::Duplicate { ticket: Some(ticket), reason },
+        Decision::New { ack, .. } => Outcome::Created { ticket, ack: ack.state(), notes },
+        Decision::FollowUp { state, .. } => Outcome::FollowUp { ticket, reopened: state.is_some(), notes },
+        Decision::AckBounce { outbox_id, .. } => Outcome::AckBounced { ticket, outbox: *outbox_id },
+    }
 }
 
 /// The authserv-id trusted for a source: its mailbox's, or for files and standard input
@@ -377,20 +394,4 @@ fn fail(
 ) -> Result<Report, StoreError> {
     let failure = store::record_failure(conn, &source.identity, &source.label, raw, &reason, now)?;
     Ok(Report::outcome(Outcome::Failed { failure, reason }))
-}
-
-/// The helpdesk address a message was sent to: the mailbox it came through, else the
-/// first of our addresses among its recipients, else the configured main address.
-fn helpdesk_address(inbound: &Inbound, source: &Source, config: &Config) -> String {
-    if let Some(address) = &source.mailbox_address {
-        return address.clone();
-    }
-    let own = &config.policy.own_addresses;
-    inbound
-        .to
-        .iter()
-        .chain(&inbound.cc)
-        .filter_map(|m| address::normalise(&m.address))
-        .find(|a| own.contains(a))
-        .unwrap_or_else(|| config.helpdesk_address.clone())
 }

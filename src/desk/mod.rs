@@ -3,4 +3,12 @@
 //! store transaction, the command and the time, returning a typed result or error. The
 //! CLI, the daemon and the web console call these and nothing beneath them decides.
 
+pub mod customers;
+pub mod error;
+pub mod failed;
 pub mod ingest;
+pub mod orgs;
+pub mod outbox;
+#[cfg(test)]
+mod testing;
+pub mod tickets;

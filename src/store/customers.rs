@@ -1,7 +1,7 @@
 //! Customer users for the management commands: reading them with their addresses,
 //! organisations and ticket counts, creating, editing and merging them. SQL only: what
-//! is allowed (a duplicate address, removing the last one) is decided by the caller,
-//! inside the same transaction.
+//! is allowed (a duplicate address, removing the last one) is decided by `desk`, inside
+//! the same transaction.
 
 use chrono::{DateTime, Months, NaiveDate, Utc};
 use rusqlite::{params, OptionalExtension, Row};
@@ -159,7 +159,8 @@ pub fn add_email(tx: &Tx<'_>, id: i64, email: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-pub fn email_count(tx: &Tx<'_>, id: i64) -> Result<i64, StoreError> {
+/// How many addresses the customer has.
+pub fn email_count(tx: &Tx<'_>, id: i64) -> Result<u32, StoreError> {
     let conn = tx.conn();
     let sql = "SELECT COUNT(*) FROM customer_emails WHERE customer_id = ?1";
     Ok(conn.query_row(sql, [id], |r| r.get(0))?)

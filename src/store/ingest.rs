@@ -5,13 +5,13 @@ use chrono::{DateTime, Duration, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{timestamp, StoreError, Tx};
-use crate::core::ack::{self, AckDecision};
+use crate::core::ack::{self, AckDecision, Acknowledgement};
 use crate::core::address;
-use crate::core::decide::{Decision, Facts, OurAck};
+use crate::core::decide::{Decision, Facts, Judgement, OurAck, Seen};
 use crate::core::identity;
 use crate::core::parse::{self, Inbound, Mailbox};
 use crate::core::resolve::{Customer, CustomerFact, OrgFact, Organisation, Sender, SenderFacts};
-use crate::core::route::{Candidate, KnownTicket, Route, RouteFacts, State};
+use crate::core::route::{Candidate, KnownTicket, RouteFacts, State};
 use crate::core::ticket_number;
 use crate::core::trust::TicketTrust;
 
@@ -20,17 +20,6 @@ pub fn ledger_entry(tx: &Tx<'_>, source: &str) -> Result<Option<Option<String>>,
     let conn = tx.conn();
     let sql = "SELECT t.number FROM processed p LEFT JOIN tickets t ON t.id = p.ticket_id WHERE p.source = ?1";
     Ok(conn.prepare_cached(sql)?.query_row([source], |r| r.get::<_, Option<String>>(0)).optional()?)
-}
-
-/// What the store holds of a message's identity.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Seen {
-    /// Never seen.
-    New,
-    /// The same message: the ticket (id, number) it went to.
-    Duplicate(i64, String),
-    /// A different message with the same Message-ID is on this ticket (number).
-    ReusedMessageId(String),
 }
 
 /// Whether the same message (same Message-ID and content digest, or the same content
@@ -81,8 +70,7 @@ pub fn record_processed(
 ) -> Result<(), StoreError> {
     let conn = tx.conn();
     let sql =
-        "INSERT INTO processed (source, message_key, ticket_id, outcome, processed_at) VALUES (?1, ?2, ?3, ?4, ?5)
-               ON CONFLICT (source) DO NOTHING";
+        "INSERT INTO processed (source, message_key, ticket_id, outcome, processed_at) VALUES (?1, ?2, ?3, ?4, ?5)";
     conn.prepare_cached(sql)?.execute(params![source, message_key, ticket_id, outcome, timestamp(now)])?;
     conn.prepare_cached("DELETE FROM failed_messages WHERE source = ?1")?.execute([source])?;
     Ok(())
@@ -112,12 +100,7 @@ pub fn record_failure(
 
 /// An unknown state in the database is an error, never silently some other state.
 fn known_ticket(r: &Row) -> rusqlite::Result<KnownTicket> {
-    let text: String = r.get(2)?;
-    let state = State::parse(&text).ok_or_else(|| {
-        let unknown = format!("unknown ticket state {text:?}");
-        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, unknown.into())
-    })?;
-    Ok(KnownTicket { id: r.get(0)?, number: r.get(1)?, state })
+    Ok(KnownTicket { id: r.get(0)?, number: r.get(1)?, state: super::tickets::state(r, 2)? })
 }
 
 fn org_fact(r: &Row, first: usize) -> rusqlite::Result<Option<OrgFact>> {
@@ -137,6 +120,9 @@ pub struct Lookups<'a> {
     /// Message-IDs in the format of ours quoted anywhere in the message.
     pub quoted_ids: &'a [String],
     pub tag_prefix: &'a str,
+    /// The message's `identity::content_digest` and bytes, to recognise it as stored.
+    pub digest: &'a str,
+    pub raw: &'a [u8],
 }
 
 /// At most this many references are looked up (the newest ones).
@@ -175,6 +161,7 @@ pub fn gather(tx: &Tx<'_>, inbound: &Inbound, lookups: Lookups, now: DateTime<Ut
         quoted_ack: quoted_ack(conn, lookups.quoted_ids)?,
         own_message: own_message(conn, inbound, lookups.loop_tokens)?,
         next_seq_today: next_seq(conn, now)?,
+        seen: find_duplicate(tx, inbound.message_id.as_deref(), lookups.digest, lookups.raw)?,
     })
 }
 
@@ -313,7 +300,7 @@ fn recent_acks(conn: &Connection, recipient: &str, now: DateTime<Utc>) -> Result
 
 fn next_seq(conn: &Connection, now: DateTime<Utc>) -> Result<u32, StoreError> {
     let day = now.format("%Y-%m-%d").to_string();
-    let sql = "SELECT COALESCE(MAX(seq), 0) + 1 FROM tickets WHERE day = ?1";
+    let sql = "SELECT COALESCE((SELECT last_seq FROM ticket_counters WHERE day = ?1), 0) + 1";
     Ok(conn.prepare_cached(sql)?.query_row([day], |r| r.get(0))?)
 }
 
@@ -324,36 +311,30 @@ pub struct Applied {
     pub ticket_number: String,
 }
 
+/// The message being written: its bytes, parsed and digested, and the helpdesk address
+/// it counts against.
+#[derive(Clone, Copy)]
+pub struct Arrived<'a> {
+    pub inbound: &'a Inbound,
+    pub raw: &'a [u8],
+    pub digest: &'a str,
+    pub mailbox: &'a str,
+}
+
 /// Writes a decision: customer and organisation, ticket or follow-up, article,
 /// attachments, raw bytes, known message-ids and the acknowledgement.
-#[allow(clippy::too_many_arguments)]
-pub fn apply(
-    tx: &Tx<'_>,
-    inbound: &Inbound,
-    raw: &[u8],
-    digest: &str,
-    decision: &Decision,
-    mailbox: &str,
-    now: DateTime<Utc>,
-) -> Result<Applied, StoreError> {
+pub fn apply(tx: &Tx<'_>, arrived: Arrived, decision: &Decision, now: DateTime<Utc>) -> Result<Applied, StoreError> {
     let conn = tx.conn();
     let now_text = timestamp(now);
-    let (customer_id, organisation_id) = upsert_customer(conn, &decision.customer, now)?;
-    let (ticket_id, ticket_number) = match (&decision.route, &decision.new_ticket) {
-        (Route::AckBounce { ticket, outbox_id, diagnostic }, _) => {
-            conn.prepare_cached("UPDATE tickets SET updated_at = ?1 WHERE id = ?2")?
-                .execute(params![now_text, ticket.id])?;
-            conn.prepare_cached("UPDATE outbox SET state = 'bounced', last_error = ?1 WHERE id = ?2")?
-                .execute(params![format!("bounced: {diagnostic}"), outbox_id])?;
-            (ticket.id, ticket.number.clone())
+    let (ticket_id, ticket_number) = match decision {
+        Decision::Duplicate { ticket_id, ticket, .. } => {
+            return Ok(Applied { ticket_id: *ticket_id, ticket_number: ticket.clone() })
         }
-        (Route::FollowUp { ticket, .. }, _) => {
-            let state = decision.follow_up_state.map(State::as_str);
-            conn.prepare_cached("UPDATE tickets SET updated_at = ?1, state = COALESCE(?2, state) WHERE id = ?3")?
-                .execute(params![now_text, state, ticket.id])?;
-            (ticket.id, ticket.number.clone())
-        }
-        (Route::New, Some(new)) => {
+        Decision::New { message, ticket, ack, referred } => {
+            let customer = upsert_customer(conn, &message.customer, now)?;
+            let day = now.format("%Y-%m-%d").to_string();
+            take_number(conn, &day, ticket.seq)?;
+            let inbound = arrived.inbound;
             let subject = if inbound.subject.is_empty() { "(no subject)" } else { &inbound.subject };
             let id = conn
                 .prepare_cached(
@@ -364,30 +345,59 @@ pub fn apply(
                 )?
                 .query_row(
                     params![
-                        new.number,
-                        now.format("%Y-%m-%d").to_string(),
-                        new.seq,
+                        ticket.number,
+                        day,
+                        ticket.seq,
                         subject,
-                        customer_id,
-                        decision.sender.as_ref().map(|s| s.email.as_str()),
-                        organisation_id,
-                        mailbox,
-                        decision.ack.summary(),
-                        new.respond_by.map(timestamp),
+                        customer.0,
+                        message.sender.as_ref().map(|s| s.email.as_str()),
+                        customer.1,
+                        arrived.mailbox,
+                        ack.summary(),
+                        ticket.respond_by.map(timestamp),
                         now_text,
-                        decision.referred.as_ref().map(|r| r.ticket.as_str()),
-                        decision.authentication == crate::core::trust::Authentication::Fail
+                        referred.as_ref().map(|r| r.ticket.as_str()),
+                        message.authentication == crate::core::trust::Authentication::Fail
                     ],
                     |r| r.get(0),
                 )?;
-            (id, new.number.clone())
+            store_article(conn, id, arrived, message, false, &now_text)?;
+            if let AckDecision::Queue(ack) = ack {
+                queue_ack(conn, id, ack, &now_text)?;
+            }
+            (id, ticket.number.clone())
         }
-        (Route::New, None) => unreachable!("core::decide numbers every new ticket"),
+        Decision::FollowUp { message, ticket, state, .. } => {
+            upsert_customer(conn, &message.customer, now)?;
+            conn.prepare_cached("UPDATE tickets SET updated_at = ?1, state = COALESCE(?2, state) WHERE id = ?3")?
+                .execute(params![now_text, state.map(State::as_str), ticket.id])?;
+            store_article(conn, ticket.id, arrived, message, false, &now_text)?;
+            (ticket.id, ticket.number.clone())
+        }
+        Decision::AckBounce { message, ticket, outbox_id, diagnostic } => {
+            conn.prepare_cached("UPDATE tickets SET updated_at = ?1 WHERE id = ?2")?
+                .execute(params![now_text, ticket.id])?;
+            conn.prepare_cached("UPDATE outbox SET state = 'bounced', last_error = ?1 WHERE id = ?2")?
+                .execute(params![format!("bounced: {diagnostic}"), outbox_id])?;
+            store_article(conn, ticket.id, arrived, message, true, &now_text)?;
+            (ticket.id, ticket.number.clone())
+        }
     };
-    let article_id = insert_article(conn, ticket_id, inbound, decision, digest, &now_text)?;
-    if !matches!(decision.route, Route::AckBounce { .. }) {
-        record_addresses(conn, ticket_id, inbound, decision.sender.as_ref())?;
-    }
+    Ok(Applied { ticket_id, ticket_number })
+}
+
+/// The inbound article with its attachments and raw bytes; for a customer's message
+/// (not `internal`) also its participants and its Message-ID for follow-up matching.
+fn store_article(
+    conn: &Connection,
+    ticket_id: i64,
+    arrived: Arrived,
+    message: &Judgement,
+    internal: bool,
+    now_text: &str,
+) -> Result<(), StoreError> {
+    let inbound = arrived.inbound;
+    let article_id = insert_article(conn, ticket_id, inbound, message, internal, arrived.digest, now_text)?;
     let mut stmt = conn.prepare_cached(
         "INSERT INTO attachments (article_id, filename, content_type, size, content) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
@@ -395,36 +405,63 @@ pub fn apply(
         stmt.execute(params![article_id, a.filename, a.content_type, a.size as i64, a.content])?;
     }
     conn.prepare_cached("INSERT INTO raw_messages (article_id, raw) VALUES (?1, ?2)")?
-        .execute(params![article_id, raw])?;
-    let mut known = conn.prepare_cached("INSERT OR IGNORE INTO message_ids (message_id, ticket_id) VALUES (?1, ?2)")?;
-    let bounce = matches!(decision.route, Route::AckBounce { .. });
-    if let (Some(id), true, false) = (&inbound.message_id, decision.records_message_id(), bounce) {
-        known.execute(params![id, ticket_id])?;
+        .execute(params![article_id, arrived.raw])?;
+    if internal {
+        return Ok(());
     }
-    if let AckDecision::Queue(ack) = &decision.ack {
-        conn.prepare_cached(
-            "INSERT INTO outbox (ticket_id, recipient, recipient_name, recipient_key, recipient_domain, sender,
-                 sender_name, subject, body_text, message_id, in_reply_to, refs, state, next_attempt_at, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'queued', ?13, ?13)",
+    record_addresses(conn, ticket_id, inbound, message.sender.as_ref())?;
+    if let (Some(id), true) = (&inbound.message_id, message.records_message_id()) {
+        known_message_id(conn, id, ticket_id)?;
+    }
+    Ok(())
+}
+
+fn known_message_id(conn: &Connection, message_id: &str, ticket_id: i64) -> Result<(), StoreError> {
+    conn.prepare_cached("INSERT OR IGNORE INTO message_ids (message_id, ticket_id) VALUES (?1, ?2)")?
+        .execute(params![message_id, ticket_id])?;
+    Ok(())
+}
+
+/// An acknowledgement into the outbox; its Message-ID leads replies to the ticket.
+fn queue_ack(conn: &Connection, ticket_id: i64, ack: &Acknowledgement, now_text: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO outbox (ticket_id, recipient, recipient_name, recipient_key, recipient_domain, sender,
+             sender_name, subject, body_text, message_id, in_reply_to, refs, state, next_attempt_at, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'queued', ?13, ?13)",
+    )?
+    .execute(params![
+        ticket_id,
+        ack.to,
+        ack.to_name,
+        ack::mailbox_key(&ack.to),
+        address::domain_of(&ack.to),
+        ack.from,
+        ack.from_name,
+        ack.subject,
+        ack.body,
+        ack.message_id,
+        ack.in_reply_to,
+        ack.references.join(" "),
+        now_text
+    ])?;
+    known_message_id(conn, &ack.message_id, ticket_id)
+}
+
+/// Takes ticket number `seq` of `day` from the day's counter, which `gather` read: when
+/// another writer took it meanwhile (possible only where writers run concurrently), the
+/// message is decided again (`StoreError::Conflict`).
+pub(super) fn take_number(conn: &Connection, day: &str, seq: u32) -> Result<(), StoreError> {
+    let taken = conn
+        .prepare_cached(
+            "INSERT INTO ticket_counters (day, last_seq) VALUES (?1, ?2)
+             ON CONFLICT (day) DO UPDATE SET last_seq = excluded.last_seq
+             WHERE ticket_counters.last_seq = excluded.last_seq - 1",
         )?
-        .execute(params![
-            ticket_id,
-            ack.to,
-            ack.to_name,
-            ack::mailbox_key(&ack.to),
-            address::domain_of(&ack.to),
-            ack.from,
-            ack.from_name,
-            ack.subject,
-            ack.body,
-            ack.message_id,
-            ack.in_reply_to,
-            ack.references.join(" "),
-            now_text
-        ])?;
-        known.execute(params![ack.message_id, ticket_id])?;
+        .execute(params![day, seq])?;
+    match taken {
+        1 => Ok(()),
+        _ => Err(StoreError::Conflict(format!("ticket number {seq} of {day} was taken meanwhile"))),
     }
-    Ok(Applied { ticket_id, ticket_number })
 }
 
 /// The addresses of a message (From, To, Cc and the customer address), normalised, as
@@ -448,12 +485,13 @@ fn insert_article(
     conn: &Connection,
     ticket_id: i64,
     inbound: &Inbound,
-    decision: &Decision,
+    message: &Judgement,
+    internal: bool,
     digest: &str,
     now_text: &str,
 ) -> Result<i64, StoreError> {
     let join = |list: &[Mailbox]| list.iter().map(|m| m.address.as_str()).collect::<Vec<_>>().join(", ");
-    let kinds: Vec<&str> = decision.classification.iter().map(|k| k.as_str()).collect();
+    let kinds: Vec<&str> = message.classification.iter().map(|k| k.as_str()).collect();
     let from = inbound.from.as_ref();
     let id = conn
         .prepare_cached(
@@ -478,7 +516,7 @@ fn insert_article(
                 kinds.join(","),
                 now_text,
                 digest,
-                matches!(decision.route, Route::AckBounce { .. })
+                internal
             ],
             |r| r.get(0),
         )?;

@@ -11,7 +11,7 @@ pub mod shared;
 pub mod tickets;
 
 pub use ingest::{
-    apply, find_duplicate, gather, ledger_entry, record_failure, record_processed, Applied, Lookups, Seen,
+    apply, find_duplicate, gather, ledger_entry, record_failure, record_processed, Applied, Arrived, Lookups,
 };
 pub use mailbox::{is_processed, record_poll, record_uidvalidity, release_lease, take_lease};
 
@@ -28,18 +28,23 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0003_trust.sql")),
     M::up(include_str!("migrations/0004_failed_origin.sql")),
     M::up(include_str!("migrations/0005_mailbox_lease.sql")),
+    M::up(include_str!("migrations/0006_ticket_counters.sql")),
 ];
 
 /// The default log filter of the store's libraries: the migration library reports every
 /// check at info level.
 pub const QUIET_LOGS: &str = "rusqlite_migration=warn";
 
-/// Whether a storage failure may go away by itself (disk full, locked, I/O): the
-/// caller keeps the message for later. Anything else is a bug or a corrupt database.
+/// A storage failure, in the classes a caller handles differently: `Unavailable` may go
+/// away by itself (disk full, locked, I/O) and the work is kept for later; `Conflict`
+/// means another writer got there first (a unique key taken meanwhile) and the work is
+/// decided again; `Sql` is a bug or a corrupt database. `Missing` is the user's to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("the database cannot be written now: {0}")]
     Unavailable(String),
+    #[error("another writer changed the same data: {0}")]
+    Conflict(String),
     #[error(
         "no database at {0}: only `postdesk ingest` and `postdesk run` create one; point --config or \
          POSTDESK_DATABASE__PATH at the service's database (e.g. /var/lib/postdesk/postdesk.db)"
@@ -50,8 +55,9 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the same work may succeed later: nothing of it is kept as failed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        matches!(self, StoreError::Unavailable(_) | StoreError::Conflict(_))
     }
 }
 
@@ -70,8 +76,15 @@ impl From<rusqlite::Error> for StoreError {
                     | ErrorCode::OutOfMemory
             )
         );
+        let unique_taken = matches!(
+            &e,
+            rusqlite::Error::SqliteFailure(f, _)
+                if matches!(f.extended_code, rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+        );
         if transient {
             StoreError::Unavailable(e.to_string())
+        } else if unique_taken {
+            StoreError::Conflict(e.to_string())
         } else {
             StoreError::Sql(e)
         }
@@ -305,6 +318,7 @@ pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::decide::Seen;
 
     #[test]
     fn migrations_are_valid() {
@@ -377,6 +391,28 @@ mod tests {
             Seen::ReusedMessageId("2026112310000012".to_owned())
         );
         assert_eq!(find_duplicate(&Tx { conn: &conn }, Some("m2@acme.example"), &other, b"").unwrap(), Seen::New);
+    }
+
+    /// The counter starts where the tickets of each day left off, and a number another
+    /// writer took meanwhile is a conflict (decided again), not a failed message.
+    #[test]
+    fn ticket_numbers_come_from_the_day_counter() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let migrations = Migrations::from_slice(MIGRATIONS);
+        migrations.to_version(&mut conn, 5).unwrap();
+        conn.execute_batch(
+            "INSERT INTO tickets (number, day, seq, subject, state, mailbox, ack, created_at, updated_at)
+             VALUES ('n1', '2026-11-23', 1, 's', 'new', 'x', 'queued', 't', 't'),
+                    ('n3', '2026-11-23', 3, 's', 'new', 'x', 'queued', 't', 't');",
+        )
+        .unwrap();
+        migrations.to_latest(&mut conn).unwrap();
+        let tx = Tx { conn: &conn };
+        assert!(ingest::take_number(tx.conn(), "2026-11-23", 3).unwrap_err().is_transient(), "taken");
+        ingest::take_number(tx.conn(), "2026-11-23", 4).unwrap();
+        let err = ingest::take_number(tx.conn(), "2026-11-23", 4).unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+        ingest::take_number(tx.conn(), "2026-11-24", 1).unwrap();
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Organisations for the management commands: reading them with their domains and
 //! counts, creating, renaming, owning domains, the first-response time and merging.
-//! SQL only: what is allowed (a free-mail domain, a taken name) is decided by the caller.
+//! SQL only: what is allowed (a free-mail domain, a taken name) is decided by `desk`.
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension, Row};

@@ -1,4 +1,5 @@
-//! Read queries for tickets and failed messages, shaped for the CLI's text and JSON.
+//! Queries for tickets (and setting their state) and failed messages, shaped for the
+//! CLI's text and JSON. A state read back is parsed: an unknown one is an error.
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -11,7 +12,7 @@ use crate::core::route::State;
 pub struct TicketSummary {
     pub number: String,
     pub subject: String,
-    pub state: String,
+    pub state: State,
     pub customer_email: Option<String>,
     pub organisation: Option<String>,
     pub created_at: String,
@@ -67,11 +68,11 @@ const SUMMARY_SELECT: &str = "
            t.id, t.referred_ticket, t.unauthenticated
     FROM tickets t LEFT JOIN organisations o ON o.id = t.organisation_id";
 
-fn summary(r: &Row) -> rusqlite::Result<TicketSummary> {
+fn summary_row(r: &Row) -> rusqlite::Result<TicketSummary> {
     Ok(TicketSummary {
         number: r.get(0)?,
         subject: r.get(1)?,
-        state: r.get(2)?,
+        state: state(r, 2)?,
         customer_email: r.get(3)?,
         organisation: r.get(4)?,
         created_at: r.get(5)?,
@@ -81,6 +82,16 @@ fn summary(r: &Row) -> rusqlite::Result<TicketSummary> {
         ack: r.get(9)?,
         referred_ticket: r.get(11)?,
         unauthenticated: r.get(12)?,
+    })
+}
+
+/// A ticket state column: an unknown value is an error, never silently some other state.
+/// (`ingest::known_ticket` reads the same column the same way.)
+pub(super) fn state(r: &Row, idx: usize) -> rusqlite::Result<State> {
+    let text: String = r.get(idx)?;
+    State::parse(&text).ok_or_else(|| {
+        let unknown = format!("unknown ticket state {text:?}");
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, unknown.into())
     })
 }
 
@@ -135,41 +146,33 @@ pub fn list(tx: &Tx<'_>, filter: &Filter) -> Result<Vec<TicketSummary>, StoreErr
                 filter.search.as_deref().map(super::fold),
                 filter.limit.map_or(-1, i64::from)
             ],
-            summary,
+            summary_row,
         )?
         .collect::<Result<_, _>>()?;
     Ok(rows)
 }
 
-/// Sets a ticket's state: its previous state and the ticket as it is now, or `None`
-/// when there is no such ticket.
-pub fn set_state(
-    tx: &Tx<'_>,
-    number: &str,
-    state: State,
-    now: DateTime<Utc>,
-) -> Result<Option<(String, TicketSummary)>, StoreError> {
+pub fn set_state(tx: &Tx<'_>, number: &str, state: State, now: DateTime<Utc>) -> Result<(), StoreError> {
     let conn = tx.conn();
-    let Some(before) = summary_of(conn, number)? else {
-        return Ok(None);
-    };
     conn.execute(
         "UPDATE tickets SET state = ?1, updated_at = ?2 WHERE number = ?3",
         params![state.as_str(), timestamp(now), number],
     )?;
-    let after = summary_of(conn, number)?;
-    Ok(after.map(|t| (before.state, t)))
+    Ok(())
 }
 
-fn summary_of(conn: &Connection, number: &str) -> Result<Option<TicketSummary>, StoreError> {
+/// One ticket as `list` shows it.
+pub fn summary(tx: &Tx<'_>, number: &str) -> Result<Option<TicketSummary>, StoreError> {
+    let conn = tx.conn();
     let sql = format!("{SUMMARY_SELECT} WHERE t.number = ?1");
-    Ok(conn.query_row(&sql, [number], summary).optional()?)
+    Ok(conn.query_row(&sql, [number], summary_row).optional()?)
 }
 
 pub fn show(tx: &Tx<'_>, number: &str) -> Result<Option<TicketDetail>, StoreError> {
     let conn = tx.conn();
     let sql = format!("{SUMMARY_SELECT} WHERE t.number = ?1");
-    let Some((summary, id)) = conn.query_row(&sql, [number], |r| Ok((summary(r)?, r.get::<_, i64>(10)?))).optional()?
+    let Some((summary, id)) =
+        conn.query_row(&sql, [number], |r| Ok((summary_row(r)?, r.get::<_, i64>(10)?))).optional()?
     else {
         return Ok(None);
     };
@@ -286,4 +289,38 @@ pub fn failed_ids(tx: &Tx<'_>) -> Result<Vec<i64>, StoreError> {
     let mut stmt = conn.prepare("SELECT id FROM failed_messages ORDER BY id")?;
     let rows = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    /// A state this build does not know (written by a newer one, or by hand past the
+    /// CHECK constraint) is an error, never shown as some other state.
+    #[test]
+    fn an_unknown_state_is_an_error() {
+        let mut store = Store::open_in_memory().unwrap();
+        store.conn.pragma_update(None, "ignore_check_constraints", true).unwrap();
+        let mut read = |state: &str| {
+            store.write(|tx| {
+                tx.conn().execute(
+                    "INSERT OR REPLACE INTO tickets (id, number, day, seq, subject, state, mailbox, ack, created_at,
+                         updated_at)
+                     VALUES (1, 'n1', '2026-11-23', 1, 's', ?1, 'x', 'queued', 't', 't')",
+                    [state],
+                )?;
+                Ok::<_, StoreError>((
+                    summary(tx, "n1").map(|t| t.map(|t| t.state)),
+                    list(tx, &Filter::default()).map(drop),
+                ))
+            })
+        };
+        let (one, all) = read("pending").unwrap();
+        assert_eq!((one.unwrap(), all.is_ok()), (Some(State::Pending), true));
+        let (one, all) = read("escalated").unwrap();
+        for err in [one.unwrap_err(), all.unwrap_err()] {
+            assert!(err.to_string().contains("unknown ticket state \"escalated\""), "{err}");
+        }
+    }
 }

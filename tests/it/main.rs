@@ -5,6 +5,7 @@
 mod acks;
 mod cli;
 mod command_line;
+mod concurrency;
 mod customers;
 mod daemon;
 mod dovecot;
