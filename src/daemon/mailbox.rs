@@ -197,37 +197,14 @@ impl MailboxLoop {
         self.shared.metrics.mailbox(&self.mailbox.name, |h| h.busy_since = busy.then_some(now));
     }
 
-    /// Ingests everything waiting in the folder, batch by batch.
+    /// Ingests everything waiting in the folder, until it stays empty.
     async fn drain(&mut self, session: &mut Session, uidvalidity: u32, caps: Capabilities) -> Result<(), WatchError> {
         let m = self.mailbox.clone();
         loop {
             let uids = imap::waiting(session, m.after == After::Seen).await?;
             let (done, todo) = self.split_processed(uids, uidvalidity).await?;
             self.finish_interrupted(session, caps, &done).await?;
-            let sizes = if todo.is_empty() { HashMap::new() } else { imap::sizes(session, &todo).await? };
-            let limit = self.config.policy.max_message_bytes;
-            let mut committing: Option<Committing> = None;
-            for chunk in batches(&todo, &sizes, self.config.batch_size, BATCH_BYTES, limit) {
-                if self.stop.is_cancelled() {
-                    break;
-                }
-                let started = Instant::now();
-                let fetched = self.fetch(session, uidvalidity, &chunk, &sizes).await;
-                let previous = match committing.take() {
-                    Some(batch) => Some(self.committed(batch).await?),
-                    None => None,
-                };
-                // This batch commits while the previous one's post-actions run.
-                let next = fetched.map(|f| Committing::start(&self.shared.store, &self.config, f, started));
-                if let Some((ok, failed)) = previous {
-                    post_actions(session, &m, caps, &ok, &failed).await?;
-                }
-                committing = Some(next?);
-            }
-            if let Some(last) = committing {
-                let (ok, failed) = self.committed(last).await?;
-                post_actions(session, &m, caps, &ok, &failed).await?;
-            }
+            self.ingest_all(session, uidvalidity, caps, &todo).await?;
             if self.stop.is_cancelled() {
                 return Ok(());
             }
@@ -239,6 +216,43 @@ impl MailboxLoop {
                 return Ok(());
             }
         }
+    }
+
+    /// Ingests `uids` batch by batch, each batch's post-actions after its commit; stops
+    /// early (between batches) when told to.
+    async fn ingest_all(
+        &mut self,
+        session: &mut Session,
+        uidvalidity: u32,
+        caps: Capabilities,
+        uids: &[u32],
+    ) -> Result<(), WatchError> {
+        let m = self.mailbox.clone();
+        let sizes = if uids.is_empty() { HashMap::new() } else { imap::sizes(session, uids).await? };
+        let limit = self.config.policy.max_message_bytes;
+        let mut committing: Option<Committing> = None;
+        for chunk in batches(uids, &sizes, self.config.batch_size, BATCH_BYTES, limit) {
+            if self.stop.is_cancelled() {
+                break;
+            }
+            let started = Instant::now();
+            let fetched = self.fetch(session, uidvalidity, &chunk, &sizes).await;
+            let previous = match committing.take() {
+                Some(batch) => Some(self.committed(batch).await?),
+                None => None,
+            };
+            // This batch commits while the previous one's post-actions run.
+            let next = fetched.map(|f| Committing::start(&self.shared.store, &self.config, f, started));
+            if let Some((ok, failed)) = previous {
+                post_actions(session, &m, caps, &ok, &failed).await?;
+            }
+            committing = Some(next?);
+        }
+        if let Some(last) = committing {
+            let (ok, failed) = self.committed(last).await?;
+            post_actions(session, &m, caps, &ok, &failed).await?;
+        }
+        Ok(())
     }
 
     /// Splits the UIDs in the folder into those already processed (only their
