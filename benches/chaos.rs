@@ -57,7 +57,7 @@ const PYTHON: &str = "/usr/bin/python3";
 const SETTLE_LIMIT: Duration = Duration::from_secs(360);
 /// How long the sigkill scenario waits for the drain to reach a kill's moment.
 const DRAIN_KILL_LIMIT: Duration = Duration::from_secs(30);
-/// A claimed outbox row whose sender died comes back after 600 s (src/outbox.rs).
+/// A claimed outbox row whose sender died comes back after 600 s (src/daemon/sender.rs).
 const HELD_LIMIT: Duration = Duration::from_secs(700);
 
 const USAGE: &str = "usage: scripts/chaos [sigkill|dovecot-restart|full-disk|locked|all]... [--messages N] \
