@@ -3,17 +3,18 @@
 //! nudge (a new row), the next due time, or shutdown. A row is marked sent as soon as the
 //! server accepts it, so it is not sent twice; a claimed row is tried by one sender only,
 //! however many daemons share the database. A storage failure (database locked, disk
-//! full) never ends the sender: it is logged once and retried with backoff.
+//! full) never ends the sender: it is logged once and retried with backoff, and an
+//! attempt that could not be recorded is held until it can be.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::backoff::{Backoff, Pace};
 use super::metrics::Metrics;
@@ -22,7 +23,7 @@ use crate::core::retry::{self, Attempt, Next};
 use crate::smtp::{Smtp, SmtpError};
 use crate::store::outbox::{self, OutboxRow};
 use crate::store::shared::SharedStore;
-use crate::store::StoreError;
+use crate::store::{StoreError, Tx};
 
 /// Rows handed to the server at once, each on its own pooled connection. Concurrency, not
 /// one fast connection, is what makes a backlog move: every SMTP transaction waits on
@@ -50,6 +51,8 @@ pub struct Sender {
     give_up_after: chrono::Duration,
     store: SharedStore,
     metrics: Arc<Metrics>,
+    /// Attempts made but not yet recorded (see `write`).
+    held: Mutex<Vec<Record>>,
 }
 
 impl Sender {
@@ -60,7 +63,7 @@ impl Sender {
         metrics: Arc<Metrics>,
     ) -> Result<Sender, String> {
         let smtp = Smtp::new(config, loop_header, PARALLEL)?;
-        Ok(Sender { smtp, give_up_after: config.give_up_after, store, metrics })
+        Ok(Sender { smtp, give_up_after: config.give_up_after, store, metrics, held: Mutex::default() })
     }
 
     /// Delivers until shutdown. With `once`, until nothing is due now, and a storage
@@ -92,6 +95,7 @@ impl Sender {
 
     /// One pass: deliver what is due, or say how long to wait for the next due row.
     async fn pass(&self) -> Result<Pass, StoreError> {
+        self.write_held().await?;
         if self.deliver_due().await? > 0 {
             return Ok(Pass::Delivered);
         }
@@ -143,20 +147,54 @@ impl Sender {
                 warn!(ticket = %ticket, "acknowledgement for ticket {ticket} to {to} failed for good: {why}")
             }
         }
-        let error = error_of(&attempt).to_owned();
-        let recorded = self
-            .store
-            .write(move |tx| match next {
-                Next::Sent => outbox::mark_sent(tx, id, now),
-                Next::RetryAt(at) => outbox::mark_retry(tx, id, &error, at),
-                Next::Failed(why) => outbox::mark_failed(tx, id, &why),
-            })
-            .await;
-        if let Err(e) = &recorded {
-            debug!(ticket = %ticket, "the attempt for ticket {ticket} is not recorded: {e}; its claim expires and it is tried again");
-        }
-        recorded
+        self.write(vec![Record { id, next, error: error_of(&attempt).to_owned(), at: now }]).await
     }
+
+    /// Writes attempts' records in one transaction. When the database refuses, they are
+    /// held and written before anything is claimed again (`write_held`): an acknowledgement
+    /// the server accepted is then recorded late, not sent a second time when its claim
+    /// runs out. Only a crash (or a database down for longer than the claim) loses them.
+    async fn write(&self, records: Vec<Record>) -> Result<(), StoreError> {
+        let kept = records.clone();
+        let written = self.store.write(move |tx| records.iter().try_for_each(|r| r.write(tx))).await;
+        if written.is_err() {
+            lock(&self.held).extend(kept);
+        }
+        written
+    }
+
+    async fn write_held(&self) -> Result<(), StoreError> {
+        let held = std::mem::take(&mut *lock(&self.held));
+        let count = held.len();
+        if count > 0 {
+            self.write(held).await?;
+            info!("{count} delivery attempt(s) held while the database could not be written are recorded now");
+        }
+        Ok(())
+    }
+}
+
+/// The outcome of one attempt, as the outbox row takes it.
+#[derive(Clone)]
+struct Record {
+    id: i64,
+    next: Next,
+    error: String,
+    at: DateTime<Utc>,
+}
+
+impl Record {
+    fn write(&self, tx: &Tx) -> Result<(), StoreError> {
+        match &self.next {
+            Next::Sent => outbox::mark_sent(tx, self.id, self.at),
+            Next::RetryAt(when) => outbox::mark_retry(tx, self.id, &self.error, *when),
+            Next::Failed(why) => outbox::mark_failed(tx, self.id, why),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What the retry rules make of one delivery.

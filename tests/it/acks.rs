@@ -266,54 +266,138 @@ fn two_pipe_only_daemons_send_each_acknowledgement_once() {
     assert!(outbox.as_array().unwrap().iter().all(|r| r["state"] == "sent" && r["attempts"] == 1), "{outbox}");
 }
 
+/// A pipe-only daemon (`[smtp]`, no mailbox) on a database with `customers` acknowledgements
+/// queued, its log at debug level.
+struct PipeDaemon {
+    smtp: SmtpServer,
+    dir: Dir,
+    child: Option<std::process::Child>,
+}
+
+impl PipeDaemon {
+    /// Ready to `start`.
+    fn new(customers: usize) -> PipeDaemon {
+        let smtp = SmtpServer::start(SmtpOptions { tls: false, auth: None, deliver_to: None });
+        let dir = Dir::with_database(&format!(
+            "[helpdesk]\naddress = \"{HELPDESK}\"\ninternal_domains = []\n\
+             [smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n",
+            smtp.port()
+        ));
+        for n in 0..customers {
+            let raw = mail(&format!("c{n}@org{n}.test"), &format!("due-{n}@org{n}.test"), &format!("Request {n}"), "");
+            dir.run_with_stdin(&["ingest", "-"], Some(raw.as_bytes())).assert_code(0);
+        }
+        PipeDaemon { smtp, dir, child: None }
+    }
+
+    fn start(&mut self) {
+        let dir = &self.dir;
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_postdesk"))
+            .arg("--config")
+            .arg(dir.config())
+            .arg("run")
+            .env("RUST_LOG", "postdesk=debug")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("daemon.log")).unwrap())
+            .spawn()
+            .expect("spawn postdesk run");
+        self.child = Some(child);
+    }
+
+    /// `BEGIN EXCLUSIVE` on another connection: writes wait, then fail after the busy
+    /// timeout; reads go on (WAL).
+    fn lock(&self) -> rusqlite::Connection {
+        let lock = rusqlite::Connection::open(self.dir.path().join("postdesk.db")).unwrap();
+        lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        lock
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    fn wait_for_log(&self, needle: &str, limit: Duration) {
+        let start = std::time::Instant::now();
+        while !self.log().contains(needle) {
+            assert!(start.elapsed() < limit, "no {needle:?} in the log within {limit:?}:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM; the daemon must have run until now, every task alive, and exit 0.
+    fn stop(&mut self) {
+        let mut child = self.child.take().expect("started");
+        let log = self.log();
+        if child.try_wait().unwrap().is_some() || log.contains("has stopped") {
+            let _ = child.kill();
+            panic!("the daemon ended or a task stopped:\n{log}");
+        }
+        assert!(std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+        assert_eq!(child.wait().unwrap().code(), Some(0), "{}", self.log());
+    }
+}
+
+impl Drop for PipeDaemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+const LOCKED: &str = "the acknowledgement sender: the database cannot be written now";
+
 /// The database locked for longer than the busy timeout while acknowledgements are due
 /// (issue 12, point 1): the sender says so once, keeps trying with backoff, and sends
 /// every acknowledgement once the lock is gone; it never stops.
 #[test]
 fn the_sender_survives_a_locked_database() {
-    use std::process::{Command, Stdio};
-
-    let smtp = SmtpServer::start(SmtpOptions { tls: false, auth: None, deliver_to: None });
-    let dir = Dir::with_database(&format!(
-        "[helpdesk]\naddress = \"{HELPDESK}\"\ninternal_domains = []\n\
-         [smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n",
-        smtp.port()
-    ));
     let customers = 5;
-    for n in 0..customers {
-        let raw = mail(&format!("c{n}@org{n}.test"), &format!("lock-{n}@org{n}.test"), &format!("Request {n}"), "");
-        dir.run_with_stdin(&["ingest", "-"], Some(raw.as_bytes())).assert_code(0);
-    }
-    // WAL: the daemon opens and reads the database while this holds the write lock.
-    let lock = rusqlite::Connection::open(dir.path().join("postdesk.db")).unwrap();
-    lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    let log = dir.path().join("daemon.log");
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_postdesk"))
-        .arg("--config")
-        .arg(dir.config())
-        .arg("run")
-        .env("RUST_LOG", "postdesk=debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("spawn postdesk run");
-    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
-    crate::daemon::wait_until(Duration::from_secs(30), "the sender reports the locked database", || {
-        read_log().contains("the acknowledgement sender: the database cannot be written now")
-    });
-    assert!(smtp.received().is_empty(), "nothing is sent while the claims cannot be written");
+    let mut daemon = PipeDaemon::new(customers);
+    // Taken before the daemon starts: it opens and reads the database, but cannot claim.
+    let lock = daemon.lock();
+    daemon.start();
+    daemon.wait_for_log(LOCKED, Duration::from_secs(30));
+    assert!(daemon.smtp.received().is_empty(), "nothing is sent while the claims cannot be written");
     lock.execute_batch("COMMIT").unwrap();
-    smtp.wait_received(customers, Duration::from_secs(30));
-    crate::daemon::wait_until(Duration::from_secs(10), "the sender says it resumed", || {
-        read_log().contains("sending resumes")
-    });
-    assert!(daemon.try_wait().unwrap().is_none(), "the daemon ended:\n{}", read_log());
-    assert!(!read_log().contains("has stopped"), "{}", read_log());
-    assert!(Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap().success());
-    assert_eq!(daemon.wait().unwrap().code(), Some(0), "{}", read_log());
-    let mut recipients: Vec<String> = smtp.received_messages().into_iter().flat_map(|m| m.rcpt_to).collect();
+    daemon.smtp.wait_received(customers, Duration::from_secs(30));
+    daemon.wait_for_log("sending resumes", Duration::from_secs(10));
+    daemon.stop();
+    let mut recipients: Vec<String> = daemon.smtp.received_messages().into_iter().flat_map(|m| m.rcpt_to).collect();
     recipients.sort();
     recipients.dedup();
     assert_eq!(recipients.len(), customers, "each acknowledgement once");
+}
+
+/// An acknowledgement the server accepted while the database was locked (between its
+/// claim and its record) is recorded as sent once the lock is gone, not held until its
+/// claim runs out and then sent again.
+#[test]
+fn an_acceptance_that_cannot_be_recorded_is_recorded_later() {
+    let mut daemon = PipeDaemon::new(0);
+    daemon.smtp.set_mode(Mode::Hold);
+    daemon.start();
+    let raw = mail("held@org.test", "held@org.test", "Held", "");
+    daemon.dir.run_with_stdin(&["ingest", "-"], Some(raw.as_bytes())).assert_code(0);
+    let start = std::time::Instant::now();
+    while !daemon.smtp.log().contains("DATA held") {
+        assert!(start.elapsed() < Duration::from_secs(30), "no delivery began:\n{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let lock = daemon.lock();
+    daemon.smtp.set_mode(Mode::Accept);
+    daemon.smtp.wait_received(1, Duration::from_secs(10));
+    daemon.wait_for_log(LOCKED, Duration::from_secs(30));
+    lock.execute_batch("COMMIT").unwrap();
+    daemon.wait_for_log("recorded now", Duration::from_secs(30));
+    daemon.stop();
+    let outbox = daemon.dir.json(&["outbox", "list"]);
+    assert_eq!((outbox[0]["state"].as_str(), outbox[0]["attempts"].as_u64()), (Some("sent"), Some(1)), "{outbox}");
+    assert_eq!(daemon.smtp.received().len(), 1);
 }

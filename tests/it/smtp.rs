@@ -91,6 +91,8 @@ pub enum Mode {
     TempFail,
     /// `550 5.1.1 mailbox unavailable`
     PermFail,
+    /// DATA is not answered (the server logs "DATA held") until the mode changes.
+    Hold,
 }
 
 /// One accepted message with its envelope.
@@ -155,6 +157,7 @@ impl SmtpServer {
             Mode::Accept => "accept",
             Mode::TempFail => "tempfail",
             Mode::PermFail => "permfail",
+            Mode::Hold => "hold",
         };
         // Atomically: the server reads the file at any moment.
         let tmp = self.out_dir().join(".mode.tmp");

@@ -22,8 +22,9 @@ the message on stdin, before the message is stored. If it fails, DATA is answere
 `451 4.3.0 local delivery failed` and nothing is stored (recipients delivered to before the
 failure keep their copy).
 
-DIR/mode holds `accept` (also when missing), `tempfail` (451 to RCPT and DATA) or `permfail`
-(550 to RCPT and DATA); it is read at every RCPT and DATA, so tests switch modes at runtime.
+DIR/mode holds `accept` (also when missing), `tempfail` (451 to RCPT and DATA), `permfail`
+(550 to RCPT and DATA) or `hold` (DATA waits, logging "DATA held", until the mode is another);
+it is read at every RCPT and DATA, so tests switch modes at runtime.
 
 Prints `READY <port>` on stdout once every listener is bound; exits 0 on SIGTERM, and with
 --watch-stdin also when stdin reaches end of file: the test process holds the other end of
@@ -53,7 +54,7 @@ log = logging.getLogger("smtp_server")
 
 TEMPFAIL = "451 4.3.0 try again later"
 PERMFAIL = "550 5.1.1 mailbox unavailable"
-MODES = {"accept": None, "tempfail": TEMPFAIL, "permfail": PERMFAIL}
+MODES = {"accept": None, "tempfail": TEMPFAIL, "permfail": PERMFAIL, "hold": None}
 
 
 class Handler:
@@ -69,13 +70,16 @@ class Handler:
         ]
         self.next_number = max(numbers, default=0) + 1
 
-    def refusal(self):
-        """The reply the current mode prescribes instead of accepting, or None."""
+    def mode(self):
         try:
             with open(os.path.join(self.out_dir, "mode"), encoding="ascii") as f:
-                mode = f.read().strip()
+                return f.read().strip()
         except FileNotFoundError:
-            mode = "accept"
+            return "accept"
+
+    def refusal(self):
+        """The reply the current mode prescribes instead of accepting, or None."""
+        mode = self.mode()
         if mode not in MODES:
             log.error("unknown mode %r in the mode file", mode)
             return f"451 4.3.0 test server: unknown mode {mode!r}"
@@ -99,6 +103,10 @@ class Handler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.mode() == "hold":
+            log.info("DATA held")
+            while self.mode() == "hold":
+                await asyncio.sleep(0.02)
         refusal = self.refusal()
         if refusal:
             log.info("DATA refused: %s", refusal)
