@@ -117,7 +117,7 @@ pub fn holder_name() -> String {
 }
 
 /// Whether a lease holder was a process of this host that no longer exists.
-fn dead_here(holder: &str) -> bool {
+pub(super) fn dead_here(holder: &str) -> bool {
     let Some((pid, rest)) = holder.strip_prefix("pid ").and_then(|h| h.split_once(" on ")) else {
         return false;
     };

@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::store::shared::SharedStore;
 use mailbox::MailboxLoop;
 use metrics::Metrics;
-use sender::Sender;
+use sender::{Drains, Sender};
 
 /// What every part of the daemon shares.
 #[derive(Clone)]
@@ -33,6 +33,8 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// Woken when a batch queued acknowledgements.
     nudge: Arc<Notify>,
+    /// Backlogs being written, which the sender lets finish first.
+    drains: Arc<Drains>,
     shutdown: CancellationToken,
 }
 
@@ -48,11 +50,25 @@ pub async fn run(config: Arc<Config>, shutdown: CancellationToken, once: bool) -
     }
     // Opened (and migrated) before anything starts, so a bad database stops us at once.
     let store = SharedStore::open(&config.database_path)?;
-    let shared = Shared { store, metrics: Arc::default(), nudge: Arc::default(), shutdown: shutdown.clone() };
+    let shared = Shared {
+        store,
+        metrics: Arc::default(),
+        nudge: Arc::default(),
+        drains: Arc::default(),
+        shutdown: shutdown.clone(),
+    };
+    let holder: Arc<str> = lease::holder_name().into();
     let sender = match &config.smtp {
         Some(smtp) => Some(
-            Sender::new(smtp, &config.policy.loop_header, shared.store.clone(), Arc::clone(&shared.metrics))
-                .map_err(anyhow::Error::msg)?,
+            Sender::new(
+                smtp,
+                &config.policy.loop_header,
+                shared.store.clone(),
+                Arc::clone(&shared.metrics),
+                Arc::clone(&holder),
+                Arc::clone(&shared.drains),
+            )
+            .map_err(anyhow::Error::msg)?,
         ),
         None => {
             warn!("no [smtp] section is configured: acknowledgements wait in the outbox");
@@ -60,7 +76,6 @@ pub async fn run(config: Arc<Config>, shutdown: CancellationToken, once: bool) -
         }
     };
     let tracker = TaskTracker::new();
-    let holder: Arc<str> = lease::holder_name().into();
     let mut tasks = Vec::new();
     let mut watched = Vec::new();
     for mailbox in &config.mailboxes {

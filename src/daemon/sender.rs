@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::backoff::{Backoff, Pace};
+use super::lease;
 use super::metrics::Metrics;
 use crate::config::SmtpConfig;
 use crate::core::retry::{self, Attempt, Next};
@@ -51,8 +52,11 @@ pub struct Sender {
     give_up_after: chrono::Duration,
     store: SharedStore,
     metrics: Arc<Metrics>,
-    /// Attempts made but not yet recorded (see `write`).
-    held: Mutex<Vec<Record>>,
+    /// This daemon, in the claims it makes (`lease::holder_name`).
+    holder: Arc<str>,
+    drains: Arc<Drains>,
+    /// Attempts made but not yet recorded (see `record_pending`).
+    pending: Mutex<Vec<Record>>,
 }
 
 impl Sender {
@@ -61,9 +65,12 @@ impl Sender {
         loop_header: &str,
         store: SharedStore,
         metrics: Arc<Metrics>,
+        holder: Arc<str>,
+        drains: Arc<Drains>,
     ) -> Result<Sender, String> {
         let smtp = Smtp::new(config, loop_header, PARALLEL)?;
-        Ok(Sender { smtp, give_up_after: config.give_up_after, store, metrics, held: Mutex::default() })
+        let give_up_after = config.give_up_after;
+        Ok(Sender { smtp, give_up_after, store, metrics, holder, drains, pending: Mutex::default() })
     }
 
     /// Delivers until shutdown. With `once`, until nothing is due now, and a storage
@@ -71,6 +78,9 @@ impl Sender {
     /// retried with backoff, so that the sender never stops while the daemon runs.
     pub async fn run(self, nudge: Arc<Notify>, shutdown: CancellationToken, once: bool) -> Result<(), StoreError> {
         let mut backoff = Backoff::new("the acknowledgement sender");
+        if let Err(e) = self.release_dead_claims().await {
+            warn!("cannot look for acknowledgements a crashed postdesk had claimed: {e}");
+        }
         loop {
             let wait = match self.pass().await {
                 Ok(Pass::Delivered) => continue,
@@ -93,9 +103,32 @@ impl Sender {
         }
     }
 
-    /// One pass: deliver what is due, or say how long to wait for the next due row.
+    /// Rows claimed by a postdesk of this host that ended without recording them (a crash,
+    /// SIGKILL) are due again at once, not when their claim runs out. One the server had
+    /// accepted just before the crash is sent again, with the same Message-ID.
+    async fn release_dead_claims(&self) -> Result<(), StoreError> {
+        let now = Utc::now();
+        let released = self
+            .store
+            .write(move |tx| {
+                let dead = outbox::claim_holders(tx, now)?.into_iter().filter(|h| lease::dead_here(h));
+                dead.map(|h| Ok((outbox::release_claims(tx, &h, now)?, h))).collect::<Result<Vec<_>, StoreError>>()
+            })
+            .await?;
+        for (count, holder) in released {
+            info!("{count} acknowledgement(s) claimed by {holder}, which ended without recording them, are due again");
+        }
+        Ok(())
+    }
+
+    /// One pass: deliver what is due, or say how long to wait for the next due row. Nothing
+    /// is claimed while a mailbox loop writes a backlog (see `Drains`).
     async fn pass(&self) -> Result<Pass, StoreError> {
-        self.write_held().await?;
+        let count = self.record_pending().await?;
+        if count > 0 {
+            info!("{count} delivery attempt(s) held while the database could not be written are recorded now");
+        }
+        self.drains.finished().await;
         if self.deliver_due().await? > 0 {
             return Ok(Pass::Delivered);
         }
@@ -109,12 +142,14 @@ impl Sender {
     }
 
     /// Claims the due rows and tries each; how many were attempted. Each attempt is
-    /// recorded by its own task as soon as the server answers, not behind the other
-    /// sends: the window in which a crash would send an accepted row again is one commit.
+    /// recorded as soon as the server answers, together with those that answered while
+    /// the previous record was committing (group commit): the window in which a crash
+    /// would send an accepted row again is about one commit.
     async fn deliver_due(&self) -> Result<usize, StoreError> {
         let now = Utc::now();
         let until = now + chrono::Duration::seconds(CLAIM_SECS);
-        let rows = self.store.write(move |tx| outbox::claim_due(tx, now, until, BATCH)).await?;
+        let holder = Arc::clone(&self.holder);
+        let rows = self.store.write(move |tx| outbox::claim_due(tx, &holder, now, until, BATCH)).await?;
         let count = rows.len();
         let recorded: Vec<Result<(), StoreError>> = futures_util::stream::iter(rows)
             .map(|row| async move {
@@ -147,30 +182,64 @@ impl Sender {
                 warn!(ticket = %ticket, "acknowledgement for ticket {ticket} to {to} failed for good: {why}")
             }
         }
-        self.write(vec![Record { id, next, error: error_of(&attempt).to_owned(), at: now }]).await
+        lock(&self.pending).push(Record { id, next, error: error_of(&attempt).to_owned(), at: now });
+        self.record_pending().await.map(drop)
     }
 
-    /// Writes attempts' records in one transaction. When the database refuses, they are
-    /// held and written before anything is claimed again (`write_held`): an acknowledgement
-    /// the server accepted is then recorded late, not sent a second time when its claim
-    /// runs out. Only a crash (or a database down for longer than the claim) loses them.
-    async fn write(&self, records: Vec<Record>) -> Result<(), StoreError> {
+    /// Writes every attempt not yet recorded in one transaction; how many. When the
+    /// database refuses, they stay pending and are written before anything is claimed
+    /// again: an acknowledgement the server accepted is then recorded late, not sent a
+    /// second time when its claim runs out. Only a crash loses them.
+    async fn record_pending(&self) -> Result<usize, StoreError> {
+        let records = std::mem::take(&mut *lock(&self.pending));
+        if records.is_empty() {
+            return Ok(0);
+        }
         let kept = records.clone();
         let written = self.store.write(move |tx| records.iter().try_for_each(|r| r.write(tx))).await;
         if written.is_err() {
-            lock(&self.held).extend(kept);
+            lock(&self.pending).extend(kept.iter().cloned());
         }
-        written
+        written.map(|()| kept.len())
+    }
+}
+
+/// How many mailbox loops are writing a backlog now. The sender claims nothing meanwhile:
+/// its records would wait behind their batches, and an acknowledgement the server accepted
+/// but that is not yet recorded is sent again after a crash. A backlog is written in
+/// seconds; the acknowledgements follow it.
+#[derive(Default)]
+pub struct Drains {
+    running: std::sync::atomic::AtomicUsize,
+    ended: Notify,
+}
+
+impl Drains {
+    /// Marks a backlog being written until the guard is dropped.
+    pub fn begin(self: &Arc<Self>) -> DrainGuard {
+        self.running.fetch_add(1, Relaxed);
+        DrainGuard(Arc::clone(self))
     }
 
-    async fn write_held(&self) -> Result<(), StoreError> {
-        let held = std::mem::take(&mut *lock(&self.held));
-        let count = held.len();
-        if count > 0 {
-            self.write(held).await?;
-            info!("{count} delivery attempt(s) held while the database could not be written are recorded now");
+    /// Returns once no backlog is being written.
+    async fn finished(&self) {
+        loop {
+            let ended = self.ended.notified();
+            if self.running.load(Relaxed) == 0 {
+                return;
+            }
+            ended.await;
         }
-        Ok(())
+    }
+}
+
+pub struct DrainGuard(Arc<Drains>);
+
+impl Drop for DrainGuard {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Relaxed) == 1 {
+            self.0.ended.notify_waiters();
+        }
     }
 }
 

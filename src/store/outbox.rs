@@ -83,23 +83,39 @@ fn row(r: &Row) -> rusqlite::Result<OutboxRow> {
 /// Run it in a write transaction.
 pub fn claim_due(
     tx: &Tx<'_>,
+    holder: &str,
     now: DateTime<Utc>,
     until: DateTime<Utc>,
     limit: usize,
 ) -> Result<Vec<OutboxRow>, StoreError> {
     let conn = tx.conn();
-    let claim = "UPDATE outbox SET next_attempt_at = ?1
+    let claim = "UPDATE outbox SET next_attempt_at = ?1, claimed_by = ?4
                  WHERE id IN (SELECT id FROM outbox WHERE state = 'queued' AND next_attempt_at <= ?2
                               ORDER BY id LIMIT ?3)
                  RETURNING id";
     let ids: Vec<i64> = conn
         .prepare_cached(claim)?
-        .query_map(params![timestamp(until), timestamp(now), limit as i64], |r| r.get(0))?
+        .query_map(params![timestamp(until), timestamp(now), limit as i64, holder], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     let mut stmt = conn.prepare_cached(&format!("{SELECT} WHERE o.id = ?1"))?;
     let mut rows: Vec<OutboxRow> = ids.iter().map(|id| stmt.query_row([id], row)).collect::<Result<_, _>>()?;
     rows.sort_by_key(|r| r.id);
     Ok(rows)
+}
+
+/// The senders that hold claims on queued rows now.
+pub fn claim_holders(tx: &Tx<'_>, now: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
+    let sql = "SELECT DISTINCT claimed_by FROM outbox
+               WHERE state = 'queued' AND claimed_by IS NOT NULL AND next_attempt_at > ?1";
+    let holders =
+        tx.conn().prepare_cached(sql)?.query_map([timestamp(now)], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    Ok(holders)
+}
+
+/// Makes the rows `holder` claimed due now (it ended without recording them); how many.
+pub fn release_claims(tx: &Tx<'_>, holder: &str, now: DateTime<Utc>) -> Result<usize, StoreError> {
+    let sql = "UPDATE outbox SET next_attempt_at = ?1, claimed_by = NULL WHERE state = 'queued' AND claimed_by = ?2";
+    Ok(tx.conn().prepare_cached(sql)?.execute(params![timestamp(now), holder])?)
 }
 
 /// When the earliest queued row is due, if any.
@@ -119,7 +135,8 @@ pub fn list(tx: &Tx<'_>) -> Result<Vec<OutboxRow>, StoreError> {
 pub fn mark_sent(tx: &Tx<'_>, id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
     let conn = tx.conn();
     conn.prepare_cached(
-        "UPDATE outbox SET state = 'sent', attempts = attempts + 1, sent_at = ?1, last_error = NULL WHERE id = ?2",
+        "UPDATE outbox SET state = 'sent', attempts = attempts + 1, sent_at = ?1, last_error = NULL, claimed_by = NULL
+         WHERE id = ?2",
     )?
     .execute(params![timestamp(now), id])?;
     Ok(())
@@ -128,7 +145,8 @@ pub fn mark_sent(tx: &Tx<'_>, id: i64, now: DateTime<Utc>) -> Result<(), StoreEr
 pub fn mark_retry(tx: &Tx<'_>, id: i64, error: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
     let conn = tx.conn();
     conn.prepare_cached(
-        "UPDATE outbox SET attempts = attempts + 1, last_error = ?1, next_attempt_at = ?2 WHERE id = ?3",
+        "UPDATE outbox SET attempts = attempts + 1, last_error = ?1, next_attempt_at = ?2, claimed_by = NULL
+         WHERE id = ?3",
     )?
     .execute(params![error, timestamp(at), id])?;
     Ok(())
@@ -136,8 +154,9 @@ pub fn mark_retry(tx: &Tx<'_>, id: i64, error: &str, at: DateTime<Utc>) -> Resul
 
 pub fn mark_failed(tx: &Tx<'_>, id: i64, error: &str) -> Result<(), StoreError> {
     let conn = tx.conn();
-    conn.prepare_cached("UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ?1 WHERE id = ?2")?
-        .execute(params![error, id])?;
+    let sql = "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ?1, claimed_by = NULL
+               WHERE id = ?2";
+    conn.prepare_cached(sql)?.execute(params![error, id])?;
     Ok(())
 }
 

@@ -401,3 +401,27 @@ fn an_acceptance_that_cannot_be_recorded_is_recorded_later() {
     assert_eq!((outbox[0]["state"].as_str(), outbox[0]["attempts"].as_u64()), (Some("sent"), Some(1)), "{outbox}");
     assert_eq!(daemon.smtp.received().len(), 1);
 }
+
+/// A SIGKILLed daemon leaves the rows it claimed reserved for ten minutes; the daemon that
+/// starts next on the same host sees their holder is gone and sends them at once.
+#[test]
+fn claims_of_a_daemon_that_died_are_taken_over_at_once() {
+    let mut daemon = PipeDaemon::new(2);
+    let mut gone = std::process::Command::new("true").spawn().expect("run true");
+    gone.wait().expect("wait for true");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    let holder = format!("pid {} on {} (0000abcd)", gone.id(), host.trim());
+    let db = rusqlite::Connection::open(daemon.dir.path().join("postdesk.db")).unwrap();
+    let claimed = db
+        .execute(
+            "UPDATE outbox SET claimed_by = ?1, next_attempt_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '+600 seconds')",
+            [&holder],
+        )
+        .unwrap();
+    assert_eq!(claimed, 2);
+    daemon.start();
+    daemon.smtp.wait_received(2, Duration::from_secs(20));
+    daemon.wait_for_log("2 acknowledgement(s) claimed by pid", Duration::from_secs(5));
+    daemon.stop();
+    assert_eq!(daemon.smtp.received_messages().len(), 2, "each once");
+}

@@ -58,8 +58,12 @@ impl MailboxLoop {
         caps: Capabilities,
         uids: &[u32],
     ) -> Result<(), WatchError> {
+        if uids.is_empty() {
+            return Ok(());
+        }
+        let _writing = self.shared.drains.begin();
         let m = self.mailbox.clone();
-        let sizes = if uids.is_empty() { HashMap::new() } else { imap::sizes(session, uids).await? };
+        let sizes = imap::sizes(session, uids).await?;
         let limit = self.config.policy.max_message_bytes;
         let mut committing: Option<Committing> = None;
         for chunk in batches(uids, &sizes, self.config.batch_size, BATCH_BYTES, limit) {
