@@ -26,6 +26,9 @@ pub enum SmtpError {
     Permanent(String),
 }
 
+/// How long one delivery may take from start to the server's last reply.
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
 pub struct Smtp {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     loop_header: String,
@@ -56,10 +59,13 @@ impl Smtp {
     pub async fn send(&self, ack: &Acknowledgement) -> Result<(), SmtpError> {
         let message = message(ack, &self.loop_header)
             .map_err(|e| SmtpError::Permanent(format!("cannot build the message: {e}")))?;
-        match self.transport.send(message).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_permanent() => Err(SmtpError::Permanent(e.to_string())),
-            Err(e) => Err(SmtpError::Transient(e.to_string())),
+        // lettre's own timeout bounds only the connect, not the conversation after it: a
+        // server that stops answering mid-transaction would hold the attempt for ever.
+        match tokio::time::timeout(SEND_TIMEOUT, self.transport.send(message)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if e.is_permanent() => Err(SmtpError::Permanent(e.to_string())),
+            Ok(Err(e)) => Err(SmtpError::Transient(e.to_string())),
+            Err(_) => Err(SmtpError::Transient(format!("no answer within {}s", SEND_TIMEOUT.as_secs()))),
         }
     }
 

@@ -18,6 +18,7 @@ use tracing::{error, info, warn};
 
 use super::backoff::{Backoff, Pace};
 use super::lease::Lease;
+use super::sender::DrainGuard;
 use super::Shared;
 use crate::config::{After, Config, MailboxConfig};
 use crate::imap::{self, ImapError, Retry};
@@ -45,14 +46,17 @@ pub struct MailboxLoop {
     stop: CancellationToken,
     /// How long one IDLE lasts, and how long its start and end may take.
     idle_bounds: (Duration, Duration),
+    /// Held until the first look at the folder is over (drained, or not possible now),
+    /// so that a daemon starting on a backlog writes it before sending acknowledgements.
+    first_drain: Option<DrainGuard>,
 }
 
 impl MailboxLoop {
     pub fn new(config: Arc<Config>, mailbox: MailboxConfig, shared: Shared, holder: Arc<str>) -> MailboxLoop {
         let lease = Lease::new(shared.store.clone(), &mailbox.name, holder);
         let (backoff, stop) = (Backoff::new(&mailbox.name), shared.shutdown.child_token());
-        let idle_bounds = idle::bounds();
-        MailboxLoop { config, mailbox, shared, lease, backoff, store_down: false, stop, idle_bounds }
+        let (idle_bounds, first_drain) = (idle::bounds(), Some(shared.drains.begin()));
+        MailboxLoop { config, mailbox, shared, lease, backoff, store_down: false, stop, idle_bounds, first_drain }
     }
 
     /// Watches until shutdown (with `once`, until the folder is drained). Whether the
@@ -61,12 +65,14 @@ impl MailboxLoop {
         let shutdown = self.shared.shutdown.clone();
         loop {
             if self.store_down && !self.database_writable().await {
+                self.first_drain = None;
                 if shutdown.is_cancelled() {
                     return true;
                 }
                 continue;
             }
             if !self.lease.hold(once, &shutdown).await {
+                self.first_drain = None;
                 if once || shutdown.is_cancelled() {
                     return true;
                 }
@@ -75,6 +81,7 @@ impl MailboxLoop {
             self.stop = shutdown.child_token();
             let heartbeat = self.lease.keep(self.stop.clone());
             let result = self.session(once).await;
+            self.first_drain = None;
             heartbeat.abort();
             if shutdown.is_cancelled() || (once && result.is_ok()) {
                 self.lease.give_up().await;
@@ -163,6 +170,7 @@ impl MailboxLoop {
         }
         loop {
             self.drain(&mut session, uidvalidity, caps).await?;
+            self.first_drain = None;
             if once || self.stop.is_cancelled() {
                 imap::logout(session).await;
                 return Ok(());

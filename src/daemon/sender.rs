@@ -30,7 +30,9 @@ use crate::store::{StoreError, Tx};
 /// one fast connection, is what makes a backlog move: every SMTP transaction waits on
 /// several round trips.
 const PARALLEL: usize = 16;
-const BATCH: usize = 200;
+/// Rows claimed at once: a few rounds of `PARALLEL`, so that a backlog that starts being
+/// written meanwhile (see `Drains`) holds up only a few records.
+const BATCH: usize = 4 * PARALLEL;
 /// Even without a nudge, the outbox is looked at this often: rows queued by another
 /// process (`postdesk ingest -` from an MTA, another daemon) wake no one. One indexed
 /// query each time.
@@ -78,9 +80,6 @@ impl Sender {
     /// retried with backoff, so that the sender never stops while the daemon runs.
     pub async fn run(self, nudge: Arc<Notify>, shutdown: CancellationToken, once: bool) -> Result<(), StoreError> {
         let mut backoff = Backoff::new("the acknowledgement sender");
-        if let Err(e) = self.release_dead_claims().await {
-            warn!("cannot look for acknowledgements a crashed postdesk had claimed: {e}");
-        }
         loop {
             let wait = match self.pass().await {
                 Ok(Pass::Delivered) => continue,
@@ -104,7 +103,8 @@ impl Sender {
     }
 
     /// Rows claimed by a postdesk of this host that ended without recording them (a crash,
-    /// SIGKILL) are due again at once, not when their claim runs out. One the server had
+    /// SIGKILL; this daemon's predecessor or a neighbour) are due again at once, not when
+    /// their claim runs out. One the server had
     /// accepted just before the crash is sent again, with the same Message-ID.
     async fn release_dead_claims(&self) -> Result<(), StoreError> {
         let now = Utc::now();
@@ -129,6 +129,7 @@ impl Sender {
             info!("{count} delivery attempt(s) held while the database could not be written are recorded now");
         }
         self.drains.finished().await;
+        self.release_dead_claims().await?;
         if self.deliver_due().await? > 0 {
             return Ok(Pass::Delivered);
         }
@@ -196,7 +197,10 @@ impl Sender {
             return Ok(0);
         }
         let kept = records.clone();
-        let written = self.store.write(move |tx| records.iter().try_for_each(|r| r.write(tx))).await;
+        // Unsynced: a commit is then a write to the WAL, not an fsync, which is what keeps
+        // the window between the server's acceptance and the record (a crash in it sends
+        // the acknowledgement again) short; the next synced commit makes it durable.
+        let written = self.store.write_unsynced(move |tx| records.iter().try_for_each(|r| r.write(tx))).await;
         if written.is_err() {
             lock(&self.pending).extend(kept.iter().cloned());
         }

@@ -185,6 +185,17 @@ impl Store {
         self.transaction(TransactionBehavior::Immediate, f)
     }
 
+    /// `write`, committed without waiting for the disk (`synchronous=NORMAL` for this one
+    /// transaction): it survives a crash of the process at once, and a crash of the machine
+    /// only once a later `write` or batch commits. For records whose loss costs a repeated
+    /// attempt, never a message: that an acknowledgement was sent.
+    pub fn write_unsynced<T>(&mut self, f: impl FnOnce(&Tx) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let result = self.write(f);
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        result
+    }
+
     fn transaction<T, E: From<StoreError>>(
         &mut self,
         behavior: TransactionBehavior,

@@ -40,6 +40,14 @@ impl SharedStore {
         blocking(&self.writer, move |store| store.write(f)).await
     }
 
+    /// `write` without waiting for the disk (see `Store::write_unsynced`).
+    pub async fn write_unsynced<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Tx) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        blocking(&self.writer, move |store| store.write_unsynced(f)).await
+    }
+
     /// Lends the writer connection itself to `f`, for what runs its own transactions: a
     /// group-committed batch (`desk::ingest::ingest_batch`), a check that a write commits.
     pub async fn with_writer<T: Send + 'static>(
