@@ -108,14 +108,10 @@ impl Sender {
     /// accepted just before the crash is sent again, with the same Message-ID.
     async fn release_dead_claims(&self) -> Result<(), StoreError> {
         let now = Utc::now();
-        let released = self
-            .store
-            .write(move |tx| {
-                let dead = outbox::claim_holders(tx, now)?.into_iter().filter(|h| lease::dead_here(h));
-                dead.map(|h| Ok((outbox::release_claims(tx, &h, now)?, h))).collect::<Result<Vec<_>, StoreError>>()
-            })
-            .await?;
-        for (count, holder) in released {
+        let holders = self.store.read(move |tx| outbox::claim_holders(tx, now)).await?;
+        for holder in holders.into_iter().filter(|h| lease::dead_here(h)) {
+            let dead = holder.clone();
+            let count = self.store.write(move |tx| outbox::release_claims(tx, &dead, now)).await?;
             info!("{count} acknowledgement(s) claimed by {holder}, which ended without recording them, are due again");
         }
         Ok(())
@@ -150,7 +146,8 @@ impl Sender {
         let now = Utc::now();
         let until = now + chrono::Duration::seconds(CLAIM_SECS);
         let holder = Arc::clone(&self.holder);
-        let rows = self.store.write(move |tx| outbox::claim_due(tx, &holder, now, until, BATCH)).await?;
+        // Unsynced like the records: a claim lost with the machine only makes its rows due.
+        let rows = self.store.write_unsynced(move |tx| outbox::claim_due(tx, &holder, now, until, BATCH)).await?;
         let count = rows.len();
         let recorded: Vec<Result<(), StoreError>> = futures_util::stream::iter(rows)
             .map(|row| async move {
