@@ -58,7 +58,18 @@ impl Lease {
                 return true;
             }
             Ok(current) => current,
-            Err(e) => format!("unknown ({e})"),
+            // Not another daemon: the database, which the other tasks report. Not a
+            // stand-by, which would later read as a takeover.
+            Err(e) => {
+                debug!(mailbox = %name, "{name}: cannot take the mailbox's lease: {e}");
+                if !once {
+                    tokio::select! {
+                        _ = tokio::time::sleep(RENEW) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                }
+                return false;
+            }
         };
         if !std::mem::replace(&mut self.standing_by, true) || once {
             info!(mailbox = %name, "{name}: watched by another postdesk ({other}); standing by");
