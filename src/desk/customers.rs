@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::error::{DeskError, Missing, Same};
 use super::orgs;
+pub use super::Merge;
 use crate::core::admin::{self, Claim, KeepAddress};
 use crate::store::customers::{self as store, Customer, Filter, Month};
 use crate::store::tickets::{self, TicketSummary};
@@ -80,14 +81,6 @@ impl Changes {
             && self.link_org.is_empty()
             && self.unlink_org.is_empty()
     }
-}
-
-/// FROM's addresses, tickets and organisations move to INTO, and FROM is deleted; both
-/// named by any of their addresses (normalised).
-#[derive(Debug)]
-pub struct Merge {
-    pub from: String,
-    pub into: String,
 }
 
 /// The customers a query selects, by name.
@@ -165,6 +158,8 @@ pub fn edit(tx: &Tx, cmd: &Edit) -> Result<Customer, DeskError> {
     Ok(store::get(tx, id)?)
 }
 
+/// FROM's addresses, tickets and organisations move to INTO, and FROM is deleted; both
+/// named by any of their addresses (normalised).
 pub fn merge(tx: &Tx, cmd: &Merge) -> Result<Customer, DeskError> {
     let from = find(tx, &cmd.from)?;
     let into = find(tx, &cmd.into)?;

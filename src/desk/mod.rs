@@ -12,3 +12,10 @@ pub mod outbox;
 #[cfg(test)]
 mod testing;
 pub mod tickets;
+
+/// FROM is merged into INTO (what moves, and how each is named, is the merging module's).
+#[derive(Debug)]
+pub struct Merge {
+    pub from: String,
+    pub into: String,
+}

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::error::{DeskError, Missing, Same};
+pub use super::Merge;
 use crate::core::admin::{self, Claim};
 use crate::store::customers::{self, Customer};
 use crate::store::orgs::{self as store, Organisation};
@@ -52,13 +53,6 @@ impl Edit {
             && self.remove_domain.is_empty()
             && self.first_response.is_none()
     }
-}
-
-/// FROM's domains, customers and tickets move to INTO, and FROM is deleted.
-#[derive(Debug)]
-pub struct Merge {
-    pub from: String,
-    pub into: String,
 }
 
 /// An organisation after adding or editing it, and what each domain it took brought.
@@ -132,6 +126,7 @@ pub fn edit(tx: &Tx, cmd: &Edit, extra_free_mail: &[String]) -> Result<Changed, 
     claim_all(tx, id, &cmd.add_domain, cmd.force, extra_free_mail)
 }
 
+/// FROM's domains, customers and tickets move to INTO, and FROM is deleted.
 pub fn merge(tx: &Tx, cmd: &Merge) -> Result<Organisation, DeskError> {
     let from = find(tx, &cmd.from)?;
     let into = find(tx, &cmd.into)?;

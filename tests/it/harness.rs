@@ -113,7 +113,7 @@ impl Run {
 pub fn ticket_in(line: &str) -> String {
     line.split_whitespace()
         .map(|w| w.trim_matches(|c: char| !c.is_ascii_digit()))
-        .find(|w| w.len() == 16)
+        .find(|w| w.len() == 16 && w.bytes().all(|b| b.is_ascii_digit()))
         .unwrap_or_else(|| panic!("no ticket number in {line:?}"))
         .to_owned()
 }
