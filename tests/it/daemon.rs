@@ -504,3 +504,30 @@ fn a_server_that_stops_answering_in_idle_is_left_for_a_new_connection() {
     daemon.signal("-TERM");
     assert_eq!(daemon.wait_exit(Duration::from_secs(10)), Some(0), "{}", daemon.log());
 }
+
+/// While the database cannot be written (a lock held past the busy timeout), the daemon
+/// neither logs in again nor downloads anything: it probes the database, says so once, and
+/// ingests what waits as soon as the lock is gone (issue 12, point 4).
+#[test]
+fn a_locked_database_is_probed_not_fetched_for() {
+    let world = World::new("");
+    let daemon = world.spawn();
+    daemon.wait_for_log("waiting for new mail", Duration::from_secs(20));
+    let daemon_logins = || {
+        let login = format!("Login: user=<{USER}>");
+        world.dovecot.log().lines().filter(|l| l.contains(&login) && l.contains(", TLS")).count()
+    };
+    let logins_before = daemon_logins();
+    let lock = rusqlite::Connection::open(world.db()).unwrap();
+    lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    world.dovecot.append_many(USER, PASSWORD, "INBOX", (0..20).map(mail));
+    daemon.wait_for_log("the database cannot be written now", Duration::from_secs(40));
+    // Not a synchronisation: a window in which reconnecting or fetching would have shown.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(daemon_logins(), logins_before, "logged in while the database was locked:\n{}", daemon.log());
+    assert_eq!(daemon.log().matches("retrying with backoff").count(), 1, "said once:\n{}", daemon.log());
+    assert_eq!(world.tickets(), 0);
+    drop(lock);
+    wait_until(Duration::from_secs(60), "20 tickets after the lock is gone", || world.tickets() == 20);
+    assert!(daemon.log().contains("the database can be written again"), "{}", daemon.log());
+}
