@@ -33,6 +33,25 @@ fn seed(dir: &Dir, messages: &[(&str, &str)]) {
 
 /// The original twenty fixtures (`01-…` to `20-…`): a seed these tests know, which
 /// fixtures added for other features do not change.
+/// A fixture with the ticket numbers of 2026-11-23 (which its replies quote) turned into
+/// today's: the ingest here numbers tickets by the real date.
+fn numbered_today(raw: &[u8]) -> Vec<u8> {
+    use postdesk::core::ticket_number::format;
+    let written = chrono::NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
+    let today = chrono::Utc::now().date_naive();
+    let mut bytes = raw.to_vec();
+    for seq in 1..=50 {
+        let (from, to) = (format(written, seq).into_bytes(), format(today, seq).into_bytes());
+        // Same length: replaced in place, other bytes (8-bit charsets) untouched.
+        let mut at = 0;
+        while let Some(i) = bytes[at..].windows(from.len()).position(|w| w == from.as_slice()) {
+            bytes[at + i..at + i + to.len()].copy_from_slice(&to);
+            at += i + to.len();
+        }
+    }
+    bytes
+}
+
 fn seed_fixtures(dir: &Dir) {
     let folder = dir.path().join("fixtures");
     std::fs::create_dir(&folder).unwrap();
@@ -40,7 +59,7 @@ fn seed_fixtures(dir: &Dir) {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         if name.get(..2).and_then(|n| n.parse::<u32>().ok()).is_some_and(|n| (1..=20).contains(&n)) {
-            std::fs::copy(&path, folder.join(&name)).unwrap();
+            std::fs::write(folder.join(&name), numbered_today(&std::fs::read(&path).unwrap())).unwrap();
         }
     }
     dir.run(&["ingest", &folder.display().to_string()]).assert_code(0);
