@@ -284,12 +284,12 @@ fn sender_facts(conn: &Connection, email: &str) -> Result<SenderFacts, StoreErro
     Ok(SenderFacts { customer, domain_owner })
 }
 
-/// Acknowledgements in the last 24 hours to the recipient's mailbox (`ack::mailbox_key`)
+/// Acknowledgements (not agents' replies) in the last 24 hours to the recipient's mailbox (`ack::mailbox_key`)
 /// and to its domain.
 fn recent_acks(conn: &Connection, recipient: &str, now: DateTime<Utc>) -> Result<(u32, u32), StoreError> {
     let since = timestamp(now - Duration::hours(24));
-    let by_key = "SELECT COUNT(*) FROM outbox WHERE recipient_key = ?1 AND created_at > ?2";
-    let by_domain = "SELECT COUNT(*) FROM outbox WHERE recipient_domain = ?1 AND created_at > ?2";
+    let by_key = "SELECT COUNT(*) FROM outbox WHERE recipient_key = ?1 AND created_at > ?2 AND kind = 'ack'";
+    let by_domain = "SELECT COUNT(*) FROM outbox WHERE recipient_domain = ?1 AND created_at > ?2 AND kind = 'ack'";
     let key = ack::mailbox_key(recipient);
     let domain = address::domain_of(recipient);
     Ok((
@@ -369,7 +369,10 @@ pub fn apply(tx: &Tx<'_>, arrived: Arrived, decision: &Decision, now: DateTime<U
         }
         Decision::FollowUp { message, ticket, state, .. } => {
             upsert_customer(conn, &message.customer, now)?;
-            conn.prepare_cached("UPDATE tickets SET updated_at = ?1, state = COALESCE(?2, state) WHERE id = ?3")?
+            conn.prepare_cached(
+                "UPDATE tickets SET updated_at = ?1, customer_replied_at = ?1, state = COALESCE(?2, state)
+                 WHERE id = ?3",
+            )?
                 .execute(params![now_text, state.map(State::as_str), ticket.id])?;
             store_article(conn, ticket.id, arrived, message, false, &now_text)?;
             (ticket.id, ticket.number.clone())

@@ -30,6 +30,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0005_mailbox_lease.sql")),
     M::up(include_str!("migrations/0006_ticket_counters.sql")),
     M::up(include_str!("migrations/0007_outbox_claims.sql")),
+    M::up(include_str!("migrations/0008_console.sql")),
 ];
 
 /// The default log filter of the store's libraries: the migration library reports every
