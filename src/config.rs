@@ -89,8 +89,29 @@ struct Raw {
     mailbox: Vec<RawMailbox>,
     smtp: Option<RawSmtp>,
     metrics: RawMetrics,
+    web: RawWeb,
     #[serde(flatten)]
     unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawWeb {
+    listen: Option<Field<String>>,
+    base_url: Option<Field<String>>,
+    secure_cookies: Option<Field<bool>>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+/// The agents' web console (`[web]`).
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    pub listen: std::net::SocketAddr,
+    /// Where agents reach the console, for links in mail; without it, `http://{listen}`.
+    pub base_url: String,
+    /// Session cookies only over HTTPS: set when a TLS proxy is in front.
+    pub secure_cookies: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -305,6 +326,8 @@ pub struct Config {
     pub smtp: Option<SmtpConfig>,
     /// Where the Prometheus endpoint listens, if anywhere (loopback only).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The web console, if `[web] listen` is set.
+    pub web: Option<WebConfig>,
 }
 
 /// One problem with one key.
@@ -493,6 +516,7 @@ fn validate(raw: Raw, file: Option<PathBuf>, cx: &Context) -> Result<Config, Con
         ("tickets", &raw.tickets.unknown),
         ("acknowledgement", &raw.acknowledgement.unknown),
         ("metrics", &raw.metrics.unknown),
+        ("web", &raw.web.unknown),
     ] {
         p.unknown(section, unknown);
     }
@@ -566,6 +590,7 @@ fn validate(raw: Raw, file: Option<PathBuf>, cx: &Context) -> Result<Config, Con
     }
     let smtp = raw.smtp.and_then(|s| smtp(&mut p, s, cx));
     let metrics_listen = p.get("metrics.listen", raw.metrics.listen).and_then(|text| metrics_listen(&mut p, &text));
+    let web = web(&mut p, raw.web);
     let template = p.get("acknowledgement.template", ack.template);
     let template = load_template(template.as_deref(), &cx.base).unwrap_or_else(|e| {
         p.add("acknowledgement.template", e);
@@ -615,7 +640,26 @@ fn validate(raw: Raw, file: Option<PathBuf>, cx: &Context) -> Result<Config, Con
         mailboxes,
         smtp,
         metrics_listen,
+        web,
     })
+}
+
+fn web(p: &mut Problems, raw: RawWeb) -> Option<WebConfig> {
+    let text = p.get("web.listen", raw.listen);
+    let base_url = p.get("web.base_url", raw.base_url);
+    let secure_cookies = p.or("web.secure_cookies", raw.secure_cookies, false);
+    let listen = match text?.parse::<std::net::SocketAddr>() {
+        Ok(addr) => addr,
+        Err(_) => {
+            p.add("web.listen", "not an address:port such as 127.0.0.1:8080".to_owned());
+            return None;
+        }
+    };
+    let base_url = base_url.unwrap_or_else(|| format!("http://{listen}")).trim_end_matches('/').to_owned();
+    if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+        p.add("web.base_url", format!("{base_url:?} is not an http:// or https:// URL"));
+    }
+    Some(WebConfig { listen, base_url, secure_cookies })
 }
 
 fn metrics_listen(p: &mut Problems, text: &str) -> Option<std::net::SocketAddr> {

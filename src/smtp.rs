@@ -13,7 +13,7 @@ use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::{SmtpConfig, TlsMode};
-use crate::core::ack::Acknowledgement;
+use crate::core::ack::{Acknowledgement, MailKind};
 
 /// Why a mail was not taken.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -89,7 +89,8 @@ fn tls_parameters(config: &SmtpConfig) -> Result<TlsParameters, String> {
     builder.build_rustls().map_err(|e| e.to_string())
 }
 
-/// The acknowledgement mail. Every value was made header-safe when it was queued;
+/// The mail of an outbox row; only an acknowledgement is marked as an automatic reply.
+/// Every value was made header-safe when it was queued;
 /// lettre encodes non-ASCII text.
 /// An empty display name is none.
 fn message(ack: &Acknowledgement, loop_header: &str) -> Result<Message, String> {
@@ -113,9 +114,12 @@ fn message(ack: &Acknowledgement, loop_header: &str) -> Result<Message, String> 
         let name = HeaderName::new_from_ascii(name.to_owned()).map_err(|e| e.to_string())?;
         Ok(HeaderValue::new(name, value.to_owned()))
     };
+    if ack.kind == MailKind::Ack {
+        builder = builder
+            .raw_header(header("Auto-Submitted", "auto-replied")?)
+            .raw_header(header("X-Auto-Response-Suppress", "All")?);
+    }
     builder
-        .raw_header(header("Auto-Submitted", "auto-replied")?)
-        .raw_header(header("X-Auto-Response-Suppress", "All")?)
         // Our address, and the Message-ID of this very mail: a loop header that names one
         // of our acknowledgements is proof a mail came from us (`core::trust`), which a
         // loop header with only an address a sender can copy is not.
@@ -131,6 +135,7 @@ mod tests {
 
     fn ack() -> Acknowledgement {
         Acknowledgement {
+            kind: MailKind::Ack,
             to: "judy@umbrella.example".to_owned(),
             to_name: Some("Jüdy Chen".to_owned()),
             from: "support@helpdesk.example".to_owned(),
@@ -158,5 +163,14 @@ mod tests {
             assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
         }
         assert!(text.is_ascii(), "non-ASCII must be encoded:\n{text}");
+    }
+
+    /// An agent's reply is a person's mail: an autoresponder must answer it as one.
+    #[test]
+    fn a_reply_is_not_marked_automatic() {
+        let reply = Acknowledgement { kind: MailKind::Reply, ..ack() };
+        let text = String::from_utf8(message(&reply, "X-Postdesk-Loop").unwrap().formatted()).unwrap();
+        assert!(!text.contains("Auto-Submitted") && !text.contains("X-Auto-Response-Suppress"), "{text}");
+        assert!(text.contains("In-Reply-To: <m1@umbrella.example>\r\n"), "{text}");
     }
 }

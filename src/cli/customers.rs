@@ -112,6 +112,9 @@ pub struct Changes {
     /// Removes one of the customer's addresses (repeatable)
     #[arg(long, value_name = "ADDRESS")]
     remove_email: Vec<String>,
+    /// Makes one of the customer's addresses the primary one
+    #[arg(long, value_name = "ADDRESS")]
+    primary_email: Option<String>,
     /// Sets the primary organisation
     #[arg(long, value_name = "NAME", conflicts_with = "no_org")]
     org: Option<String>,
@@ -135,6 +138,7 @@ pub fn run(config: &Config, cmd: CustomersCommand) -> anyhow::Result<ExitCode> {
                 added: added.as_deref().map(input::month).transpose()?,
                 org,
                 search,
+                ..Default::default()
             };
             let list = store.read(|tx| customers::list(tx, &query)).map_err(said)?;
             if as_json {
@@ -187,6 +191,7 @@ impl Changes {
             name: self.name,
             add_email: input::addresses(&self.add_email)?,
             remove_email: input::addresses(&self.remove_email)?,
+            primary_email: self.primary_email.as_deref().map(input::address).transpose()?,
             org,
             link_org: self.link_org,
             unlink_org: self.unlink_org,

@@ -19,7 +19,7 @@ use crate::store::tickets::{TicketDetail, TicketSummary};
 
 #[derive(Subcommand)]
 pub enum TicketsCommand {
-    /// Tickets, newest first; the options narrow the list and combine
+    /// Tickets, newest activity first; the options narrow the list and combine
     #[command(after_help = "Examples:\n  postdesk tickets list --state open --org ACME\n  \
                             postdesk tickets list --visible-to alice@acme.example --json\n  \
                             postdesk tickets list --search printer --since 2026-11-01 --limit 20\n  \
@@ -186,6 +186,7 @@ impl ListFilter {
             since: self.since.as_deref().map(input::since).transpose()?,
             search: self.search,
             limit: self.limit,
+            ..Default::default()
         })
     }
 }

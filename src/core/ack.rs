@@ -73,8 +73,32 @@ struct TemplateContext<'a> {
     helpdesk_name: &'a str,
 }
 
+/// What an outgoing mail is: the acknowledgement of a new ticket, sent as an automatic
+/// reply and counted by the acknowledgement caps, or an agent's reply, written by a person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailKind {
+    Ack,
+    Reply,
+}
+
+impl MailKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MailKind::Ack => "ack",
+            MailKind::Reply => "reply",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<MailKind> {
+        [MailKind::Ack, MailKind::Reply].into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+/// An outgoing mail of the outbox (an acknowledgement or, by `kind`, an agent's reply).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Acknowledgement {
+    pub kind: MailKind,
     pub to: String,
     pub to_name: Option<String>,
     pub from: String,
@@ -243,6 +267,7 @@ fn build(input: &AckInput, policy: &AckPolicy, to: Sender) -> Result<Acknowledge
     references.extend(in_reply_to.clone().filter(|id| !references.contains(id)));
     let helpdesk_domain = address::domain_of(input.helpdesk_address);
     Ok(Acknowledgement {
+        kind: MailKind::Ack,
         to: to.email,
         to_name,
         from: input.helpdesk_address.to_owned(),
@@ -263,7 +288,7 @@ pub fn header_safe(text: &str, max_chars: usize) -> String {
 }
 
 /// A message-id that can be written inside `<…>` as is.
-fn header_safe_id(id: &str) -> bool {
+pub(crate) fn header_safe_id(id: &str) -> bool {
     id.len() <= 250 && id.contains('@') && id.bytes().all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>')
 }
 

@@ -24,6 +24,9 @@ pub struct Query {
     pub org: Option<String>,
     /// A case-insensitive part of the name or of an address.
     pub search: Option<String>,
+    /// A page: at most `limit`, after skipping `offset`.
+    pub limit: Option<u32>,
+    pub offset: u32,
 }
 
 /// A customer and their tickets, newest first.
@@ -60,6 +63,8 @@ pub struct Changes {
     /// Normalised addresses.
     pub add_email: Vec<String>,
     pub remove_email: Vec<String>,
+    /// One of their addresses (after the additions) to make the primary one.
+    pub primary_email: Option<String>,
     pub org: Option<Primary>,
     pub link_org: Vec<String>,
     pub unlink_org: Vec<String>,
@@ -77,6 +82,7 @@ impl Changes {
         self.name.is_none()
             && self.add_email.is_empty()
             && self.remove_email.is_empty()
+            && self.primary_email.is_none()
             && self.org.is_none()
             && self.link_org.is_empty()
             && self.unlink_org.is_empty()
@@ -85,17 +91,43 @@ impl Changes {
 
 /// The customers a query selects, by name.
 pub fn list(tx: &Tx, query: &Query) -> Result<Vec<Customer>, DeskError> {
-    let filter = Filter {
+    Ok(store::list(tx, &filter(tx, query)?)?)
+}
+
+/// How many customers the query selects, its page aside.
+pub fn count(tx: &Tx, query: &Query) -> Result<i64, DeskError> {
+    Ok(store::count(tx, &filter(tx, query)?)?)
+}
+
+/// The months (`YYYY-MM`) in which customers were added, newest first.
+pub fn months(tx: &Tx) -> Result<Vec<String>, DeskError> {
+    Ok(store::months(tx)?)
+}
+
+fn filter(tx: &Tx, query: &Query) -> Result<Filter, DeskError> {
+    Ok(Filter {
         has_tickets: query.has_tickets,
         added: query.added,
         organisation_id: orgs::find_opt(tx, query.org.as_deref())?,
         search: query.search.clone(),
-    };
-    Ok(store::list(tx, &filter)?)
+        limit: query.limit,
+        offset: query.offset,
+    })
 }
 
 pub fn show(tx: &Tx, email: &str) -> Result<Detail, DeskError> {
-    let id = find(tx, email)?;
+    detail(tx, find(tx, email)?)
+}
+
+/// `show` for the customer with this id (the console's links).
+pub fn show_id(tx: &Tx, id: i64) -> Result<Detail, DeskError> {
+    if !store::exists(tx, id)? {
+        return Err(Missing::Customer(format!("#{id}")).into());
+    }
+    detail(tx, id)
+}
+
+fn detail(tx: &Tx, id: i64) -> Result<Detail, DeskError> {
     let theirs = tickets::Filter { customer_id: Some(id), ..Default::default() };
     Ok(Detail { customer: store::get(tx, id)?, ticket_list: tickets::list(tx, &theirs)? })
 }
@@ -138,6 +170,12 @@ pub fn edit(tx: &Tx, cmd: &Edit) -> Result<Customer, DeskError> {
     }
     for address in &changes.remove_email {
         remove_email(tx, id, &cmd.email, address)?;
+    }
+    if let Some(address) = &changes.primary_email {
+        if store::owner_of(tx, address)? != Some(id) {
+            return Err(Missing::AddressOf { address: address.clone(), customer: cmd.email.clone() }.into());
+        }
+        store::set_primary(tx, id, address)?;
     }
     if let Some(primary) = &changes.org {
         let organisation_id = match primary {

@@ -32,6 +32,9 @@ pub enum DeskError {
     /// An edit that asks for no change at all.
     #[error("nothing to change")]
     NothingToChange,
+    /// A reply that cannot be written (empty, or nobody to send it to).
+    #[error(transparent)]
+    Reply(#[from] crate::core::reply::ReplyError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

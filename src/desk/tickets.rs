@@ -1,5 +1,6 @@
-//! Tickets: listing with filters, reading one, getting an article's or attachments'
-//! bytes out, and setting the state. Names in a query (organisation, customer) are
+//! Tickets: listing with filters (a page at a time, with counts per state), reading one,
+//! getting an article's or attachments' bytes out, and working it: the state, the owner,
+//! an agent's reply to the customer (through the outbox) and internal notes. Names in a query (organisation, customer) are
 //! resolved in the same transaction, and one that names nothing is refused, not an
 //! empty list.
 
@@ -7,9 +8,12 @@ use chrono::{DateTime, Utc};
 
 use super::error::{DeskError, Missing};
 use super::{customers, orgs};
+use crate::core::decide::Policy;
+use crate::core::reply::{self, ReplyInput};
 use crate::core::route::State;
-use crate::store::tickets::{self as store, TicketDetail, TicketSummary};
-use crate::store::Tx;
+pub use crate::store::tickets::Cursor;
+use crate::store::tickets::{self as store, Outbound, TicketDetail, TicketSummary};
+use crate::store::{outbox, Tx};
 
 /// Which tickets `list` returns; every field narrows the list.
 #[derive(Debug, Default)]
@@ -28,7 +32,11 @@ pub struct Query {
     pub since: Option<DateTime<Utc>>,
     /// Text in the subject or a body, any case.
     pub search: Option<String>,
-    /// At most this many, the newest.
+    /// Owned by the agent with this id.
+    pub owner_id: Option<i64>,
+    /// The page after this ticket.
+    pub after: Option<Cursor>,
+    /// At most this many, newest activity first.
     pub limit: Option<u32>,
 }
 
@@ -49,9 +57,34 @@ pub struct StateChanged {
     pub ticket: TicketSummary,
 }
 
-/// The tickets a query selects, newest first; `now` decides what is overdue.
+/// Who writes an article: the signed-in agent.
+#[derive(Debug, Clone)]
+pub struct Author {
+    pub agent_id: i64,
+    pub name: String,
+}
+
+/// "Answer the customer of ticket `number`" or, `internal`, "note this on it".
+#[derive(Debug)]
+pub struct Write {
+    pub number: String,
+    pub author: Author,
+    pub body: String,
+    pub internal: bool,
+}
+
+/// The tickets a query selects, newest activity first; `now` decides what is overdue.
 pub fn list(tx: &Tx, query: &Query, now: DateTime<Utc>) -> Result<Vec<TicketSummary>, DeskError> {
-    let filter = store::Filter {
+    Ok(store::list(tx, &filter(tx, query, now)?)?)
+}
+
+/// How many tickets the query selects in each state, its own state aside.
+pub fn count_by_state(tx: &Tx, query: &Query, now: DateTime<Utc>) -> Result<Vec<(State, i64)>, DeskError> {
+    Ok(store::count_by_state(tx, &filter(tx, query, now)?)?)
+}
+
+fn filter(tx: &Tx, query: &Query, now: DateTime<Utc>) -> Result<store::Filter, DeskError> {
+    Ok(store::Filter {
         state: query.state,
         organisation_id: orgs::find_opt(tx, query.org.as_deref())?,
         customer_id: customers::find_opt(tx, query.customer.as_deref())?,
@@ -59,9 +92,10 @@ pub fn list(tx: &Tx, query: &Query, now: DateTime<Utc>) -> Result<Vec<TicketSumm
         overdue_at: query.overdue.then_some(now),
         since: query.since,
         search: query.search.clone(),
+        owner_id: query.owner_id,
+        after: query.after.clone(),
         limit: query.limit,
-    };
-    Ok(store::list(tx, &filter)?)
+    })
 }
 
 /// One ticket with its articles, oldest first.
@@ -97,6 +131,81 @@ pub fn set_state(tx: &Tx, cmd: &SetState, now: DateTime<Utc>) -> Result<StateCha
     store::set_state(tx, number, cmd.state, now)?;
     let ticket = store::summary(tx, number)?.ok_or_else(|| no_ticket(number))?;
     Ok(StateChanged { previous: before.state, ticket })
+}
+
+/// The ticket as an agent opens it: no longer marked as having news from the customer.
+pub fn open(tx: &Tx, number: &str, now: DateTime<Utc>) -> Result<TicketDetail, DeskError> {
+    store::mark_seen(tx, number, now)?;
+    show(tx, number)
+}
+
+/// One attachment by its id: name, content type and bytes.
+pub fn attachment(tx: &Tx, number: &str, id: i64) -> Result<(String, String, Vec<u8>), DeskError> {
+    let missing = || Missing::Attachment { number: number.to_owned(), name: format!("#{id}") }.into();
+    store::attachment(tx, number, id)?.ok_or_else(missing)
+}
+
+/// An agent's reply or internal note. A reply is queued in the outbox as a mail that
+/// threads into the ticket (`core::reply`), and stops the first-response clock; `random`
+/// makes its Message-ID. Returns the reply's Message-ID (none for a note).
+pub fn write(
+    tx: &Tx,
+    cmd: &Write,
+    policy: &Policy,
+    random: [u8; 16],
+    now: DateTime<Utc>,
+) -> Result<Option<String>, DeskError> {
+    let ticket = store::reply_context(tx, &cmd.number)?.ok_or_else(|| no_ticket(&cmd.number))?;
+    let mut article = Outbound {
+        ticket_id: ticket.id,
+        agent_id: cmd.author.agent_id,
+        agent_name: &cmd.author.name,
+        from: None,
+        to: "",
+        subject: &ticket.subject,
+        message_id: None,
+        body: &cmd.body,
+        internal: true,
+    };
+    if cmd.internal {
+        if cmd.body.trim().is_empty() {
+            return Err(reply::ReplyError::Empty.into());
+        }
+        store::add_outbound(tx, &article, now)?;
+        return Ok(None);
+    }
+    let main = policy.own_addresses.first().map_or("", String::as_str);
+    let from_name = format!("{} ({})", cmd.author.name, policy.ack.from_name);
+    let mail = reply::build(&ReplyInput {
+        ticket_number: &cmd.number,
+        ticket_subject: &ticket.subject,
+        to: ticket.customer_email.as_deref(),
+        to_name: ticket.customer_name.as_deref(),
+        from: ticket.ack_sender.as_deref().unwrap_or(main),
+        from_name: &from_name,
+        thread: &ticket.thread,
+        tag_prefix: &policy.tag_prefix,
+        body: &cmd.body,
+        random,
+    })?;
+    article = Outbound {
+        from: Some(&mail.from),
+        to: &mail.to,
+        subject: &mail.subject,
+        message_id: Some(&mail.message_id),
+        body: &mail.body,
+        internal: false,
+        ..article
+    };
+    store::add_outbound(tx, &article, now)?;
+    outbox::queue(tx, ticket.id, &mail, now)?;
+    Ok(Some(mail.message_id))
+}
+
+/// Gives the ticket to an agent (by id), or to nobody.
+pub fn set_owner(tx: &Tx, number: &str, owner_id: Option<i64>, now: DateTime<Utc>) -> Result<(), DeskError> {
+    store::summary(tx, number)?.ok_or_else(|| no_ticket(number))?;
+    Ok(store::set_owner(tx, number, owner_id, now)?)
 }
 
 fn no_ticket(number: &str) -> DeskError {

@@ -11,6 +11,8 @@ use super::{run_merge, string_list, timestamp, StoreError, Tx};
 
 #[derive(Debug, Serialize)]
 pub struct Customer {
+    #[serde(skip)]
+    pub id: i64,
     /// The primary address.
     pub email: String,
     pub name: Option<String>,
@@ -62,6 +64,29 @@ pub struct Filter {
     pub organisation_id: Option<i64>,
     /// A case-insensitive part of the name or of an address.
     pub search: Option<String>,
+    /// A page: at most `limit`, after skipping `offset`.
+    pub limit: Option<u32>,
+    pub offset: u32,
+}
+
+/// The conditions of a filter, numbered as `filter_params` binds them.
+const FILTER_WHERE: &str = "
+         (?1 IS NULL OR EXISTS (SELECT 1 FROM tickets t WHERE t.customer_id = c.id) = ?1)
+           AND (?2 IS NULL OR c.created_at >= ?2) AND (?3 IS NULL OR c.created_at < ?3)
+           AND (?4 IS NULL OR c.organisation_id = ?4
+                OR EXISTS (SELECT 1 FROM customer_links l WHERE l.customer_id = c.id AND l.organisation_id = ?4))
+           AND (?5 IS NULL OR instr(fold(c.name), ?5) > 0
+                OR EXISTS (SELECT 1 FROM customer_emails e WHERE e.customer_id = c.id AND instr(fold(e.email), ?5) > 0))";
+
+fn filter_params(filter: &Filter) -> [Box<dyn rusqlite::ToSql>; 5] {
+    let (start, end) = filter.added.map(Month::bounds).unzip();
+    [
+        Box::new(filter.has_tickets),
+        Box::new(start),
+        Box::new(end),
+        Box::new(filter.organisation_id),
+        Box::new(filter.search.as_deref().map(super::fold)),
+    ]
 }
 
 const CUSTOMER_SELECT: &str = "
@@ -72,7 +97,7 @@ const CUSTOMER_SELECT: &str = "
               FROM customer_links l JOIN organisations lo ON lo.id = l.organisation_id
               WHERE l.customer_id = c.id),
            (SELECT COUNT(*) FROM tickets t WHERE t.customer_id = c.id),
-           c.created_at
+           c.created_at, c.id
     FROM customer_users c
     JOIN customer_emails p ON p.customer_id = c.id AND p.is_primary = 1
     LEFT JOIN organisations o ON o.id = c.organisation_id";
@@ -86,6 +111,7 @@ fn customer(r: &Row) -> rusqlite::Result<Customer> {
         linked_organisations: string_list(r, 4)?,
         tickets: r.get(5)?,
         created_at: r.get(6)?,
+        id: r.get(7)?,
     })
 }
 
@@ -93,28 +119,48 @@ fn customer(r: &Row) -> rusqlite::Result<Customer> {
 pub fn list(tx: &Tx<'_>, filter: &Filter) -> Result<Vec<Customer>, StoreError> {
     let conn = tx.conn();
     let sql = format!(
-        "{CUSTOMER_SELECT}
-         WHERE (?1 IS NULL OR EXISTS (SELECT 1 FROM tickets t WHERE t.customer_id = c.id) = ?1)
-           AND (?2 IS NULL OR c.created_at >= ?2) AND (?3 IS NULL OR c.created_at < ?3)
-           AND (?4 IS NULL OR c.organisation_id = ?4
-                OR EXISTS (SELECT 1 FROM customer_links l WHERE l.customer_id = c.id AND l.organisation_id = ?4))
-           AND (?5 IS NULL OR instr(fold(c.name), ?5) > 0
-                OR EXISTS (SELECT 1 FROM customer_emails e WHERE e.customer_id = c.id AND instr(fold(e.email), ?5) > 0))
-         ORDER BY sort_key(COALESCE(c.name, p.email)), p.email"
+        "{CUSTOMER_SELECT} WHERE {FILTER_WHERE}
+         ORDER BY sort_key(COALESCE(c.name, p.email)), p.email LIMIT ?6 OFFSET ?7"
     );
-    let (start, end) = filter.added.map(Month::bounds).unzip();
-    let pattern = filter.search.as_deref().map(super::fold);
-    let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt
-        .query_map(params![filter.has_tickets, start, end, filter.organisation_id, pattern], customer)?
-        .collect::<Result<_, _>>()?;
+    let mut values: Vec<Box<dyn rusqlite::ToSql>> = filter_params(filter).into_iter().collect();
+    values.push(Box::new(filter.limit.map_or(-1, i64::from)));
+    values.push(Box::new(filter.offset));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(values), customer)?.collect::<Result<_, _>>()?;
     Ok(rows)
+}
+
+/// How many customers a filter selects (its page aside).
+pub fn count(tx: &Tx<'_>, filter: &Filter) -> Result<i64, StoreError> {
+    let sql = format!("SELECT COUNT(*) FROM customer_users c WHERE {FILTER_WHERE}");
+    let mut stmt = tx.conn().prepare_cached(&sql)?;
+    Ok(stmt.query_row(rusqlite::params_from_iter(filter_params(filter)), |r| r.get(0))?)
+}
+
+/// The months in which customers were added, newest first, as `YYYY-MM`.
+pub fn months(tx: &Tx<'_>) -> Result<Vec<String>, StoreError> {
+    let sql = "SELECT DISTINCT substr(created_at, 1, 7) FROM customer_users ORDER BY 1 DESC";
+    let mut stmt = tx.conn().prepare_cached(sql)?;
+    let rows = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+/// Makes one of the customer's addresses the primary one.
+pub fn set_primary(tx: &Tx<'_>, id: i64, email: &str) -> Result<(), StoreError> {
+    tx.conn()
+        .execute("UPDATE customer_emails SET is_primary = (email = ?2) WHERE customer_id = ?1", params![id, email])?;
+    Ok(())
 }
 
 pub fn get(tx: &Tx<'_>, id: i64) -> Result<Customer, StoreError> {
     let conn = tx.conn();
     let sql = format!("{CUSTOMER_SELECT} WHERE c.id = ?1");
     Ok(conn.query_row(&sql, [id], customer)?)
+}
+
+pub fn exists(tx: &Tx<'_>, id: i64) -> Result<bool, StoreError> {
+    let sql = "SELECT 1 FROM customer_users WHERE id = ?1";
+    Ok(tx.conn().query_row(sql, [id], |_| Ok(())).optional()?.is_some())
 }
 
 /// The customer user an address (normalised) belongs to.

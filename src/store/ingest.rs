@@ -373,7 +373,7 @@ pub fn apply(tx: &Tx<'_>, arrived: Arrived, decision: &Decision, now: DateTime<U
                 "UPDATE tickets SET updated_at = ?1, customer_replied_at = ?1, state = COALESCE(?2, state)
                  WHERE id = ?3",
             )?
-                .execute(params![now_text, state.map(State::as_str), ticket.id])?;
+            .execute(params![now_text, state.map(State::as_str), ticket.id])?;
             store_article(conn, ticket.id, arrived, message, false, &now_text)?;
             (ticket.id, ticket.number.clone())
         }
@@ -425,12 +425,19 @@ fn known_message_id(conn: &Connection, message_id: &str, ticket_id: i64) -> Resu
     Ok(())
 }
 
-/// An acknowledgement into the outbox; its Message-ID leads replies to the ticket.
-fn queue_ack(conn: &Connection, ticket_id: i64, ack: &Acknowledgement, now_text: &str) -> Result<(), StoreError> {
+/// An acknowledgement or an agent's reply into the outbox; its Message-ID leads the
+/// customer's answers to the ticket.
+pub(super) fn queue_ack(
+    conn: &Connection,
+    ticket_id: i64,
+    ack: &Acknowledgement,
+    now_text: &str,
+) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO outbox (ticket_id, recipient, recipient_name, recipient_key, recipient_domain, sender,
-             sender_name, subject, body_text, message_id, in_reply_to, refs, state, next_attempt_at, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'queued', ?13, ?13)",
+             sender_name, subject, body_text, message_id, in_reply_to, refs, state, next_attempt_at, created_at,
+             kind)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'queued', ?13, ?13, ?14)",
     )?
     .execute(params![
         ticket_id,
@@ -445,7 +452,8 @@ fn queue_ack(conn: &Connection, ticket_id: i64, ack: &Acknowledgement, now_text:
         ack.message_id,
         ack.in_reply_to,
         ack.references.join(" "),
-        now_text
+        now_text,
+        ack.kind.as_str()
     ])?;
     known_message_id(conn, &ack.message_id, ticket_id)
 }

@@ -11,6 +11,8 @@ use crate::core::address;
 
 #[derive(Debug, Serialize)]
 pub struct Organisation {
+    #[serde(skip)]
+    pub id: i64,
     pub name: String,
     pub domains: Vec<String>,
     /// Customer users whose primary organisation this is, or who are linked to it.
@@ -28,7 +30,7 @@ const ORG_SELECT: &str = "
            (SELECT COUNT(*) FROM (SELECT c.id FROM customer_users c WHERE c.organisation_id = o.id
                                   UNION SELECT l.customer_id FROM customer_links l WHERE l.organisation_id = o.id)),
            (SELECT COUNT(*) FROM tickets t WHERE t.organisation_id = o.id),
-           o.first_response_hours, o.created_at
+           o.first_response_hours, o.created_at, o.id
     FROM organisations o";
 
 fn organisation(r: &Row) -> rusqlite::Result<Organisation> {
@@ -39,6 +41,7 @@ fn organisation(r: &Row) -> rusqlite::Result<Organisation> {
         tickets: r.get(3)?,
         first_response_hours: r.get(4)?,
         created_at: r.get(5)?,
+        id: r.get(6)?,
     })
 }
 

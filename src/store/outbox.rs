@@ -6,11 +6,12 @@ use rusqlite::{params, Row};
 use serde::Serialize;
 
 use super::{timestamp, StoreError, Tx};
-use crate::core::ack::Acknowledgement;
+use crate::core::ack::{Acknowledgement, MailKind};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct OutboxRow {
     pub id: i64,
+    pub kind: MailKind,
     pub ticket: String,
     pub recipient: String,
     pub recipient_name: Option<String>,
@@ -34,6 +35,7 @@ impl OutboxRow {
     /// The mail this row stands for, as the SMTP adapter sends it.
     pub fn acknowledgement(&self) -> Acknowledgement {
         Acknowledgement {
+            kind: self.kind,
             to: self.recipient.clone(),
             to_name: self.recipient_name.clone(),
             from: self.sender.clone(),
@@ -50,13 +52,18 @@ impl OutboxRow {
 const SELECT: &str = "
     SELECT o.id, t.number, o.recipient, o.recipient_name, o.sender, o.sender_name, o.subject, o.body_text,
            o.message_id, o.in_reply_to, o.refs, o.state, o.attempts, o.last_error, o.next_attempt_at, o.sent_at,
-           o.created_at
+           o.created_at, o.kind
     FROM outbox o JOIN tickets t ON t.id = o.ticket_id";
 
 fn row(r: &Row) -> rusqlite::Result<OutboxRow> {
     let refs: String = r.get(10)?;
+    let kind: String = r.get(17)?;
     Ok(OutboxRow {
         id: r.get(0)?,
+        kind: MailKind::parse(&kind).ok_or_else(|| {
+            let unknown = format!("unknown outbox kind {kind:?}");
+            rusqlite::Error::FromSqlConversionFailure(17, rusqlite::types::Type::Text, unknown.into())
+        })?,
         ticket: r.get(1)?,
         recipient: r.get(2)?,
         recipient_name: r.get(3)?,
@@ -74,6 +81,11 @@ fn row(r: &Row) -> rusqlite::Result<OutboxRow> {
         sent_at: r.get(15)?,
         created_at: r.get(16)?,
     })
+}
+
+/// An agent's reply into the outbox (acknowledgements are queued by ingest's `apply`).
+pub fn queue(tx: &Tx<'_>, ticket_id: i64, mail: &Acknowledgement, now: DateTime<Utc>) -> Result<(), StoreError> {
+    super::ingest::queue_ack(tx.conn(), ticket_id, mail, &timestamp(now))
 }
 
 /// Claims up to `limit` queued rows whose next attempt is due, oldest first, for one

@@ -25,18 +25,18 @@ impl SharedStore {
     }
 
     /// Runs `f` in one read transaction (a consistent snapshot) on the read connection.
-    pub async fn read<T: Send + 'static>(
+    pub async fn read<T: Send + 'static, E: From<StoreError> + Send + 'static>(
         &self,
-        f: impl FnOnce(&Tx) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
+        f: impl FnOnce(&Tx) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E> {
         blocking(&self.reader, move |store| store.read(f)).await
     }
 
     /// Runs `f` in one write transaction on the writer connection (see `Store::write`).
-    pub async fn write<T: Send + 'static>(
+    pub async fn write<T: Send + 'static, E: From<StoreError> + Send + 'static>(
         &self,
-        f: impl FnOnce(&Tx) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
+        f: impl FnOnce(&Tx) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E> {
         blocking(&self.writer, move |store| store.write(f)).await
     }
 
@@ -61,10 +61,10 @@ impl SharedStore {
 /// Runs `f` on `store` in a blocking thread. A panic in an earlier call leaves the
 /// connection usable (its transaction was rolled back when it unwound), so a poisoned
 /// lock is taken anyway.
-async fn blocking<T: Send + 'static>(
+async fn blocking<T: Send + 'static, E: From<StoreError> + Send + 'static>(
     store: &Arc<Mutex<Store>>,
-    f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
+    f: impl FnOnce(&mut Store) -> Result<T, E> + Send + 'static,
+) -> Result<T, E> {
     let store = Arc::clone(store);
     tokio::task::spawn_blocking(move || f(&mut store.lock().unwrap_or_else(|p| p.into_inner())))
         .await

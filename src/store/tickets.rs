@@ -10,6 +10,8 @@ use crate::core::route::State;
 
 #[derive(Debug, Serialize)]
 pub struct TicketSummary {
+    #[serde(skip)]
+    pub id: i64,
     pub number: String,
     pub subject: String,
     pub state: State,
@@ -27,10 +29,17 @@ pub struct TicketSummary {
     pub referred_ticket: Option<String>,
     /// The receiving server we trust recorded dmarc=fail for its first message.
     pub unauthenticated: bool,
+    /// The agent working the ticket.
+    pub owner: Option<String>,
+    /// When an agent first answered the customer.
+    pub first_response_at: Option<String>,
+    /// The customer wrote since an agent last opened the ticket.
+    pub unread: bool,
 }
 
 #[derive(Debug, Serialize)]
 pub struct AttachmentInfo {
+    pub id: i64,
     pub filename: String,
     pub content_type: String,
     pub size: i64,
@@ -46,9 +55,12 @@ pub struct Article {
     pub message_id: Option<String>,
     pub classification: Vec<String>,
     pub created_at: String,
-    /// For agents only (e.g. a bounce of our acknowledgement).
+    /// For agents only (e.g. a bounce of our acknowledgement, an internal note).
     pub internal: bool,
     pub body: String,
+    /// The HTML part as it arrived: shown only through a sanitiser.
+    #[serde(skip)]
+    pub html: Option<String>,
     pub attachments: Vec<AttachmentInfo>,
 }
 
@@ -65,11 +77,14 @@ const SUMMARY_SELECT: &str = "
            CASE WHEN t.ack = 'queued'
                 THEN COALESCE((SELECT x.state FROM outbox x WHERE x.ticket_id = t.id ORDER BY x.id LIMIT 1), 'queued')
                 ELSE t.ack END,
-           t.id, t.referred_ticket, t.unauthenticated
-    FROM tickets t LEFT JOIN organisations o ON o.id = t.organisation_id";
+           t.id, t.referred_ticket, t.unauthenticated, g.name, t.first_response_at,
+           t.customer_replied_at > COALESCE(t.agent_seen_at, '')
+    FROM tickets t LEFT JOIN organisations o ON o.id = t.organisation_id
+    LEFT JOIN agents g ON g.id = t.owner_id";
 
 fn summary_row(r: &Row) -> rusqlite::Result<TicketSummary> {
     Ok(TicketSummary {
+        id: r.get(10)?,
         number: r.get(0)?,
         subject: r.get(1)?,
         state: state(r, 2)?,
@@ -82,6 +97,9 @@ fn summary_row(r: &Row) -> rusqlite::Result<TicketSummary> {
         ack: r.get(9)?,
         referred_ticket: r.get(11)?,
         unauthenticated: r.get(12)?,
+        owner: r.get(13)?,
+        first_response_at: r.get(14)?,
+        unread: r.get::<_, Option<bool>>(15)?.unwrap_or(false),
     })
 }
 
@@ -110,44 +128,96 @@ pub struct Filter {
     pub since: Option<DateTime<Utc>>,
     /// Text in the subject or a body of the ticket, case-insensitive (all of Unicode).
     pub search: Option<String>,
-    /// At most this many, newest first.
+    pub owner_id: Option<i64>,
+    /// Only tickets after this one in the list's order: the next page.
+    pub after: Option<Cursor>,
+    /// At most this many, newest activity first.
     pub limit: Option<u32>,
 }
 
-/// The tickets a filter selects, newest first.
-pub fn list(tx: &Tx<'_>, filter: &Filter) -> Result<Vec<TicketSummary>, StoreError> {
-    let conn = tx.conn();
-    let sql = format!(
-        "{SUMMARY_SELECT}
-         WHERE (?1 IS NULL OR t.state = ?1)
-           AND (?2 IS NULL OR t.organisation_id = ?2)
+/// A place in the list of tickets (newest activity first): the last ticket of a page.
+/// Paging by it costs the same on page 500 as on page 1, unlike an offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub updated_at: String,
+    pub id: i64,
+}
+
+impl Cursor {
+    pub fn of(ticket: &TicketSummary) -> Cursor {
+        Cursor { updated_at: ticket.updated_at.clone(), id: ticket.id }
+    }
+
+    /// As `to_string` writes it: `<updated_at>_<id>`.
+    pub fn parse(text: &str) -> Option<Cursor> {
+        let (updated_at, id) = text.rsplit_once('_')?;
+        Some(Cursor { updated_at: updated_at.to_owned(), id: id.parse().ok()? })
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}_{}", self.updated_at, self.id)
+    }
+}
+
+/// The conditions of a filter but its state (`?1`) and page, numbered as `filter_params`
+/// binds them.
+const FILTER_WHERE: &str = "
+         (?2 IS NULL OR t.organisation_id = ?2)
            AND (?3 IS NULL OR t.customer_id = ?3)
            AND (?4 IS NULL OR t.customer_id = ?4
                 OR t.organisation_id IN (SELECT organisation_id FROM customer_users WHERE id = ?4
                                          UNION SELECT organisation_id FROM customer_links WHERE customer_id = ?4))
-           AND (?5 IS NULL OR (t.state <> 'closed' AND t.respond_by < ?5))
+           AND (?5 IS NULL OR (t.state <> 'closed' AND t.first_response_at IS NULL AND t.respond_by < ?5))
            AND (?6 IS NULL OR t.created_at >= ?6)
            AND (?7 IS NULL OR instr(fold(t.subject), ?7) > 0
                 OR EXISTS (SELECT 1 FROM articles a WHERE a.ticket_id = t.id
                            AND (instr(fold(a.subject), ?7) > 0 OR instr(fold(a.body_text), ?7) > 0)))
-         ORDER BY t.id DESC
-         LIMIT ?8"
+           AND (?8 IS NULL OR t.owner_id = ?8)";
+
+fn filter_params(filter: &Filter) -> [Box<dyn rusqlite::ToSql + '_>; 8] {
+    [
+        Box::new(filter.state.map(State::as_str)),
+        Box::new(filter.organisation_id),
+        Box::new(filter.customer_id),
+        Box::new(filter.visible_to),
+        Box::new(filter.overdue_at.map(timestamp)),
+        Box::new(filter.since.map(timestamp)),
+        Box::new(filter.search.as_deref().map(super::fold)),
+        Box::new(filter.owner_id),
+    ]
+}
+
+/// The tickets a filter selects, newest activity first.
+pub fn list(tx: &Tx<'_>, filter: &Filter) -> Result<Vec<TicketSummary>, StoreError> {
+    let conn = tx.conn();
+    let sql = format!(
+        "{SUMMARY_SELECT}
+         WHERE (?1 IS NULL OR t.state = ?1) AND {FILTER_WHERE}
+           AND (?9 IS NULL OR (t.updated_at, t.id) < (?9, ?10))
+         ORDER BY t.updated_at DESC, t.id DESC
+         LIMIT ?11"
     );
-    let mut stmt = conn.prepare(&sql)?;
+    let after = filter.after.as_ref();
+    let mut values: Vec<Box<dyn rusqlite::ToSql>> = filter_params(filter).into_iter().collect();
+    values.push(Box::new(after.map(|c| c.updated_at.clone())));
+    values.push(Box::new(after.map(|c| c.id)));
+    values.push(Box::new(filter.limit.map_or(-1, i64::from)));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(values), summary_row)?.collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+/// How many tickets a filter selects in each state (its own state and page aside).
+pub fn count_by_state(tx: &Tx<'_>, filter: &Filter) -> Result<Vec<(State, i64)>, StoreError> {
+    let conn = tx.conn();
+    let sql = format!("SELECT t.state, COUNT(*) FROM tickets t WHERE ?1 IS NULL AND {FILTER_WHERE} GROUP BY t.state");
+    let mut values = filter_params(filter);
+    values[0] = Box::new(None::<&str>);
+    let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt
-        .query_map(
-            params![
-                filter.state.map(State::as_str),
-                filter.organisation_id,
-                filter.customer_id,
-                filter.visible_to,
-                filter.overdue_at.map(timestamp),
-                filter.since.map(timestamp),
-                filter.search.as_deref().map(super::fold),
-                filter.limit.map_or(-1, i64::from)
-            ],
-            summary_row,
-        )?
+        .query_map(rusqlite::params_from_iter(values), |r| Ok((state(r, 0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     Ok(rows)
 }
@@ -182,10 +252,11 @@ pub fn show(tx: &Tx<'_>, number: &str) -> Result<Option<TicketDetail>, StoreErro
 fn articles(conn: &Connection, ticket_id: i64) -> Result<Vec<Article>, StoreError> {
     let mut stmt = conn.prepare(
         "SELECT id, direction, from_addr, from_name, to_addrs, subject, message_id, classification, created_at,
-                body_text, internal
+                body_text, internal, body_html
          FROM articles WHERE ticket_id = ?1 ORDER BY id",
     )?;
-    let mut files = conn.prepare("SELECT filename, content_type, size FROM attachments WHERE article_id = ?1")?;
+    let mut files =
+        conn.prepare("SELECT id, filename, content_type, size FROM attachments WHERE article_id = ?1 ORDER BY id")?;
     let rows: Vec<(i64, Article)> = stmt
         .query_map([ticket_id], |r| {
             let classification: String = r.get(7)?;
@@ -202,6 +273,7 @@ fn articles(conn: &Connection, ticket_id: i64) -> Result<Vec<Article>, StoreErro
                     created_at: r.get(8)?,
                     internal: r.get(10)?,
                     body: r.get(9)?,
+                    html: r.get(11)?,
                     attachments: Vec::new(),
                 },
             ))
@@ -211,7 +283,7 @@ fn articles(conn: &Connection, ticket_id: i64) -> Result<Vec<Article>, StoreErro
         .map(|(id, mut article)| {
             article.attachments = files
                 .query_map(params![id], |r| {
-                    Ok(AttachmentInfo { filename: r.get(0)?, content_type: r.get(1)?, size: r.get(2)? })
+                    Ok(AttachmentInfo { id: r.get(0)?, filename: r.get(1)?, content_type: r.get(2)?, size: r.get(3)? })
                 })?
                 .collect::<Result<_, _>>()?;
             Ok(article)
@@ -223,11 +295,127 @@ fn articles(conn: &Connection, ticket_id: i64) -> Result<Vec<Article>, StoreErro
 /// exist (articles count from 1, oldest first) or the article was written by us.
 pub fn raw_article(tx: &Tx<'_>, number: &str, article: u32) -> Result<Option<Vec<u8>>, StoreError> {
     let conn = tx.conn();
-    let sql = "SELECT r.raw FROM articles a JOIN tickets t ON t.id = a.ticket_id
-               JOIN raw_messages r ON r.article_id = a.id
-               WHERE t.number = ?1 ORDER BY a.id LIMIT 1 OFFSET ?2";
+    let sql = "SELECT r.raw FROM raw_messages r
+               WHERE r.article_id = (SELECT a.id FROM articles a JOIN tickets t ON t.id = a.ticket_id
+                                     WHERE t.number = ?1 ORDER BY a.id LIMIT 1 OFFSET ?2)";
     let offset = i64::from(article.saturating_sub(1));
     Ok(conn.query_row(sql, params![number, offset], |r| r.get(0)).optional()?)
+}
+
+/// One attachment of a ticket: its name, content type and bytes.
+pub fn attachment(tx: &Tx<'_>, number: &str, id: i64) -> Result<Option<(String, String, Vec<u8>)>, StoreError> {
+    let sql = "SELECT f.filename, f.content_type, f.content FROM attachments f JOIN articles a ON a.id = f.article_id
+               JOIN tickets t ON t.id = a.ticket_id WHERE t.number = ?1 AND f.id = ?2";
+    Ok(tx.conn().query_row(sql, params![number, id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?)
+}
+
+/// What an agent's reply is built from: the ticket, its customer, and the Message-IDs of
+/// its mail (customer mail and ours) in order.
+#[derive(Debug)]
+pub struct ReplyContext {
+    pub id: i64,
+    pub subject: String,
+    pub customer_email: Option<String>,
+    pub customer_name: Option<String>,
+    pub thread: Vec<String>,
+    /// The helpdesk address the acknowledgement was sent from.
+    pub ack_sender: Option<String>,
+}
+
+pub fn reply_context(tx: &Tx<'_>, number: &str) -> Result<Option<ReplyContext>, StoreError> {
+    let conn = tx.conn();
+    let ticket = conn
+        .query_row(
+            "SELECT t.id, t.subject, t.customer_email, c.name,
+                    (SELECT o.sender FROM outbox o WHERE o.ticket_id = t.id AND o.kind = 'ack' ORDER BY o.id LIMIT 1)
+             FROM tickets t LEFT JOIN customer_users c ON c.id = t.customer_id WHERE t.number = ?1",
+            [number],
+            |r| {
+                Ok(ReplyContext {
+                    id: r.get(0)?,
+                    subject: r.get(1)?,
+                    customer_email: r.get(2)?,
+                    customer_name: r.get(3)?,
+                    thread: Vec::new(),
+                    ack_sender: r.get(4)?,
+                })
+            },
+        )
+        .optional()?;
+    let Some(mut ticket) = ticket else {
+        return Ok(None);
+    };
+    let mut stmt = conn.prepare(
+        "SELECT message_id FROM (
+             SELECT message_id, created_at, 0 AS ours, id FROM articles
+              WHERE ticket_id = ?1 AND message_id IS NOT NULL AND internal = 0 AND direction = 'in'
+             UNION ALL
+             SELECT message_id, created_at, 1, id FROM outbox WHERE ticket_id = ?1)
+         ORDER BY created_at, ours, id",
+    )?;
+    ticket.thread = stmt.query_map([ticket.id], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    Ok(Some(ticket))
+}
+
+/// An article an agent wrote: a reply (with our Message-ID, to the customer) or an
+/// internal note (`internal`, mailed to nobody).
+pub struct Outbound<'a> {
+    pub ticket_id: i64,
+    pub agent_id: i64,
+    pub agent_name: &'a str,
+    pub from: Option<&'a str>,
+    pub to: &'a str,
+    pub subject: &'a str,
+    pub message_id: Option<&'a str>,
+    pub body: &'a str,
+    pub internal: bool,
+}
+
+/// Writes an agent's article; a reply also stops the first-response clock.
+pub fn add_outbound(tx: &Tx<'_>, article: &Outbound, now: DateTime<Utc>) -> Result<(), StoreError> {
+    let conn = tx.conn();
+    let now = timestamp(now);
+    conn.execute(
+        "INSERT INTO articles (ticket_id, direction, message_id, from_addr, from_name, to_addrs, cc_addrs, subject,
+             body_text, classification, created_at, internal, agent_id)
+         VALUES (?1, 'out', ?2, ?3, ?4, ?5, '', ?6, ?7, '', ?8, ?9, ?10)",
+        params![
+            article.ticket_id,
+            article.message_id,
+            article.from,
+            article.agent_name,
+            article.to,
+            article.subject,
+            article.body,
+            now,
+            article.internal,
+            article.agent_id
+        ],
+    )?;
+    let first_response = if article.internal { None } else { Some(&now) };
+    conn.execute(
+        "UPDATE tickets SET updated_at = ?1, first_response_at = COALESCE(first_response_at, ?2) WHERE id = ?3",
+        params![now, first_response, article.ticket_id],
+    )?;
+    Ok(())
+}
+
+/// `None` gives the ticket back to nobody.
+pub fn set_owner(tx: &Tx<'_>, number: &str, owner_id: Option<i64>, now: DateTime<Utc>) -> Result<(), StoreError> {
+    tx.conn().execute(
+        "UPDATE tickets SET owner_id = ?1, updated_at = ?2 WHERE number = ?3",
+        params![owner_id, timestamp(now), number],
+    )?;
+    Ok(())
+}
+
+/// An agent opened the ticket: it is no longer marked as having news from the customer.
+pub fn mark_seen(tx: &Tx<'_>, number: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+    tx.conn().execute(
+        "UPDATE tickets SET agent_seen_at = ?1 WHERE number = ?2 AND customer_replied_at > COALESCE(agent_seen_at, '')",
+        params![timestamp(now), number],
+    )?;
+    Ok(())
 }
 
 /// Every attachment of a ticket with its bytes, oldest article first.

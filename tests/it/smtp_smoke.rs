@@ -7,7 +7,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use postdesk::config::{SmtpConfig, TlsMode};
-use postdesk::core::ack::Acknowledgement;
+use postdesk::core::ack::{Acknowledgement, MailKind};
 use postdesk::secret::{PasswordSource, Secret};
 use postdesk::smtp::{Smtp, SmtpError};
 
@@ -179,6 +179,7 @@ fn smtp_stop_and_restart_keep_port_messages_and_mode() {
 /// An acknowledgement as the sender hands it to the adapter.
 fn ack() -> Acknowledgement {
     Acknowledgement {
+        kind: MailKind::Ack,
         to: "judy@umbrella.example".to_owned(),
         to_name: None,
         from: "help@example.com".to_owned(),

@@ -1,0 +1,114 @@
+//! An agent's reply to the customer, as the mail that goes out: to the ticket's customer
+//! address, from the helpdesk address the ticket came in on, the ticket tag in the
+//! subject and the ticket's Message-IDs in In-Reply-To/References, so that the
+//! customer's answer lands back on the ticket by either. Pure: the caller gathers the
+//! ticket's facts and brings the randomness for our Message-ID.
+
+use super::ack::{header_safe, header_safe_id, Acknowledgement, MailKind};
+use super::{address, ticket_number, trust};
+
+/// What a reply is built from.
+pub struct ReplyInput<'a> {
+    pub ticket_number: &'a str,
+    pub ticket_subject: &'a str,
+    /// The customer address of the ticket; without one there is nobody to answer.
+    pub to: Option<&'a str>,
+    pub to_name: Option<&'a str>,
+    /// The helpdesk address the ticket's acknowledgement came from, else our main one.
+    pub from: &'a str,
+    pub from_name: &'a str,
+    /// The Message-IDs of the ticket's mail, oldest first (the last one is answered).
+    pub thread: &'a [String],
+    pub tag_prefix: &'a str,
+    pub body: &'a str,
+    pub random: [u8; 16],
+}
+
+/// Why a reply cannot be written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyError {
+    #[error("the reply is empty")]
+    Empty,
+    #[error("ticket {0} has no customer address to answer")]
+    NoRecipient(String),
+}
+
+/// The most References a reply carries: the first message and the latest ones.
+const MAX_REFERENCES: usize = 10;
+
+pub fn build(input: &ReplyInput) -> Result<Acknowledgement, ReplyError> {
+    if input.body.trim().is_empty() {
+        return Err(ReplyError::Empty);
+    }
+    let to = input.to.ok_or_else(|| ReplyError::NoRecipient(input.ticket_number.to_owned()))?;
+    let tag = ticket_number::tag(input.tag_prefix, input.ticket_number);
+    let subject = header_safe(input.ticket_subject, 200);
+    let subject = if subject.contains(&tag) { subject } else { format!("{tag} Re: {subject}").trim_end().to_owned() };
+    let thread: Vec<&String> = input.thread.iter().filter(|id| header_safe_id(id)).collect();
+    let mut references: Vec<String> = thread.first().map(|id| id.to_string()).into_iter().collect();
+    let latest = thread.len().saturating_sub(MAX_REFERENCES - 1).max(1);
+    references.extend(thread.iter().skip(latest).map(|id| id.to_string()));
+    Ok(Acknowledgement {
+        kind: MailKind::Reply,
+        to: to.to_owned(),
+        to_name: input.to_name.map(|n| header_safe(n, 100)).filter(|n| !n.is_empty()),
+        from: input.from.to_owned(),
+        from_name: header_safe(input.from_name, 100),
+        subject,
+        body: input.body.replace("\r\n", "\n"),
+        message_id: trust::our_message_id(input.ticket_number, input.random, address::domain_of(input.from)),
+        in_reply_to: thread.last().map(|id| id.to_string()),
+        references,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input<'a>(thread: &'a [String], body: &'a str) -> ReplyInput<'a> {
+        ReplyInput {
+            ticket_number: "2026112310000017",
+            ticket_subject: "Printer\r\non fire",
+            to: Some("ann@acme.example"),
+            to_name: Some("Ann"),
+            from: "support@helpdesk.example",
+            from_name: "Bob at ACME Support",
+            thread,
+            tag_prefix: "Ticket#",
+            body,
+            random: [7; 16],
+        }
+    }
+
+    #[test]
+    fn a_reply_threads_into_the_ticket() {
+        let thread: Vec<String> = (1..=12).map(|i| format!("m{i}@acme.example")).collect();
+        let mail = build(&input(&thread, "Hello Ann,\r\nfixed.")).unwrap();
+        assert_eq!(mail.kind, MailKind::Reply);
+        assert_eq!(mail.subject, "[Ticket#2026112310000017] Re: Printer on fire");
+        assert_eq!(mail.in_reply_to.as_deref(), Some("m12@acme.example"));
+        assert_eq!(mail.references.len(), MAX_REFERENCES);
+        assert_eq!((mail.references[0].as_str(), mail.references[9].as_str()), ("m1@acme.example", "m12@acme.example"));
+        assert!(mail.message_id.ends_with("@helpdesk.example"), "{}", mail.message_id);
+        assert_eq!(mail.body, "Hello Ann,\nfixed.");
+    }
+
+    #[test]
+    fn a_tagged_subject_is_kept_and_bad_ids_are_left_out() {
+        let thread = vec!["no-at-sign".to_owned(), "a@b.example".to_owned()];
+        let mut i = input(&thread, "ok");
+        i.ticket_subject = "[Ticket#2026112310000017] Printer";
+        let mail = build(&i).unwrap();
+        assert_eq!(mail.subject, "[Ticket#2026112310000017] Printer");
+        assert_eq!(mail.references, vec!["a@b.example".to_owned()]);
+    }
+
+    #[test]
+    fn nothing_to_say_or_nobody_to_tell_is_refused() {
+        assert_eq!(build(&input(&[], " \n ")).unwrap_err(), ReplyError::Empty);
+        let mut i = input(&[], "hi");
+        i.to = None;
+        assert_eq!(build(&i).unwrap_err().to_string(), "ticket 2026112310000017 has no customer address to answer");
+    }
+}
