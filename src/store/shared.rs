@@ -91,7 +91,7 @@ mod tests {
                     release_lease(tx, "support", "a")?;
                     entered_tx.send(()).unwrap();
                     leave_rx.recv().unwrap();
-                    Ok(())
+                    Ok::<_, StoreError>(())
                 })
                 .await
         });
