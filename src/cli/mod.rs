@@ -1,6 +1,7 @@
 //! The command line: argument parsing and dispatch. Each command is a thin adapter that
 //! loads the config, opens the store and prints; the work happens in the library.
 
+mod agents;
 mod check;
 mod customers;
 mod failed;
@@ -111,6 +112,15 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Serve the agents' web console on [web] listen, without watching mailboxes
+    #[command(after_help = "Examples:\n  postdesk --config /etc/postdesk/postdesk.toml web\n  \
+                            POSTDESK_WEB__LISTEN=127.0.0.1:8080 postdesk web\n\n\
+                            `postdesk run` serves the same console when [web] listen is set; run this one \
+                            to serve it from another process (replies wait in the outbox for the daemon's \
+                            sender). Agents sign in with the accounts of `postdesk agents`. Put a TLS proxy \
+                            in front and set [web] secure_cookies = true when agents reach it over a network. \
+                            Stops on SIGTERM or SIGINT after the requests in flight.")]
+    Web,
     /// List, read and change the state of tickets; get articles and attachments out
     #[command(
         subcommand,
@@ -135,7 +145,14 @@ enum Command {
     /// Messages that could not be processed, kept with their raw bytes: list, show, export, retry
     #[command(subcommand, after_help = "Examples:\n  postdesk failed list\n  postdesk failed retry --all")]
     Failed(failed::FailedCommand),
-    /// Acknowledgements: list them, queue failed ones again
+    /// The web console's agents: add, list, set a password, disable
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  postdesk agents add ada@helpdesk.example --name 'Ada Lovelace' --role admin\n  \
+                                        postdesk agents list"
+    )]
+    Agents(agents::AgentsCommand),
+    /// Acknowledgements and agents' replies: list them, queue failed ones again
     #[command(subcommand, after_help = "Examples:\n  postdesk outbox list\n  postdesk outbox retry --all")]
     Outbox(outbox::OutboxCommand),
     /// Validate the configuration and report every problem with its key
@@ -168,6 +185,7 @@ pub fn main() -> ExitCode {
     let only_prints = matches!(
         cli.command,
         Command::Tickets(_) | Command::Customers(_) | Command::Orgs(_) | Command::Failed(_) | Command::Outbox(_)
+            | Command::Agents(_)
     );
     if only_prints {
         default_sigpipe();
@@ -192,11 +210,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Ingest { paths } => ingest::run(&config, &paths),
         Command::Run { once } => run_daemon(config, once),
+        Command::Web => run_web(config),
         Command::Tickets(cmd) => tickets::run_tickets(&config, cmd),
         Command::Customers(cmd) => customers::run(&config, cmd),
         Command::Orgs(cmd) => orgs::run(&config, cmd),
         Command::Failed(cmd) => failed::run(&config, cmd),
         Command::Outbox(cmd) => outbox::run(&config, cmd),
+        Command::Agents(cmd) => agents::run(&config, cmd),
         Command::CheckConfig { connect } => check::run(&config, connect),
     }
 }
@@ -208,6 +228,24 @@ fn run_daemon(config: Config, once: bool) -> anyhow::Result<ExitCode> {
         let shutdown = tokio_util::sync::CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
         crate::daemon::run(std::sync::Arc::new(config), shutdown, once).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_web(config: Config) -> anyhow::Result<ExitCode> {
+    let Some(web) = config.web.clone() else {
+        usage!("[web] listen is not set: add it to the configuration (e.g. listen = \"127.0.0.1:8080\") or set POSTDESK_WEB__LISTEN");
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        let store = crate::store::shared::SharedStore::open(&config.database_path)?;
+        let listener = crate::web::bind(&web).await?;
+        tracing::info!("serving the console on {} (http://{})", web.base_url, web.listen);
+        let console = crate::web::Console::new(store, std::sync::Arc::new(config), web, None);
+        crate::web::serve(listener, crate::web::router(console), shutdown).await?;
+        Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
 }

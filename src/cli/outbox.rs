@@ -34,10 +34,10 @@ pub enum OutboxCommand {
 pub fn run(config: &Config, cmd: OutboxCommand) -> anyhow::Result<ExitCode> {
     let mut store = super::open_store(config)?;
     match cmd {
-        OutboxCommand::List { json: true } => json(&store.read(outbox::list).map_err(said)?)?,
+        OutboxCommand::List { json: true } => json(&store.read(|tx| outbox::list(tx, None)).map_err(said)?)?,
         OutboxCommand::List { json: false } => {
             let rows: Vec<Vec<String>> = store
-                .read(outbox::list)
+                .read(|tx| outbox::list(tx, None))
                 .map_err(said)?
                 .into_iter()
                 .map(|r| {

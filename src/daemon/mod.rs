@@ -1,5 +1,5 @@
 //! `postdesk run`: one task per configured mailbox (`mailbox`, each holding its
-//! mailbox's `lease`, committing one batch while fetching the next: `pipeline`), the acknowledgement `sender`, the metrics endpoint (`scrape`) and
+//! mailbox's `lease`, committing one batch while fetching the next: `pipeline`), the acknowledgement `sender`, the metrics endpoint (`scrape`), the web console (`crate::web`) and
 //! the service manager's view (`service`), all sharing one store handle. Shutdown is a
 //! token every part watches at its safe points.
 
@@ -36,6 +36,18 @@ struct Shared {
     /// Backlogs being written, which the sender lets finish first.
     drains: Arc<Drains>,
     shutdown: CancellationToken,
+}
+
+/// Serves HTTP until shutdown; a failure of the listener is logged, the daemon goes on.
+async fn serve_http(
+    what: &'static str,
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: CancellationToken,
+) {
+    if let Err(e) = crate::web::serve(listener, router, shutdown).await {
+        tracing::error!("{what} stopped: {e}");
+    }
 }
 
 /// Watches every mailbox until `shutdown` (or, with `once`, until each backlog is drained).
@@ -89,7 +101,15 @@ pub async fn run(config: Arc<Config>, shutdown: CancellationToken, once: bool) -
         let listener =
             tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("metrics.listen {addr}: {e}"))?;
         info!("serving metrics on http://{addr}/metrics");
-        tracker.spawn(scrape::serve(listener, Arc::clone(&shared.metrics), shared.store.clone(), shutdown.clone()));
+        let router = scrape::router(Arc::clone(&shared.metrics), shared.store.clone());
+        tracker.spawn(serve_http("the metrics endpoint", listener, router, shutdown.clone()));
+    }
+    if let Some(web) = config.web.clone() {
+        let listener = crate::web::bind(&web).await?;
+        info!("serving the console on {} (http://{})", web.base_url, web.listen);
+        let nudge = Some(Arc::clone(&shared.nudge));
+        let router = crate::web::router(crate::web::Console::new(shared.store.clone(), Arc::clone(&config), web, nudge));
+        tracker.spawn(serve_http("the web console", listener, router, shutdown.clone()));
     }
     // Once, the outbox is drained after the mailboxes, so it sends what they queued.
     let sending = sender.map(|s| {

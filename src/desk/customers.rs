@@ -15,7 +15,7 @@ use crate::store::tickets::{self, TicketSummary};
 use crate::store::Tx;
 
 /// Which customers `list` returns; every field narrows the list.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Query {
     /// `Some(true)`: with at least one ticket; `Some(false)`: without any.
     pub has_tickets: Option<bool>,

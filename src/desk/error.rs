@@ -32,6 +32,13 @@ pub enum DeskError {
     /// An edit that asks for no change at all.
     #[error("nothing to change")]
     NothingToChange,
+    /// Signing in failed; which of address and password was wrong is not said.
+    #[error("wrong e-mail or password")]
+    BadCredentials,
+    #[error("a password needs at least {min} characters")]
+    WeakPassword { min: usize },
+    #[error("{0} is already an agent")]
+    AgentTaken(String),
     /// A reply that cannot be written (empty, or nobody to send it to).
     #[error(transparent)]
     Reply(#[from] crate::core::reply::ReplyError),
@@ -44,6 +51,8 @@ pub enum DeskError {
 pub enum Missing {
     #[error("no customer {0}")]
     Customer(String),
+    #[error("no agent {0}")]
+    Agent(String),
     #[error("no organisation {0:?}")]
     Organisation(String),
     #[error("no ticket {0}")]

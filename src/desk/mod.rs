@@ -3,6 +3,7 @@
 //! store transaction, the command and the time, returning a typed result or error. The
 //! CLI, the daemon and the web console call these and nothing beneath them decides.
 
+pub mod agents;
 pub mod customers;
 pub mod error;
 pub mod failed;

@@ -86,6 +86,12 @@ pub fn show(tx: &Tx, name: &str) -> Result<Detail, DeskError> {
 }
 
 /// The organisation of this name, compared without case and surrounding blanks.
+/// `show` for the organisation with this id (the console's links).
+pub fn show_id(tx: &Tx, id: i64) -> Result<Detail, DeskError> {
+    let name = store::name_of(tx, id)?.ok_or_else(|| Missing::Organisation(format!("#{id}")))?;
+    show(tx, &name)
+}
+
 pub fn find(tx: &Tx, name: &str) -> Result<i64, DeskError> {
     let name = name.trim();
     store::id_by_name(tx, name)?.ok_or_else(|| Missing::Organisation(name.to_owned()).into())

@@ -7,9 +7,14 @@ use super::error::{DeskError, Missing};
 use crate::store::outbox::{self as store, OutboxRow};
 use crate::store::Tx;
 
-/// Every acknowledgement, oldest first.
-pub fn list(tx: &Tx) -> Result<Vec<OutboxRow>, DeskError> {
-    Ok(store::list(tx)?)
+/// Every acknowledgement and reply, oldest first; or (`limit`) the newest, newest first.
+pub fn list(tx: &Tx, limit: Option<u32>) -> Result<Vec<OutboxRow>, DeskError> {
+    Ok(store::list(tx, limit)?)
+}
+
+/// What the outbox holds for one ticket, oldest first.
+pub fn of_ticket(tx: &Tx, number: &str) -> Result<Vec<OutboxRow>, DeskError> {
+    Ok(store::of_ticket(tx, number)?)
 }
 
 /// Queues row `id` for an attempt at `now`, or (`None`) every unsent row that did not
@@ -31,7 +36,7 @@ mod tests {
     fn retrying_a_row_that_is_not_waiting_is_refused() {
         let mut store = store();
         ticket(&mut store, "ann@acme.example", "printer");
-        let rows = store.read(list).unwrap();
+        let rows = store.read(|tx| list(tx, None)).unwrap();
         assert_eq!(rows.len(), 1, "one acknowledgement queued");
         assert_eq!(store.write(|tx| retry(tx, None, now())).unwrap(), 1);
         assert_eq!(store.write(|tx| retry(tx, Some(rows[0].id), now())).unwrap(), 1);

@@ -205,6 +205,9 @@ pub fn write(
 /// Gives the ticket to an agent (by id), or to nobody.
 pub fn set_owner(tx: &Tx, number: &str, owner_id: Option<i64>, now: DateTime<Utc>) -> Result<(), DeskError> {
     store::summary(tx, number)?.ok_or_else(|| no_ticket(number))?;
+    if let Some(id) = owner_id {
+        super::agents::get(tx, id)?;
+    }
     Ok(store::set_owner(tx, number, owner_id, now)?)
 }
 

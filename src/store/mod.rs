@@ -2,6 +2,7 @@
 //! the facts a decision needs, writing a decision, and the read queries of the CLI.
 //! It decides nothing: every choice is made in `core`.
 
+pub mod agents;
 pub mod customers;
 mod ingest;
 mod mailbox;

@@ -60,6 +60,11 @@ pub fn get(tx: &Tx<'_>, id: i64) -> Result<Organisation, StoreError> {
     Ok(conn.query_row(&sql, [id], organisation)?)
 }
 
+pub fn name_of(tx: &Tx<'_>, id: i64) -> Result<Option<String>, StoreError> {
+    let sql = "SELECT name FROM organisations WHERE id = ?1";
+    Ok(tx.conn().query_row(sql, [id], |r| r.get(0)).optional()?)
+}
+
 /// The organisation of this name, compared case-insensitively across all of Unicode.
 pub fn id_by_name(tx: &Tx<'_>, name: &str) -> Result<Option<i64>, StoreError> {
     let conn = tx.conn();

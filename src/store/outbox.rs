@@ -137,10 +137,21 @@ pub fn next_due(tx: &Tx<'_>) -> Result<Option<String>, StoreError> {
     Ok(conn.prepare_cached(sql)?.query_row([], |r| r.get(0))?)
 }
 
-pub fn list(tx: &Tx<'_>) -> Result<Vec<OutboxRow>, StoreError> {
+/// Every row, oldest first; or only the newest `limit`, newest first.
+pub fn list(tx: &Tx<'_>, limit: Option<u32>) -> Result<Vec<OutboxRow>, StoreError> {
     let conn = tx.conn();
-    let sql = format!("{SELECT} ORDER BY o.id");
+    let sql = match limit {
+        None => format!("{SELECT} ORDER BY o.id"),
+        Some(n) => format!("{SELECT} ORDER BY o.id DESC LIMIT {n}"),
+    };
     let rows = conn.prepare(&sql)?.query_map([], row)?.collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+/// A ticket's rows, oldest first.
+pub fn of_ticket(tx: &Tx<'_>, number: &str) -> Result<Vec<OutboxRow>, StoreError> {
+    let sql = format!("{SELECT} WHERE t.number = ?1 ORDER BY o.id");
+    let rows = tx.conn().prepare(&sql)?.query_map([number], row)?.collect::<Result<_, _>>()?;
     Ok(rows)
 }
 

@@ -50,10 +50,10 @@ impl SharedStore {
 
     /// Lends the writer connection itself to `f`, for what runs its own transactions: a
     /// group-committed batch (`desk::ingest::ingest_batch`), a check that a write commits.
-    pub async fn with_writer<T: Send + 'static>(
+    pub async fn with_writer<T: Send + 'static, E: From<StoreError> + Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
+        f: impl FnOnce(&mut Store) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E> {
         blocking(&self.writer, f).await
     }
 }

@@ -12,6 +12,12 @@ use crate::core::route::State;
 pub struct TicketSummary {
     #[serde(skip)]
     pub id: i64,
+    #[serde(skip)]
+    pub customer_id: Option<i64>,
+    #[serde(skip)]
+    pub organisation_id: Option<i64>,
+    #[serde(skip)]
+    pub owner_id: Option<i64>,
     pub number: String,
     pub subject: String,
     pub state: State,
@@ -78,13 +84,16 @@ const SUMMARY_SELECT: &str = "
                 THEN COALESCE((SELECT x.state FROM outbox x WHERE x.ticket_id = t.id ORDER BY x.id LIMIT 1), 'queued')
                 ELSE t.ack END,
            t.id, t.referred_ticket, t.unauthenticated, g.name, t.first_response_at,
-           t.customer_replied_at > COALESCE(t.agent_seen_at, '')
+           t.customer_replied_at > COALESCE(t.agent_seen_at, ''), t.customer_id, t.organisation_id, t.owner_id
     FROM tickets t LEFT JOIN organisations o ON o.id = t.organisation_id
     LEFT JOIN agents g ON g.id = t.owner_id";
 
 fn summary_row(r: &Row) -> rusqlite::Result<TicketSummary> {
     Ok(TicketSummary {
         id: r.get(10)?,
+        customer_id: r.get(16)?,
+        organisation_id: r.get(17)?,
+        owner_id: r.get(18)?,
         number: r.get(0)?,
         subject: r.get(1)?,
         state: state(r, 2)?,

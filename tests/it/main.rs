@@ -3,6 +3,7 @@
 //! private Dovecot IMAP server (`dovecot.rs`) and a private SMTP server (`smtp.rs`).
 
 mod acks;
+mod browser;
 mod cli;
 mod command_line;
 mod concurrency;
@@ -17,3 +18,4 @@ mod service;
 mod smtp;
 mod smtp_smoke;
 mod trust;
+mod web;

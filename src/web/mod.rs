@@ -1,0 +1,97 @@
+//! The agents' web console: server-rendered pages over `desk`, one HTTP stack (axum)
+//! shared with the metrics endpoint. Every rule it applies comes from `desk`; this
+//! adapter only signs agents in, checks what their role may do, parses forms and renders.
+//! Pages work without JavaScript.
+
+mod auth;
+mod customers;
+mod limit;
+mod orgs;
+mod queues;
+mod render;
+mod security;
+mod tickets;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, WebConfig};
+use crate::store::shared::SharedStore;
+
+pub use render::sanitise_html;
+
+/// What every request of the console shares.
+pub struct Console {
+    store: SharedStore,
+    config: Arc<Config>,
+    web: WebConfig,
+    sign_in_limits: limit::SignInLimits,
+    /// Wakes this daemon's sender when a reply was queued (`postdesk run`); without one
+    /// (`postdesk web`), the daemon's sender finds it on its next look at the outbox.
+    nudge: Option<Arc<Notify>>,
+}
+
+impl Console {
+    pub fn new(store: SharedStore, config: Arc<Config>, web: WebConfig, nudge: Option<Arc<Notify>>) -> Arc<Console> {
+        Arc::new(Console {
+            store,
+            config,
+            web,
+            sign_in_limits: limit::SignInLimits::default(),
+            nudge,
+        })
+    }
+}
+
+type State = Arc<Console>;
+
+/// Every route of the console.
+pub fn router(console: State) -> Router {
+    Router::new()
+        .route("/", get(|| async { axum::response::Redirect::to("/tickets") }))
+        .route("/login", get(auth::login_page).post(auth::login))
+        .route("/logout", post(auth::logout))
+        .route("/static/console.css", get(render::stylesheet))
+        .route("/tickets", get(tickets::list))
+        .route("/tickets/{number}", get(tickets::show))
+        .route("/tickets/{number}/reply", post(tickets::write))
+        .route("/tickets/{number}/state", post(tickets::set_state))
+        .route("/tickets/{number}/owner", post(tickets::set_owner))
+        .route("/tickets/{number}/articles/{article}/raw", get(tickets::raw_article))
+        .route("/tickets/{number}/attachments/{id}", get(tickets::attachment))
+        .route("/customers", get(customers::list).post(customers::add))
+        .route("/customers/new", get(customers::new_form))
+        .route("/customers/{id}", get(customers::show).post(customers::edit))
+        .route("/customers/{id}/emails", post(customers::emails))
+        .route("/customers/{id}/links", post(customers::links))
+        .route("/customers/{id}/merge", post(customers::merge))
+        .route("/orgs", get(orgs::list).post(orgs::add))
+        .route("/orgs/{id}", get(orgs::show).post(orgs::edit))
+        .route("/orgs/{id}/domains", post(orgs::domains))
+        .route("/orgs/{id}/merge", post(orgs::merge))
+        .route("/failed", get(queues::failed))
+        .route("/failed/{id}/raw", get(queues::failed_raw))
+        .route("/failed/{id}/retry", post(queues::retry_failed))
+        .route("/outbox", get(queues::outbox))
+        .route("/outbox/{id}/retry", post(queues::retry_outbox))
+        .fallback(render::not_found)
+        .layer(axum::middleware::map_response(security::headers))
+        .with_state(console)
+}
+
+/// Serves `router` on `listener` until `shutdown`; requests in flight are finished.
+pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, service).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}
+
+/// Binds `[web] listen`, saying which key to fix when it cannot.
+pub async fn bind(web: &WebConfig) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(web.listen).await.map_err(|e| anyhow::anyhow!("web.listen {}: {e}", web.listen))
+}

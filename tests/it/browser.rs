@@ -1,0 +1,242 @@
+//! The console in a real browser: headless Chromium (Debian's, driven over chromedriver
+//! with fantoccini) against `postdesk run` serving the console, with a real Dovecot and
+//! SMTP server behind it. An agent signs in, works the Customers page, opens the ticket a
+//! customer's mail made, answers it — the reply reaches the customer's mailbox — and the
+//! customer's answer comes back onto the ticket; then the agent closes it.
+//!
+//! With `SCREENSHOTS_DIR` set, the tickets list, a ticket and the Customers page are
+//! saved there as PNG (the README's pictures: `SCREENSHOTS_DIR=docs cargo test browser`).
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+
+use crate::daemon::wait_until;
+use crate::dovecot::Dovecot;
+use crate::harness::Dir;
+use crate::servers::{free_ports, kill_group, port_accepts};
+use crate::smtp::{DeliverTo, SmtpOptions, SmtpServer};
+
+const DOMAIN: &str = "mail.test";
+const HELPDESK: &str = "support@mail.test";
+const ALICE: &str = "alice@mail.test";
+const IMAP_PASSWORD: &str = "pw-browser";
+const ADMIN: &str = "ada@mail.test";
+const ADMIN_PASSWORD: &str = "a long enough password";
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Dovecot, an SMTP server delivering into it, `postdesk run` with the console, and
+/// chromedriver. Fields drop in order: the daemon before the servers it uses.
+struct World {
+    daemon: Running,
+    chromedriver: Running,
+    smtp: SmtpServer,
+    dovecot: Dovecot,
+    dir: Dir,
+    web: String,
+    driver_port: u16,
+}
+
+/// A child process in its own process group, killed with it on drop.
+struct Running(Option<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        kill_group(self.0.take());
+    }
+}
+
+fn spawn(mut command: Command) -> Running {
+    use std::os::unix::process::CommandExt;
+    let child = command.process_group(0).stdin(Stdio::null()).spawn().expect("spawn");
+    Running(Some(child))
+}
+
+impl World {
+    fn start() -> World {
+        let dovecot = Dovecot::start(&[(HELPDESK, IMAP_PASSWORD), (ALICE, IMAP_PASSWORD)]);
+        let smtp = SmtpServer::start(SmtpOptions {
+            tls: false,
+            auth: None,
+            deliver_to: Some(DeliverTo::dovecot(&dovecot, DOMAIN)),
+        });
+        let [web_port, driver_port] = free_ports(2)[..] else { unreachable!() };
+        let config = format!(
+            "[helpdesk]\naddress = \"{HELPDESK}\"\nname = \"Mail Test Support\"\ninternal_domains = []\n\
+             [[mailbox]]\nname = \"support\"\naddress = \"{HELPDESK}\"\nhost = \"127.0.0.1\"\nport = {}\n\
+             ca_file = \"{}\"\nusername = \"{HELPDESK}\"\npassword = \"{IMAP_PASSWORD}\"\npoll_interval_secs = 1\n\
+             [smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
+             [web]\nlisten = \"127.0.0.1:{web_port}\"\n",
+            dovecot.imaps_port(),
+            dovecot.ca_file().display(),
+            smtp.port(),
+        );
+        let dir = Dir::new(&config);
+        let added = dir.run_with_stdin(
+            &["agents", "add", ADMIN, "--name", "Ada Admin", "--role", "admin"],
+            Some(format!("{ADMIN_PASSWORD}\n").as_bytes()),
+        );
+        added.assert_code(0);
+        let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
+        let mut run = Command::new(env!("CARGO_BIN_EXE_postdesk"));
+        run.arg("--config").arg(dir.config()).arg("run").stdout(Stdio::null()).stderr(log);
+        let daemon = spawn(run);
+        let mut driver = Command::new("/usr/bin/chromedriver");
+        driver.arg(format!("--port={driver_port}")).stdout(Stdio::null()).stderr(Stdio::null());
+        let chromedriver = spawn(driver);
+        wait_until(WAIT, "the console and chromedriver listen", || port_accepts(web_port) && port_accepts(driver_port));
+        World { daemon, chromedriver, smtp, dovecot, dir, web: format!("http://127.0.0.1:{web_port}"), driver_port }
+    }
+
+    async fn browser(&self) -> Client {
+        let profile = self.dir.path().join("chromium-profile");
+        let capabilities = json!({
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                    "--window-size=1280,900", format!("--user-data-dir={}", profile.display()),
+                ],
+            }
+        });
+        let Value::Object(capabilities) = capabilities else { unreachable!() };
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        ClientBuilder::new(connector)
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{}", self.driver_port))
+            .await
+            .expect("a Chromium session through chromedriver")
+    }
+
+    fn tickets(&self) -> Vec<Value> {
+        self.dir.json(&["tickets", "list"]).as_array().unwrap().clone()
+    }
+
+    fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+}
+
+/// Fills the field `name` of the page's form `form` (a CSS selector).
+async fn fill(browser: &Client, form: &str, name: &str, text: &str) {
+    let field = browser.find(Locator::Css(&format!("{form} [name=\"{name}\"]"))).await.expect(name);
+    field.clear().await.unwrap();
+    field.send_keys(text).await.unwrap();
+}
+
+async fn click(browser: &Client, css: &str) {
+    browser.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).click().await.unwrap();
+}
+
+async fn body_text(browser: &Client) -> String {
+    browser.find(Locator::Css("body")).await.unwrap().text().await.unwrap()
+}
+
+/// Waits (bounded) until the page, reloaded, says `needle`.
+async fn wait_for_text(browser: &Client, needle: &str) {
+    for _ in 0..150 {
+        if body_text(browser).await.contains(needle) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        browser.refresh().await.unwrap();
+    }
+    panic!("the page never said {needle:?}:\n{}", body_text(browser).await);
+}
+
+async fn screenshot(browser: &Client, name: &str) {
+    if let Some(dir) = std::env::var_os("SCREENSHOTS_DIR") {
+        let png = browser.screenshot().await.unwrap();
+        std::fs::write(std::path::Path::new(&dir).join(format!("{name}.png")), png).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_answers_a_customer_and_an_admin_works_the_customers_page() {
+    let world = World::start();
+    let first = "From: Alice Liddell <alice@mail.test>\r\nTo: support@mail.test\r\nSubject: The printer prints <nothing>\r\n\
+                 Message-ID: <first@mail.test>\r\n\r\nIt has been silent since Monday.\r\n";
+    world.smtp.submit(ALICE, HELPDESK, first.as_bytes()).expect("submitted");
+    wait_until(WAIT, "the daemon made the ticket", || !world.tickets().is_empty());
+    let number = world.tickets()[0]["number"].as_str().unwrap().to_owned();
+    let browser = world.browser().await;
+
+    // Signing in.
+    browser.goto(&format!("{}/tickets", world.web)).await.unwrap();
+    assert!(browser.current_url().await.unwrap().path().starts_with("/login"), "sent to sign in");
+    fill(&browser, "form", "email", ADMIN).await;
+    fill(&browser, "form", "password", ADMIN_PASSWORD).await;
+    click(&browser, "form button[type=submit]").await;
+    assert_eq!(browser.current_url().await.unwrap().path(), "/tickets");
+    let list = body_text(&browser).await;
+    assert!(list.contains(&number) && list.contains("The printer prints <nothing>"), "{list}");
+    screenshot(&browser, "tickets").await;
+
+    // The Customers page: views, the month filter, New Customer, e-mails.
+    browser.goto(&format!("{}/customers", world.web)).await.unwrap();
+    click(&browser, "nav.views a[href*='view=without']").await;
+    assert!(!body_text(&browser).await.contains(ALICE), "Alice has a ticket");
+    click(&browser, "nav.views a[href*='view=with&']").await;
+    assert!(body_text(&browser).await.contains(ALICE));
+    let month = chrono::Utc::now().format("%Y-%m").to_string();
+    click(&browser, &format!("select[name=month] option[value='{month}']")).await;
+    click(&browser, "form.filters button").await;
+    let url = browser.current_url().await.unwrap();
+    assert!(url.query().unwrap_or("").contains(&format!("month={month}")), "{url}");
+    assert!(body_text(&browser).await.contains(ALICE));
+    click(&browser, "a.button[href='/customers/new']").await;
+    fill(&browser, "form.stacked", "name", "Bob Builder").await;
+    fill(&browser, "form.stacked", "email", "bob@builders.example").await;
+    click(&browser, "form.stacked button").await;
+    assert!(body_text(&browser).await.contains("Bob Builder"));
+    fill(&browser, "form.inline:has(button[value=add])", "email", "bob@home.example").await;
+    click(&browser, "button[value=add]").await;
+    click(&browser, "button[value=primary]").await;
+    let page = body_text(&browser).await;
+    assert!(page.contains("bob@home.example primary"), "{page}");
+    browser.goto(&format!("{}/customers", world.web)).await.unwrap();
+    let customers = body_text(&browser).await;
+    assert!(customers.contains("All 2") && customers.contains("Without tickets 1"), "{customers}");
+    screenshot(&browser, "customers").await;
+
+    // The ticket: read it, answer the customer.
+    browser.goto(&format!("{}/tickets", world.web)).await.unwrap();
+    click(&browser, &format!("a[href='/tickets/{number}']")).await;
+    assert!(body_text(&browser).await.contains("It has been silent since Monday."));
+    fill(&browser, "form.reply", "body", "Dear Alice,\nplease check the paper tray.").await;
+    click(&browser, "form.reply button[value=reply]").await;
+    assert!(body_text(&browser).await.contains("Reply by Ada Admin"));
+    let mut reply = String::new();
+    wait_until(WAIT, "the reply reaches Alice's mailbox", || {
+        let inbox = world.dovecot.messages(ALICE, "INBOX");
+        let found = inbox.iter().map(|m| String::from_utf8_lossy(m).into_owned()).find(|m| m.contains("paper tray"));
+        found.map(|m| reply = m).is_some()
+    });
+    assert!(reply.contains(&format!("[Ticket#{number}]")), "the tag is in the subject:\n{reply}");
+    assert!(reply.contains("In-Reply-To: <first@mail.test>"), "{reply}");
+    assert!(!reply.contains("Auto-Submitted"), "a person's reply:\n{reply}");
+    let reply_id = reply
+        .lines()
+        .find_map(|l| l.strip_prefix("Message-ID: "))
+        .expect("the reply has a Message-ID")
+        .to_owned();
+
+    // Alice answers; the daemon files it on the ticket.
+    let answer = format!(
+        "From: Alice Liddell <alice@mail.test>\r\nTo: support@mail.test\r\nSubject: Re: your reply\r\n\
+         Message-ID: <answer@mail.test>\r\nIn-Reply-To: {reply_id}\r\n\r\nThe tray was empty. Thanks!\r\n"
+    );
+    world.smtp.submit(ALICE, HELPDESK, answer.as_bytes()).expect("submitted");
+    wait_for_text(&browser, "The tray was empty. Thanks!").await;
+    screenshot(&browser, "ticket").await;
+
+    // And closes it.
+    click(&browser, "select[name=state] option[value=closed]").await;
+    click(&browser, "form:has(select[name=state]) button").await;
+    assert!(browser.find(Locator::Css(".facts .state-closed")).await.is_ok(), "{}", body_text(&browser).await);
+    assert_eq!(world.tickets().len(), 1, "the answer made no new ticket:\n{}", world.daemon_log());
+    browser.close().await.unwrap();
+}
