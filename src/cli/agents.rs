@@ -17,11 +17,13 @@ use crate::desk::agents::{self, Add, Agent, Role};
 #[derive(Subcommand)]
 pub enum AgentsCommand {
     /// Adds an agent; the password is asked for (or read from standard input)
-    #[command(after_help = "Examples:\n  postdesk agents add ada@helpdesk.example --name 'Ada Lovelace' --role admin\n  \
+    #[command(
+        after_help = "Examples:\n  postdesk agents add ada@helpdesk.example --name 'Ada Lovelace' --role admin\n  \
                             pwgen -s 20 1 | tee /dev/stderr | postdesk agents add bob@helpdesk.example --name Bob --role agent\n\n\
                             Roles: admin (everything, and managing agents), editor (also creates and edits customers \
                             and organisations), agent (reads and answers tickets). A password has at least 10 \
-                            characters; it is stored as an Argon2id hash.")]
+                            characters; it is stored as an Argon2id hash."
+    )]
     Add {
         /// The address the agent signs in with
         email: String,
@@ -33,17 +35,23 @@ pub enum AgentsCommand {
         role: String,
     },
     /// Every agent with role and state
+    #[command(after_help = "Example:\n  postdesk agents list --json")]
     List {
         /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
     /// Sets a new password (asked for, or read from standard input); the agent's sessions end
+    #[command(after_help = "Example:\n  postdesk agents passwd ada@helpdesk.example")]
     Passwd {
+        /// The agent's address
         email: String,
     },
     /// The agent can no longer sign in; their sessions end at once
+    #[command(after_help = "Example:\n  postdesk agents disable bob@helpdesk.example\n\n\
+                            The agent's replies and notes stay on their tickets.")]
     Disable {
+        /// The agent's address
         email: String,
     },
 }

@@ -184,7 +184,11 @@ pub fn main() -> ExitCode {
     // signal that kills the daemon.
     let only_prints = matches!(
         cli.command,
-        Command::Tickets(_) | Command::Customers(_) | Command::Orgs(_) | Command::Failed(_) | Command::Outbox(_)
+        Command::Tickets(_)
+            | Command::Customers(_)
+            | Command::Orgs(_)
+            | Command::Failed(_)
+            | Command::Outbox(_)
             | Command::Agents(_)
     );
     if only_prints {

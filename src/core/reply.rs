@@ -17,8 +17,10 @@ pub struct ReplyInput<'a> {
     /// The helpdesk address the ticket's acknowledgement came from, else our main one.
     pub from: &'a str,
     pub from_name: &'a str,
-    /// The Message-IDs of the ticket's mail, oldest first (the last one is answered).
+    /// The Message-IDs of the ticket's mail (the customer's and ours), oldest first.
     pub thread: &'a [String],
+    /// The customer's latest message, which the reply answers.
+    pub answering: Option<&'a str>,
     pub tag_prefix: &'a str,
     pub body: &'a str,
     pub random: [u8; 16],
@@ -57,7 +59,7 @@ pub fn build(input: &ReplyInput) -> Result<Acknowledgement, ReplyError> {
         subject,
         body: input.body.replace("\r\n", "\n"),
         message_id: trust::our_message_id(input.ticket_number, input.random, address::domain_of(input.from)),
-        in_reply_to: thread.last().map(|id| id.to_string()),
+        in_reply_to: input.answering.filter(|id| header_safe_id(id)).map(str::to_owned),
         references,
     })
 }
@@ -75,6 +77,7 @@ mod tests {
             from: "support@helpdesk.example",
             from_name: "Bob at ACME Support",
             thread,
+            answering: thread.last().map(String::as_str),
             tag_prefix: "Ticket#",
             body,
             random: [7; 16],

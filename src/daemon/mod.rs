@@ -108,7 +108,8 @@ pub async fn run(config: Arc<Config>, shutdown: CancellationToken, once: bool) -
         let listener = crate::web::bind(&web).await?;
         info!("serving the console on {} (http://{})", web.base_url, web.listen);
         let nudge = Some(Arc::clone(&shared.nudge));
-        let router = crate::web::router(crate::web::Console::new(shared.store.clone(), Arc::clone(&config), web, nudge));
+        let router =
+            crate::web::router(crate::web::Console::new(shared.store.clone(), Arc::clone(&config), web, nudge));
         tracker.spawn(serve_http("the web console", listener, router, shutdown.clone()));
     }
     // Once, the outbox is drained after the mailboxes, so it sends what they queued.

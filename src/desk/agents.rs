@@ -69,7 +69,14 @@ impl TryFrom<AgentRow> for Agent {
     fn try_from(row: AgentRow) -> Result<Agent, StoreError> {
         let role = Role::parse(&row.role)
             .ok_or_else(|| StoreError::Conflict(format!("agent {} has an unknown role {:?}", row.email, row.role)))?;
-        Ok(Agent { id: row.id, email: row.email, name: row.name, role, disabled: row.disabled, created_at: row.created_at })
+        Ok(Agent {
+            id: row.id,
+            email: row.email,
+            name: row.name,
+            role,
+            disabled: row.disabled,
+            created_at: row.created_at,
+        })
     }
 }
 

@@ -184,6 +184,7 @@ pub fn write(
         from: ticket.ack_sender.as_deref().unwrap_or(main),
         from_name: &from_name,
         thread: &ticket.thread,
+        answering: ticket.answering.as_deref(),
         tag_prefix: &policy.tag_prefix,
         body: &cmd.body,
         random,
@@ -199,6 +200,10 @@ pub fn write(
     };
     store::add_outbound(tx, &article, now)?;
     outbox::queue(tx, ticket.id, &mail, now)?;
+    // An answered ticket is being worked on: no longer new.
+    if store::summary(tx, &cmd.number)?.is_some_and(|t| t.state == State::New) {
+        store::set_state(tx, &cmd.number, State::Open, now)?;
+    }
     Ok(Some(mail.message_id))
 }
 

@@ -93,9 +93,8 @@ pub fn session(tx: &Tx<'_>, token_hash: &str, now: DateTime<Utc>) -> Result<Opti
     let sql = "SELECT a.id, a.email, a.name, a.role, a.disabled, a.created_at, a.password_hash, s.csrf
                FROM sessions s JOIN agents a ON a.id = s.agent_id
                WHERE s.token_hash = ?1 AND s.expires_at > ?2 AND a.disabled = 0";
-    let found = tx.conn().prepare_cached(sql)?.query_row(params![token_hash, timestamp(now)], |r| {
-        Ok((agent(r)?, r.get(7)?))
-    });
+    let found =
+        tx.conn().prepare_cached(sql)?.query_row(params![token_hash, timestamp(now)], |r| Ok((agent(r)?, r.get(7)?)));
     Ok(found.optional()?)
 }
 

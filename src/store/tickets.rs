@@ -327,6 +327,8 @@ pub struct ReplyContext {
     pub customer_email: Option<String>,
     pub customer_name: Option<String>,
     pub thread: Vec<String>,
+    /// The customer's latest message.
+    pub answering: Option<String>,
     /// The helpdesk address the acknowledgement was sent from.
     pub ack_sender: Option<String>,
 }
@@ -346,6 +348,7 @@ pub fn reply_context(tx: &Tx<'_>, number: &str) -> Result<Option<ReplyContext>, 
                     customer_email: r.get(2)?,
                     customer_name: r.get(3)?,
                     thread: Vec::new(),
+                    answering: None,
                     ack_sender: r.get(4)?,
                 })
             },
@@ -355,14 +358,17 @@ pub fn reply_context(tx: &Tx<'_>, number: &str) -> Result<Option<ReplyContext>, 
         return Ok(None);
     };
     let mut stmt = conn.prepare(
-        "SELECT message_id FROM (
+        "SELECT message_id, ours FROM (
              SELECT message_id, created_at, 0 AS ours, id FROM articles
               WHERE ticket_id = ?1 AND message_id IS NOT NULL AND internal = 0 AND direction = 'in'
              UNION ALL
              SELECT message_id, created_at, 1, id FROM outbox WHERE ticket_id = ?1)
          ORDER BY created_at, ours, id",
     )?;
-    ticket.thread = stmt.query_map([ticket.id], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let thread: Vec<(String, bool)> =
+        stmt.query_map([ticket.id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+    ticket.answering = thread.iter().rev().find(|(_, ours)| !ours).map(|(id, _)| id.clone());
+    ticket.thread = thread.into_iter().map(|(id, _)| id).collect();
     Ok(Some(ticket))
 }
 

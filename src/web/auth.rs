@@ -98,7 +98,8 @@ impl<T: DeserializeOwned> FromRequest<super::State> for Action<T> {
     async fn from_request(request: Request, console: &super::State) -> Result<Self, Response> {
         let (mut parts, body) = request.into_parts();
         let by = SignedIn::from_request_parts(&mut parts, console).await?;
-        let bytes = Bytes::from_request(Request::from_parts(parts, body), console).await.map_err(|e| e.into_response())?;
+        let bytes =
+            Bytes::from_request(Request::from_parts(parts, body), console).await.map_err(|e| e.into_response())?;
         let Csrf { csrf } = serde_urlencoded::from_bytes(&bytes).unwrap_or(Csrf { csrf: String::new() });
         if !same(&csrf, &by.csrf) {
             let refused = "The form has expired or did not come from this console: reload the page and try again.";
@@ -222,7 +223,13 @@ fn safe_next(next: Option<&str>) -> String {
 }
 
 fn session_cookie(name: &str, value: &str, secure: bool, path: &str) -> String {
-    Cookie::build((name, value)).http_only(true).same_site(SameSite::Strict).secure(secure).path(path).build().to_string()
+    Cookie::build((name, value))
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(secure)
+        .path(path)
+        .build()
+        .to_string()
 }
 
 fn expired(name: &str, path: &str) -> String {

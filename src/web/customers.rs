@@ -9,7 +9,7 @@ use minijinja::{context, Value};
 use serde::{Deserialize, Serialize};
 
 use super::auth::{Action, SignedIn};
-use super::render::{value, page, WebError};
+use super::render::{page, value, WebError};
 use super::tickets::{given, row};
 use crate::core::address;
 use crate::desk::customers::{self, Add, Changes, Edit, Merge, Primary, Query as CustomerQuery};
@@ -63,12 +63,7 @@ pub async fn list(
                 .iter()
                 .map(|(.., has)| customers::count(tx, &CustomerQuery { has_tickets: *has, ..base.clone() }))
                 .collect::<Result<Vec<i64>, _>>()?;
-            let this_page = CustomerQuery {
-                has_tickets,
-                limit: Some(PAGE),
-                offset: (page_number - 1) * PAGE,
-                ..base
-            };
+            let this_page = CustomerQuery { has_tickets, limit: Some(PAGE), offset: (page_number - 1) * PAGE, ..base };
             Ok::<_, DeskError>((customers::list(tx, &this_page)?, counts, customers::months(tx)?))
         })
         .await?;
@@ -127,10 +122,8 @@ pub async fn show(
     by: SignedIn,
     Path(id): Path<i64>,
 ) -> Result<Response, WebError> {
-    let (detail, names) = console
-        .store
-        .read(move |tx| Ok::<_, DeskError>((customers::show_id(tx, id)?, org_names(tx)?)))
-        .await?;
+    let (detail, names) =
+        console.store.read(move |tx| Ok::<_, DeskError>((customers::show_id(tx, id)?, org_names(tx)?))).await?;
     let now = Utc::now();
     let context = context! {
         customer => customer(&detail.customer),
@@ -247,7 +240,8 @@ fn change(tx: &Tx, email: String, changes: Changes) -> Result<(), DeskError> {
 }
 
 fn normalised(email: &str) -> Result<String, WebError> {
-    address::normalise(email).ok_or_else(|| WebError::BadRequest(format!("{:?} is not an e-mail address", email.trim())))
+    address::normalise(email)
+        .ok_or_else(|| WebError::BadRequest(format!("{:?} is not an e-mail address", email.trim())))
 }
 
 fn to_customer(id: i64) -> Response {

@@ -39,13 +39,7 @@ pub struct Console {
 
 impl Console {
     pub fn new(store: SharedStore, config: Arc<Config>, web: WebConfig, nudge: Option<Arc<Notify>>) -> Arc<Console> {
-        Arc::new(Console {
-            store,
-            config,
-            web,
-            sign_in_limits: limit::SignInLimits::default(),
-            nudge,
-        })
+        Arc::new(Console { store, config, web, sign_in_limits: limit::SignInLimits::default(), nudge })
     }
 }
 

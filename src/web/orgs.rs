@@ -9,7 +9,7 @@ use minijinja::{context, Value};
 use serde::Deserialize;
 
 use super::auth::{Action, SignedIn};
-use super::render::{value, page, WebError};
+use super::render::{page, value, WebError};
 use super::tickets::{given, row};
 use crate::desk::error::DeskError;
 use crate::desk::orgs::{self, Add, Edit, Merge};
@@ -36,10 +36,8 @@ pub async fn add(State(console): State<super::State>, action: Action<AddForm>) -
         force: false,
     };
     let (config, now) = (std::sync::Arc::clone(&console.config), Utc::now());
-    let changed = console
-        .store
-        .write(move |tx| orgs::add(tx, &cmd, &config.policy.resolve.extra_free_mail, now))
-        .await?;
+    let changed =
+        console.store.write(move |tx| orgs::add(tx, &cmd, &config.policy.resolve.extra_free_mail, now)).await?;
     Ok(to_org(changed.organisation.id))
 }
 

@@ -8,7 +8,7 @@ use minijinja::{context, Value};
 use serde::Deserialize;
 
 use super::auth::{Action, SignedIn};
-use super::render::{value, page, WebError};
+use super::render::{page, value, WebError};
 use super::tickets::download;
 use crate::desk::{failed, outbox};
 

@@ -159,6 +159,6 @@ mod tests {
             .unwrap()
             .render(context! { title => evil, message => evil, helpdesk_name => evil })
             .unwrap();
-        assert!(!html.contains(evil) && html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{html}");
+        assert!(!html.contains(evil) && html.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;"), "{html}");
     }
 }

