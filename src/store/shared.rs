@@ -1,27 +1,40 @@
 //! The one store handle a running daemon shares between its tasks (mailbox loops, the
 //! acknowledgement sender, the status line, the metrics endpoint, later web handlers).
 //! SQLite has one writer at a time, so every write goes through one connection; reads
-//! use a second connection and, in WAL mode, never wait behind a write. Each call runs on
+//! use a few connections of their own (the console's pages run side by side on every
+//! core) and, in WAL mode, never wait behind a write. Each call runs on
 //! a blocking thread, so a commit's fsync never holds up the async tasks.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{Store, StoreError, Tx};
 
-/// Cheap to clone: every clone uses the same two connections.
+/// Read connections: more than the cores of a small server, so that a slow page does not
+/// hold up the others.
+const READERS: usize = 4;
+
+/// Cheap to clone: every clone uses the same connections.
 #[derive(Clone)]
 pub struct SharedStore {
     writer: Arc<Mutex<Store>>,
-    reader: Arc<Mutex<Store>>,
+    readers: Arc<Readers>,
+}
+
+struct Readers {
+    connections: Vec<Mutex<Store>>,
+    /// Where the next read starts looking for a free connection.
+    next: AtomicUsize,
 }
 
 impl SharedStore {
     /// Opens (creating and migrating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<SharedStore, StoreError> {
         let writer = Store::open(path)?;
-        let reader = Store::open_existing(path)?;
-        Ok(SharedStore { writer: Arc::new(Mutex::new(writer)), reader: Arc::new(Mutex::new(reader)) })
+        let connections = (0..READERS).map(|_| Store::open_existing(path).map(Mutex::new)).collect::<Result<_, _>>()?;
+        let readers = Readers { connections, next: AtomicUsize::new(0) };
+        Ok(SharedStore { writer: Arc::new(Mutex::new(writer)), readers: Arc::new(readers) })
     }
 
     /// Runs `f` in one read transaction (a consistent snapshot) on the read connection.
@@ -29,7 +42,17 @@ impl SharedStore {
         &self,
         f: impl FnOnce(&Tx) -> Result<T, E> + Send + 'static,
     ) -> Result<T, E> {
-        blocking(&self.reader, move |store| store.read(f)).await
+        let readers = Arc::clone(&self.readers);
+        let start = readers.next.fetch_add(1, Ordering::Relaxed);
+        tokio::task::spawn_blocking(move || {
+            let all = &readers.connections;
+            // A free connection if there is one, else wait for the one in turn.
+            let free = (0..all.len()).find_map(|i| all[(start + i) % all.len()].try_lock().ok());
+            let mut store = free.unwrap_or_else(|| all[start % all.len()].lock().unwrap_or_else(|p| p.into_inner()));
+            store.read(f)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("the store task failed: {e}")))?
     }
 
     /// Runs `f` in one write transaction on the writer connection (see `Store::write`).
