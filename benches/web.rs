@@ -5,8 +5,8 @@
 //! `postdesk ingest` (the daemon's batch loop) into the same database is measured alone
 //! and again while the 20 clients load the console, in the same run.
 //!
-//! Run: `scripts/bench-web` (`cargo bench --bench web`). `POSTDESK_BENCH_DB=PATH` keeps
-//! the filled database there and reuses it on the next run; `POSTDESK_BENCH_SECS` sets
+//! Run: `scripts/bench-web` (`cargo bench --bench web`). `PD_BENCH_DB=PATH` keeps
+//! the filled database there and reuses it on the next run; `PD_BENCH_SECS` sets
 //! the seconds per kind of page (default 5).
 
 use std::path::{Path, PathBuf};
@@ -35,7 +35,7 @@ type Body = Empty<axum::body::Bytes>;
 
 fn main() {
     let scratch = tempfile::tempdir().expect("temp dir");
-    let db = std::env::var_os("POSTDESK_BENCH_DB").map_or_else(|| scratch.path().join("bench.db"), PathBuf::from);
+    let db = std::env::var_os("PD_BENCH_DB").map_or_else(|| scratch.path().join("bench.db"), PathBuf::from);
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let config_path = scratch.path().join("postdesk.toml");
     std::fs::write(
@@ -60,7 +60,7 @@ fn main() {
     let base = format!("http://127.0.0.1:{port}");
     wait_for(port);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let secs: u64 = std::env::var("POSTDESK_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let secs: u64 = std::env::var("PD_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
     let pages = pages(&config);
     println!(
         "console: {TICKETS} tickets, {CUSTOMERS} customers, {ORGANISATIONS} organisations; {CLIENTS} clients, \
@@ -232,7 +232,8 @@ async fn load(
     let until = Instant::now() + duration;
     let tasks: Vec<_> = (0..CLIENTS)
         .map(|c| {
-            let (client, urls, sessions, base) = (client.clone(), Arc::clone(&urls), Arc::clone(sessions), base.to_owned());
+            let (client, urls, sessions, base) =
+                (client.clone(), Arc::clone(&urls), Arc::clone(sessions), base.to_owned());
             let stop = stop.clone();
             tokio::spawn(async move {
                 let mut latencies = Vec::new();

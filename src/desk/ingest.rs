@@ -379,6 +379,11 @@ fn authserv_id<'a>(source: &'a Source, config: &'a Config) -> Option<&'a str> {
 
 /// 128 bits from the operating system, for the Message-IDs of acknowledgements.
 pub fn system_random(_: &Source) -> Result<[u8; 16], StoreError> {
+    random_bytes()
+}
+
+/// 128 bits from the operating system, for our Message-IDs.
+pub fn random_bytes() -> Result<[u8; 16], StoreError> {
     let mut bytes = [0u8; 16];
     getrandom::getrandom(&mut bytes)
         .map_err(|e| StoreError::Unavailable(format!("the system's random number generator failed: {e}")))?;

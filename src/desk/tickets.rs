@@ -241,6 +241,80 @@ mod tests {
     }
 
     #[test]
+    fn a_reply_is_queued_threaded_stops_the_clock_and_a_note_is_not_mailed() {
+        let mut store = store();
+        let config = crate::desk::testing::config();
+        store
+            .write(|tx| {
+                let acme = orgs::Add { name: "Acme".into(), domains: vec!["acme.example".into()], force: false };
+                orgs::add(tx, &acme, &[], now())?;
+                let hours = orgs::Edit { name: "Acme".into(), first_response: Some(4), ..Default::default() };
+                orgs::edit(tx, &hours, &[])
+            })
+            .unwrap();
+        let number = ticket(&mut store, "ann@acme.example", "printer");
+        let add = crate::desk::agents::Add {
+            email: "bo@helpdesk.example".into(),
+            name: "Bo".into(),
+            role: crate::desk::agents::Role::Agent,
+            password: "long enough password".into(),
+        };
+        let agent = store.write(|tx| crate::desk::agents::add(tx, &add, now())).unwrap();
+        let author = Author { agent_id: agent.id, name: agent.name.clone() };
+        let write = |internal: bool, body: &str| Write {
+            number: number.clone(),
+            author: author.clone(),
+            body: body.into(),
+            internal,
+        };
+        let later = now() + chrono::Duration::days(3);
+        let note = store.write(|tx| super::write(tx, &write(true, "angry"), &config.policy, [1; 16], later)).unwrap();
+        assert_eq!(note, None, "a note has no Message-ID");
+        let overdue = Query { overdue: true, ..Default::default() };
+        assert_eq!(
+            store.read(|tx| list(tx, &overdue, later)).unwrap().len(),
+            1,
+            "four hours passed, a note is no answer"
+        );
+        let id = store.write(|tx| super::write(tx, &write(false, "Fixed."), &config.policy, [2; 16], later)).unwrap();
+        let id = id.expect("a reply has our Message-ID");
+        let rows = store.read(|tx| crate::desk::outbox::list(tx, None)).unwrap();
+        let reply = rows.iter().find(|r| r.message_id == id).expect("the reply is in the outbox");
+        assert_eq!((reply.kind, reply.recipient.as_str()), (crate::core::ack::MailKind::Reply, "ann@acme.example"));
+        assert_eq!(reply.in_reply_to.as_deref(), Some("printer.ann.acme.example@test.example"));
+        assert_eq!(rows.len(), 2, "the acknowledgement and the reply, not the note");
+        let shown = store.read(|tx| show(tx, &number)).unwrap();
+        assert_eq!(shown.summary.state, State::Open, "answered: no longer new");
+        assert!(shown.summary.first_response_at.is_some());
+        let labels: Vec<(&str, bool)> = shown.article_list.iter().map(|a| (a.direction.as_str(), a.internal)).collect();
+        assert_eq!(labels, [("in", false), ("out", true), ("out", false)]);
+        assert!(store.read(|tx| list(tx, &overdue, later)).unwrap().is_empty(), "answered is not overdue");
+        let empty = store.write(|tx| super::write(tx, &write(false, " \n"), &config.policy, [3; 16], later));
+        assert_eq!(empty.unwrap_err().to_string(), "the reply is empty");
+        let nobody = store.write(|tx| set_owner(tx, &number, Some(agent.id + 1), later)).unwrap_err();
+        assert_eq!(nobody.to_string(), format!("no agent #{}", agent.id + 1));
+    }
+
+    /// The counts per state the triggers keep are the counts a query finds.
+    #[test]
+    fn kept_counts_are_counted_counts() {
+        let mut store = store();
+        let numbers: Vec<String> = (0..6).map(|i| ticket(&mut store, "ann@acme.example", &format!("s{i}"))).collect();
+        for (number, state) in numbers.iter().zip([State::Open, State::Open, State::Closed, State::Pending]) {
+            store.write(|tx| set_state(tx, &SetState { number: number.clone(), state }, now())).unwrap();
+        }
+        let kept = Query::default();
+        let counted = Query { since: Some(now() - chrono::Duration::days(1)), ..Default::default() };
+        let mut a = store.read(|tx| count_by_state(tx, &kept, now())).unwrap();
+        let mut b = store.read(|tx| count_by_state(tx, &counted, now())).unwrap();
+        a.retain(|(_, n)| *n > 0);
+        a.sort_by_key(|(s, _)| s.as_str());
+        b.sort_by_key(|(s, _)| s.as_str());
+        assert_eq!(a, b);
+        assert_eq!(a.iter().map(|(_, n)| n).sum::<i64>(), 6);
+    }
+
+    #[test]
     fn queries_name_what_is_not_there() {
         let mut store = store();
         let number = ticket(&mut store, "ann@acme.example", "printer");

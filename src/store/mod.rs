@@ -138,14 +138,7 @@ impl Store {
     fn setup(mut conn: Connection, dir: Option<&Path>) -> Result<Store, StoreError> {
         let _setting_up = dir.map(lock_directory).transpose()?;
         conn.busy_timeout(Duration::from_secs(10))?;
-        for (name, f) in [("fold", fold as fn(&str) -> String), ("sort_key", sort_key)] {
-            conn.create_scalar_function(
-                name,
-                1,
-                FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
-                move |ctx| Ok(ctx.get::<Option<String>>(0)?.map(|t| f(&t))),
-            )?;
-        }
+        register_functions(&conn)?;
         // Ingesting one message runs some thirty distinct statements; with rusqlite's
         // default of 16 cached ones, each message would parse most of them again.
         conn.set_prepared_statement_cache_capacity(64);
@@ -324,6 +317,58 @@ pub fn sort_key(text: &str) -> String {
     fold(text).nfkd().filter(|c| !is_combining_mark(*c)).collect()
 }
 
+/// `fold` and `sort_key` for SQL: queries, migrations and the triggers that keep the
+/// customers' sort and search keys call them, so every connection has them.
+fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
+    for (name, f) in [("fold", fold as fn(&str) -> String), ("sort_key", sort_key)] {
+        conn.create_scalar_function(
+            name,
+            1,
+            FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+            move |ctx| Ok(ctx.get::<Option<String>>(0)?.map(|t| f(&t))),
+        )?;
+    }
+    Ok(())
+}
+
+/// The conditions of a list query that its filter asks for, and their values in order:
+/// only what is asked for is in the SQL, so that SQLite picks the index that serves it.
+#[derive(Default)]
+pub(crate) struct Where {
+    conditions: Vec<&'static str>,
+    values: Vec<Box<dyn rusqlite::ToSql>>,
+}
+
+impl Where {
+    /// A condition with one `?` per value, in order.
+    fn and(&mut self, condition: &'static str, values: Vec<Box<dyn rusqlite::ToSql>>) -> &mut Self {
+        self.conditions.push(condition);
+        self.values.extend(values);
+        self
+    }
+
+    /// `and`, when `value` is given: a condition with one `?`, or several for the same value.
+    fn and_if<T: rusqlite::ToSql + Clone + 'static>(&mut self, condition: &'static str, value: Option<T>) -> &mut Self {
+        if let Some(v) = value {
+            let count = condition.matches('?').count();
+            self.and(condition, (0..count).map(|_| Box::new(v.clone()) as Box<dyn rusqlite::ToSql>).collect());
+        }
+        self
+    }
+
+    /// ` WHERE a AND b` (nothing without conditions).
+    fn sql(&self) -> String {
+        match self.conditions.is_empty() {
+            true => String::new(),
+            false => format!(" WHERE {}", self.conditions.join(" AND ")),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.conditions.is_empty()
+    }
+}
+
 /// RFC 3339 UTC with seconds, the one timestamp format stored.
 pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -334,9 +379,16 @@ mod tests {
     use super::*;
     use crate::core::decide::Seen;
 
+    /// A bare connection as `Store::open` prepares it for the migrations.
+    fn bare() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        register_functions(&conn).unwrap();
+        conn
+    }
+
     #[test]
     fn migrations_are_valid() {
-        assert!(Migrations::from_slice(MIGRATIONS).validate().is_ok());
+        Migrations::from_slice(MIGRATIONS).to_latest(&mut bare()).unwrap();
     }
 
     #[test]
@@ -353,7 +405,7 @@ mod tests {
     /// without a content digest still recognised as a duplicate from its raw bytes.
     #[test]
     fn migration_3_keeps_and_back_fills() {
-        let mut conn = Connection::open_in_memory().unwrap();
+        let mut conn = bare();
         let migrations = Migrations::from_slice(MIGRATIONS);
         migrations.to_version(&mut conn, 2).unwrap();
         let raw = b"From: Alice <Alice@Acme.example>\r\nSubject: s\r\nMessage-ID: <m1@acme.example>\r\n\r\nbody\r\n";
@@ -411,7 +463,7 @@ mod tests {
     /// writer took meanwhile is a conflict (decided again), not a failed message.
     #[test]
     fn ticket_numbers_come_from_the_day_counter() {
-        let mut conn = Connection::open_in_memory().unwrap();
+        let mut conn = bare();
         let migrations = Migrations::from_slice(MIGRATIONS);
         migrations.to_version(&mut conn, 5).unwrap();
         conn.execute_batch(

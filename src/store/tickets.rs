@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 
-use super::{timestamp, StoreError, Tx};
+use super::{timestamp, StoreError, Tx, Where};
 use crate::core::route::State;
 
 #[derive(Debug, Serialize)]
@@ -170,63 +170,61 @@ impl std::fmt::Display for Cursor {
     }
 }
 
-/// The conditions of a filter but its state (`?1`) and page, numbered as `filter_params`
-/// binds them.
-const FILTER_WHERE: &str = "
-         (?2 IS NULL OR t.organisation_id = ?2)
-           AND (?3 IS NULL OR t.customer_id = ?3)
-           AND (?4 IS NULL OR t.customer_id = ?4
-                OR t.organisation_id IN (SELECT organisation_id FROM customer_users WHERE id = ?4
-                                         UNION SELECT organisation_id FROM customer_links WHERE customer_id = ?4))
-           AND (?5 IS NULL OR (t.state <> 'closed' AND t.first_response_at IS NULL AND t.respond_by < ?5))
-           AND (?6 IS NULL OR t.created_at >= ?6)
-           AND (?7 IS NULL OR instr(fold(t.subject), ?7) > 0
-                OR EXISTS (SELECT 1 FROM articles a WHERE a.ticket_id = t.id
-                           AND (instr(fold(a.subject), ?7) > 0 OR instr(fold(a.body_text), ?7) > 0)))
-           AND (?8 IS NULL OR t.owner_id = ?8)";
-
-fn filter_params(filter: &Filter) -> [Box<dyn rusqlite::ToSql + '_>; 8] {
-    [
-        Box::new(filter.state.map(State::as_str)),
-        Box::new(filter.organisation_id),
-        Box::new(filter.customer_id),
-        Box::new(filter.visible_to),
-        Box::new(filter.overdue_at.map(timestamp)),
-        Box::new(filter.since.map(timestamp)),
-        Box::new(filter.search.as_deref().map(super::fold)),
-        Box::new(filter.owner_id),
-    ]
+impl Filter {
+    /// The conditions of the filter but its page; its state unless `with_state` is false.
+    fn conditions(&self, with_state: bool) -> Where {
+        let mut w = Where::default();
+        if with_state {
+            w.and_if("t.state = ?", self.state.map(State::as_str));
+        }
+        w.and_if("t.organisation_id = ?", self.organisation_id)
+            .and_if("t.customer_id = ?", self.customer_id)
+            .and_if(
+                "(t.customer_id = ? OR t.organisation_id IN (SELECT organisation_id FROM customer_users WHERE id = ?
+                  UNION SELECT organisation_id FROM customer_links WHERE customer_id = ?))",
+                self.visible_to,
+            )
+            .and_if(
+                "(t.state <> 'closed' AND t.first_response_at IS NULL AND t.respond_by < ?)",
+                self.overdue_at.map(timestamp),
+            )
+            .and_if("t.created_at >= ?", self.since.map(timestamp))
+            .and_if(
+                "(instr(fold(t.subject), ?) > 0 OR EXISTS (SELECT 1 FROM articles a WHERE a.ticket_id = t.id
+                  AND (instr(fold(a.subject), ?) > 0 OR instr(fold(a.body_text), ?) > 0)))",
+                self.search.as_deref().map(super::fold),
+            )
+            .and_if("t.owner_id = ?", self.owner_id);
+        w
+    }
 }
 
 /// The tickets a filter selects, newest activity first.
 pub fn list(tx: &Tx<'_>, filter: &Filter) -> Result<Vec<TicketSummary>, StoreError> {
-    let conn = tx.conn();
-    let sql = format!(
-        "{SUMMARY_SELECT}
-         WHERE (?1 IS NULL OR t.state = ?1) AND {FILTER_WHERE}
-           AND (?9 IS NULL OR (t.updated_at, t.id) < (?9, ?10))
-         ORDER BY t.updated_at DESC, t.id DESC
-         LIMIT ?11"
-    );
-    let after = filter.after.as_ref();
-    let mut values: Vec<Box<dyn rusqlite::ToSql>> = filter_params(filter).into_iter().collect();
-    values.push(Box::new(after.map(|c| c.updated_at.clone())));
-    values.push(Box::new(after.map(|c| c.id)));
+    let mut w = filter.conditions(true);
+    if let Some(after) = &filter.after {
+        let (at, id) = (after.updated_at.clone(), after.id);
+        w.and("(t.updated_at, t.id) < (?, ?)", vec![Box::new(at), Box::new(id)]);
+    }
+    let sql = format!("{SUMMARY_SELECT}{} ORDER BY t.updated_at DESC, t.id DESC LIMIT ?", w.sql());
+    let mut values = w.values;
     values.push(Box::new(filter.limit.map_or(-1, i64::from)));
-    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut stmt = tx.conn().prepare_cached(&sql)?;
     let rows = stmt.query_map(rusqlite::params_from_iter(values), summary_row)?.collect::<Result<_, _>>()?;
     Ok(rows)
 }
 
-/// How many tickets a filter selects in each state (its own state and page aside).
+/// How many tickets a filter selects in each state (its own state and page aside). With
+/// no filter, from the counts the triggers keep.
 pub fn count_by_state(tx: &Tx<'_>, filter: &Filter) -> Result<Vec<(State, i64)>, StoreError> {
-    let conn = tx.conn();
-    let sql = format!("SELECT t.state, COUNT(*) FROM tickets t WHERE ?1 IS NULL AND {FILTER_WHERE} GROUP BY t.state");
-    let mut values = filter_params(filter);
-    values[0] = Box::new(None::<&str>);
-    let mut stmt = conn.prepare_cached(&sql)?;
+    let w = filter.conditions(false);
+    let sql = match w.is_empty() {
+        true => "SELECT state, tickets FROM ticket_state_counts".to_owned(),
+        false => format!("SELECT t.state, COUNT(*) FROM tickets t{} GROUP BY t.state", w.sql()),
+    };
+    let mut stmt = tx.conn().prepare_cached(&sql)?;
     let rows = stmt
-        .query_map(rusqlite::params_from_iter(values), |r| Ok((state(r, 0)?, r.get(1)?)))?
+        .query_map(rusqlite::params_from_iter(w.values), |r| Ok((state(r, 0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     Ok(rows)
 }

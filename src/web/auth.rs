@@ -102,8 +102,7 @@ impl<T: DeserializeOwned> FromRequest<super::State> for Action<T> {
             Bytes::from_request(Request::from_parts(parts, body), console).await.map_err(|e| e.into_response())?;
         let Csrf { csrf } = serde_urlencoded::from_bytes(&bytes).unwrap_or(Csrf { csrf: String::new() });
         if !same(&csrf, &by.csrf) {
-            let refused = "The form has expired or did not come from this console: reload the page and try again.";
-            return Err((StatusCode::FORBIDDEN, WebError::BadRequest(refused.to_owned())).into_response());
+            return Err(WebError::FormExpired.into_response());
         }
         let form = serde_urlencoded::from_bytes(&bytes)
             .map_err(|e| WebError::BadRequest(format!("The form is not what this page sends: {e}")).into_response())?;
@@ -186,6 +185,7 @@ pub async fn login(
     }
 }
 
+/// A form with nothing in it but its CSRF token.
 #[derive(Deserialize)]
 pub struct Nothing {}
 

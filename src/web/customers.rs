@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::{Action, SignedIn};
 use super::render::{page, value, WebError};
-use super::tickets::{given, row};
+use super::tickets::{given, rows};
 use crate::core::address;
 use crate::desk::customers::{self, Add, Changes, Edit, Merge, Primary, Query as CustomerQuery};
 use crate::desk::error::DeskError;
@@ -87,7 +87,8 @@ pub async fn list(
     Ok(page("customers.html", context))
 }
 
-fn customer(c: &crate::store::customers::Customer) -> Value {
+/// A customer as the lists show them, with the id their links need.
+pub fn customer(c: &crate::store::customers::Customer) -> Value {
     context! { id => c.id, ..value(c) }
 }
 
@@ -127,7 +128,7 @@ pub async fn show(
     let now = Utc::now();
     let context = context! {
         customer => customer(&detail.customer),
-        tickets => detail.ticket_list.iter().map(|t| row(t, now)).collect::<Vec<_>>(),
+        tickets => rows(&detail.ticket_list, now),
         orgs => names,
         ..by.frame(&console, "customers")
     };
@@ -233,10 +234,7 @@ pub async fn merge(
 
 /// Applies `changes` to the customer with this primary address; none is no change.
 fn change(tx: &Tx, email: String, changes: Changes) -> Result<(), DeskError> {
-    match customers::edit(tx, &Edit { email, changes }) {
-        Ok(_) | Err(DeskError::NothingToChange) => Ok(()),
-        Err(e) => Err(e),
-    }
+    super::unchanged_is_fine(customers::edit(tx, &Edit { email, changes }))
 }
 
 fn normalised(email: &str) -> Result<String, WebError> {

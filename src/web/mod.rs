@@ -85,6 +85,14 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Cancellation
     axum::serve(listener, service).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 
+/// A form that changes nothing (the page's values sent back as they were) is no error.
+fn unchanged_is_fine<T>(result: Result<T, crate::desk::error::DeskError>) -> Result<(), crate::desk::error::DeskError> {
+    match result {
+        Ok(_) | Err(crate::desk::error::DeskError::NothingToChange) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Binds `[web] listen`, saying which key to fix when it cannot.
 pub async fn bind(web: &WebConfig) -> anyhow::Result<TcpListener> {
     TcpListener::bind(web.listen).await.map_err(|e| anyhow::anyhow!("web.listen {}: {e}", web.listen))

@@ -9,9 +9,9 @@ use minijinja::{context, Value};
 use serde::Deserialize;
 
 use super::auth::{Action, SignedIn};
+use super::customers::customer;
 use super::render::{page, value, WebError};
-use super::tickets::{given, row};
-use crate::desk::error::DeskError;
+use super::tickets::{given, rows};
 use crate::desk::orgs::{self, Add, Edit, Merge};
 
 pub async fn list(State(console): State<super::State>, by: SignedIn) -> Result<Response, WebError> {
@@ -50,8 +50,8 @@ pub async fn show(
     let now = Utc::now();
     let context = context! {
         org => context! { id => detail.organisation.id, ..value(&detail.organisation) },
-        customers => detail.customer_list.iter().map(|c| context! { id => c.id, ..value(c) }).collect::<Vec<_>>(),
-        tickets => detail.ticket_list.iter().map(|t| row(t, now)).collect::<Vec<_>>(),
+        customers => detail.customer_list.iter().map(customer).collect::<Vec<_>>(),
+        tickets => rows(&detail.ticket_list, now),
         ..by.frame(&console, "orgs")
     };
     Ok(page("org.html", context))
@@ -122,10 +122,8 @@ async fn change(
         .store
         .write(move |tx| {
             let now = orgs::show_id(tx, id)?.organisation;
-            match orgs::edit(tx, &edit(now.name, now.first_response_hours), &config.policy.resolve.extra_free_mail) {
-                Ok(_) | Err(DeskError::NothingToChange) => Ok(()),
-                Err(e) => Err(e),
-            }
+            let edit = edit(now.name, now.first_response_hours);
+            super::unchanged_is_fine(orgs::edit(tx, &edit, &config.policy.resolve.extra_free_mail))
         })
         .await?;
     Ok(to_org(id))

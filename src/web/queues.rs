@@ -5,9 +5,8 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::Utc;
 use minijinja::{context, Value};
-use serde::Deserialize;
 
-use super::auth::{Action, SignedIn};
+use super::auth::{Action, Nothing, SignedIn};
 use super::render::{page, value, WebError};
 use super::tickets::download;
 use crate::desk::{failed, outbox};
@@ -28,9 +27,6 @@ pub async fn failed_raw(
     let kept = console.store.read(move |tx| failed::show(tx, id)).await?;
     Ok(download(&format!("failed-{id}.eml"), "message/rfc822", kept.raw))
 }
-
-#[derive(Deserialize)]
-pub struct Nothing {}
 
 pub async fn retry_failed(
     State(console): State<super::State>,

@@ -61,6 +61,9 @@ pub enum WebError {
     Forbidden(&'static str),
     /// A form or query that is not what the page sends.
     BadRequest(String),
+    /// A form without the CSRF token of the agent's session: from an old page, or from
+    /// another site.
+    FormExpired,
 }
 
 impl From<DeskError> for WebError {
@@ -90,11 +93,15 @@ impl IntoResponse for WebError {
             WebError::Desk(_) => (StatusCode::UNPROCESSABLE_ENTITY, "Not done"),
             WebError::Forbidden(_) => (StatusCode::FORBIDDEN, "Not allowed"),
             WebError::BadRequest(_) => (StatusCode::BAD_REQUEST, "Bad request"),
+            WebError::FormExpired => (StatusCode::FORBIDDEN, "Form expired"),
         };
         let message = match self {
             WebError::Desk(e) => e.to_string(),
             WebError::Forbidden(what) => format!("Your role may not {what}."),
             WebError::BadRequest(what) => what,
+            WebError::FormExpired => {
+                "The form has expired or did not come from this console: reload the page and try again.".to_owned()
+            }
         };
         let mut response = page("error.html", context! { title, message });
         *response.status_mut() = status;

@@ -109,7 +109,7 @@ pub async fn list(
         q => given(&q.q),
     };
     let context = context! {
-        tickets => found.iter().map(|t| row(t, now)).collect::<Vec<_>>(),
+        tickets => rows(&found, now),
         total => counts.iter().map(|(_, n)| n).sum::<i64>(),
         states, filter, next,
         state_links => context! { all => q.link(None, None) },
@@ -117,6 +117,11 @@ pub async fn list(
         ..by.frame(&console, "tickets")
     };
     Ok(page("tickets.html", context))
+}
+
+/// Tickets as the lists show them.
+pub fn rows(list: &[TicketSummary], now: chrono::DateTime<Utc>) -> Vec<Value> {
+    list.iter().map(|t| row(t, now)).collect()
 }
 
 /// A ticket as the lists show it, with whether its first response is overdue.
@@ -246,8 +251,7 @@ pub async fn write(
         body: action.form.body,
         internal,
     };
-    let mut random = [0u8; 16];
-    getrandom::getrandom(&mut random).map_err(|e| WebError::BadRequest(format!("no randomness: {e}")))?;
+    let random = crate::desk::ingest::random_bytes()?;
     let config = std::sync::Arc::clone(&console.config);
     let now = Utc::now();
     console.store.write(move |tx| tickets::write(tx, &cmd, &config.policy, random, now)).await?;

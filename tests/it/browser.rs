@@ -151,8 +151,18 @@ async fn wait_for_path(browser: &Client, path: &str) {
     panic!("never reached {path}; on {}:\n{}", browser.current_url().await.unwrap(), body_text(browser).await);
 }
 
+/// The page's text; while a click's navigation is still replacing the page, the body
+/// found may go stale before it is read, and is looked for again.
 async fn body_text(browser: &Client) -> String {
-    browser.find(Locator::Css("body")).await.unwrap().text().await.unwrap()
+    for _ in 0..100 {
+        if let Ok(body) = browser.find(Locator::Css("body")).await {
+            if let Ok(text) = body.text().await {
+                return text;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the page has no body that stays long enough to be read");
 }
 
 /// Waits (bounded) until the page, reloaded, says `needle`.

@@ -536,3 +536,89 @@ async fn owners_states_and_downloads() {
     desk.get(&format!("/tickets/{number}/attachments/999"), Some(&session)).await.assert_status(StatusCode::NOT_FOUND);
     desk.get("/tickets/2020010110000016", Some(&session)).await.assert_status(StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn organisations_failed_messages_and_the_outbox() {
+    let desk = Desk::new();
+    desk.mail(&message("ann@initech.example", "printer", "m1"));
+    desk.mail(&message("bob@hooli.example", "scanner", "m2"));
+    let session = desk.sign_in("editor@helpdesk.example").await;
+    let added =
+        desk.post("/orgs", &session, &[("name", "Globex Corp"), ("domains", "globex.example, globex.test")]).await;
+    added.assert_status(StatusCode::SEE_OTHER);
+    let globex = added.location();
+    let page = desk.get(&globex, Some(&session)).await.text();
+    assert!(page.contains("<h1>Globex Corp</h1>") && page.contains("globex.test"), "{page}");
+    desk.post(&globex, &session, &[("rename", "Globex"), ("first_response", "4")])
+        .await
+        .assert_status(StatusCode::SEE_OTHER);
+    desk.post(&format!("{globex}/domains"), &session, &[("domain", "globex.test"), ("action", "remove")])
+        .await
+        .assert_status(StatusCode::SEE_OTHER);
+    let free = desk.post(&format!("{globex}/domains"), &session, &[("domain", "gmail.com"), ("action", "add")]).await;
+    free.assert_status(StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(free.text().contains("gmail.com is a free-mail domain"), "{}", free.text());
+    let page = desk.get(&globex, Some(&session)).await.text();
+    assert!(
+        page.contains("<h1>Globex</h1>") && !page.contains("globex.test") && page.contains("value=\"4\""),
+        "{page}"
+    );
+    let orgs = desk.get("/orgs", Some(&session)).await.text();
+    let initech = orgs.find(">initech.example</a>").expect("the organisation ingest made");
+    let initech_link = orgs[..initech].rsplit("href=\"").next().unwrap().trim_end_matches('"').to_owned();
+    let merged = desk.post(&format!("{initech_link}/merge"), &session, &[("into", "Globex")]).await;
+    merged.assert_status(StatusCode::SEE_OTHER);
+    assert_eq!(merged.location(), globex, "merged into Globex");
+    let page = desk.get(&globex, Some(&session)).await.text();
+    assert!(
+        page.contains("initech.example") && page.contains("ann@initech.example"),
+        "domains and members moved: {page}"
+    );
+
+    // A message too deeply nested to be a ticket is kept as failed, shown, downloadable.
+    let nested = (0..60).fold("x\r\n".to_owned(), |inner, i| {
+        format!("Content-Type: multipart/mixed; boundary=b{i}\r\n\r\n--b{i}\r\n{inner}\r\n--b{i}--\r\n")
+    });
+    let raw = format!(
+        "From: eve@evil.example\r\nSubject: deep\r\nMessage-ID: <deep@evil.example>\r\nMIME-Version: 1.0\r\n{nested}"
+    );
+    let mut store = Store::open(&desk.db).unwrap();
+    let source = Source::file("deep.eml", raw.as_bytes());
+    let report = ingest::ingest_one(&mut store, &desk.config, raw.as_bytes(), &source, chrono::Utc::now()).unwrap();
+    assert!(matches!(report.outcome, ingest::Outcome::Failed { .. }), "{}", report.outcome);
+    let failed = desk.get("/failed", Some(&session)).await.text();
+    assert!(failed.contains("deep.eml"), "{failed}");
+    let download = desk.get("/failed/1/raw", Some(&session)).await;
+    assert_eq!(download.body, raw.as_bytes());
+    desk.post("/failed/1/retry", &session, &[]).await.assert_status(StatusCode::SEE_OTHER);
+    desk.post("/failed/99/retry", &session, &[]).await.assert_status(StatusCode::NOT_FOUND);
+
+    let outbox = desk.get("/outbox", Some(&session)).await.text();
+    assert_eq!(outbox.matches("<td>ack</td>").count(), 2, "{outbox}");
+    desk.post("/outbox/1/retry", &session, &[]).await.assert_status(StatusCode::SEE_OTHER);
+    desk.post("/outbox/99/retry", &session, &[]).await.assert_status(StatusCode::NOT_FOUND);
+}
+
+#[test]
+fn postdesk_web_serves_the_console_and_stops_on_sigterm() {
+    use std::io::{Read, Write};
+    let unset = crate::harness::Dir::new("");
+    let refused = unset.run(&["web"]);
+    refused.assert_code(64);
+    assert!(refused.stderr.contains("[web] listen is not set"), "{}", refused.stderr);
+    let port = crate::servers::free_ports(1)[0];
+    let dir = crate::harness::Dir::new(&format!("[web]\nlisten = \"127.0.0.1:{port}\"\n"));
+    let mut child = dir.command(&["web"]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    crate::daemon::wait_until(std::time::Duration::from_secs(20), "postdesk web listens", || {
+        crate::servers::port_accepts(port)
+    });
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.write_all(b"GET /login HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n") && response.contains("name=\"password\""), "{response}");
+    // SAFETY: kill(2) has no memory-safety preconditions; the child is not reaped yet.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "a clean stop: {status}");
+}
