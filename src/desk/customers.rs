@@ -94,9 +94,18 @@ pub fn list(tx: &Tx, query: &Query) -> Result<Vec<Customer>, DeskError> {
     Ok(store::list(tx, &filter(tx, query)?)?)
 }
 
-/// How many customers the query selects, its page aside.
-pub fn count(tx: &Tx, query: &Query) -> Result<i64, DeskError> {
-    Ok(store::count(tx, &filter(tx, query)?)?)
+/// How many customers the query selects in each view of the Customers page (its page
+/// and its own view aside).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ViewCounts {
+    pub all: i64,
+    pub with_tickets: i64,
+    pub without_tickets: i64,
+}
+
+pub fn view_counts(tx: &Tx, query: &Query) -> Result<ViewCounts, DeskError> {
+    let (all, with_tickets) = store::count_with_tickets(tx, &filter(tx, query)?)?;
+    Ok(ViewCounts { all, with_tickets, without_tickets: all - with_tickets })
 }
 
 /// The months (`YYYY-MM`) in which customers were added, newest first.

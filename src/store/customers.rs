@@ -55,7 +55,7 @@ impl Month {
 }
 
 /// Which customers `list` returns; every field narrows the list.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Filter {
     /// `Some(true)`: with at least one ticket; `Some(false)`: without any.
     pub has_tickets: Option<bool>,
@@ -79,20 +79,29 @@ impl Filter {
             None => &mut w,
         };
         let (start, end) = self.added.map(Month::bounds).unzip();
-        w.and_if("c.created_at >= ?", start)
-            .and_if("c.created_at < ?", end)
-            .and_if(
-                "(c.organisation_id = ?
+        w.and_if("c.created_at >= ?", start).and_if("c.created_at < ?", end).and_if(
+            "(c.organisation_id = ?
                   OR EXISTS (SELECT 1 FROM customer_links l WHERE l.customer_id = c.id AND l.organisation_id = ?))",
-                self.organisation_id,
-            )
-            .and_if("instr(c.search_text, ?) > 0", self.search.as_deref().map(super::fold));
+            self.organisation_id,
+        );
+        if let Some(text) = self.search.as_deref().map(super::fold) {
+            // The trigram index finds parts of three characters or more.
+            if text.chars().count() >= 3 {
+                let phrase = format!("\"{}\"", text.replace('"', "\"\""));
+                w.and(
+                    "c.id IN (SELECT rowid FROM customer_search WHERE customer_search MATCH ?)",
+                    vec![Box::new(phrase)],
+                );
+            } else {
+                w.and("instr(c.search_text, ?) > 0", vec![Box::new(text)]);
+            }
+        }
         w
     }
 }
 
 const CUSTOMER_SELECT: &str = "
-    SELECT p.email, c.name, o.name,
+    SELECT (SELECT p.email FROM customer_emails p WHERE p.customer_id = c.id AND p.is_primary = 1), c.name, o.name,
            (SELECT json_group_array(e.email ORDER BY e.is_primary DESC, e.email)
               FROM customer_emails e WHERE e.customer_id = c.id),
            (SELECT json_group_array(lo.name ORDER BY sort_key(lo.name))
@@ -100,7 +109,6 @@ const CUSTOMER_SELECT: &str = "
               WHERE l.customer_id = c.id),
            c.ticket_count, c.created_at, c.id
     FROM customer_users c
-    JOIN customer_emails p ON p.customer_id = c.id AND p.is_primary = 1
     LEFT JOIN organisations o ON o.id = c.organisation_id";
 
 fn customer(r: &Row) -> rusqlite::Result<Customer> {
@@ -128,20 +136,34 @@ pub fn list(tx: &Tx<'_>, filter: &Filter) -> Result<Vec<Customer>, StoreError> {
     Ok(rows)
 }
 
-/// How many customers a filter selects (its page aside).
-pub fn count(tx: &Tx<'_>, filter: &Filter) -> Result<i64, StoreError> {
-    let w = filter.conditions();
-    let sql = format!("SELECT COUNT(*) FROM customer_users c{}", w.sql());
+/// How many customers a filter selects (its page and ticket view aside), and how many of
+/// them have tickets, in one pass.
+pub fn count_with_tickets(tx: &Tx<'_>, filter: &Filter) -> Result<(i64, i64), StoreError> {
+    let w = Filter { has_tickets: None, ..filter.clone() }.conditions();
+    let sql = format!("SELECT COUNT(*), COALESCE(SUM(c.ticket_count > 0), 0) FROM customer_users c{}", w.sql());
     let mut stmt = tx.conn().prepare_cached(&sql)?;
-    Ok(stmt.query_row(rusqlite::params_from_iter(w.values), |r| r.get(0))?)
+    Ok(stmt.query_row(rusqlite::params_from_iter(w.values), |r| Ok((r.get(0)?, r.get(1)?)))?)
 }
 
-/// The months in which customers were added, newest first, as `YYYY-MM`.
+/// The months in which customers were added, newest first, as `YYYY-MM`: one index seek
+/// per month, from the first customer's on.
 pub fn months(tx: &Tx<'_>) -> Result<Vec<String>, StoreError> {
-    let sql = "SELECT DISTINCT substr(created_at, 1, 7) FROM customer_users ORDER BY 1 DESC";
-    let mut stmt = tx.conn().prepare_cached(sql)?;
-    let rows = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
-    Ok(rows)
+    let mut stmt = tx.conn().prepare_cached("SELECT MIN(created_at) FROM customer_users WHERE created_at >= ?1")?;
+    let mut months = Vec::new();
+    let mut from = String::new();
+    while let Some(first) = stmt.query_row([&from], |r| r.get::<_, Option<String>>(0))? {
+        let Some(month) = first.get(..7).and_then(Month::parse) else {
+            break;
+        };
+        months.push(first[..7].to_owned());
+        let (_, next) = month.bounds();
+        if next <= first {
+            break;
+        }
+        from = next;
+    }
+    months.reverse();
+    Ok(months)
 }
 
 /// Makes one of the customer's addresses the primary one.

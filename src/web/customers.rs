@@ -59,10 +59,8 @@ pub async fn list(
     let (found, counts, months) = console
         .store
         .read(move |tx| {
-            let counts = VIEWS
-                .iter()
-                .map(|(.., has)| customers::count(tx, &CustomerQuery { has_tickets: *has, ..base.clone() }))
-                .collect::<Result<Vec<i64>, _>>()?;
+            let n = customers::view_counts(tx, &base)?;
+            let counts = vec![n.all, n.with_tickets, n.without_tickets];
             let this_page = CustomerQuery { has_tickets, limit: Some(PAGE), offset: (page_number - 1) * PAGE, ..base };
             Ok::<_, DeskError>((customers::list(tx, &this_page)?, counts, customers::months(tx)?))
         })
