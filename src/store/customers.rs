@@ -137,10 +137,13 @@ pub fn list(tx: &Tx<'_>, filter: &Filter) -> Result<Vec<Customer>, StoreError> {
 }
 
 /// How many customers a filter selects (its page and ticket view aside), and how many of
-/// them have tickets, in one pass.
+/// them have tickets, in one pass; without a filter, from the counts the triggers keep.
 pub fn count_with_tickets(tx: &Tx<'_>, filter: &Filter) -> Result<(i64, i64), StoreError> {
     let w = Filter { has_tickets: None, ..filter.clone() }.conditions();
-    let sql = format!("SELECT COUNT(*), COALESCE(SUM(c.ticket_count > 0), 0) FROM customer_users c{}", w.sql());
+    let sql = match w.is_empty() {
+        true => "SELECT customers, with_tickets FROM customer_counts".to_owned(),
+        false => format!("SELECT COUNT(*), COALESCE(SUM(c.ticket_count > 0), 0) FROM customer_users c{}", w.sql()),
+    };
     let mut stmt = tx.conn().prepare_cached(&sql)?;
     Ok(stmt.query_row(rusqlite::params_from_iter(w.values), |r| Ok((r.get(0)?, r.get(1)?)))?)
 }
