@@ -248,7 +248,9 @@ fn run_web(config: Config) -> anyhow::Result<ExitCode> {
         let listener = crate::web::bind(&web).await?;
         tracing::info!("serving the console on {} (http://{})", web.base_url, web.listen);
         let console = crate::web::Console::new(store, std::sync::Arc::new(config), web, None);
-        crate::web::serve(listener, crate::web::router(console), shutdown).await?;
+        let serving = crate::web::serve_beside_intake(listener, crate::web::router(console), shutdown);
+        let served = tokio::task::spawn_blocking(move || serving.join()).await?;
+        served.map_err(|_| anyhow::anyhow!("the web console panicked"))??;
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)

@@ -110,7 +110,12 @@ pub async fn run(config: Arc<Config>, shutdown: CancellationToken, once: bool) -
         let nudge = Some(Arc::clone(&shared.nudge));
         let router =
             crate::web::router(crate::web::Console::new(shared.store.clone(), Arc::clone(&config), web, nudge));
-        tracker.spawn(serve_http("the web console", listener, router, shutdown.clone()));
+        let console = crate::web::serve_beside_intake(listener, router, shutdown.clone());
+        tracker.spawn_blocking(move || match console.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("the web console stopped: {e}"),
+            Err(_) => tracing::error!("the web console stopped: it panicked"),
+        });
     }
     // Once, the outbox is drained after the mailboxes, so it sends what they queued.
     let sending = sender.map(|s| {

@@ -85,6 +85,39 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Cancellation
     axum::serve(listener, service).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 
+/// How much less CPU the console's threads ask for than the intake's (a nice value).
+const CONSOLE_NICE: i32 = 10;
+
+/// Serves the console on a runtime of its own, on threads of lower CPU priority: when
+/// agents keep every core busy, mail is still drained at full speed, and the console gets
+/// every cycle the intake leaves. Where lowering the priority is not allowed (a system
+/// call filter), the console runs at the same priority. Returns when `shutdown` is
+/// cancelled and the requests in flight are answered.
+pub fn serve_beside_intake(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::thread::JoinHandle<std::io::Result<()>> {
+    let listener = listener.into_std();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("postdesk-console")
+            .on_thread_start(lower_priority)
+            .enable_all()
+            .build()?;
+        runtime.block_on(async move { serve(TcpListener::from_std(listener?)?, router, shutdown).await })
+    })
+}
+
+/// Lowers the calling thread's CPU priority (Linux: per thread).
+fn lower_priority() {
+    // SAFETY: gettid and setpriority have no memory-safety preconditions.
+    let lowered = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, CONSOLE_NICE) };
+    if lowered != 0 {
+        tracing::debug!("the console's threads keep their priority: {}", std::io::Error::last_os_error());
+    }
+}
+
 /// A form that changes nothing (the page's values sent back as they were) is no error.
 fn unchanged_is_fine<T>(result: Result<T, crate::desk::error::DeskError>) -> Result<(), crate::desk::error::DeskError> {
     match result {
