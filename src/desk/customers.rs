@@ -103,9 +103,13 @@ pub struct ViewCounts {
     pub without_tickets: i64,
 }
 
-pub fn view_counts(tx: &Tx, query: &Query) -> Result<ViewCounts, DeskError> {
-    let (all, with_tickets) = store::count_with_tickets(tx, &filter(tx, query)?)?;
-    Ok(ViewCounts { all, with_tickets, without_tickets: all - with_tickets })
+/// A page of the Customers page: the customers the query selects, and the counts of its
+/// views, from one look-up of the query's names and search.
+pub fn page(tx: &Tx, query: &Query) -> Result<(Vec<Customer>, ViewCounts), DeskError> {
+    let filter = filter(tx, query)?;
+    let (all, with_tickets) = store::count_with_tickets(tx, &filter)?;
+    let counts = ViewCounts { all, with_tickets, without_tickets: all - with_tickets };
+    Ok((store::list(tx, &filter)?, counts))
 }
 
 /// The months (`YYYY-MM`) in which customers were added, newest first.
@@ -118,7 +122,7 @@ fn filter(tx: &Tx, query: &Query) -> Result<Filter, DeskError> {
         has_tickets: query.has_tickets,
         added: query.added,
         organisation_id: orgs::find_opt(tx, query.org.as_deref())?,
-        search: query.search.clone(),
+        search: query.search.as_deref().map(|text| store::search(tx, text)).transpose()?,
         limit: query.limit,
         offset: query.offset,
     })

@@ -62,11 +62,31 @@ pub struct Filter {
     pub added: Option<Month>,
     /// Members of this organisation, primary or linked.
     pub organisation_id: Option<i64>,
-    /// A case-insensitive part of the name or of an address.
-    pub search: Option<String>,
+    /// A case-insensitive part of the name or of an address, looked up (`search`).
+    pub search: Option<Search>,
     /// A page: at most `limit`, after skipping `offset`.
     pub limit: Option<u32>,
     pub offset: u32,
+}
+
+/// A search, looked up once for all the queries of a page: the trigram index finds
+/// parts of three characters or more; a shorter part is looked for in every customer.
+#[derive(Debug, Clone)]
+pub enum Search {
+    /// Folded.
+    Part(String),
+    /// The ids of the customers found, as a JSON array.
+    Found(String),
+}
+
+pub fn search(tx: &Tx<'_>, text: &str) -> Result<Search, StoreError> {
+    let text = super::fold(text);
+    if text.chars().count() < 3 {
+        return Ok(Search::Part(text));
+    }
+    let phrase = format!("\"{}\"", text.replace('"', "\"\""));
+    let sql = "SELECT json_group_array(rowid) FROM customer_search WHERE customer_search MATCH ?1";
+    Ok(Search::Found(tx.conn().prepare_cached(sql)?.query_row([phrase], |r| r.get(0))?))
 }
 
 impl Filter {
@@ -84,18 +104,11 @@ impl Filter {
                   OR EXISTS (SELECT 1 FROM customer_links l WHERE l.customer_id = c.id AND l.organisation_id = ?))",
             self.organisation_id,
         );
-        if let Some(text) = self.search.as_deref().map(super::fold) {
-            // The trigram index finds parts of three characters or more.
-            if text.chars().count() >= 3 {
-                let phrase = format!("\"{}\"", text.replace('"', "\"\""));
-                w.and(
-                    "c.id IN (SELECT rowid FROM customer_search WHERE customer_search MATCH ?)",
-                    vec![Box::new(phrase)],
-                );
-            } else {
-                w.and("instr(c.search_text, ?) > 0", vec![Box::new(text)]);
-            }
-        }
+        match &self.search {
+            Some(Search::Part(text)) => w.and("instr(c.search_text, ?) > 0", vec![Box::new(text.clone())]),
+            Some(Search::Found(ids)) => w.and("c.id IN (SELECT value FROM json_each(?))", vec![Box::new(ids.clone())]),
+            None => &mut w,
+        };
         w
     }
 }

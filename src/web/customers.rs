@@ -56,13 +56,12 @@ pub async fn list(
     let added = given(&q.month).map(|m| Month::parse(&m).ok_or_else(|| bad("a month is YYYY-MM"))).transpose()?;
     let page_number: u32 = given(&q.page).map_or(Ok(1), |p| p.parse().map_err(|_| bad("no such page")))?.max(1);
     let base = CustomerQuery { added, search: given(&q.q), ..Default::default() };
+    let this_page = CustomerQuery { has_tickets, limit: Some(PAGE), offset: (page_number - 1) * PAGE, ..base };
     let (found, counts, months) = console
         .store
         .read(move |tx| {
-            let n = customers::view_counts(tx, &base)?;
-            let counts = vec![n.all, n.with_tickets, n.without_tickets];
-            let this_page = CustomerQuery { has_tickets, limit: Some(PAGE), offset: (page_number - 1) * PAGE, ..base };
-            Ok::<_, DeskError>((customers::list(tx, &this_page)?, counts, customers::months(tx)?))
+            let (found, n) = customers::page(tx, &this_page)?;
+            Ok::<_, DeskError>((found, vec![n.all, n.with_tickets, n.without_tickets], customers::months(tx)?))
         })
         .await?;
     let current = VIEWS.iter().position(|(name, ..)| *name == view).unwrap_or(0);
