@@ -14,7 +14,6 @@ use super::tickets::{given, rows};
 use crate::core::address;
 use crate::desk::customers::{self, Add, Changes, Edit, Merge, Primary, Query as CustomerQuery};
 use crate::desk::error::DeskError;
-use crate::desk::orgs;
 use crate::store::customers::Month;
 use crate::store::Tx;
 
@@ -91,12 +90,7 @@ pub fn customer(c: &crate::store::customers::Customer) -> Value {
 
 pub async fn new_form(State(console): State<super::State>, by: SignedIn) -> Result<Response, WebError> {
     by.may_edit()?;
-    let names = console.store.read(org_names).await?;
-    Ok(page("customer_new.html", context! { orgs => names, ..by.frame(&console, "customers") }))
-}
-
-fn org_names(tx: &Tx) -> Result<Vec<String>, DeskError> {
-    Ok(orgs::list(tx)?.into_iter().map(|o| o.name).collect())
+    Ok(page("customer_new.html", by.frame(&console, "customers")))
 }
 
 #[derive(Deserialize)]
@@ -120,13 +114,11 @@ pub async fn show(
     by: SignedIn,
     Path(id): Path<i64>,
 ) -> Result<Response, WebError> {
-    let (detail, names) =
-        console.store.read(move |tx| Ok::<_, DeskError>((customers::show_id(tx, id)?, org_names(tx)?))).await?;
+    let detail = console.store.read(move |tx| customers::show_id(tx, id)).await?;
     let now = Utc::now();
     let context = context! {
         customer => customer(&detail.customer),
         tickets => rows(&detail.ticket_list, now),
-        orgs => names,
         ..by.frame(&console, "customers")
     };
     Ok(page("customer.html", context))
