@@ -481,6 +481,43 @@ mod tests {
         ingest::take_number(tx.conn(), "2026-11-24", 1).unwrap();
     }
 
+    /// Migration 8 gives the customers and tickets there are their kept keys and counts.
+    #[test]
+    fn migration_8_keys_and_counts_what_is_there() {
+        let mut conn = bare();
+        let migrations = Migrations::from_slice(MIGRATIONS);
+        migrations.to_version(&mut conn, 7).unwrap();
+        conn.execute_batch(
+            "INSERT INTO customer_users (id, name, created_at) VALUES (1, 'Zoë Ångström', 't'), (2, NULL, 't');
+             INSERT INTO customer_emails (email, customer_id, is_primary)
+                 VALUES ('zoe@acme.example', 1, 1), ('zoe@home.example', 1, 0), ('bob@acme.example', 2, 1);
+             INSERT INTO tickets (number, day, seq, subject, state, customer_id, mailbox, ack, created_at, updated_at)
+                 VALUES ('n1', '2026-11-23', 1, 's', 'new', 1, 'x', 'queued', 't', 't'),
+                        ('n2', '2026-11-23', 2, 's', 'closed', 1, 'x', 'queued', 't', 't');",
+        )
+        .unwrap();
+        migrations.to_latest(&mut conn).unwrap();
+        let tx = Tx { conn: &conn };
+        let keys: Vec<(String, i64)> = conn
+            .prepare("SELECT sort_name, ticket_count FROM customer_users ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(keys, [(sort_key("Zoë Ångström"), 2), ("bob@acme.example".to_owned(), 0)]);
+        let found = customers::list(
+            &tx,
+            &customers::Filter { search: Some(customers::search(&tx, "HOME.EXAMPLE").unwrap()), ..Default::default() },
+        );
+        assert_eq!(found.unwrap().iter().map(|c| c.id).collect::<Vec<_>>(), [1]);
+        assert_eq!(customers::count_with_tickets(&tx, &customers::Filter::default()).unwrap(), (2, 1));
+        let mut counts = tickets::count_by_state(&tx, &tickets::Filter::default()).unwrap();
+        counts.retain(|(_, n)| *n > 0);
+        counts.sort_by_key(|(s, _)| s.as_str());
+        assert_eq!(counts, [(crate::core::route::State::Closed, 1), (crate::core::route::State::New, 1)]);
+    }
+
     #[test]
     fn names_match_and_sort_across_unicode() {
         assert_eq!(fold("ÅNGSTRÖM"), fold("Ångström"));

@@ -83,12 +83,7 @@ CREATE INDEX tickets_org ON tickets(organisation_id, updated_at, id);
 ALTER TABLE customer_users ADD COLUMN sort_name TEXT NOT NULL DEFAULT '';
 ALTER TABLE customer_users ADD COLUMN search_text TEXT NOT NULL DEFAULT '';
 ALTER TABLE customer_users ADD COLUMN ticket_count INTEGER NOT NULL DEFAULT 0;
-UPDATE customer_users SET
-    sort_name = sort_key(COALESCE(name, (SELECT e.email FROM customer_emails e
-                                         WHERE e.customer_id = customer_users.id AND e.is_primary = 1), '')),
-    search_text = fold(COALESCE(name, '') || ' ' || COALESCE((SELECT group_concat(e.email, ' ') FROM customer_emails e
-                                                             WHERE e.customer_id = customer_users.id), '')),
-    ticket_count = (SELECT COUNT(*) FROM tickets t WHERE t.customer_id = customer_users.id);
+UPDATE customer_users SET ticket_count = (SELECT COUNT(*) FROM tickets t WHERE t.customer_id = customer_users.id);
 CREATE INDEX customer_users_sort ON customer_users(sort_name, id);
 -- The Customers page's counts without a filter: all customers, and those with tickets.
 CREATE TABLE customer_counts (
@@ -113,7 +108,7 @@ CREATE INDEX customer_users_without_tickets ON customer_users(sort_name, id) WHE
 -- The search text by its trigrams: a search for a part of a name or an address reads an
 -- index instead of every customer (searches of one or two characters still scan).
 CREATE VIRTUAL TABLE customer_search USING fts5(text, tokenize = 'trigram');
-INSERT INTO customer_search (rowid, text) SELECT id, search_text FROM customer_users;
+INSERT INTO customer_search (rowid, text) SELECT id, '' FROM customer_users;
 CREATE TRIGGER customer_search_in AFTER INSERT ON customer_users BEGIN
     INSERT INTO customer_search (rowid, text) VALUES (NEW.id, NEW.search_text);
 END;
@@ -143,6 +138,8 @@ END;
 CREATE TRIGGER customer_email_moved AFTER UPDATE ON customer_emails BEGIN
     UPDATE customer_users SET name = name WHERE id IN (OLD.customer_id, NEW.customer_id);
 END;
+-- The sort and search keys of the customers there are: made by the trigger above.
+UPDATE customer_users SET name = name;
 CREATE TRIGGER customer_ticket_in AFTER INSERT ON tickets WHEN NEW.customer_id IS NOT NULL BEGIN
     UPDATE customer_users SET ticket_count = ticket_count + 1 WHERE id = NEW.customer_id;
 END;
