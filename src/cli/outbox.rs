@@ -1,4 +1,5 @@
-//! `postdesk outbox …`: the acknowledgements waiting, sent or failed, and re-queueing.
+//! `postdesk outbox …`: the acknowledgements and agents' replies waiting, sent or failed,
+//! and re-queueing.
 
 use std::process::ExitCode;
 
@@ -12,7 +13,7 @@ use crate::desk::outbox;
 
 #[derive(Subcommand)]
 pub enum OutboxCommand {
-    /// Every acknowledgement with its state, attempts and last error
+    /// Every acknowledgement and agent's reply with its state, attempts and last error
     #[command(after_help = "Example:\n  postdesk outbox list --json")]
     List {
         /// Print JSON instead of text
@@ -43,6 +44,7 @@ pub fn run(config: &Config, cmd: OutboxCommand) -> anyhow::Result<ExitCode> {
                 .map(|r| {
                     vec![
                         r.id.to_string(),
+                        r.kind.as_str().to_owned(),
                         r.ticket,
                         r.state,
                         r.attempts.to_string(),
@@ -52,7 +54,7 @@ pub fn run(config: &Config, cmd: OutboxCommand) -> anyhow::Result<ExitCode> {
                     ]
                 })
                 .collect();
-            table(&["ID", "TICKET", "STATE", "ATTEMPTS", "RECIPIENT", "SENT / NEXT TRY", "LAST ERROR"], &rows);
+            table(&["ID", "KIND", "TICKET", "STATE", "ATTEMPTS", "RECIPIENT", "SENT / NEXT TRY", "LAST ERROR"], &rows);
         }
         OutboxCommand::Retry { id, .. } => {
             let n = store.write(|tx| outbox::retry(tx, id, Utc::now())).map_err(said)?;

@@ -71,7 +71,13 @@ pub struct Claimed {
 
 /// Every organisation, by name.
 pub fn list(tx: &Tx) -> Result<Vec<Organisation>, DeskError> {
-    Ok(store::list(tx)?)
+    Ok(store::list(tx, None)?)
+}
+
+/// A page of the organisations by name (at most `limit`, after `offset`), and how many
+/// there are.
+pub fn page(tx: &Tx, limit: u32, offset: u32) -> Result<(Vec<Organisation>, i64), DeskError> {
+    Ok((store::list(tx, Some((limit, offset)))?, store::count(tx)?))
 }
 
 pub fn show(tx: &Tx, name: &str) -> Result<Detail, DeskError> {

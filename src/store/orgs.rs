@@ -46,12 +46,17 @@ fn organisation(r: &Row) -> rusqlite::Result<Organisation> {
 }
 
 /// Every organisation, by name.
-pub fn list(tx: &Tx<'_>) -> Result<Vec<Organisation>, StoreError> {
-    let conn = tx.conn();
-    let sql = format!("{ORG_SELECT} ORDER BY sort_key(o.name), o.name");
-    let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map([], organisation)?.collect::<Result<_, _>>()?;
+/// Every organisation by name, or (`page`: limit and offset) a page of them.
+pub fn list(tx: &Tx<'_>, page: Option<(u32, u32)>) -> Result<Vec<Organisation>, StoreError> {
+    let sql = format!("{ORG_SELECT} ORDER BY sort_key(o.name), o.name LIMIT ?1 OFFSET ?2");
+    let (limit, offset) = page.map_or((-1, 0), |(limit, offset)| (i64::from(limit), offset));
+    let mut stmt = tx.conn().prepare_cached(&sql)?;
+    let rows = stmt.query_map(params![limit, offset], organisation)?.collect::<Result<_, _>>()?;
     Ok(rows)
+}
+
+pub fn count(tx: &Tx<'_>) -> Result<i64, StoreError> {
+    Ok(tx.conn().query_row("SELECT COUNT(*) FROM organisations", [], |r| r.get(0))?)
 }
 
 pub fn get(tx: &Tx<'_>, id: i64) -> Result<Organisation, StoreError> {

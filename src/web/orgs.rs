@@ -2,7 +2,7 @@
 //! first-response time, domains (a domain added brings its customers without an
 //! organisation, as the CLI's does), members, tickets, merging.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::Utc;
 use minijinja::{context, Value};
@@ -14,10 +14,32 @@ use super::render::{page, value, WebError};
 use super::tickets::{given, rows};
 use crate::desk::orgs::{self, Add, Edit, Merge};
 
-pub async fn list(State(console): State<super::State>, by: SignedIn) -> Result<Response, WebError> {
-    let found = console.store.read(orgs::list).await?;
+/// Organisations on one page.
+const PAGE: u32 = 100;
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    page: Option<String>,
+}
+
+pub async fn list(
+    State(console): State<super::State>,
+    by: SignedIn,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, WebError> {
+    let bad = || WebError::BadRequest("no such page".into());
+    let number: u32 = given(&q.page).map_or(Ok(1), |p| p.parse().map_err(|_| bad()))?.max(1);
+    let (found, total) = console.store.read(move |tx| orgs::page(tx, PAGE, (number - 1) * PAGE)).await?;
+    let pages = (total as u32).div_ceil(PAGE).max(1);
     let rows: Vec<Value> = found.iter().map(|o| context! { id => o.id, ..value(o) }).collect();
-    Ok(page("orgs.html", context! { orgs => rows, ..by.frame(&console, "orgs") }))
+    let link = |n: u32| format!("/orgs?page={n}");
+    let context = context! {
+        orgs => rows, page => number, pages,
+        previous => (number > 1).then(|| link(number - 1)),
+        next => (number < pages).then(|| link(number + 1)),
+        ..by.frame(&console, "orgs")
+    };
+    Ok(page("orgs.html", context))
 }
 
 #[derive(Deserialize)]

@@ -622,3 +622,19 @@ fn postdesk_web_serves_the_console_and_stops_on_sigterm() {
     let status = child.wait().unwrap();
     assert!(status.success(), "a clean stop: {status}");
 }
+
+#[tokio::test]
+async fn the_organisations_list_pages() {
+    let desk = Desk::new();
+    for i in 0..105 {
+        desk.mail(&message(&format!("user@company{i:03}.example"), &format!("case {i}"), &format!("o{i}")));
+    }
+    let session = desk.sign_in("agent@helpdesk.example").await;
+    let first = desk.get("/orgs", Some(&session)).await.text();
+    assert_eq!(first.matches("<a href=\"/orgs/").count(), 100, "a page holds 100");
+    assert!(first.contains("Page 1 of 2") && first.contains("company000.example"), "{first}");
+    let second = desk.get("/orgs?page=2", Some(&session)).await.text();
+    assert_eq!(second.matches("<a href=\"/orgs/").count(), 5);
+    assert!(second.contains("company104.example") && second.contains("rel=\"prev\""));
+    desk.get("/orgs?page=x", Some(&session)).await.assert_status(StatusCode::BAD_REQUEST);
+}
