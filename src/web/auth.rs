@@ -72,7 +72,12 @@ impl FromRequestParts<super::State> for SignedIn {
         match found {
             Some((session, token)) => Ok(SignedIn { agent: session.agent, csrf: session.csrf, token }),
             None => {
-                let here = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                // Back to the page after signing in; a form posted meanwhile is not
+                // replayed (its address only answers a POST): back to the tickets then.
+                let here = match parts.method {
+                    axum::http::Method::GET => parts.uri.path_and_query().map_or("/tickets", |p| p.as_str()),
+                    _ => "/tickets",
+                };
                 let next: String = url_encode(here);
                 Err(Redirect::to(&format!("/login?next={next}")).into_response())
             }
