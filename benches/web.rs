@@ -3,7 +3,7 @@
 //! its own, request one kind of page after another as fast as they are answered, and the
 //! median and 99th percentile of each kind are printed. Then the drain rate of
 //! `postdesk ingest` (the daemon's batch loop) into the same database is measured alone
-//! and again while the 20 clients load the console, alternately, five times in the same
+//! and again while the 20 clients load the console, alternately, seven times in the same
 //! run.
 //!
 //! Run: `scripts/bench-web` (`cargo bench --bench web`). `PD_BENCH_DB=PATH` keeps
@@ -76,14 +76,14 @@ fn main() {
         let latencies = runtime.block_on(load(&base, &sessions, urls, Duration::from_secs(secs), never));
         report(name, &latencies, secs);
     }
-    // Alone and under load, alternately, five times after a round that warms up (the
+    // Alone and under load, alternately, seven times after a round that warms up (the
     // disk's pace drifts over a run; the first drain after the fill is always slow).
     let all: Vec<String> = pages.iter().flat_map(|(_, urls)| urls.iter().cloned()).collect();
     let (mut alone, mut loaded) = (Vec::new(), Vec::new());
     // New mail on every run, also into a kept database.
     let run = Utc::now().timestamp();
     drain(&config_path, scratch.path(), &format!("warm{run}"));
-    for round in 0..5 {
+    for round in 0..7 {
         alone.push(drain(&config_path, scratch.path(), &format!("alone{run}r{round}")));
         loaded.push(runtime.block_on(async {
             let stop = tokio_util::sync::CancellationToken::new();
@@ -100,7 +100,7 @@ fn main() {
     }
     let (alone, loaded) = (median(&mut alone), median(&mut loaded));
     println!(
-        "drain (postdesk ingest, {DRAIN_MESSAGES} messages, median of 5): {alone:.0} messages/s alone, {loaded:.0} \
+        "drain (postdesk ingest, {DRAIN_MESSAGES} messages, median of 7): {alone:.0} messages/s alone, {loaded:.0} \
          messages/s with {CLIENTS} clients on the console ({:+.1} %)",
         (loaded / alone - 1.0) * 100.0
     );

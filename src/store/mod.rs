@@ -156,6 +156,15 @@ impl Store {
         Ok(Store { conn })
     }
 
+    /// Reads pages straight from the operating system's cache (memory-mapped) instead of
+    /// copying them into this connection's own cache: for read connections that share one
+    /// database, so a page read by one is not slow to read for the next.
+    pub fn map_reads(&self) -> Result<(), StoreError> {
+        const MAPPED_BYTES: i64 = 1 << 30;
+        self.conn.pragma_update(None, "mmap_size", MAPPED_BYTES)?;
+        Ok(())
+    }
+
     /// Whether a write can be committed now: a full disk, a lock held too long or a
     /// read-only file fails here, before anything is fetched for nothing. Rewrites the
     /// schema version with its own value, so the commit writes a real page.

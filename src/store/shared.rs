@@ -32,7 +32,13 @@ impl SharedStore {
     /// Opens (creating and migrating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<SharedStore, StoreError> {
         let writer = Store::open(path)?;
-        let connections = (0..READERS).map(|_| Store::open_existing(path).map(Mutex::new)).collect::<Result<_, _>>()?;
+        let connections = (0..READERS)
+            .map(|_| {
+                let reader = Store::open_existing(path)?;
+                reader.map_reads()?;
+                Ok(Mutex::new(reader))
+            })
+            .collect::<Result<_, StoreError>>()?;
         let readers = Readers { connections, next: AtomicUsize::new(0) };
         Ok(SharedStore { writer: Arc::new(Mutex::new(writer)), readers: Arc::new(readers) })
     }
