@@ -3,6 +3,7 @@
 //! private Dovecot IMAP server (`dovecot.rs`) and a private SMTP server (`smtp.rs`).
 
 mod acks;
+mod agents;
 mod browser;
 mod cli;
 mod command_line;
