@@ -110,7 +110,7 @@ pub fn add(tx: &Tx, cmd: &Add, now: DateTime<Utc>) -> Result<Agent, DeskError> {
     }
     let name = cmd.name.trim();
     if name.is_empty() {
-        return Err(DeskError::NothingToChange);
+        return Err(DeskError::AgentUnnamed);
     }
     let id = store::create(tx, &cmd.email, name, cmd.role.as_str(), &hash(&cmd.password)?, now)?;
     get(tx, id)
@@ -246,6 +246,9 @@ mod tests {
         let short = Add { password: "short".into(), ..ann() };
         let err = store.write(|tx| add(tx, &short, now())).unwrap_err();
         assert_eq!(err.to_string(), "a password needs at least 10 characters");
+        let unnamed = Add { name: " ".into(), ..ann() };
+        let err = store.write(|tx| add(tx, &unnamed, now())).unwrap_err();
+        assert_eq!(err.to_string(), "an agent needs a name");
         store.write(|tx| add(tx, &ann(), now())).unwrap();
         let err = store.write(|tx| add(tx, &ann(), now())).unwrap_err();
         assert_eq!(err.to_string(), "ann@helpdesk.example is already an agent");

@@ -39,6 +39,9 @@ pub enum DeskError {
     WeakPassword { min: usize },
     #[error("{0} is already an agent")]
     AgentTaken(String),
+    /// An agent's name is shown on replies and tickets: it cannot be blank.
+    #[error("an agent needs a name")]
+    AgentUnnamed,
     /// A reply that cannot be written (empty, or nobody to send it to).
     #[error(transparent)]
     Reply(#[from] crate::core::reply::ReplyError),

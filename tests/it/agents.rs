@@ -73,5 +73,12 @@ fn short_passwords_taken_addresses_and_missing_passwords_are_refused() {
     );
     role.assert_code(64);
 
+    let unnamed = dir.run_with_stdin(
+        &["agents", "add", "bob@helpdesk.example", "--name", " ", "--role", "agent"],
+        Some(b"a good long password\n"),
+    );
+    assert_ne!(unnamed.code, 0, "{}", unnamed.stdout);
+    assert!(unnamed.stderr.contains("an agent needs a name"), "{}", unnamed.stderr);
+
     assert_eq!(dir.json(&["agents", "list"]).as_array().map(Vec::len), Some(1));
 }
