@@ -90,6 +90,7 @@ struct Raw {
     smtp: Option<RawSmtp>,
     metrics: RawMetrics,
     web: RawWeb,
+    portal: RawPortal,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -102,6 +103,26 @@ struct RawWeb {
     secure_cookies: Option<Field<bool>>,
     #[serde(flatten)]
     unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawPortal {
+    public_form: Option<Field<bool>>,
+    max_upload_bytes: Option<Field<u64>>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+/// The customer portal (`[portal]`), served with the console under `[web]`.
+#[derive(Debug, Clone)]
+pub struct PortalConfig {
+    /// `/support` takes requests from anyone (each confirmed by a link mailed to its
+    /// sender before a ticket is opened); without it, only signed-in customer users
+    /// open tickets in the portal.
+    pub public_form: bool,
+    /// The most a form may upload, attachments and text together.
+    pub max_upload_bytes: usize,
 }
 
 /// The agents' web console (`[web]`).
@@ -300,6 +321,8 @@ mod defaults {
     pub const HELPDESK_ADDRESS: &str = "support@helpdesk.example";
     pub const DATABASE_PATH: &str = "postdesk.db";
     pub const MAX_MESSAGE_BYTES: u64 = 25 * 1024 * 1024;
+    /// A form's uploads are sent as base64 inside a message: a third larger.
+    pub const MAX_UPLOAD_BYTES: u64 = 10 * 1024 * 1024;
     pub const BATCH_SIZE: usize = 200;
     pub const TAG_PREFIX: &str = "Ticket#";
     pub const LOOP_HEADER: &str = "X-Postdesk-Loop";
@@ -328,6 +351,7 @@ pub struct Config {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// The web console, if `[web] listen` is set.
     pub web: Option<WebConfig>,
+    pub portal: PortalConfig,
 }
 
 /// One problem with one key.
@@ -517,6 +541,7 @@ fn validate(raw: Raw, file: Option<PathBuf>, cx: &Context) -> Result<Config, Con
         ("acknowledgement", &raw.acknowledgement.unknown),
         ("metrics", &raw.metrics.unknown),
         ("web", &raw.web.unknown),
+        ("portal", &raw.portal.unknown),
     ] {
         p.unknown(section, unknown);
     }
@@ -591,6 +616,7 @@ fn validate(raw: Raw, file: Option<PathBuf>, cx: &Context) -> Result<Config, Con
     let smtp = raw.smtp.and_then(|s| smtp(&mut p, s, cx));
     let metrics_listen = p.get("metrics.listen", raw.metrics.listen).and_then(|text| metrics_listen(&mut p, &text));
     let web = web(&mut p, raw.web);
+    let portal = portal(&mut p, raw.portal, max_message_bytes);
     let template = p.get("acknowledgement.template", ack.template);
     let template = load_template(template.as_deref(), &cx.base).unwrap_or_else(|e| {
         p.add("acknowledgement.template", e);
@@ -641,7 +667,23 @@ fn validate(raw: Raw, file: Option<PathBuf>, cx: &Context) -> Result<Config, Con
         smtp,
         metrics_listen,
         web,
+        portal,
     })
+}
+
+fn portal(p: &mut Problems, raw: RawPortal, max_message_bytes: u64) -> PortalConfig {
+    // Uploads travel base64-encoded in the message a form becomes: a third larger.
+    let most = max_message_bytes / 4 * 3;
+    let max_upload_bytes = p.or("portal.max_upload_bytes", raw.max_upload_bytes, defaults::MAX_UPLOAD_BYTES.min(most));
+    if max_upload_bytes > most {
+        let limit =
+            format!("must be at most {most}, three quarters of ingest.max_message_bytes: a form becomes a message");
+        p.add("portal.max_upload_bytes", limit);
+    }
+    PortalConfig {
+        public_form: p.or("portal.public_form", raw.public_form, false),
+        max_upload_bytes: max_upload_bytes as usize,
+    }
 }
 
 fn web(p: &mut Problems, raw: RawWeb) -> Option<WebConfig> {

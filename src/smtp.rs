@@ -13,7 +13,7 @@ use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::{SmtpConfig, TlsMode};
-use crate::core::ack::{Acknowledgement, MailKind};
+use crate::core::ack::Acknowledgement;
 
 /// Why a mail was not taken.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -114,10 +114,9 @@ fn message(ack: &Acknowledgement, loop_header: &str) -> Result<Message, String> 
         let name = HeaderName::new_from_ascii(name.to_owned()).map_err(|e| e.to_string())?;
         Ok(HeaderValue::new(name, value.to_owned()))
     };
-    if ack.kind == MailKind::Ack {
-        builder = builder
-            .raw_header(header("Auto-Submitted", "auto-replied")?)
-            .raw_header(header("X-Auto-Response-Suppress", "All")?);
+    if let Some(auto) = ack.kind.auto_submitted() {
+        builder =
+            builder.raw_header(header("Auto-Submitted", auto)?).raw_header(header("X-Auto-Response-Suppress", "All")?);
     }
     builder
         // Our address, and the Message-ID of this very mail: a loop header that names one
@@ -132,6 +131,7 @@ fn message(ack: &Acknowledgement, loop_header: &str) -> Result<Message, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::ack::MailKind;
 
     fn ack() -> Acknowledgement {
         Acknowledgement {

@@ -15,7 +15,7 @@ use super::output::{fields, json, list_or_dash, table};
 use super::tickets::print_tickets;
 use super::words::{said, said_editing};
 use crate::config::Config;
-use crate::desk::orgs;
+use crate::desk::orgs::{self, PortalVisibility};
 use crate::store::orgs::Organisation;
 
 #[derive(Subcommand)]
@@ -51,7 +51,8 @@ pub enum OrgsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Renames an organisation, changes its domains or its first-response time
+    /// Renames an organisation, changes its domains, its first-response time or what its
+    /// customer users see in the portal
     #[command(after_help = DOMAIN_HELP_EDIT)]
     Edit {
         /// The organisation's name (any case)
@@ -69,6 +70,10 @@ pub enum OrgsCommand {
         /// arrives; 0 removes the time
         #[arg(long, value_name = "HOURS")]
         first_response: Option<u32>,
+        /// What its customer users see in the portal: their own tickets, or the whole
+        /// organisation's (the default)
+        #[arg(long, value_name = "WHAT", value_parser = ["own", "organisation"])]
+        portal_visibility: Option<String>,
         /// Accept a free-mail domain such as gmail.com
         #[arg(long)]
         force: bool,
@@ -110,7 +115,7 @@ struct Changed {
 }
 
 /// What `orgs edit` can change, named when nothing was asked.
-const EDIT_OPTIONS: &str = "--rename, --add-domain, --remove-domain or --first-response";
+const EDIT_OPTIONS: &str = "--rename, --add-domain, --remove-domain, --first-response or --portal-visibility";
 
 pub fn run(config: &Config, cmd: OrgsCommand) -> anyhow::Result<ExitCode> {
     let mut store = super::open_store(config)?;
@@ -137,13 +142,23 @@ pub fn run(config: &Config, cmd: OrgsCommand) -> anyhow::Result<ExitCode> {
             let changed = store.write(|tx| orgs::add(tx, &add, extra_free_mail, Utc::now())).map_err(said)?;
             report(&format!("added organisation {:?}", add.name), changed, as_json)?;
         }
-        OrgsCommand::Edit { name, rename, add_domain, remove_domain, first_response, force, json: as_json } => {
+        OrgsCommand::Edit {
+            name,
+            rename,
+            add_domain,
+            remove_domain,
+            first_response,
+            portal_visibility,
+            force,
+            json: as_json,
+        } => {
             let edit = orgs::Edit {
                 name,
                 rename: rename.as_deref().map(input::org_name).transpose()?,
                 add_domain: input::domains(&add_domain)?,
                 remove_domain: input::domains(&remove_domain)?,
                 first_response,
+                portal_visibility: portal_visibility.as_deref().and_then(PortalVisibility::parse),
                 force,
             };
             let changed =
@@ -183,6 +198,7 @@ fn print_org(o: &Organisation) {
         ("Organisation", o.name.clone()),
         ("Domains", list_or_dash(&o.domains)),
         ("First response", first_response(o)),
+        ("Portal shows", o.portal_visibility.as_str().to_owned()),
         ("Customers", o.customers.to_string()),
         ("Tickets", o.tickets.to_string()),
         ("Added", o.created_at.clone()),

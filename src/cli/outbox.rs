@@ -45,7 +45,7 @@ pub fn run(config: &Config, cmd: OutboxCommand) -> anyhow::Result<ExitCode> {
                     vec![
                         r.id.to_string(),
                         r.kind.as_str().to_owned(),
-                        r.ticket,
+                        or_dash(r.ticket.as_deref()),
                         r.state,
                         r.attempts.to_string(),
                         r.recipient,

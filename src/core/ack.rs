@@ -73,25 +73,51 @@ struct TemplateContext<'a> {
     helpdesk_name: &'a str,
 }
 
-/// What an outgoing mail is: the acknowledgement of a new ticket, sent as an automatic
-/// reply and counted by the acknowledgement caps, or an agent's reply, written by a person.
+/// What an outgoing mail is: the acknowledgement of a new ticket (counted by the
+/// acknowledgement caps), an agent's reply (written by a person), or a portal mail that
+/// belongs to no ticket: a sign-in link, or the link that confirms a support request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum MailKind {
     Ack,
     Reply,
+    SignIn,
+    Confirm,
 }
 
 impl MailKind {
+    const ALL: [MailKind; 4] = [MailKind::Ack, MailKind::Reply, MailKind::SignIn, MailKind::Confirm];
+
     pub fn as_str(self) -> &'static str {
         match self {
             MailKind::Ack => "ack",
             MailKind::Reply => "reply",
+            MailKind::SignIn => "sign_in",
+            MailKind::Confirm => "confirm",
         }
     }
 
     pub fn parse(text: &str) -> Option<MailKind> {
-        [MailKind::Ack, MailKind::Reply].into_iter().find(|k| k.as_str() == text)
+        MailKind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+
+    /// What the mail is, for log lines.
+    pub fn noun(self) -> &'static str {
+        match self {
+            MailKind::Ack => "acknowledgement",
+            MailKind::Reply => "reply",
+            MailKind::SignIn => "sign-in link",
+            MailKind::Confirm => "confirmation link",
+        }
+    }
+
+    /// Its RFC 3834 `Auto-Submitted` value: none for a person's reply.
+    pub fn auto_submitted(self) -> Option<&'static str> {
+        match self {
+            MailKind::Ack => Some("auto-replied"),
+            MailKind::Reply => None,
+            MailKind::SignIn | MailKind::Confirm => Some("auto-generated"),
+        }
     }
 }
 

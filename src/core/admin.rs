@@ -5,6 +5,29 @@
 
 use super::address;
 
+/// What an organisation's customer users see in the portal: the tickets of the whole
+/// organisation (the default), or only their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortalVisibility {
+    Own,
+    #[default]
+    Organisation,
+}
+
+impl PortalVisibility {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortalVisibility::Own => "own",
+            PortalVisibility::Organisation => "organisation",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<PortalVisibility> {
+        [PortalVisibility::Own, PortalVisibility::Organisation].into_iter().find(|v| v.as_str() == text)
+    }
+}
+
 /// Whether something that belongs to at most one holder (an address, a domain, an
 /// organisation's name) may go to the one who asks for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

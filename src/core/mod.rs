@@ -11,6 +11,7 @@ pub mod decide;
 pub mod html;
 pub mod identity;
 pub mod parse;
+pub mod portal;
 pub mod reply;
 pub mod resolve;
 pub mod retry;

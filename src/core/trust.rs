@@ -209,6 +209,13 @@ pub fn our_message_id(ticket_number: &str, random: [u8; 16], domain: &str) -> St
     format!("{OUR_ID_PREFIX}{ticket_number}.{}@{domain}", base32(&random))
 }
 
+/// The Message-ID of mail that is no acknowledgement and belongs to no ticket (a portal
+/// sign-in link, a message written in the portal): `<kind>.<random>@<domain>`, which
+/// nothing takes for one of our acknowledgements.
+pub fn portal_message_id(kind: &str, random: [u8; 16], domain: &str) -> String {
+    format!("{kind}.{}@{domain}", base32(&random))
+}
+
 fn base32(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
     let mut out = String::new();

@@ -166,18 +166,22 @@ impl Sender {
         let queued_at = DateTime::parse_from_rfc3339(&row.created_at).map_or(now, |t| t.with_timezone(&Utc));
         let next =
             retry::after_attempt(&attempt, row.attempts + 1, queued_at, now, self.give_up_after, fastrand::f64());
-        let (id, ticket, to) = (row.id, row.ticket, row.recipient);
+        let what = match &row.ticket {
+            Some(number) => format!("{} for ticket {number}", row.kind.noun()),
+            None => row.kind.noun().to_owned(),
+        };
+        let (id, ticket, to) = (row.id, row.ticket.unwrap_or_default(), row.recipient);
         match &next {
             Next::Sent => {
                 self.metrics.acks_sent.fetch_add(1, Relaxed);
-                info!(ticket = %ticket, "acknowledgement for ticket {ticket} sent to {to}")
+                info!(ticket = %ticket, "{what} sent to {to}")
             }
             Next::RetryAt(at) => {
-                warn!(ticket = %ticket, "acknowledgement for ticket {ticket} to {to} not sent, will retry at {at}: {}", error_of(&attempt))
+                warn!(ticket = %ticket, "{what} to {to} not sent, will retry at {at}: {}", error_of(&attempt))
             }
             Next::Failed(why) => {
                 self.metrics.acks_failed.fetch_add(1, Relaxed);
-                warn!(ticket = %ticket, "acknowledgement for ticket {ticket} to {to} failed for good: {why}")
+                warn!(ticket = %ticket, "{what} to {to} failed for good: {why}")
             }
         }
         lock(&self.pending).push(Record { id, next, error: error_of(&attempt).to_owned(), at: now });

@@ -8,9 +8,9 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::error::{DeskError, Missing};
+use super::token::{random_hex, token_hash};
 use crate::store::agents::{self as store, AgentRow};
 use crate::store::{StoreError, Tx};
 
@@ -199,16 +199,6 @@ fn verify(stored: &str, password: &str) -> bool {
 /// Verified against when the address is nobody's, so that it takes as long as a real one.
 static DUMMY_HASH: LazyLock<String> =
     LazyLock::new(|| hash("no agent has this password").unwrap_or_else(|_| String::from("$argon2id$")));
-
-fn token_hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn random_hex() -> Result<String, DeskError> {
-    let mut bytes = [0u8; 32];
-    getrandom::getrandom(&mut bytes).map_err(|e| StoreError::Unavailable(format!("no randomness: {e}")))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
 
 #[cfg(test)]
 mod tests {

@@ -42,6 +42,15 @@ pub enum DeskError {
     /// An agent's name is shown on replies and tickets: it cannot be blank.
     #[error("an agent needs a name")]
     AgentUnnamed,
+    /// A portal sign-in or confirmation link that is unknown, used or expired.
+    #[error("this link has expired or was already used: ask for a new one")]
+    LinkInvalid,
+    /// A customer user may close only a ticket of their own, not one of a colleague's.
+    #[error("ticket {0} is not yours to close")]
+    NotYourTicket(String),
+    /// A message written in the portal that cannot be made (empty, no subject, …).
+    #[error(transparent)]
+    Written(#[from] crate::core::portal::WrittenError),
     /// A reply that cannot be written (empty, or nobody to send it to).
     #[error(transparent)]
     Reply(#[from] crate::core::reply::ReplyError),

@@ -38,6 +38,12 @@ impl Source {
         }
     }
 
+    /// A message written in the portal or the support form: `id` is unique to it (a
+    /// confirmed request keeps its id, so that confirming twice makes one ticket).
+    pub fn web(id: String, label: &str) -> Source {
+        Source { identity: format!("web:{id}"), label: label.to_owned(), mailbox_address: None, authserv_id: None }
+    }
+
     /// A file or standard input: identified by its content.
     pub fn file(label: impl Into<String>, raw: &[u8]) -> Source {
         Source {

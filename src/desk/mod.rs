@@ -10,9 +10,11 @@ pub mod failed;
 pub mod ingest;
 pub mod orgs;
 pub mod outbox;
+pub mod portal;
 #[cfg(test)]
 mod testing;
 pub mod tickets;
+mod token;
 
 /// FROM is merged into INTO (what moves, and how each is named, is the merging module's).
 #[derive(Debug)]

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::error::{DeskError, Missing, Same};
 pub use super::Merge;
+pub use crate::core::admin::PortalVisibility;
 use crate::core::admin::{self, Claim};
 use crate::store::customers::{self, Customer};
 use crate::store::orgs::{self as store, Organisation};
@@ -42,6 +43,8 @@ pub struct Edit {
     pub remove_domain: Vec<String>,
     /// Hours to the first response; 0 removes the time.
     pub first_response: Option<u32>,
+    /// What its customer users see in the portal.
+    pub portal_visibility: Option<PortalVisibility>,
     /// Accept free-mail domains.
     pub force: bool,
 }
@@ -52,6 +55,7 @@ impl Edit {
             && self.add_domain.is_empty()
             && self.remove_domain.is_empty()
             && self.first_response.is_none()
+            && self.portal_visibility.is_none()
     }
 }
 
@@ -134,6 +138,9 @@ pub fn edit(tx: &Tx, cmd: &Edit, extra_free_mail: &[String]) -> Result<Changed, 
     }
     if let Some(hours) = cmd.first_response {
         store::set_first_response(tx, id, (hours > 0).then_some(hours))?;
+    }
+    if let Some(visibility) = cmd.portal_visibility {
+        store::set_portal_visibility(tx, id, visibility)?;
     }
     claim_all(tx, id, &cmd.add_domain, cmd.force, extra_free_mail)
 }

@@ -34,6 +34,8 @@ pub struct Query {
     pub search: Option<String>,
     /// Owned by the agent with this id.
     pub owner_id: Option<i64>,
+    /// Only the ticket of this number (whether a query selects one ticket).
+    pub number: Option<String>,
     /// The page after this ticket.
     pub after: Option<Cursor>,
     /// At most this many, newest activity first.
@@ -93,6 +95,7 @@ fn filter(tx: &Tx, query: &Query, now: DateTime<Utc>) -> Result<store::Filter, D
         since: query.since,
         search: query.search.clone(),
         owner_id: query.owner_id,
+        number: query.number.clone(),
         after: query.after.clone(),
         limit: query.limit,
     })
@@ -199,7 +202,7 @@ pub fn write(
         ..article
     };
     store::add_outbound(tx, &article, now)?;
-    outbox::queue(tx, ticket.id, &mail, now)?;
+    outbox::queue(tx, Some(ticket.id), &mail, now)?;
     // An answered ticket is being worked on: no longer new.
     if store::summary(tx, &cmd.number)?.is_some_and(|t| t.state == State::New) {
         store::set_state(tx, &cmd.number, State::Open, now)?;

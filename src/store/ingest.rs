@@ -363,7 +363,7 @@ pub fn apply(tx: &Tx<'_>, arrived: Arrived, decision: &Decision, now: DateTime<U
                 )?;
             store_article(conn, id, arrived, message, false, &now_text)?;
             if let AckDecision::Queue(ack) = ack {
-                queue_ack(conn, id, ack, &now_text)?;
+                queue_ack(conn, Some(id), ack, &now_text)?;
             }
             (id, ticket.number.clone())
         }
@@ -429,7 +429,7 @@ fn known_message_id(conn: &Connection, message_id: &str, ticket_id: i64) -> Resu
 /// customer's answers to the ticket.
 pub(super) fn queue_ack(
     conn: &Connection,
-    ticket_id: i64,
+    ticket_id: Option<i64>,
     ack: &Acknowledgement,
     now_text: &str,
 ) -> Result<(), StoreError> {
@@ -455,7 +455,10 @@ pub(super) fn queue_ack(
         now_text,
         ack.kind.as_str()
     ])?;
-    known_message_id(conn, &ack.message_id, ticket_id)
+    match ticket_id {
+        Some(ticket_id) => known_message_id(conn, &ack.message_id, ticket_id),
+        None => Ok(()),
+    }
 }
 
 /// Takes ticket number `seq` of `day` from the day's counter, which `gather` read: when

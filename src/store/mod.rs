@@ -8,6 +8,7 @@ mod ingest;
 mod mailbox;
 pub mod orgs;
 pub mod outbox;
+pub mod portal;
 pub mod shared;
 pub mod tickets;
 
@@ -32,6 +33,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0006_ticket_counters.sql")),
     M::up(include_str!("migrations/0007_outbox_claims.sql")),
     M::up(include_str!("migrations/0008_console.sql")),
+    M::up(include_str!("migrations/0009_portal.sql")),
 ];
 
 /// The default log filter of the store's libraries: the migration library reports every

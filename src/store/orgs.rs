@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::{run_merge, string_list, timestamp, StoreError, Tx};
 use crate::core::address;
+use crate::core::admin::PortalVisibility;
 
 #[derive(Debug, Serialize)]
 pub struct Organisation {
@@ -20,6 +21,7 @@ pub struct Organisation {
     /// Tickets filed under it (the organisation is copied onto a ticket at creation).
     pub tickets: i64,
     pub first_response_hours: Option<i64>,
+    pub portal_visibility: PortalVisibility,
     pub created_at: String,
 }
 
@@ -30,7 +32,7 @@ const ORG_SELECT: &str = "
            (SELECT COUNT(*) FROM (SELECT c.id FROM customer_users c WHERE c.organisation_id = o.id
                                   UNION SELECT l.customer_id FROM customer_links l WHERE l.organisation_id = o.id)),
            (SELECT COUNT(*) FROM tickets t WHERE t.organisation_id = o.id),
-           o.first_response_hours, o.created_at, o.id
+           o.first_response_hours, o.created_at, o.id, o.portal_visibility
     FROM organisations o";
 
 fn organisation(r: &Row) -> rusqlite::Result<Organisation> {
@@ -40,6 +42,13 @@ fn organisation(r: &Row) -> rusqlite::Result<Organisation> {
         customers: r.get(2)?,
         tickets: r.get(3)?,
         first_response_hours: r.get(4)?,
+        portal_visibility: {
+            let text: String = r.get(7)?;
+            PortalVisibility::parse(&text).ok_or_else(|| {
+                let unknown = format!("unknown portal visibility {text:?}");
+                rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, unknown.into())
+            })?
+        },
         created_at: r.get(5)?,
         id: r.get(6)?,
     })
@@ -172,4 +181,11 @@ pub fn merge(tx: &Tx<'_>, from: i64, into: i64) -> Result<(), StoreError> {
         "DELETE FROM organisations WHERE id = ?1",
     ];
     run_merge(conn, &statements, from, into)
+}
+
+/// Whether the organisation's customer users see its tickets in the portal.
+pub fn set_portal_visibility(tx: &Tx<'_>, id: i64, visibility: PortalVisibility) -> Result<(), StoreError> {
+    let sql = "UPDATE organisations SET portal_visibility = ?1 WHERE id = ?2";
+    tx.conn().execute(sql, params![visibility.as_str(), id])?;
+    Ok(())
 }

@@ -12,7 +12,8 @@ use crate::core::ack::{Acknowledgement, MailKind};
 pub struct OutboxRow {
     pub id: i64,
     pub kind: MailKind,
-    pub ticket: String,
+    /// None for mail of no ticket (a portal sign-in link, a request's confirmation).
+    pub ticket: Option<String>,
     pub recipient: String,
     pub recipient_name: Option<String>,
     pub sender: String,
@@ -53,7 +54,7 @@ const SELECT: &str = "
     SELECT o.id, t.number, o.recipient, o.recipient_name, o.sender, o.sender_name, o.subject, o.body_text,
            o.message_id, o.in_reply_to, o.refs, o.state, o.attempts, o.last_error, o.next_attempt_at, o.sent_at,
            o.created_at, o.kind
-    FROM outbox o JOIN tickets t ON t.id = o.ticket_id";
+    FROM outbox o LEFT JOIN tickets t ON t.id = o.ticket_id";
 
 fn row(r: &Row) -> rusqlite::Result<OutboxRow> {
     let refs: String = r.get(10)?;
@@ -83,8 +84,14 @@ fn row(r: &Row) -> rusqlite::Result<OutboxRow> {
     })
 }
 
-/// An agent's reply into the outbox (acknowledgements are queued by ingest's `apply`).
-pub fn queue(tx: &Tx<'_>, ticket_id: i64, mail: &Acknowledgement, now: DateTime<Utc>) -> Result<(), StoreError> {
+/// An agent's reply, or (without a ticket) a portal mail, into the outbox
+/// (acknowledgements are queued by ingest's `apply`).
+pub fn queue(
+    tx: &Tx<'_>,
+    ticket_id: Option<i64>,
+    mail: &Acknowledgement,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
     super::ingest::queue_ack(tx.conn(), ticket_id, mail, &timestamp(now))
 }
 
@@ -155,10 +162,13 @@ pub fn of_ticket(tx: &Tx<'_>, number: &str) -> Result<Vec<OutboxRow>, StoreError
     Ok(rows)
 }
 
+/// A sent portal mail loses its body: the link in it signs in, and a copy of the
+/// database must not (the tables keep only the tokens' hashes).
 pub fn mark_sent(tx: &Tx<'_>, id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
     let conn = tx.conn();
     conn.prepare_cached(
-        "UPDATE outbox SET state = 'sent', attempts = attempts + 1, sent_at = ?1, last_error = NULL, claimed_by = NULL
+        "UPDATE outbox SET state = 'sent', attempts = attempts + 1, sent_at = ?1, last_error = NULL, claimed_by = NULL,
+                body_text = CASE WHEN ticket_id IS NULL THEN '(removed once sent: it held a link)' ELSE body_text END
          WHERE id = ?2",
     )?
     .execute(params![timestamp(now), id])?;

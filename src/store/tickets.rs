@@ -129,8 +129,11 @@ pub struct Filter {
     pub organisation_id: Option<i64>,
     pub customer_id: Option<i64>,
     /// What this customer user may see: their own tickets and those of their primary
-    /// and linked organisations.
+    /// and linked organisations that show their tickets to their customer users
+    /// (`portal_visibility`).
     pub visible_to: Option<i64>,
+    /// Only the ticket of this number.
+    pub number: Option<String>,
     /// Tickets not closed whose `respond_by` is before this time.
     pub overdue_at: Option<DateTime<Utc>>,
     /// Tickets created at or after this time.
@@ -180,10 +183,13 @@ impl Filter {
         w.and_if("t.organisation_id = ?", self.organisation_id)
             .and_if("t.customer_id = ?", self.customer_id)
             .and_if(
-                "(t.customer_id = ? OR t.organisation_id IN (SELECT organisation_id FROM customer_users WHERE id = ?
-                  UNION SELECT organisation_id FROM customer_links WHERE customer_id = ?))",
+                "(t.customer_id = ? OR t.organisation_id IN (SELECT o.id FROM organisations o
+                  WHERE o.portal_visibility = 'organisation'
+                  AND o.id IN (SELECT organisation_id FROM customer_users WHERE id = ?
+                               UNION SELECT organisation_id FROM customer_links WHERE customer_id = ?)))",
                 self.visible_to,
             )
+            .and_if("t.number = ?", self.number.clone())
             .and_if(
                 "(t.state <> 'closed' AND t.first_response_at IS NULL AND t.respond_by < ?)",
                 self.overdue_at.map(timestamp),
