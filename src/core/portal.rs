@@ -63,6 +63,7 @@ fn automatic(
 }
 
 /// A file uploaded with a form.
+#[derive(Clone)]
 pub struct Upload {
     pub name: String,
     pub content_type: String,
@@ -194,7 +195,7 @@ mod tests {
         let inbound = parse::parse(&raw, "X-Postdesk-Loop").unwrap();
         assert_eq!(inbound.from.as_ref().map(|f| f.address.as_str()), Some("ann@acme.example"));
         assert_eq!(inbound.subject, "Grüße [Ticket#2026112310000017]");
-        assert_eq!(inbound.text_body.trim_end(), "It broke again.\nSee the picture.");
+        assert_eq!(inbound.text_body.replace("\r\n", "\n").trim_end(), "It broke again.\nSee the picture.");
         assert_eq!(inbound.in_reply_to, ["ack.x@helpdesk.example"]);
         assert_eq!(inbound.references, refs);
         assert_eq!(inbound.attachments.len(), 1);

@@ -178,28 +178,26 @@ pub fn reply(
     let mut references: Vec<String> = thread.first().cloned().into_iter().collect();
     references.extend(thread.iter().skip(thread.len().saturating_sub(MAX_REFERENCES - 1).max(1)).cloned());
     let to = ticket.ack_sender.as_deref().unwrap_or(helpdesk.address);
-    compose(who, to, &Message { subject: &subject, ..*text }, thread.last().map(String::as_str), &references, now)
+    let text = Message { subject: &subject, ..*text };
+    let from = (who.holder.email.as_str(), who.name.as_deref());
+    compose(from.0, from.1, to, &text, thread.last().map(String::as_str), &references, now)
 }
 
-/// `who`'s new ticket, as the raw mail the pipeline ingests.
+/// A new ticket's message from `name <email>` (a signed-in customer user, or the sender
+/// of the public form), as the raw mail the pipeline ingests.
 pub fn new_ticket(
-    tx: &Tx,
-    who: &SignedIn,
+    email: &str,
+    name: Option<&str>,
     text: &Message,
     helpdesk: &Helpdesk,
     now: DateTime<Utc>,
 ) -> Result<Vec<u8>, DeskError> {
-    still_a_customer(tx, who)?;
-    compose(who, helpdesk.address, text, None, &[], now)
-}
-
-/// A signed-in customer user must still exist (a merge may have moved their address).
-fn still_a_customer(tx: &Tx, who: &SignedIn) -> Result<(), DeskError> {
-    customers::find(tx, &who.holder.email).map(drop)
+    compose(email, name, helpdesk.address, text, None, &[], now)
 }
 
 fn compose(
-    who: &SignedIn,
+    from: &str,
+    from_name: Option<&str>,
     to: &str,
     text: &Message,
     in_reply_to: Option<&str>,
@@ -207,8 +205,8 @@ fn compose(
     now: DateTime<Utc>,
 ) -> Result<Vec<u8>, DeskError> {
     Ok(mail::compose(&mail::Written {
-        from: &who.holder.email,
-        from_name: who.name.as_deref(),
+        from,
+        from_name,
         to,
         subject: text.subject,
         body: text.body,
@@ -226,32 +224,13 @@ pub struct Helpdesk<'a> {
     pub tag_prefix: &'a str,
 }
 
-/// A support request of the public form from `name <email>`: kept until its sender
-/// confirms the address by the link mailed to it; nothing is opened before.
-pub fn request_ticket(
-    tx: &Tx,
-    name: Option<&str>,
-    email: &str,
-    text: &Message,
-    helpdesk: &Helpdesk,
-    links: &Links,
-    now: DateTime<Utc>,
-) -> Result<(), DeskError> {
+/// A support request of the public form (`raw`, made by `new_ticket`) from `email`:
+/// kept until its sender confirms the address by the link mailed to it; nothing is
+/// opened before.
+pub fn request_ticket(tx: &Tx, email: &str, raw: &[u8], links: &Links, now: DateTime<Utc>) -> Result<(), DeskError> {
     store::delete_expired(tx, now)?;
-    let raw = mail::compose(&mail::Written {
-        from: email,
-        from_name: name,
-        to: helpdesk.address,
-        subject: text.subject,
-        body: text.body,
-        in_reply_to: None,
-        references: &[],
-        uploads: text.uploads,
-        date: now,
-        random: random_bytes()?,
-    })?;
     let token = random_hex()?;
-    store::create_request(tx, &token_hash(&token), email, &raw, now, now + Duration::minutes(REQUEST_MINUTES))?;
+    store::create_request(tx, &token_hash(&token), email, raw, now, now + Duration::minutes(REQUEST_MINUTES))?;
     let link = format!("{}/support/confirm?token={token}", links.base_url);
     outbox::queue(tx, None, &mail::confirm_mail(&links.sender, email, &link, REQUEST_MINUTES, random_bytes()?), now)?;
     Ok(())

@@ -85,9 +85,21 @@ impl FromRequestParts<super::State> for SignedIn {
     }
 }
 
-/// A form posted by a signed-in agent, its CSRF token checked before anything else.
-pub struct Action<T> {
-    pub by: SignedIn,
+/// Whoever a session belongs to (an agent, a customer user), with its forms' CSRF token.
+pub trait Session: FromRequestParts<super::State, Rejection = Response> + Send {
+    fn csrf(&self) -> &str;
+}
+
+impl Session for SignedIn {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// A form posted in a session (an agent's, unless `S` says otherwise), its CSRF token
+/// checked before anything else.
+pub struct Action<T, S = SignedIn> {
+    pub by: S,
     pub form: T,
 }
 
@@ -97,16 +109,16 @@ struct Csrf {
     csrf: String,
 }
 
-impl<T: DeserializeOwned> FromRequest<super::State> for Action<T> {
+impl<T: DeserializeOwned, S: Session> FromRequest<super::State> for Action<T, S> {
     type Rejection = Response;
 
     async fn from_request(request: Request, console: &super::State) -> Result<Self, Response> {
         let (mut parts, body) = request.into_parts();
-        let by = SignedIn::from_request_parts(&mut parts, console).await?;
+        let by = S::from_request_parts(&mut parts, console).await?;
         let bytes =
             Bytes::from_request(Request::from_parts(parts, body), console).await.map_err(|e| e.into_response())?;
         let Csrf { csrf } = serde_urlencoded::from_bytes(&bytes).unwrap_or(Csrf { csrf: String::new() });
-        if !same(&csrf, &by.csrf) {
+        if !same(&csrf, by.csrf()) {
             return Err(WebError::FormExpired.into_response());
         }
         let form = serde_urlencoded::from_bytes(&bytes)
@@ -115,8 +127,34 @@ impl<T: DeserializeOwned> FromRequest<super::State> for Action<T> {
     }
 }
 
+/// The CSRF token of a form shown to a visitor who has no session yet (the sign-in
+/// forms, the public support form): repeated in a cookie of the form's own, which only
+/// this site can set (double submit).
+pub struct VisitorForm {
+    pub token: String,
+    cookie: &'static str,
+    path: &'static str,
+}
+
+impl VisitorForm {
+    pub fn new(cookie: &'static str, path: &'static str) -> VisitorForm {
+        VisitorForm { token: random_token(), cookie, path }
+    }
+
+    /// Sets the form's cookie on the page that shows it.
+    pub fn attach(&self, response: &mut Response, secure: bool) {
+        append_cookie(response, &session_cookie(self.cookie, &self.token, secure, self.path));
+    }
+
+    /// Whether a posted form repeats its cookie's token.
+    pub fn came_back(cookie_name: &str, headers: &HeaderMap, submitted: &str) -> bool {
+        let expected = cookie(headers, cookie_name).unwrap_or_default();
+        !expected.is_empty() && same(submitted, &expected)
+    }
+}
+
 /// The client's address, for the sign-in limits (the peer: behind a proxy, the proxy).
-pub struct Client(String);
+pub struct Client(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for Client {
     type Rejection = std::convert::Infallible;
@@ -152,8 +190,7 @@ pub async fn login(
     Form(form): Form<SignInForm>,
 ) -> Response {
     let next = safe_next(form.next.as_deref());
-    let expected = cookie(&headers, SIGN_IN_COOKIE).unwrap_or_default();
-    if expected.is_empty() || !same(&form.csrf, &expected) {
+    if !VisitorForm::came_back(SIGN_IN_COOKIE, &headers, &form.csrf) {
         let error = "The sign-in form expired: please sign in again.";
         return sign_in_form(&console, &next, &form.email, Some(error), StatusCode::FORBIDDEN);
     }
@@ -182,7 +219,7 @@ pub async fn login(
             response
         }
         Err(DeskError::BadCredentials) => {
-            limits.failed(&form.email, &client, Instant::now());
+            limits.count(&form.email, &client, Instant::now());
             let error = "Wrong e-mail or password.";
             sign_in_form(&console, &next, &form.email, Some(error), StatusCode::UNAUTHORIZED)
         }
@@ -209,13 +246,13 @@ fn sign_in_form(
     error: Option<&str>,
     status: StatusCode,
 ) -> Response {
-    let token = random_token();
+    let form = VisitorForm::new(SIGN_IN_COOKIE, "/login");
     let context = context! {
-        helpdesk_name => console.config.policy.ack.helpdesk_name.clone(), csrf => token.clone(), next, email, error,
+        helpdesk_name => console.config.policy.ack.helpdesk_name.clone(), csrf => form.token.clone(), next, email, error,
     };
     let mut response = page("login.html", context);
     *response.status_mut() = status;
-    append_cookie(&mut response, &session_cookie(SIGN_IN_COOKIE, &token, console.web.secure_cookies, "/login"));
+    form.attach(&mut response, console.web.secure_cookies);
     response
 }
 
@@ -227,7 +264,7 @@ fn safe_next(next: Option<&str>) -> String {
     }
 }
 
-fn session_cookie(name: &str, value: &str, secure: bool, path: &str) -> String {
+pub fn session_cookie(name: &str, value: &str, secure: bool, path: &str) -> String {
     Cookie::build((name, value))
         .http_only(true)
         .same_site(SameSite::Strict)
@@ -237,17 +274,17 @@ fn session_cookie(name: &str, value: &str, secure: bool, path: &str) -> String {
         .to_string()
 }
 
-fn expired(name: &str, path: &str) -> String {
+pub fn expired(name: &str, path: &str) -> String {
     format!("{name}=; Path={path}; Max-Age=0; HttpOnly; SameSite=Strict")
 }
 
-fn append_cookie(response: &mut Response, cookie: &str) {
+pub fn append_cookie(response: &mut Response, cookie: &str) {
     if let Ok(value) = HeaderValue::from_str(cookie) {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
 }
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -259,7 +296,7 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// Equal strings, compared in time that does not depend on where they differ.
-fn same(a: &str, b: &str) -> bool {
+pub fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -7,6 +7,7 @@ mod auth;
 mod customers;
 mod limit;
 mod orgs;
+mod portal;
 mod queues;
 mod render;
 mod security;
@@ -32,6 +33,9 @@ pub struct Console {
     config: Arc<Config>,
     web: WebConfig,
     sign_in_limits: limit::SignInLimits,
+    /// Portal sign-in links and public support requests asked for.
+    link_limits: limit::SignInLimits,
+    request_limits: limit::SignInLimits,
     /// Wakes this daemon's sender when a reply was queued (`postdesk run`); without one
     /// (`postdesk web`), the daemon's sender finds it on its next look at the outbox.
     nudge: Option<Arc<Notify>>,
@@ -39,7 +43,22 @@ pub struct Console {
 
 impl Console {
     pub fn new(store: SharedStore, config: Arc<Config>, web: WebConfig, nudge: Option<Arc<Notify>>) -> Arc<Console> {
-        Arc::new(Console { store, config, web, sign_in_limits: limit::SignInLimits::default(), nudge })
+        Arc::new(Console {
+            store,
+            config,
+            web,
+            sign_in_limits: limit::SignInLimits::default(),
+            link_limits: portal::link_limits(),
+            request_limits: portal::request_limits(),
+            nudge,
+        })
+    }
+
+    /// Wakes the sender for mail just queued.
+    fn nudge(&self) {
+        if let Some(nudge) = &self.nudge {
+            nudge.notify_one();
+        }
     }
 }
 
@@ -47,6 +66,8 @@ type State = Arc<Console>;
 
 /// Every route of the console.
 pub fn router(console: State) -> Router {
+    // Multipart framing and field headers on top of the uploads themselves.
+    let upload_limit = axum::extract::DefaultBodyLimit::max(console.config.portal.max_upload_bytes + 64 * 1024);
     Router::new()
         .route("/", get(|| async { axum::response::Redirect::to("/tickets") }))
         .route("/login", get(auth::login_page).post(auth::login))
@@ -74,6 +95,16 @@ pub fn router(console: State) -> Router {
         .route("/failed/{id}/retry", post(queues::retry_failed))
         .route("/outbox", get(queues::outbox))
         .route("/outbox/{id}/retry", post(queues::retry_outbox))
+        .route("/portal", get(portal::home).post(portal::request_link))
+        .route("/portal/sign-in", get(portal::link_page).post(portal::sign_in))
+        .route("/portal/logout", post(portal::sign_out))
+        .route("/portal/tickets/{number}", get(portal::show))
+        .route("/portal/tickets/{number}/reply", post(portal::reply))
+        .route("/portal/tickets/{number}/close", post(portal::close))
+        .route("/portal/tickets/{number}/attachments/{id}", get(portal::attachment))
+        .route("/portal/new", get(portal::new_form).post(portal::new_ticket).layer(upload_limit.clone()))
+        .route("/support", get(portal::support_form).post(portal::support_request).layer(upload_limit))
+        .route("/support/confirm", get(portal::confirm_page).post(portal::confirm))
         .fallback(render::not_found)
         .layer(axum::middleware::map_response(security::headers))
         .with_state(console)

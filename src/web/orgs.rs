@@ -12,6 +12,7 @@ use super::auth::{Action, SignedIn};
 use super::customers::customer;
 use super::render::{page, value, WebError};
 use super::tickets::{given, rows};
+use crate::desk::orgs::PortalVisibility;
 use crate::desk::orgs::{self, Add, Edit, Merge};
 
 /// Organisations on one page.
@@ -83,6 +84,7 @@ pub async fn show(
 pub struct EditForm {
     rename: Option<String>,
     first_response: Option<String>,
+    portal_visibility: Option<String>,
 }
 
 pub async fn edit(
@@ -95,9 +97,13 @@ pub async fn edit(
         .map(|h| h.parse::<u32>().map_err(|_| WebError::BadRequest("hours are a whole number".into())))
         .transpose()?;
     let rename = given(&action.form.rename);
+    let visibility = given(&action.form.portal_visibility)
+        .map(|v| PortalVisibility::parse(&v).ok_or_else(|| WebError::BadRequest("own or organisation".into())))
+        .transpose()?;
     change(&console, id, move |name, current| Edit {
         rename: rename.filter(|r| *r != name),
         first_response: hours.filter(|h| i64::from(*h) != current.unwrap_or(0)),
+        portal_visibility: visibility,
         name,
         ..Default::default()
     })

@@ -35,9 +35,7 @@ pub async fn retry_failed(
 ) -> Result<Response, WebError> {
     let (config, now) = (std::sync::Arc::clone(&console.config), Utc::now());
     console.store.with_writer(move |store| failed::retry(store, &config, Some(id), now)).await?;
-    if let Some(nudge) = &console.nudge {
-        nudge.notify_one();
-    }
+    console.nudge();
     Ok(Redirect::to("/failed").into_response())
 }
 
@@ -54,8 +52,6 @@ pub async fn retry_outbox(
 ) -> Result<Response, WebError> {
     let now = Utc::now();
     console.store.write(move |tx| outbox::retry(tx, Some(id), now)).await?;
-    if let Some(nudge) = &console.nudge {
-        nudge.notify_one();
-    }
+    console.nudge();
     Ok(Redirect::to("/outbox").into_response())
 }

@@ -28,6 +28,12 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("org.html", include_str!("templates/org.html")),
         ("failed.html", include_str!("templates/failed.html")),
         ("outbox.html", include_str!("templates/outbox.html")),
+        ("portal_base.html", include_str!("templates/portal_base.html")),
+        ("portal_sign_in.html", include_str!("templates/portal_sign_in.html")),
+        ("portal_notice.html", include_str!("templates/portal_notice.html")),
+        ("portal_tickets.html", include_str!("templates/portal_tickets.html")),
+        ("portal_ticket.html", include_str!("templates/portal_ticket.html")),
+        ("portal_new.html", include_str!("templates/portal_new.html")),
     ] {
         env.add_template(name, source).expect("the console's templates compile");
     }
@@ -64,6 +70,10 @@ pub enum WebError {
     /// A form without the CSRF token of the agent's session: from an old page, or from
     /// another site.
     FormExpired,
+    /// A form over `[portal] max_upload_bytes`.
+    TooLarge(usize),
+    /// A page that is not there (or switched off).
+    NoPage,
 }
 
 impl From<DeskError> for WebError {
@@ -80,8 +90,18 @@ impl From<StoreError> for WebError {
 
 impl IntoResponse for WebError {
     fn into_response(self) -> Response {
+        self.page("/tickets")
+    }
+}
+
+impl WebError {
+    /// The page that says what went wrong, with a way back to `home`.
+    pub fn page(self, home: &str) -> Response {
         let (status, title) = match &self {
             WebError::Desk(DeskError::NotFound(_)) => (StatusCode::NOT_FOUND, "Not found"),
+            WebError::Desk(DeskError::LinkInvalid) => (StatusCode::GONE, "Link expired"),
+            WebError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "Too large"),
+            WebError::NoPage => (StatusCode::NOT_FOUND, "Not found"),
             WebError::Desk(DeskError::Store(StoreError::Unavailable(_))) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "Try again shortly")
             }
@@ -100,19 +120,19 @@ impl IntoResponse for WebError {
             WebError::Forbidden(what) => format!("Your role may not {what}."),
             WebError::BadRequest(what) => what,
             WebError::FormExpired => {
-                "The form has expired or did not come from this console: reload the page and try again.".to_owned()
+                "The form has expired or did not come from this site: reload the page and try again.".to_owned()
             }
+            WebError::TooLarge(most) => format!("The form may send at most {most} bytes of text and attachments."),
+            WebError::NoPage => "There is no such page.".to_owned(),
         };
-        let mut response = page("error.html", context! { title, message });
+        let mut response = page("error.html", context! { title, message, home });
         *response.status_mut() = status;
         response
     }
 }
 
 pub async fn not_found() -> Response {
-    let mut response = page("error.html", context! { title => "Not found", message => "There is no such page." });
-    *response.status_mut() = StatusCode::NOT_FOUND;
-    response
+    WebError::NoPage.into_response()
 }
 
 pub async fn stylesheet() -> Response {

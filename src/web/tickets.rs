@@ -184,7 +184,7 @@ pub async fn show(
 
 /// One entry of a ticket's history: an article, or an acknowledgement we sent.
 #[derive(Serialize)]
-struct Item {
+pub struct Item {
     kind: &'static str,
     label: String,
     from: Option<String>,
@@ -202,7 +202,7 @@ struct Item {
 }
 
 impl Item {
-    fn article(index: usize, a: &Article) -> Item {
+    pub fn article(index: usize, a: &Article) -> Item {
         let inbound = a.direction == "in";
         let by = a.from_name.clone().unwrap_or_default();
         let label = match (inbound, a.internal) {
@@ -256,9 +256,7 @@ pub async fn write(
     let now = Utc::now();
     console.store.write(move |tx| tickets::write(tx, &cmd, &config.policy, random, now)).await?;
     if !internal {
-        if let Some(nudge) = &console.nudge {
-            nudge.notify_one();
-        }
+        console.nudge();
     }
     Ok(back_to(&number))
 }

@@ -14,6 +14,7 @@ mod dovecot;
 mod dovecot_smoke;
 mod golden;
 mod harness;
+mod portal;
 mod servers;
 mod service;
 mod smtp;

@@ -16,18 +16,23 @@ use postdesk::store::shared::SharedStore;
 use postdesk::store::Store;
 use tower::ServiceExt;
 
-const PASSWORD: &str = "correct horse battery";
+pub(crate) const PASSWORD: &str = "correct horse battery";
 
 /// A helpdesk with three agents (one per role) and a few tickets, and its console.
-struct Desk {
+pub(crate) struct Desk {
     _dir: tempfile::TempDir,
-    config: Arc<Config>,
-    db: std::path::PathBuf,
+    pub(crate) config: Arc<Config>,
+    pub(crate) db: std::path::PathBuf,
     router: Router,
 }
 
 impl Desk {
-    fn new() -> Desk {
+    pub(crate) fn new() -> Desk {
+        Desk::with("")
+    }
+
+    /// A desk whose config file also has `extra`.
+    pub(crate) fn with(extra: &str) -> Desk {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("postdesk.db");
         let file = dir.path().join("postdesk.toml");
@@ -35,7 +40,7 @@ impl Desk {
             &file,
             format!(
                 "[database]\npath = \"{}\"\n[helpdesk]\naddress = \"support@helpdesk.example\"\n\
-                 [web]\nlisten = \"127.0.0.1:8080\"\n",
+                 [web]\nlisten = \"127.0.0.1:8080\"\nbase_url = \"https://help.example\"\n{extra}",
                 db.display()
             ),
         )
@@ -65,7 +70,7 @@ impl Desk {
     /// Ingests a message as it arrived a minute ago (so that what agents do now is later
     /// activity, timestamps being to the second); returns the ticket number it made or
     /// added to.
-    fn mail(&self, raw: &str) -> String {
+    pub(crate) fn mail(&self, raw: &str) -> String {
         let mut store = Store::open(&self.db).unwrap();
         let source = Source::file("test", raw.as_bytes());
         let arrived = chrono::Utc::now() - chrono::Duration::minutes(1);
@@ -76,7 +81,7 @@ impl Desk {
         }
     }
 
-    async fn send(&self, request: Request<Body>) -> Response {
+    pub(crate) async fn send(&self, request: Request<Body>) -> Response {
         let response = self.router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
@@ -84,7 +89,7 @@ impl Desk {
         Response { status, headers, body }
     }
 
-    async fn get(&self, path: &str, session: Option<&Session>) -> Response {
+    pub(crate) async fn get(&self, path: &str, session: Option<&Session>) -> Response {
         let mut request = Request::get(path);
         if let Some(s) = session {
             request = request.header(header::COOKIE, &s.cookie);
@@ -93,7 +98,7 @@ impl Desk {
     }
 
     /// Posts a form; `csrf` is added from the session unless the form has one.
-    async fn post(&self, path: &str, session: &Session, form: &[(&str, &str)]) -> Response {
+    pub(crate) async fn post(&self, path: &str, session: &Session, form: &[(&str, &str)]) -> Response {
         let mut fields: Vec<(&str, &str)> = form.to_vec();
         if !fields.iter().any(|(k, _)| *k == "csrf") {
             fields.push(("csrf", &session.csrf));
@@ -101,7 +106,7 @@ impl Desk {
         self.post_raw(path, Some(&session.cookie), &fields).await
     }
 
-    async fn post_raw(&self, path: &str, cookie: Option<&str>, form: &[(&str, &str)]) -> Response {
+    pub(crate) async fn post_raw(&self, path: &str, cookie: Option<&str>, form: &[(&str, &str)]) -> Response {
         let mut request = Request::post(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
         if let Some(c) = cookie {
             request = request.header(header::COOKIE, c);
@@ -109,7 +114,7 @@ impl Desk {
         self.send(request.body(Body::from(serde_urlencoded::to_string(form).unwrap())).unwrap()).await
     }
 
-    async fn sign_in(&self, email: &str) -> Session {
+    pub(crate) async fn sign_in(&self, email: &str) -> Session {
         match self.try_sign_in(email, PASSWORD, "10.0.0.1").await {
             Ok(session) => session,
             Err(refused) => panic!("{email} could not sign in: {} {}", refused.status, refused.text()),
@@ -134,32 +139,32 @@ impl Desk {
     }
 }
 
-struct Session {
-    cookie: String,
-    csrf: String,
+pub(crate) struct Session {
+    pub(crate) cookie: String,
+    pub(crate) csrf: String,
 }
 
-struct Response {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Vec<u8>,
+pub(crate) struct Response {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: axum::http::HeaderMap,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Response {
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
-    fn header(&self, name: header::HeaderName) -> String {
+    pub(crate) fn header(&self, name: header::HeaderName) -> String {
         self.headers.get(name).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default()
     }
 
-    fn location(&self) -> String {
+    pub(crate) fn location(&self) -> String {
         self.header(header::LOCATION)
     }
 
     /// The value a Set-Cookie of the response gives `name`.
-    fn cookie(&self, name: &str) -> Option<String> {
+    pub(crate) fn cookie(&self, name: &str) -> Option<String> {
         self.headers.get_all(header::SET_COOKIE).iter().find_map(|v| {
             let text = v.to_str().ok()?;
             let (pair, _) = text.split_once(';').unwrap_or((text, ""));
@@ -169,20 +174,20 @@ impl Response {
     }
 
     /// The value of the first form field `name` on the page.
-    fn field(&self, name: &str) -> String {
+    pub(crate) fn field(&self, name: &str) -> String {
         let text = self.text();
         let at = text.find(&format!("name=\"{name}\" value=\"")).unwrap_or_else(|| panic!("no field {name} in {text}"));
         let rest = &text[at + name.len() + 15..];
         rest[..rest.find('"').unwrap()].to_owned()
     }
 
-    fn assert_status(&self, status: StatusCode) -> &Response {
+    pub(crate) fn assert_status(&self, status: StatusCode) -> &Response {
         assert_eq!(self.status, status, "{}", self.text());
         self
     }
 }
 
-fn message(from: &str, subject: &str, id: &str) -> String {
+pub(crate) fn message(from: &str, subject: &str, id: &str) -> String {
     format!(
         "From: {from}\r\nTo: support@helpdesk.example\r\nSubject: {subject}\r\nMessage-ID: <{id}@test.example>\r\n\
          Date: Mon, 23 Nov 2026 09:00:00 +0000\r\n\r\nPlease help.\r\n"
