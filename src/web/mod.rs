@@ -102,7 +102,7 @@ pub fn router(console: State) -> Router {
         .route("/portal/tickets/{number}/reply", post(portal::reply))
         .route("/portal/tickets/{number}/close", post(portal::close))
         .route("/portal/tickets/{number}/attachments/{id}", get(portal::attachment))
-        .route("/portal/new", get(portal::new_form).post(portal::new_ticket).layer(upload_limit.clone()))
+        .route("/portal/new", get(portal::new_form).post(portal::new_ticket).layer(upload_limit))
         .route("/support", get(portal::support_form).post(portal::support_request).layer(upload_limit))
         .route("/support/confirm", get(portal::confirm_page).post(portal::confirm))
         .fallback(render::not_found)

@@ -419,11 +419,20 @@ fn ticket_form(
 ) -> Response {
     let action = if public { "/support" } else { "/portal/new" };
     let context = context! {
-        public, action, error, form => value(form), max_upload_bytes => console.config.portal.max_upload_bytes, ..frame
+        public, action, error, form => value(form), max_upload => size(console.config.portal.max_upload_bytes), ..frame
     };
     let mut response = page("portal_new.html", context);
     *response.status_mut() = status;
     response
+}
+
+/// A size as people read it: "10 MB", "500 KB".
+fn size(bytes: usize) -> String {
+    match bytes {
+        b if b >= 1 << 20 => format!("{} MB", b.div_ceil(1 << 20)),
+        b if b >= 1 << 10 => format!("{} KB", b.div_ceil(1 << 10)),
+        b => format!("{b} bytes"),
+    }
 }
 
 pub async fn new_form(State(console): State<super::State>, customer: Customer) -> Response {

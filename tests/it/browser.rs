@@ -4,8 +4,13 @@
 //! customer's mail made, answers it — the reply reaches the customer's mailbox — and the
 //! customer's answer comes back onto the ticket; then the agent closes it.
 //!
-//! With `SCREENSHOTS_DIR` set, the tickets list, a ticket and the Customers page are
-//! saved there as PNG (the README's pictures: `SCREENSHOTS_DIR=docs cargo test browser`).
+//! The portal too: a customer signs in by the link mailed to her mailbox, sees her
+//! company's tickets and answers one, and the agent sees the answer; a new customer's
+//! request by the public form opens a ticket once she followed the confirmation link.
+//!
+//! With `SCREENSHOTS_DIR` set, the tickets list, a ticket, the Customers page and the
+//! portal's pages are saved there as PNG (the README's pictures:
+//! `SCREENSHOTS_DIR=docs cargo test browser`).
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -22,6 +27,8 @@ use crate::smtp::{DeliverTo, SmtpOptions, SmtpServer};
 const DOMAIN: &str = "mail.test";
 const HELPDESK: &str = "support@mail.test";
 const ALICE: &str = "alice@mail.test";
+/// A new customer, who writes in by the public support form.
+const CAROL: &str = "carol@mail.test";
 const IMAP_PASSWORD: &str = "pw-browser";
 const ADMIN: &str = "ada@mail.test";
 const ADMIN_PASSWORD: &str = "a long enough password";
@@ -56,7 +63,7 @@ fn spawn(mut command: Command) -> Running {
 
 impl World {
     fn start() -> World {
-        let dovecot = Dovecot::start(&[(HELPDESK, IMAP_PASSWORD), (ALICE, IMAP_PASSWORD)]);
+        let dovecot = Dovecot::start(&[(HELPDESK, IMAP_PASSWORD), (ALICE, IMAP_PASSWORD), (CAROL, IMAP_PASSWORD)]);
         let smtp = SmtpServer::start(SmtpOptions {
             tls: false,
             auth: None,
@@ -68,7 +75,7 @@ impl World {
              [[mailbox]]\nname = \"support\"\naddress = \"{HELPDESK}\"\nhost = \"127.0.0.1\"\nport = {}\n\
              ca_file = \"{}\"\nusername = \"{HELPDESK}\"\npassword = \"{IMAP_PASSWORD}\"\npoll_interval_secs = 1\n\
              [smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
-             [web]\nlisten = \"127.0.0.1:{web_port}\"\n",
+             [web]\nlisten = \"127.0.0.1:{web_port}\"\n[portal]\npublic_form = true\n",
             dovecot.imaps_port(),
             dovecot.ca_file().display(),
             smtp.port(),
@@ -278,5 +285,104 @@ async fn an_agent_answers_a_customer_and_an_admin_works_the_customers_page() {
     click(&browser, "form:has(select[name=state]) button").await;
     wait_until_found(&browser, ".facts .state-closed").await;
     assert_eq!(world.tickets().len(), 1, "the answer made no new ticket:\n{}", world.daemon_log());
+    browser.close().await.unwrap();
+}
+
+/// The link in the newest mail in `user`'s inbox that holds one to `path`, as the
+/// customer's mail program shows it (the body decoded).
+fn mailed_link(world: &World, user: &str, path: &str) -> Option<String> {
+    let inbox = world.dovecot.messages(user, "INBOX");
+    inbox.iter().rev().find_map(|raw| {
+        let message = mail_parser::MessageParser::default().parse(raw)?;
+        let body = message.body_text(0)?.into_owned();
+        let at = body.find(&format!("{}{path}?token=", world.web))?;
+        Some(body[at..].split_whitespace().next()?.to_owned())
+    })
+}
+
+async fn sign_in_agent(world: &World, browser: &Client) {
+    browser.goto(&format!("{}/login", world.web)).await.unwrap();
+    fill(browser, "form", "email", ADMIN).await;
+    fill(browser, "form", "password", ADMIN_PASSWORD).await;
+    click(browser, "form button[type=submit]").await;
+    wait_for_path(browser, "/tickets").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_signs_in_by_mail_answers_and_a_new_one_writes_in_by_the_form() {
+    let world = World::start();
+    for (from, id, subject) in [(ALICE, "a1", "Scanner offline"), ("dave@mail.test", "d1", "Projector lamp")] {
+        let mail = format!(
+            "From: {from}\r\nTo: {HELPDESK}\r\nSubject: {subject}\r\nMessage-ID: <{id}@mail.test>\r\n\r\nHelp.\r\n"
+        );
+        world.smtp.submit(from, HELPDESK, mail.as_bytes()).expect("submitted");
+    }
+    wait_until(WAIT, "the daemon made both tickets", || world.tickets().len() == 2);
+    let tickets = world.tickets();
+    let number = |subject: &str| {
+        let t = tickets.iter().find(|t| t["subject"] == subject).expect(subject);
+        t["number"].as_str().unwrap().to_owned()
+    };
+    let (alices, daves) = (number("Scanner offline"), number("Projector lamp"));
+    let organisation = tickets[0]["organisation"].as_str().expect("filed under the domain's organisation").to_owned();
+    let browser = world.browser().await;
+
+    // Alice asks for a link, and follows it from her mailbox.
+    browser.goto(&format!("{}/portal", world.web)).await.unwrap();
+    fill(&browser, "form", "email", ALICE).await;
+    click(&browser, "form button[type=submit]").await;
+    wait_for_text(&browser, "a sign-in link is on its way").await;
+    let mut link = String::new();
+    wait_until(WAIT, "the sign-in link reaches Alice's mailbox", || {
+        mailed_link(&world, ALICE, "/portal/sign-in").map(|l| link = l).is_some()
+    });
+    browser.goto(&link).await.unwrap();
+    click(&browser, "form button[type=submit]").await;
+    wait_for_path(&browser, "/portal").await;
+    let list = body_text(&browser).await;
+    assert!(list.contains(&alices) && list.contains(&daves), "her own and her colleague's tickets:\n{list}");
+    screenshot(&browser, "portal-tickets").await;
+
+    // She answers Dave's ticket.
+    click(&browser, &format!("a[href='/portal/tickets/{daves}']")).await;
+    wait_for_path(&browser, &format!("/portal/tickets/{daves}")).await;
+    fill(&browser, "form.reply", "body", "Ours flickers too.").await;
+    click(&browser, "form.reply button").await;
+    wait_for_text(&browser, "Ours flickers too.").await;
+    screenshot(&browser, "portal-ticket").await;
+
+    // The agent sees her answer on the ticket.
+    sign_in_agent(&world, &browser).await;
+    browser.goto(&format!("{}/tickets/{daves}", world.web)).await.unwrap();
+    wait_for_text(&browser, "Ours flickers too.").await;
+    assert!(body_text(&browser).await.contains(ALICE), "from Alice");
+
+    // Carol, new to the helpdesk, writes in by the public form.
+    browser.goto(&format!("{}/support", world.web)).await.unwrap();
+    fill(&browser, "form.stacked", "name", "Carol Danvers").await;
+    fill(&browser, "form.stacked", "email", CAROL).await;
+    fill(&browser, "form.stacked", "subject", "Badge does not open the door").await;
+    fill(&browser, "form.stacked", "text", "Since the weekend.").await;
+    screenshot(&browser, "portal-support").await;
+    click(&browser, "form.stacked button").await;
+    wait_for_text(&browser, "We sent a link to your address").await;
+    assert_eq!(world.tickets().len(), 2, "no ticket before Carol confirmed her address");
+    let mut confirm = String::new();
+    wait_until(WAIT, "the confirmation reaches Carol's mailbox", || {
+        mailed_link(&world, CAROL, "/support/confirm").map(|l| confirm = l).is_some()
+    });
+    browser.goto(&confirm).await.unwrap();
+    click(&browser, "form button[type=submit]").await;
+    wait_for_text(&browser, "Ticket opened").await;
+    let opened = world.tickets().into_iter().find(|t| t["subject"] == "Badge does not open the door").expect("opened");
+    let carols = opened["number"].as_str().unwrap().to_owned();
+    assert!(body_text(&browser).await.contains(&carols), "the page names the ticket");
+    browser.goto(&format!("{}/tickets/{carols}", world.web)).await.unwrap();
+    let page = body_text(&browser).await;
+    assert!(page.contains(CAROL) && page.contains(&organisation) && page.contains("Since the weekend."), "{page}");
+    wait_until(WAIT, "Carol's acknowledgement reaches her mailbox", || {
+        let inbox = world.dovecot.messages(CAROL, "INBOX");
+        inbox.iter().any(|m| String::from_utf8_lossy(m).contains(&format!("[Ticket#{carols}]")))
+    });
     browser.close().await.unwrap();
 }
