@@ -51,8 +51,10 @@ pub struct SignedIn {
 /// whether it did (for tests and logs: the page answers the same either way).
 pub fn request_link(tx: &Tx, email: &str, links: &Links, now: DateTime<Utc>) -> Result<bool, DeskError> {
     store::delete_expired(tx, now)?;
-    let Ok(customer_id) = customers::find(tx, email) else {
-        return Ok(false);
+    let customer_id = match customers::find(tx, email) {
+        Ok(id) => id,
+        Err(DeskError::NotFound(_)) => return Ok(false),
+        Err(e) => return Err(e),
     };
     let token = random_hex()?;
     let holder = Holder { customer_id, email: email.to_owned() };
