@@ -82,6 +82,10 @@ pub struct Arrival<'a> {
     /// For the Message-ID of an acknowledgement.
     pub random: [u8; 16],
     pub now: DateTime<Utc>,
+    /// Written in the portal or the support form by a customer user who signed in or
+    /// confirmed the address: a person's message, whatever its text looks like, so no
+    /// automated kind (a bounce quoted in the text, a JSON notification) applies.
+    pub written_by_person: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -209,7 +213,7 @@ pub fn decide(
         None => Customer::None { reason: "no usable sender address" },
     };
     let sender_trust = sender_trust(sender.as_ref(), &resolved, facts, policy, arrival.authentication);
-    let message = judge(inbound, sender, resolved, facts, policy, arrival.authentication);
+    let message = judge(inbound, sender, resolved, facts, policy, arrival);
     if let (true, Some(quoted)) = (message.classification.contains(&Kind::Bounce), &facts.quoted_ack) {
         return Decision::AckBounce {
             message,
@@ -241,9 +245,13 @@ fn judge(
     resolved: Customer,
     facts: &Facts,
     policy: &Policy,
-    authentication: Authentication,
+    arrival: &Arrival,
 ) -> Judgement {
-    let mut classification = classify::classify(inbound, &policy.own_addresses);
+    let authentication = arrival.authentication;
+    let mut classification = match arrival.written_by_person {
+        true => Vec::new(),
+        false => classify::classify(inbound, &policy.own_addresses),
+    };
     // The no-reply rule reads From; with `customer_address = "reply-to"` the customer is
     // the person a web form names (sent from no-reply@), whom the acknowledgement is for.
     if sender.as_ref().is_some_and(|s| !resolve::is_automated_sender(&s.email)) {
@@ -424,7 +432,13 @@ pub(crate) mod tests {
         let inbound = parse(raw.as_bytes(), "X-Postdesk-Loop").unwrap();
         let sender = resolve::sender(&inbound, AddressSource::From);
         let now = Utc.with_ymd_and_hms(2026, 11, 23, 9, 30, 0).unwrap();
-        let arrival = Arrival { mailbox_address: "support@helpdesk.example", authentication, random: [1; 16], now };
+        let arrival = Arrival {
+            mailbox_address: "support@helpdesk.example",
+            authentication,
+            random: [1; 16],
+            now,
+            written_by_person: false,
+        };
         decide(&inbound, sender, facts, &policy(), &arrival)
     }
 
@@ -643,6 +657,7 @@ pub(crate) mod tests {
             authentication: Authentication::Unknown,
             random: [1; 16],
             now,
+            written_by_person: false,
         };
         let d = decide(&inbound, sender, &Facts::default(), &policy, &arrival);
         assert!(!judged(&d).classification.contains(&Kind::NoReply), "{:?}", judged(&d).classification);

@@ -133,7 +133,7 @@ pub fn compose(w: &Written) -> Result<Vec<u8>, WrittenError> {
         uploads => {
             let mut parts = MultiPart::mixed().singlepart(text);
             for upload in uploads {
-                let content_type = ContentType::parse(&upload.content_type).unwrap_or_else(|_| octet_stream());
+                let content_type = upload_type(&upload.content_type);
                 parts = parts.singlepart(Attachment::new(upload.name.clone()).body(upload.bytes.clone(), content_type));
             }
             builder.multipart(parts)
@@ -142,8 +142,14 @@ pub fn compose(w: &Written) -> Result<Vec<u8>, WrittenError> {
     Ok(built.map_err(|e| WrittenError::Build(e.to_string()))?.formatted())
 }
 
-fn octet_stream() -> ContentType {
-    ContentType::parse("application/octet-stream").expect("a valid content type")
+/// The type a browser gave an upload, except the types that would make the message a
+/// report or a container (`message/*`, `multipart/*`): those are plain bytes here.
+fn upload_type(claimed: &str) -> ContentType {
+    let structural = ["message/", "multipart/"].iter().any(|p| claimed.trim().to_ascii_lowercase().starts_with(p));
+    match ContentType::parse(claimed) {
+        Ok(t) if !structural => t,
+        _ => ContentType::parse("application/octet-stream").expect("a valid content type"),
+    }
 }
 
 #[cfg(test)]

@@ -43,13 +43,8 @@ pub fn build(input: &ReplyInput) -> Result<Acknowledgement, ReplyError> {
         return Err(ReplyError::Empty);
     }
     let to = input.to.ok_or_else(|| ReplyError::NoRecipient(input.ticket_number.to_owned()))?;
-    let tag = ticket_number::tag(input.tag_prefix, input.ticket_number);
-    let subject = header_safe(input.ticket_subject, 200);
-    let subject = if subject.contains(&tag) { subject } else { format!("{tag} Re: {subject}").trim_end().to_owned() };
-    let thread: Vec<&String> = input.thread.iter().filter(|id| header_safe_id(id)).collect();
-    let mut references: Vec<String> = thread.first().map(|id| id.to_string()).into_iter().collect();
-    let latest = thread.len().saturating_sub(MAX_REFERENCES - 1).max(1);
-    references.extend(thread.iter().skip(latest).map(|id| id.to_string()));
+    let subject = tagged_subject(input.tag_prefix, input.ticket_number, input.ticket_subject);
+    let references = references(input.thread);
     Ok(Acknowledgement {
         kind: MailKind::Reply,
         to: to.to_owned(),
@@ -62,6 +57,32 @@ pub fn build(input: &ReplyInput) -> Result<Acknowledgement, ReplyError> {
         in_reply_to: input.answering.filter(|id| header_safe_id(id)).map(str::to_owned),
         references,
     })
+}
+
+/// The subject of a mail into ticket `number`: its tag first, where the pipeline looks
+/// first (a tag of another ticket that the ticket's subject carries comes after it), and
+/// the ticket's subject, header-safe and bounded, after it.
+pub fn tagged_subject(tag_prefix: &str, number: &str, ticket_subject: &str) -> String {
+    let tag = ticket_number::tag(tag_prefix, number);
+    if ticket_subject.trim_start().starts_with(&tag) {
+        return header_safe(ticket_subject, 200);
+    }
+    let rest = header_safe(&ticket_subject.replace(&tag, " "), 200);
+    match rest.as_str() {
+        "" => tag,
+        r if r.get(..3).is_some_and(|re| re.eq_ignore_ascii_case("re:")) => format!("{tag} {rest}"),
+        _ => format!("{tag} Re: {rest}"),
+    }
+}
+
+/// The References of a mail into a thread (its Message-IDs, oldest first): the first and
+/// the latest ones, only those safe in a header.
+pub fn references(thread: &[String]) -> Vec<String> {
+    let thread: Vec<&String> = thread.iter().filter(|id| header_safe_id(id)).collect();
+    let mut references: Vec<String> = thread.first().map(|id| id.to_string()).into_iter().collect();
+    let latest = thread.len().saturating_sub(MAX_REFERENCES - 1).max(1);
+    references.extend(thread.iter().skip(latest).map(|id| id.to_string()));
+    references
 }
 
 #[cfg(test)]
@@ -113,5 +134,20 @@ mod tests {
         let mut i = input(&[], "hi");
         i.to = None;
         assert_eq!(build(&i).unwrap_err().to_string(), "ticket 2026112310000017 has no customer address to answer");
+    }
+
+    /// The ticket's tag comes first, where the pipeline looks first, even when the
+    /// ticket's subject carries another ticket's tag.
+    #[test]
+    fn the_tag_comes_first() {
+        let other = "[Ticket#2026112310000025]";
+        for (subject, want) in [
+            ("Printer", "[Ticket#2026112310000017] Re: Printer".to_owned()),
+            ("Re: Printer", "[Ticket#2026112310000017] Re: Printer".to_owned()),
+            (&format!("Re: {other} x [Ticket#2026112310000017]"), format!("[Ticket#2026112310000017] Re: {other} x")),
+            ("", "[Ticket#2026112310000017]".to_owned()),
+        ] {
+            assert_eq!(tagged_subject("Ticket#", "2026112310000017", subject), want, "{subject}");
+        }
     }
 }

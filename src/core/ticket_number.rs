@@ -64,6 +64,20 @@ pub fn find_tags(subject: &str, prefix: &str) -> Vec<String> {
     found
 }
 
+/// The subject without its ticket tags: what a form's user typed is a new ticket's
+/// subject, never a way into another ticket.
+pub fn strip_tags(subject: &str, prefix: &str) -> String {
+    let mut clean = subject.to_owned();
+    for number in find_tags(subject, prefix) {
+        clean = clean.replace(&tag(prefix, &number), " ");
+    }
+    match find_tags(&clean, prefix).is_empty() {
+        true => clean.split_whitespace().collect::<Vec<_>>().join(" "),
+        // A tag written with white space inside: its opener goes, so that nothing is one.
+        false => strip_tags(&clean.replace(&format!("[{prefix}"), "["), prefix),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +127,21 @@ mod tests {
             assert_eq!(find_tags(&subject, "Ticket#"), want, "{subject}");
         }
         assert_eq!(tag("Ticket#", &n), format!("[Ticket#{n}]"));
+    }
+
+    #[test]
+    fn tags_are_stripped_from_a_subject_in_any_spelling() {
+        let (a, b) = (format(day(), 5), format(day(), 6));
+        for (subject, want) in [
+            (format!("Re: [Ticket#{a}] Printer [Ticket#{b}]"), "Re: Printer".to_owned()),
+            (format!("AW: [Ticket# {a} ] Printer"), format!("AW: [ {a} ] Printer")),
+            ("Re: [Ticket#2026112310000010] typo".to_owned(), "Re: [Ticket#2026112310000010] typo".to_owned()),
+            ("plain".to_owned(), "plain".to_owned()),
+        ] {
+            let stripped = strip_tags(&subject, "Ticket#");
+            assert_eq!(stripped, want, "{subject}");
+            assert!(find_tags(&stripped, "Ticket#").is_empty());
+        }
     }
 
     /// `[Ticket#` repeated without `]` once took time quadratic in its length.

@@ -44,6 +44,11 @@ impl Source {
         Source { identity: format!("web:{id}"), label: label.to_owned(), mailbox_address: None, authserv_id: None }
     }
 
+    /// Whether the message was written in the portal (`web`), not mailed.
+    pub fn is_web(&self) -> bool {
+        self.identity.starts_with("web:")
+    }
+
     /// A file or standard input: identified by its content.
     pub fn file(label: impl Into<String>, raw: &[u8]) -> Source {
         Source {
@@ -344,6 +349,7 @@ fn process(
         authentication: trust::authentication(raw, authserv_id(source, config)),
         random: random(source)?,
         now,
+        written_by_person: source.is_web(),
     };
     let decision = decide::decide(inbound, sender, &facts, policy, &arrival);
     let arrived = store::Arrived { inbound, raw, digest: &digest, mailbox: &mailbox };

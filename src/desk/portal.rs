@@ -15,9 +15,11 @@ use super::error::{DeskError, Missing};
 use super::ingest::{random_bytes, Source};
 use super::token::{random_hex, token_hash};
 use super::{customers, tickets};
+use crate::core::decide::Policy;
+use crate::core::parse;
 use crate::core::portal::{self as mail, Sender};
 use crate::core::route::State;
-use crate::core::ticket_number;
+use crate::core::{reply, ticket_number};
 pub use crate::store::portal::Holder;
 use crate::store::portal::{self as store};
 use crate::store::tickets::{TicketDetail, TicketSummary};
@@ -29,8 +31,6 @@ pub const LINK_MINUTES: i64 = 15;
 pub const REQUEST_MINUTES: i64 = 60;
 /// How long a portal session lasts, as an agent's.
 pub const SESSION_HOURS: i64 = super::agents::SESSION_HOURS;
-/// The most References a portal message carries: the first message and the latest ones.
-const MAX_REFERENCES: usize = 10;
 
 /// Where the portal's links lead and who its automatic mail comes from.
 pub struct Links<'a> {
@@ -171,22 +171,16 @@ pub fn reply(
 ) -> Result<Vec<u8>, DeskError> {
     visible_ticket(tx, &who.holder, number, now)?;
     let ticket = crate::store::tickets::reply_context(tx, number)?.ok_or_else(|| Missing::Ticket(number.into()))?;
-    let tag = ticket_number::tag(helpdesk.tag_prefix, number);
-    let subject = match ticket.subject.contains(&tag) {
-        true => format!("Re: {}", ticket.subject),
-        false => format!("Re: {} {tag}", ticket.subject),
-    };
-    let thread = &ticket.thread;
-    let mut references: Vec<String> = thread.first().cloned().into_iter().collect();
-    references.extend(thread.iter().skip(thread.len().saturating_sub(MAX_REFERENCES - 1).max(1)).cloned());
+    let subject = reply::tagged_subject(helpdesk.tag_prefix, number, &ticket.subject);
+    let references = reply::references(&ticket.thread);
     let to = ticket.ack_sender.as_deref().unwrap_or(helpdesk.address);
     let text = Message { subject: &subject, ..*text };
-    let from = (who.holder.email.as_str(), who.name.as_deref());
-    compose(from.0, from.1, to, &text, thread.last().map(String::as_str), &references, now)
+    compose(&who.holder.email, who.name.as_deref(), to, &text, references.last().map(String::as_str), &references, now)
 }
 
 /// A new ticket's message from `name <email>` (a signed-in customer user, or the sender
-/// of the public form), as the raw mail the pipeline ingests.
+/// of the public form), as the raw mail the pipeline ingests. Ticket tags typed into the
+/// subject are dropped: a form opens a ticket, it is no way into another one.
 pub fn new_ticket(
     email: &str,
     name: Option<&str>,
@@ -194,7 +188,8 @@ pub fn new_ticket(
     helpdesk: &Helpdesk,
     now: DateTime<Utc>,
 ) -> Result<Vec<u8>, DeskError> {
-    compose(email, name, helpdesk.address, text, None, &[], now)
+    let subject = ticket_number::strip_tags(text.subject, helpdesk.tag_prefix);
+    compose(email, name, helpdesk.address, &Message { subject: &subject, ..*text }, None, &[], now)
 }
 
 fn compose(
@@ -236,6 +231,23 @@ pub fn request_ticket(tx: &Tx, email: &str, raw: &[u8], links: &Links, now: Date
     let link = format!("{}/support/confirm?token={token}", links.base_url);
     outbox::queue(tx, None, &mail::confirm_mail(&links.sender, email, &link, REQUEST_MINUTES, random_bytes()?), now)?;
     Ok(())
+}
+
+/// What a waiting request says, shown to its sender before they confirm it: subject,
+/// text and the names of its attachments.
+pub struct Preview {
+    pub subject: String,
+    pub text: String,
+    pub attachments: Vec<String>,
+}
+
+/// The request a confirmation link stands for, unexpired.
+pub fn pending_request(tx: &Tx, token: &str, policy: &Policy, now: DateTime<Utc>) -> Result<Preview, DeskError> {
+    let raw = store::request(tx, &token_hash(token), now)?.ok_or(DeskError::LinkInvalid)?;
+    let inbound = parse::parse(&raw, &policy.loop_header)
+        .map_err(|e| mail::WrittenError::Build(format!("the request does not parse: {e}")))?;
+    let attachments = inbound.attachments.iter().map(|a| a.filename.clone()).collect();
+    Ok(Preview { subject: inbound.subject, text: inbound.text_body, attachments })
 }
 
 /// The message of a confirmed request and its source: confirmed twice, the same source,

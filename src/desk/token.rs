@@ -1,6 +1,7 @@
 //! The secrets the web side hands out (session tokens, CSRF tokens, sign-in and
 //! confirmation links): 256 random bits as hex, stored only as their SHA-256, so that a
-//! copy of the database signs nobody in.
+//! copy of the database signs nobody in (a link's mail holds it in the outbox only until
+//! it is sent or given up).
 
 use sha2::{Digest, Sha256};
 

@@ -162,15 +162,17 @@ pub fn of_ticket(tx: &Tx<'_>, number: &str) -> Result<Vec<OutboxRow>, StoreError
     Ok(rows)
 }
 
-/// A sent portal mail loses its body: the link in it signs in, and a copy of the
-/// database must not (the tables keep only the tokens' hashes).
+/// What a portal mail's body becomes once it is sent or given up: the link in it signs
+/// in, and a copy of the database must not (the tables keep only the tokens' hashes).
+const SPENT_BODY: &str = "CASE WHEN ticket_id IS NULL THEN '(removed: it held a link)' ELSE body_text END";
+
 pub fn mark_sent(tx: &Tx<'_>, id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
     let conn = tx.conn();
-    conn.prepare_cached(
+    conn.prepare_cached(&format!(
         "UPDATE outbox SET state = 'sent', attempts = attempts + 1, sent_at = ?1, last_error = NULL, claimed_by = NULL,
-                body_text = CASE WHEN ticket_id IS NULL THEN '(removed once sent: it held a link)' ELSE body_text END
-         WHERE id = ?2",
-    )?
+                body_text = {SPENT_BODY}
+         WHERE id = ?2"
+    ))?
     .execute(params![timestamp(now), id])?;
     Ok(())
 }
@@ -187,21 +189,26 @@ pub fn mark_retry(tx: &Tx<'_>, id: i64, error: &str, at: DateTime<Utc>) -> Resul
 
 pub fn mark_failed(tx: &Tx<'_>, id: i64, error: &str) -> Result<(), StoreError> {
     let conn = tx.conn();
-    let sql = "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ?1, claimed_by = NULL
-               WHERE id = ?2";
-    conn.prepare_cached(sql)?.execute(params![error, id])?;
+    let sql = format!(
+        "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ?1, claimed_by = NULL,
+                body_text = {SPENT_BODY}
+         WHERE id = ?2"
+    );
+    conn.prepare_cached(&sql)?.execute(params![error, id])?;
     Ok(())
 }
 
 /// Queues failed (or waiting) rows for an attempt now: one row, or every unsent one
 /// that did not bounce (a bounced one is retried only by its id, after the address was
-/// checked). How many rows were re-queued.
+/// checked). Portal links are not: a given-up one has lost its link, and a customer asks
+/// for a new one. How many rows were re-queued.
 pub fn retry(tx: &Tx<'_>, id: Option<i64>, now: DateTime<Utc>) -> Result<usize, StoreError> {
     let conn = tx.conn();
     let n = conn
         .prepare(
             "UPDATE outbox SET state = 'queued', next_attempt_at = ?1
-             WHERE state != 'sent' AND (?2 IS NULL OR id = ?2) AND (?2 IS NOT NULL OR state != 'bounced')",
+             WHERE state != 'sent' AND (?2 IS NULL OR id = ?2) AND (?2 IS NOT NULL OR state != 'bounced')
+               AND ticket_id IS NOT NULL",
         )?
         .execute(params![timestamp(now), id])?;
     Ok(n)

@@ -226,7 +226,7 @@ pub struct TokenQuery {
 /// The page a sign-in link opens: a button that signs in.
 pub async fn link_page(State(console): State<super::State>, Query(q): Query<TokenQuery>) -> Response {
     let message = "Sign in to see your tickets.";
-    button_page(&console, LINK_FORM, "/portal/sign-in", "Sign in", message, &q.token)
+    button_page(&console, LINK_FORM, "/portal/sign-in", "Sign in", message, &q.token, context! {})
 }
 
 fn button_page(
@@ -236,11 +236,11 @@ fn button_page(
     button: &str,
     message: &str,
     token: &str,
+    extra: Value,
 ) -> Response {
     let form = VisitorForm::new(cookie, action);
-    let context = context! {
-        title => button, message, action, button, token, csrf => form.token.clone(), ..frame(console)
-    };
+    let around = minijinja::value::merge_maps([extra, frame(console)]);
+    let context = context! { title => button, message, action, button, token, csrf => form.token.clone(), ..around };
     let mut response = page("portal_notice.html", context);
     form.attach(&mut response, console.web.secure_cookies);
     response
@@ -529,11 +529,17 @@ pub async fn support_request(
     Ok(page("portal_notice.html", context! { title => "Check your mail", message, ..frame(&console) }))
 }
 
-/// The page a confirmation link opens: a button that opens the ticket.
+/// The page a confirmation link opens: the request as it was written, and a button that
+/// opens the ticket (someone else may have written it in the sender's name).
 pub async fn confirm_page(State(console): State<super::State>, Query(q): Query<TokenQuery>) -> Result<Response> {
     public_form_on(&console)?;
-    let message = "Confirm that this is your address, and your request becomes a ticket.";
-    Ok(button_page(&console, CONFIRM_FORM, "/support/confirm", "Open the ticket", message, &q.token))
+    let (token, config, now) = (q.token.clone(), std::sync::Arc::clone(&console.config), Utc::now());
+    let preview = console.store.read(move |tx| portal::pending_request(tx, &token, &config.policy, now)).await?;
+    let message = "This request was sent with your address. If you wrote it, confirm, and it becomes a ticket; \
+                   if not, ignore it.";
+    let request = context! { subject => preview.subject, text => preview.text, attachments => preview.attachments };
+    let extra = context! { request };
+    Ok(button_page(&console, CONFIRM_FORM, "/support/confirm", "Open the ticket", message, &q.token, extra))
 }
 
 /// Opens the ticket of a confirmed request, through the mail pipeline.

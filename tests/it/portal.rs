@@ -366,8 +366,9 @@ async fn the_public_form_opens_a_ticket_only_once_the_address_is_confirmed() {
     let files = store.read(|tx| tickets::attachments(tx, &ticket.number, None)).unwrap();
     assert_eq!(files, [("log.txt".to_owned(), b"error 42".to_vec())]);
     drop(store);
-    // The link is spent: a second press opens nothing.
-    h.press("/support/confirm", &token, "postdesk_support_confirm").await.assert_status(StatusCode::GONE);
+    // The link is spent: it opens nothing any more.
+    let again = h.desk.get(&format!("/support/confirm?token={token}"), None).await;
+    again.assert_status(StatusCode::GONE);
     assert_eq!(ticket_count(&h.desk), before + 1);
     // Without the form's cookie: refused.
     let forged = post_multipart(&h.desk, "/support", "x=y", &fields, None).await;
@@ -406,4 +407,41 @@ async fn a_signed_in_customer_opens_a_ticket_by_the_form_with_an_attachment() {
     let again = post_multipart(&h.desk, "/portal/new", &gus.cookie, &empty, None).await;
     again.assert_status(StatusCode::UNPROCESSABLE_ENTITY);
     assert!(again.text().contains("The message is empty."), "{}", again.text());
+}
+
+#[tokio::test]
+async fn a_form_is_no_way_into_a_ticket_and_a_reply_is_a_persons_whatever_it_quotes() {
+    let h = Helpdesk::new("[portal]\npublic_form = true\n");
+    // Bea (Beta shows each only their own) names Bob's ticket in a new ticket's subject.
+    let bea = h.sign_in("bea@beta.example").await;
+    let subject = format!("[Ticket#{}] let me in", h.bob);
+    let fields = [("csrf", bea.csrf.as_str()), ("subject", subject.as_str()), ("text", "Hello")];
+    let opened = post_multipart(&h.desk, "/portal/new", &bea.cookie, &fields, None).await;
+    opened.assert_status(StatusCode::SEE_OTHER);
+    let number = opened.location().trim_start_matches("/portal/tickets/").to_owned();
+    assert!(number != h.bob && number != h.bea, "a new ticket, not a way into Bob's: {number}");
+    let mut store = Store::open(&h.desk.db).unwrap();
+    let made = store.read(|tx| tickets::show(tx, &number)).unwrap();
+    assert_eq!(made.summary.subject, "let me in");
+    assert_eq!(store.read(|tx| tickets::show(tx, &h.bob)).unwrap().article_list.len(), 1, "Bob's ticket untouched");
+    drop(store);
+    // A reply quoting a delivery report and a JSON notification is still Bea's reply.
+    let quoted = "Your system said:\nFinal-Recipient: rfc822; bea@beta.example\nAction: failed\nStatus: 5.1.1\n\
+                  {\"event\": \"failed\"}";
+    let reply = h.desk.post(&format!("/portal/tickets/{}/reply", h.bea), &bea, &[("body", quoted)]).await;
+    reply.assert_status(StatusCode::SEE_OTHER);
+    assert_eq!(reply.location(), format!("/portal/tickets/{}", h.bea));
+    let page = h.desk.get(&reply.location(), Some(&bea)).await;
+    assert!(page.assert_status(StatusCode::OK).text().contains("Status: 5.1.1"), "shown to her as her reply");
+    // The public form's confirmation page shows what is being confirmed.
+    let form = h.desk.get("/support", None).await;
+    let cookie = format!("postdesk_support_form={}", form.cookie("postdesk_support_form").unwrap());
+    let csrf = form.field("csrf");
+    let fields = [("csrf", csrf.as_str()), ("email", "gus@gamma.example"), ("subject", "Refund"), ("text", "Pay x")];
+    post_multipart(&h.desk, "/support", &cookie, &fields, None).await.assert_status(StatusCode::OK);
+    let token = h.mailed_token(MailKind::Confirm, "gus@gamma.example").unwrap();
+    let landing = h.desk.get(&format!("/support/confirm?token={token}"), None).await;
+    let text = landing.assert_status(StatusCode::OK).text();
+    assert!(text.contains("Refund") && text.contains("Pay x"), "{text}");
+    h.desk.get("/support/confirm?token=nothing", None).await.assert_status(StatusCode::GONE);
 }
