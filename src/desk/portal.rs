@@ -89,15 +89,20 @@ pub fn sign_out(tx: &Tx, token: &str) -> Result<(), DeskError> {
     Ok(store::delete_session(tx, &token_hash(token))?)
 }
 
-/// The tickets `who` may see, newest activity first: the very query of
+/// A page of the tickets `who` may see, newest activity first: the very query of
 /// `tickets list --visible-to`.
-pub fn tickets(
-    tx: &Tx,
-    who: &Holder,
-    state: Option<State>,
-    now: DateTime<Utc>,
-) -> Result<Vec<TicketSummary>, DeskError> {
-    tickets::list(tx, &visible(who, None, state), now)
+pub fn tickets(tx: &Tx, who: &Holder, page: &Page, now: DateTime<Utc>) -> Result<Vec<TicketSummary>, DeskError> {
+    let query = tickets::Query { after: page.after.clone(), limit: Some(page.limit), ..visible(who, None, page.state) };
+    tickets::list(tx, &query, now)
+}
+
+/// Which tickets of the visible ones a list shows.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub state: Option<State>,
+    /// The page after this ticket.
+    pub after: Option<tickets::Cursor>,
+    pub limit: u32,
 }
 
 fn visible(who: &Holder, number: Option<&str>, state: Option<State>) -> tickets::Query {

@@ -28,6 +28,7 @@ use crate::core::route::State as TicketState;
 use crate::desk::error::DeskError;
 use crate::desk::ingest::{self, Outcome, Source};
 use crate::desk::portal::{self, Helpdesk, Links, Message};
+use crate::desk::tickets::Cursor;
 
 const SESSION_COOKIE: &str = "postdesk_portal";
 const SIGN_IN_FORM: &str = "postdesk_portal_form";
@@ -123,10 +124,14 @@ fn frame(console: &super::Console) -> Value {
     context! { helpdesk_name => console.config.policy.ack.helpdesk_name.clone() }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 pub struct ListQuery {
     state: Option<String>,
+    after: Option<String>,
 }
+
+/// Tickets on one page of the list.
+const PAGE: u32 = 50;
 
 /// The signed-in customer user's tickets, or the sign-in form.
 pub async fn home(
@@ -137,13 +142,20 @@ pub async fn home(
     let Ok(customer) = customer else {
         return Ok(sign_in_form(&console, "", None, None, StatusCode::OK));
     };
-    let state = given(&q.state)
-        .map(|s| TicketState::parse(&s).ok_or_else(|| WebError::BadRequest("no such state".into())))
-        .transpose()?;
+    let bad = |what: &str| WebError::BadRequest(what.to_owned());
+    let state = given(&q.state).map(|s| TicketState::parse(&s).ok_or_else(|| bad("no such state"))).transpose()?;
+    let after = given(&q.after).map(|a| Cursor::parse(&a).ok_or_else(|| bad("not a page of this list"))).transpose()?;
+    let wanted = portal::Page { state, after, limit: PAGE + 1 };
     let (holder, now) = (customer.who.holder.clone(), Utc::now());
-    let found = console.store.read(move |tx| portal::tickets(tx, &holder, state, now)).await?;
+    let mut found = console.store.read(move |tx| portal::tickets(tx, &holder, &wanted, now)).await?;
+    let next = (found.len() > PAGE as usize).then(|| {
+        found.truncate(PAGE as usize);
+        let after = found.last().map(|t| Cursor::of(t).to_string());
+        let query = serde_urlencoded::to_string(ListQuery { state: given(&q.state), after }).unwrap_or_default();
+        format!("/portal?{query}")
+    });
     let context = context! {
-        tickets => value(&found), state => state.map(TicketState::as_str), ..customer.frame(&console, "tickets")
+        tickets => value(&found), state => state.map(TicketState::as_str), next, ..customer.frame(&console, "tickets")
     };
     Ok(page("portal_tickets.html", context))
 }

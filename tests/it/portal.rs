@@ -445,3 +445,26 @@ async fn a_form_is_no_way_into_a_ticket_and_a_reply_is_a_persons_whatever_it_quo
     assert!(text.contains("Refund") && text.contains("Pay x"), "{text}");
     h.desk.get("/support/confirm?token=nothing", None).await.assert_status(StatusCode::GONE);
 }
+
+#[tokio::test]
+async fn a_long_list_comes_in_pages_of_fifty() {
+    let h = Helpdesk::new("");
+    for i in 0..51 {
+        h.desk.mail(&message("gus@gamma.example", &format!("Request {i}"), &format!("gus-more-{i}")));
+    }
+    let gus = h.sign_in("gus@gamma.example").await;
+    let first = h.desk.get("/portal", Some(&gus)).await;
+    let text = first.assert_status(StatusCode::OK).text();
+    let pager = &text[text.find("class=\"pager\"").expect("a next page")..];
+    let href = &pager[pager.find("href=\"").unwrap() + 6..];
+    let next = href[..href.find('"').unwrap()].replace("&#x2f;", "/").replace("&amp;", "&");
+    let second = h.desk.get(&next, Some(&gus)).await;
+    let mut all = h.listed(&gus).await;
+    assert_eq!(all.len(), 50);
+    let rest = second.assert_status(StatusCode::OK).text();
+    let more: BTreeSet<String> =
+        rest.match_indices("href=\"/portal/tickets/").map(|(at, _)| rest[at + 22..at + 38].to_owned()).collect();
+    assert_eq!(more.len(), 2, "52 tickets: 50 and 2");
+    all.extend(more);
+    assert_eq!(all, h.visible_to("gus@gamma.example"), "the pages together are what the rule lists");
+}
