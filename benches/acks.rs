@@ -34,7 +34,7 @@ fn config(dir: &Path, dovecot: &Dovecot, smtp: &SmtpServer) -> std::path::PathBu
     let path = dir.join("postdesk.toml");
     let text = format!(
         "[database]\npath = \"{}\"\n[helpdesk]\naddress = \"{HELPDESK}\"\ninternal_domains = []\n\
-         [acknowledgement]\nmax_per_sender_per_day = 100000\n\
+         [acknowledgement]\nmax_per_sender_per_day = 100000\nmax_per_domain_per_day = 100000\n\
          [[mailbox]]\nname = \"support\"\naddress = \"{HELPDESK}\"\nhost = \"127.0.0.1\"\nport = {}\nca_file = \"{}\"\n\
          username = \"{HELPDESK}\"\npassword = \"{PASSWORD}\"\n\
          [smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"starttls\"\nca_file = \"{}\"\n",

@@ -2,15 +2,29 @@
 //! server (pooled connections; implicit TLS, STARTTLS that must be offered, plain text
 //! only to loopback). It says whether a refusal is worth another try, and decides
 //! nothing about when: that is the sender's business.
+//!
+//! The connections are opened here, not by lettre's transport, for one socket option:
+//! lettre writes a message's final `.` in a write of its own, and with Nagle's algorithm
+//! on that write waits for the server's delayed ACK (40 ms on Linux) on every message.
+//! Our sockets have TCP_NODELAY; lettre speaks SMTP over them
+//! (`AsyncSmtpConnection::connect_with_transport`).
 
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::Mailbox;
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
-use lettre::transport::smtp::PoolConfig;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{
+    AsyncSmtpConnection, AsyncTokioStream, Certificate, CertificateStore, TlsParameters,
+};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::Message;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 use crate::config::{SmtpConfig, TlsMode};
 use crate::core::ack::Acknowledgement;
@@ -28,54 +42,174 @@ pub enum SmtpError {
 
 /// How long one delivery may take from start to the server's last reply.
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a connection may take to be opened, greeted, encrypted and logged in.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+/// An idle connection older than this is closed rather than used: servers drop idle
+/// clients after a few minutes, and a dropped one would cost the next mail an attempt.
+const IDLE_FOR: Duration = Duration::from_secs(60);
 
 pub struct Smtp {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    host: String,
+    port: u16,
+    tls: Tls,
+    credentials: Option<Credentials>,
+    hello: ClientId,
+    /// Connections that delivered their last mail, with when they did.
+    idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
+    /// The most idle connections kept: as many as mails are sent at once.
+    keep: usize,
     loop_header: String,
+}
+
+/// How a connection is encrypted.
+enum Tls {
+    /// TLS from the first byte (`implicit`), with our shared client settings.
+    Implicit(Arc<rustls::ClientConfig>),
+    /// STARTTLS, which the server must offer (`starttls`).
+    Required(TlsParameters),
+    /// Plain text, which the configuration allows only to a loopback address.
+    None,
 }
 
 impl Smtp {
     /// `pool`: how many connections may be open at once (as many as mails sent at once).
     pub fn new(config: &SmtpConfig, loop_header: &str, pool: usize) -> Result<Smtp, String> {
-        let pool = PoolConfig::new().max_size(u32::try_from(pool).unwrap_or(u32::MAX));
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host)
-            .port(config.port)
-            .timeout(Some(Duration::from_secs(60)))
-            .pool_config(pool);
-        let params = || tls_parameters(config);
-        builder = match config.tls {
-            TlsMode::Implicit => builder.tls(Tls::Wrapper(params()?)),
-            TlsMode::Starttls => builder.tls(Tls::Required(params()?)),
-            TlsMode::None => builder.tls(Tls::None),
+        let tls = match config.tls {
+            TlsMode::Implicit => Tls::Implicit(crate::tls::client_config(config.ca_file.as_deref())?),
+            TlsMode::Starttls => Tls::Required(tls_parameters(config)?),
+            TlsMode::None => Tls::None,
         };
-        if let Some((user, source)) = &config.credentials {
-            let password = source.read()?;
-            builder = builder.credentials(Credentials::new(user.clone(), password.expose().to_owned()));
-        }
-        Ok(Smtp { transport: builder.build(), loop_header: loop_header.to_owned() })
+        let credentials = match &config.credentials {
+            Some((user, source)) => Some(Credentials::new(user.clone(), source.read()?.expose().to_owned())),
+            None => None,
+        };
+        Ok(Smtp {
+            host: config.host.clone(),
+            port: config.port,
+            tls,
+            credentials,
+            hello: ClientId::default(),
+            idle: Mutex::new(Vec::new()),
+            keep: pool,
+            loop_header: loop_header.to_owned(),
+        })
     }
 
     /// One delivery attempt: `Ok` once the server has accepted the mail.
     pub async fn send(&self, ack: &Acknowledgement) -> Result<(), SmtpError> {
         let message = message(ack, &self.loop_header)
             .map_err(|e| SmtpError::Permanent(format!("cannot build the message: {e}")))?;
-        // lettre's own timeout bounds only the connect, not the conversation after it: a
-        // server that stops answering mid-transaction would hold the attempt for ever.
-        match tokio::time::timeout(SEND_TIMEOUT, self.transport.send(message)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) if e.is_permanent() => Err(SmtpError::Permanent(e.to_string())),
-            Ok(Err(e)) => Err(SmtpError::Transient(e.to_string())),
+        let attempt = async {
+            let mut connection = self.connection().await?;
+            let sent = connection.send(message.envelope(), &message.formatted()).await;
+            if sent.is_ok() && !connection.has_broken() {
+                self.put_back(connection);
+            }
+            sent.map(drop).map_err(refusal)
+        };
+        match tokio::time::timeout(SEND_TIMEOUT, attempt).await {
+            Ok(result) => result,
             Err(_) => Err(SmtpError::Transient(format!("no answer within {}s", SEND_TIMEOUT.as_secs()))),
         }
     }
 
     /// Connects (and logs in, when configured) without sending anything.
     pub async fn check(&self) -> Result<(), String> {
-        match self.transport.test_connection().await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err("the server did not answer NOOP".to_owned()),
-            Err(e) => Err(e.to_string()),
+        let mut connection = self.connection().await.map_err(|e| e.to_string())?;
+        match connection.test_connected().await {
+            true => connection.quit().await.map(drop).map_err(|e| e.to_string()),
+            false => Err("the server did not answer NOOP".to_owned()),
         }
+    }
+
+    /// An idle connection young enough, else a new one.
+    async fn connection(&self) -> Result<AsyncSmtpConnection, SmtpError> {
+        let reused = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            idle.retain(|(_, since)| since.elapsed() < IDLE_FOR);
+            idle.pop()
+        };
+        match reused {
+            Some((connection, _)) => Ok(connection),
+            None => match tokio::time::timeout(CONNECT_TIMEOUT, self.connect()).await {
+                Ok(connected) => connected,
+                Err(_) => Err(self.unreachable(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()))),
+            },
+        }
+    }
+
+    fn put_back(&self, connection: AsyncSmtpConnection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < self.keep {
+            idle.push((connection, Instant::now()));
+        }
+    }
+
+    /// A new connection, greeted, encrypted as configured and logged in.
+    async fn connect(&self) -> Result<AsyncSmtpConnection, SmtpError> {
+        let tcp = TcpStream::connect((self.host.as_str(), self.port)).await.map_err(|e| self.unreachable(e))?;
+        tcp.set_nodelay(true).map_err(|e| self.unreachable(e))?;
+        let stream: Box<dyn AsyncTokioStream> = match &self.tls {
+            Tls::Implicit(config) => {
+                let name = rustls::pki_types::ServerName::try_from(self.host.clone())
+                    .map_err(|e| SmtpError::Permanent(format!("{:?} is no host name for TLS: {e}", self.host)))?;
+                let tls = tokio_rustls::TlsConnector::from(Arc::clone(config)).connect(name, tcp).await;
+                Box::new(Implicit(tls.map_err(|e| self.unreachable(format!("TLS: {e}")))?))
+            }
+            Tls::Required(_) | Tls::None => Box::new(tcp),
+        };
+        let mut connection = AsyncSmtpConnection::connect_with_transport(stream, &self.hello).await.map_err(refusal)?;
+        if let Tls::Required(parameters) = &self.tls {
+            // `starttls` refuses a server that does not offer it: never a silent downgrade.
+            connection.starttls(parameters.clone(), &self.hello).await.map_err(refusal)?;
+        }
+        if let Some(credentials) = &self.credentials {
+            connection.auth(&[Mechanism::Plain, Mechanism::Login], credentials).await.map_err(refusal)?;
+        }
+        Ok(connection)
+    }
+
+    /// The server could not be reached: worth another try later.
+    fn unreachable(&self, why: impl std::fmt::Display) -> SmtpError {
+        SmtpError::Transient(format!("cannot connect to {}:{}: {why}", self.host, self.port))
+    }
+}
+
+/// What a refusal of the server (or a failure of the conversation) means for the mail.
+fn refusal(e: lettre::transport::smtp::Error) -> SmtpError {
+    match e.is_permanent() {
+        true => SmtpError::Permanent(e.to_string()),
+        false => SmtpError::Transient(e.to_string()),
+    }
+}
+
+/// A connection encrypted from its first byte, as lettre takes a stream it did not open.
+#[derive(Debug)]
+struct Implicit(TlsStream<TcpStream>);
+
+impl AsyncTokioStream for Implicit {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.get_ref().0.peer_addr()
+    }
+}
+
+impl AsyncRead for Implicit {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Implicit {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }
 
