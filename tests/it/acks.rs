@@ -31,6 +31,7 @@ impl World {
             tls: true,
             auth: Some(("postdesk".to_owned(), "smtp-pw".to_owned())),
             deliver_to: Some(DeliverTo::dovecot(&dovecot, DOMAIN)),
+            ..SmtpOptions::default()
         });
         let config = format!(
             "[helpdesk]\naddress = \"{HELPDESK}\"\ninternal_domains = []\n\
@@ -215,7 +216,7 @@ fn a_permanent_failure_is_recorded_with_the_server_reply() {
 fn two_pipe_only_daemons_send_each_acknowledgement_once() {
     use std::process::{Command, Stdio};
 
-    let smtp = SmtpServer::start(SmtpOptions { tls: false, auth: None, deliver_to: None });
+    let smtp = SmtpServer::start(SmtpOptions::default());
     let dir = Dir::with_database(&format!(
         "[helpdesk]\naddress = \"{HELPDESK}\"\ninternal_domains = []\n\
          [smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n",
@@ -277,7 +278,7 @@ struct PipeDaemon {
 impl PipeDaemon {
     /// Ready to `start`.
     fn new(customers: usize) -> PipeDaemon {
-        let smtp = SmtpServer::start(SmtpOptions { tls: false, auth: None, deliver_to: None });
+        let smtp = SmtpServer::start(SmtpOptions::default());
         let dir = Dir::with_database(&format!(
             "[helpdesk]\naddress = \"{HELPDESK}\"\ninternal_domains = []\n\
              [smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n",

@@ -68,6 +68,7 @@ impl World {
             tls: false,
             auth: None,
             deliver_to: Some(DeliverTo::dovecot(&dovecot, DOMAIN)),
+            ..SmtpOptions::default()
         });
         let [web_port, driver_port] = free_ports(2)[..] else { unreachable!() };
         let config = format!(

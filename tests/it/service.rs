@@ -105,6 +105,7 @@ fn passwords_never_reach_the_logs() {
         tls: true,
         auth: Some(("postdesk".to_owned(), SMTP_PASSWORD.to_owned())),
         deliver_to: Some(DeliverTo::dovecot(&dovecot, "helpdesk.example")),
+        ..SmtpOptions::default()
     });
     let smtp_config = format!(
         "[smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"starttls\"\nca_file = \"{}\"\nusername = \"postdesk\"\n\

@@ -60,6 +60,8 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct SmtpOptions {
     /// STARTTLS offered, and required before MAIL FROM, with a certificate from `ca_file()`.
     pub tls: bool,
+    /// With `tls`: TLS from the first byte (as on port 465) instead of STARTTLS.
+    pub implicit_tls: bool,
     /// (login, password) that AUTH PLAIN/LOGIN must give before MAIL FROM.
     pub auth: Option<(String, String)>,
     pub deliver_to: Option<DeliverTo>,
@@ -324,6 +326,9 @@ impl SmtpServer {
         if self.options.tls {
             args.push(arg("cert", &self.dir.path().join("server.pem")));
             args.push(arg("key", &self.dir.path().join("server.key")));
+        }
+        if self.options.implicit_tls {
+            args.push("--implicit-tls".into());
         }
         if let Some((user, password)) = &self.options.auth {
             args.push(arg("user", user));

@@ -176,9 +176,12 @@ async def main():
     p.add_argument("--deliver-cmd", type=json.loads)
     p.add_argument("--local-domain")
     p.add_argument("--watch-stdin", action="store_true")
+    p.add_argument("--implicit-tls", action="store_true")
     args = p.parse_args()
     if bool(args.cert) != bool(args.key):
         p.error("--cert and --key go together")
+    if args.implicit_tls and not args.cert:
+        p.error("--implicit-tls needs --cert and --key")
     if (args.user is None) != (args.password is None):
         p.error("--user and --password go together")
     if bool(args.deliver_cmd) != bool(args.local_domain):
@@ -194,25 +197,30 @@ async def main():
     )
     loop = asyncio.get_running_loop()
 
+    # Implicit TLS: the listener itself speaks TLS, and SMTP offers no STARTTLS.
+    starttls_context = None if args.implicit_tls else tls_context
+
     def main_protocol():
         kwargs = {}
         if args.user is not None:
             kwargs.update(
                 authenticator=authenticator(args.user.encode(), args.password.encode()),
                 auth_required=True,
-                # Without TLS there is nothing to require: plaintext AUTH, loopback only.
-                auth_require_tls=tls_context is not None,
+                # Without STARTTLS there is nothing to require: plaintext AUTH (loopback
+                # only), or AUTH inside implicit TLS.
+                auth_require_tls=starttls_context is not None,
             )
         return SMTP(
             handler,
             # An explicit name: the default, socket.getfqdn(), may wait for DNS.
             hostname="localhost",
-            tls_context=tls_context,
-            require_starttls=tls_context is not None,
+            tls_context=starttls_context,
+            require_starttls=starttls_context is not None,
             **kwargs,
         )
 
-    servers = [await loop.create_server(main_protocol, "127.0.0.1", args.port)]
+    listener_ssl = tls_context if args.implicit_tls else None
+    servers = [await loop.create_server(main_protocol, "127.0.0.1", args.port, ssl=listener_ssl)]
     if args.submit_port:
         servers.append(
             await loop.create_server(

@@ -2,7 +2,7 @@
 //! postdesk's own SMTP adapter, delivery into a private Dovecot, stop and restart.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -129,6 +129,62 @@ fn smtp_postdesk_adapter_sends_over_starttls_with_auth() {
     assert_eq!(received[0].rcpt_to, ["judy@umbrella.example"]);
     let raw = String::from_utf8_lossy(&received[0].raw);
     assert!(raw.contains("Subject: [Ticket#1] Printer on fire\r\n"), "{raw}");
+}
+
+/// Implicit TLS (port 465 style) is the adapter's own code path: TLS from the first byte
+/// on a socket it opened, verified against the configured CA; a connection is used again
+/// for the next mail.
+#[test]
+fn smtp_postdesk_adapter_sends_over_implicit_tls() {
+    let server = SmtpServer::start(SmtpOptions {
+        tls: true,
+        implicit_tls: true,
+        auth: Some(("postdesk".to_owned(), "s3cret".to_owned())),
+        ..SmtpOptions::default()
+    });
+    let adapter = |ca: PathBuf| {
+        let config = SmtpConfig {
+            host: "127.0.0.1".to_owned(),
+            port: server.port(),
+            tls: TlsMode::Implicit,
+            ca_file: Some(ca),
+            credentials: Some(("postdesk".to_owned(), PasswordSource::Inline(Secret::new("s3cret")))),
+            give_up_after: chrono::Duration::hours(1),
+        };
+        Smtp::new(&config, "X-Postdesk-Loop", 2).expect("SMTP adapter")
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    runtime.block_on(async {
+        let good = adapter(server.ca_file());
+        for _ in 0..3 {
+            let sent = good.send(&ack()).await;
+            assert!(sent.is_ok(), "{sent:?}\n{}", server.log());
+        }
+        let untrusted = adapter(server.other_ca_file());
+        let err = untrusted.check().await.expect_err("a certificate of a CA we do not trust");
+        assert!(err.contains("certificate"), "{err}");
+    });
+    assert_eq!(server.received_messages().len(), 3);
+}
+
+/// A server that does not offer STARTTLS gets no mail in clear text from an adapter
+/// configured for it.
+#[test]
+fn smtp_postdesk_adapter_never_drops_starttls() {
+    let plain = SmtpServer::start(SmtpOptions::default());
+    let config = SmtpConfig {
+        host: "127.0.0.1".to_owned(),
+        port: plain.port(),
+        tls: TlsMode::Starttls,
+        ca_file: None,
+        credentials: None,
+        give_up_after: chrono::Duration::hours(1),
+    };
+    let adapter = Smtp::new(&config, "X-Postdesk-Loop", 1).expect("SMTP adapter");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let sent = runtime.block_on(adapter.send(&ack()));
+    assert!(matches!(&sent, Err(e) if e.to_string().contains("STARTTLS")), "{sent:?}");
+    assert!(plain.received().is_empty(), "nothing went out in clear text");
 }
 
 #[test]
