@@ -161,6 +161,54 @@ fn main() {
     );
 
     latency(&dovecot, postdesk(), &tickets);
+    memory(&dovecot, dir, n);
+}
+
+/// A figure of `/proc/PID/status` in MB (`VmRSS`: now; `VmHWM`: the peak).
+fn proc_status_mb(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.trim().strip_suffix("kB")?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    kb / 1024.0
+}
+
+/// The resident memory of a daemon watching two mailboxes: idle, at its peak while it
+/// drains `n` messages appended as it watches, and idle again afterwards.
+fn memory(dovecot: &Dovecot, dir: &Path, n: usize) {
+    let (port, ca) = (dovecot.imaps_port(), dovecot.ca_file());
+    let mut mailboxes = String::new();
+    for folder in ["Memory1", "Memory2"] {
+        dovecot.create_folder(USER, folder);
+        mailboxes += &format!(
+            "[[mailbox]]\nname = \"{folder}\"\naddress = \"{USER}\"\nhost = \"127.0.0.1\"\nport = {port}\n\
+             ca_file = \"{}\"\nusername = \"{USER}\"\npassword = \"{PASSWORD}\"\nfolder = \"{folder}\"\n",
+            ca.display()
+        );
+    }
+    let db = dir.join("memory.db");
+    let config = write(dir, "memory.toml", &format!("[database]\npath = \"{}\"\n{mailboxes}", db.display()), 0o600);
+    let mut run = Command::new(env!("CARGO_BIN_EXE_postdesk"));
+    run.arg("--config").arg(&config).arg("run").env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::null());
+    let daemon = Running(run.spawn().unwrap());
+    let pid = daemon.0.id();
+    // Settled: both mailboxes connected and in IDLE.
+    std::thread::sleep(Duration::from_secs(3));
+    let idle = proc_status_mb(pid, "VmRSS:");
+    dovecot.append_many(USER, PASSWORD, "Memory1", (0..n).map(|i| common::message(2_000_000 + i)));
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while conn.query_row("SELECT COUNT(*) FROM processed", [], |r| r.get::<_, i64>(0)).unwrap() < n as i64 {
+        assert!(Instant::now() < deadline, "the daemon did not drain {n} messages in 10 minutes");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let (after, peak) = (proc_status_mb(pid, "VmRSS:"), proc_status_mb(pid, "VmHWM:"));
+    let (anonymous, file) = (proc_status_mb(pid, "RssAnon:"), proc_status_mb(pid, "RssFile:"));
+    println!("\nresident memory of `postdesk run` on two mailboxes:");
+    println!("  idle {idle:.1} MB, peak {peak:.1} MB while draining {n} messages, idle again after it {after:.1} MB");
+    println!("  after it: {anonymous:.1} MB anonymous, {file:.1} MB file-backed (the binary, mapped database pages)");
 }
 
 /// Kills the daemon however the benchmark ends.

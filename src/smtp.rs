@@ -47,6 +47,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 /// An idle connection older than this is closed rather than used: servers drop idle
 /// clients after a few minutes, and a dropped one would cost the next mail an attempt.
 const IDLE_FOR: Duration = Duration::from_secs(60);
+/// An idle connection older than this is asked for NOOP before it carries a mail; a
+/// backlog's connections are younger and go on without the round trip.
+const CHECK_AFTER: Duration = Duration::from_secs(5);
 
 pub struct Smtp {
     host: String,
@@ -122,20 +125,24 @@ impl Smtp {
         }
     }
 
-    /// An idle connection young enough, else a new one.
+    /// An idle connection young enough (one idle for a while must answer NOOP first: the
+    /// server may have closed it), else a new one.
     async fn connection(&self) -> Result<AsyncSmtpConnection, SmtpError> {
-        let reused = {
-            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            idle.retain(|(_, since)| since.elapsed() < IDLE_FOR);
-            idle.pop()
-        };
-        match reused {
-            Some((connection, _)) => Ok(connection),
-            None => match tokio::time::timeout(CONNECT_TIMEOUT, self.connect()).await {
-                Ok(connected) => connected,
-                Err(_) => Err(self.unreachable(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()))),
-            },
+        while let Some((mut connection, since)) = self.take_idle() {
+            if since.elapsed() < CHECK_AFTER || connection.test_connected().await {
+                return Ok(connection);
+            }
         }
+        match tokio::time::timeout(CONNECT_TIMEOUT, self.connect()).await {
+            Ok(connected) => connected,
+            Err(_) => Err(self.unreachable(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()))),
+        }
+    }
+
+    fn take_idle(&self) -> Option<(AsyncSmtpConnection, Instant)> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.retain(|(_, since)| since.elapsed() < IDLE_FOR);
+        idle.pop()
     }
 
     fn put_back(&self, connection: AsyncSmtpConnection) {

@@ -6,6 +6,7 @@
 mod backoff;
 mod lease;
 mod mailbox;
+mod memory;
 mod metrics;
 mod pipeline;
 mod scrape;

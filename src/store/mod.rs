@@ -137,6 +137,12 @@ impl Store {
     /// transaction, and switching a new file to WAL is refused at once (no busy wait)
     /// while another connection holds it, so two processes opening a new database at the
     /// same moment would otherwise fail ("table … already exists", "database is locked").
+    /// Frees the memory of this connection's page cache; it fills again as it is used.
+    pub fn shrink_memory(&self) -> Result<(), StoreError> {
+        self.conn.execute_batch("PRAGMA shrink_memory")?;
+        Ok(())
+    }
+
     fn setup(mut conn: Connection, dir: Option<&Path>) -> Result<Store, StoreError> {
         let _setting_up = dir.map(lock_directory).transpose()?;
         conn.busy_timeout(Duration::from_secs(10))?;

@@ -77,6 +77,18 @@ impl SharedStore {
         blocking(&self.writer, move |store| store.write_unsynced(f)).await
     }
 
+    /// Frees what the connections' caches hold (`PRAGMA shrink_memory`); a connection
+    /// in use is left alone.
+    pub async fn shrink_memory(&self) -> Result<(), StoreError> {
+        let (writer, readers) = (Arc::clone(&self.writer), Arc::clone(&self.readers));
+        tokio::task::spawn_blocking(move || {
+            let all = std::iter::once(&*writer).chain(readers.connections.iter());
+            all.filter_map(|c| c.try_lock().ok()).try_for_each(|store| store.shrink_memory())
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("the store task failed: {e}")))?
+    }
+
     /// Lends the writer connection itself to `f`, for what runs its own transactions: a
     /// group-committed batch (`desk::ingest::ingest_batch`), a check that a write commits.
     pub async fn with_writer<T: Send + 'static, E: From<StoreError> + Send + 'static>(

@@ -11,6 +11,7 @@ use tracing::{debug, info};
 use super::{MailboxLoop, WatchError};
 use crate::config::{After, MailboxConfig};
 use crate::core::ack::AckState;
+use crate::daemon::memory;
 use crate::daemon::pipeline::Committing;
 use crate::desk::ingest::{self, Message, Outcome, Prepared, Source};
 use crate::imap::{self, Capabilities, ImapError, Session};
@@ -19,6 +20,8 @@ use crate::store::{self, StoreError};
 /// The bytes of whole messages one batch may hold (besides its count limit), so that a
 /// batch in memory stays far below any memory limit.
 const BATCH_BYTES: u64 = 64 << 20;
+/// A drain of this many messages or more was a backlog: what it took is given back.
+const BACKLOG: usize = 100;
 /// What a message over the size limit costs in a batch: only its header is fetched.
 const HEADER_ONLY_BYTES: u64 = 64 << 10;
 
@@ -31,11 +34,13 @@ impl MailboxLoop {
         caps: Capabilities,
     ) -> Result<(), WatchError> {
         let m = self.mailbox.clone();
+        let mut ingested = 0;
         loop {
             let uids = imap::waiting(session, m.after == After::Seen).await?;
             let (done, todo) = self.split_processed(uids, uidvalidity).await?;
             self.finish_interrupted(session, caps, &done).await?;
             self.ingest_all(session, uidvalidity, caps, &todo).await?;
+            ingested += todo.len();
             if self.stop.is_cancelled() {
                 return Ok(());
             }
@@ -44,6 +49,9 @@ impl MailboxLoop {
             self.backoff.progressed();
             self.shared.metrics.mailbox(&m.name, |h| h.last_poll = Some(now.timestamp()));
             if todo.is_empty() {
+                if ingested >= BACKLOG {
+                    memory::give_back(&self.shared.store).await;
+                }
                 return Ok(());
             }
         }
