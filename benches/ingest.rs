@@ -26,6 +26,15 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds (user + system) this process has used so far.
+fn cpu_secs() -> f64 {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct it is given.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
 fn write_messages(dir: &Path, count: usize) -> Vec<PathBuf> {
     (0..count)
         .map(|i| {
@@ -43,7 +52,7 @@ fn main() {
     let config = config::load(Some(&write_config(dir.path())), None).expect("config");
     let mut store = Store::open(&config.database_path).expect("store");
 
-    let start = Instant::now();
+    let (start, cpu_start) = (Instant::now(), cpu_secs());
     let mut created = 0;
     for chunk in files.chunks(config.batch_size) {
         let now = Utc::now();
@@ -62,13 +71,14 @@ fn main() {
         }
         batch.commit().expect("commit");
     }
-    let secs = start.elapsed().as_secs_f64();
+    let (secs, cpu) = (start.elapsed().as_secs_f64(), cpu_secs() - cpu_start);
     let bytes: u64 = files.iter().map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum();
     println!(
         "ingest: {count} messages ({:.1} KB average, {DOMAINS} sender domains, {created} new tickets) in {secs:.2} s \
-         = {:.0} messages/s, batches of {}, peak RSS {:.1} MB",
+         = {:.0} messages/s, CPU {cpu:.2} s = {:.3} ms per message, batches of {}, peak RSS {:.1} MB",
         bytes as f64 / count as f64 / 1000.0,
         count as f64 / secs,
+        cpu * 1000.0 / count as f64,
         config.batch_size,
         peak_rss_kib() as f64 / 1024.0
     );

@@ -226,30 +226,42 @@ pub async fn still_waiting(session: &mut Session, uids: &[u32], only_unseen: boo
     Ok(uids)
 }
 
-/// `UID FETCH` of `items` for `uids`, keyed by UID.
-async fn fetch(session: &mut Session, uids: &[u32], items: &str) -> Result<HashMap<u32, Fetch>, ImapError> {
+/// `UID FETCH` of `items` for `uids`: what `take` keeps of each response, keyed by UID.
+/// Each response is dropped as soon as it is read: a response holds on to the buffer it
+/// was read into, and ten thousand of them held at once (the sizes of a backlog) would
+/// keep far more memory than the sizes they carry.
+async fn fetch<T>(
+    session: &mut Session,
+    uids: &[u32],
+    items: &str,
+    take: impl Fn(&Fetch) -> Option<T>,
+) -> Result<HashMap<u32, T>, ImapError> {
     let set = uid_set(uids);
-    let fetched: Vec<Fetch> = bounded("fetching messages", COMMAND_TIMEOUT, async {
-        session.uid_fetch(&set, items).await?.try_collect::<Vec<_>>().await
+    bounded("fetching messages", COMMAND_TIMEOUT, async {
+        let mut kept = HashMap::with_capacity(uids.len());
+        let mut responses = session.uid_fetch(&set, items).await?;
+        while let Some(f) = responses.try_next().await? {
+            if let (Some(uid), Some(value)) = (f.uid, take(&f)) {
+                kept.insert(uid, value);
+            }
+        }
+        Ok::<_, async_imap::error::Error>(kept)
     })
-    .await?;
-    Ok(fetched.into_iter().filter_map(|f| Some((f.uid?, f))).collect())
+    .await
 }
 
 pub async fn sizes(session: &mut Session, uids: &[u32]) -> Result<HashMap<u32, u32>, ImapError> {
-    Ok(fetch(session, uids, "RFC822.SIZE").await?.into_iter().filter_map(|(uid, f)| Some((uid, f.size?))).collect())
+    fetch(session, uids, "RFC822.SIZE", |f| f.size).await
 }
 
 /// Whole messages, without setting `\Seen` (`BODY.PEEK[]`).
 pub async fn bodies(session: &mut Session, uids: &[u32]) -> Result<HashMap<u32, Vec<u8>>, ImapError> {
-    let fetched = fetch(session, uids, "BODY.PEEK[]").await?;
-    Ok(fetched.into_iter().filter_map(|(uid, f)| Some((uid, f.body()?.to_vec()))).collect())
+    fetch(session, uids, "BODY.PEEK[]", |f| f.body().map(<[u8]>::to_vec)).await
 }
 
 /// Only the header section, for messages too large to download.
 pub async fn headers(session: &mut Session, uids: &[u32]) -> Result<HashMap<u32, Vec<u8>>, ImapError> {
-    let fetched = fetch(session, uids, "BODY.PEEK[HEADER]").await?;
-    Ok(fetched.into_iter().filter_map(|(uid, f)| Some((uid, f.header()?.to_vec()))).collect())
+    fetch(session, uids, "BODY.PEEK[HEADER]", |f| f.header().map(<[u8]>::to_vec)).await
 }
 
 async fn store_flags(session: &mut Session, uids: &[u32], change: &str) -> Result<(), ImapError> {
