@@ -64,6 +64,14 @@ fn warnings(config: &Config) -> Vec<String> {
         ),
         _ => {}
     }
+    if config.web.is_some() && config.smtp.is_none() {
+        found.push(
+            "[web] serves the portal but no [smtp] is configured: its sign-in links wait in the outbox".to_owned(),
+        );
+    }
+    if config.portal.public_form && config.web.is_none() {
+        found.push("portal.public_form = true, but without [web] listen nothing serves the form".to_owned());
+    }
     found
 }
 

@@ -208,6 +208,15 @@ fn check_config_reports_every_problem_in_our_words() {
     run.assert_code(0);
     assert!(run.stderr.contains("warning: [smtp] is configured but acknowledgement.enabled = false"), "{}", run.stderr);
 
+    // The portal mails its sign-in links; its public form needs the web server.
+    write("[web]\nlisten = '127.0.0.1:8080'\n".to_owned());
+    let run = dir.run(&["check-config"]);
+    run.assert_code(0);
+    assert!(run.stderr.contains("warning: [web] serves the portal but no [smtp] is configured"), "{}", run.stderr);
+    write("[portal]\npublic_form = true\n".to_owned());
+    let run = dir.run(&["check-config"]);
+    assert!(run.stderr.contains("warning: portal.public_form = true, but without [web] listen"), "{}", run.stderr);
+
     // A database directory that does not exist yet (systemd makes it at the first start).
     std::fs::write(dir.config(), "[database]\npath = '/nonexistent-postdesk/postdesk.db'\n").unwrap();
     let run = dir.run(&["check-config"]);
