@@ -20,8 +20,8 @@ use crate::core::parse;
 use crate::core::portal::{self as mail, Sender};
 use crate::core::route::State;
 use crate::core::{reply, ticket_number};
+use crate::store::portal as store;
 pub use crate::store::portal::Holder;
-use crate::store::portal::{self as store};
 use crate::store::tickets::{TicketDetail, TicketSummary};
 use crate::store::{outbox, Tx};
 
