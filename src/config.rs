@@ -15,6 +15,9 @@ use crate::core::resolve::{AddressSource, ResolvePolicy};
 use crate::core::trust::FollowUpFrom;
 use crate::secret::{PasswordSource, Secret};
 
+mod oauth;
+pub use oauth::{Login, OAuthProvider};
+
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_FILE: &str = "postdesk.toml";
 const DEFAULT_TEMPLATE: &str = include_str!("../config/acknowledgement.txt.j2");
@@ -72,6 +75,9 @@ expected! {
     After => "one of seen, move, delete",
     AddressSource => "one of from, reply-to",
     FollowUpFrom => "one of participants, organisation, anyone",
+    oauth::AuthKind => "one of password, xoauth2, oauthbearer",
+    crate::core::oauth::ProviderKind => "one of microsoft, google, generic",
+    crate::core::oauth::Grant => "one of refresh_token, client_credentials",
 }
 
 /// Keys of a section that are not ours, reported as unknown.
@@ -91,6 +97,7 @@ struct Raw {
     metrics: RawMetrics,
     web: RawWeb,
     portal: RawPortal,
+    oauth2: BTreeMap<String, oauth::RawProvider>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -152,6 +159,12 @@ struct RawPassword {
     password_credential: Option<Field<String>>,
 }
 
+impl RawPassword {
+    fn is_given(&self) -> bool {
+        self.password.is_some() || self.password_file.is_some() || self.password_credential.is_some()
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct RawSmtp {
@@ -160,6 +173,8 @@ struct RawSmtp {
     tls: Field<TlsMode>,
     ca_file: Option<Field<PathBuf>>,
     username: Option<Field<String>>,
+    auth: Option<Field<oauth::AuthKind>>,
+    oauth2: Option<Field<String>>,
     #[serde(flatten)]
     password: RawPassword,
     give_up_after_hours: Option<Field<u64>>,
@@ -174,8 +189,8 @@ pub struct SmtpConfig {
     pub port: u16,
     pub tls: TlsMode,
     pub ca_file: Option<PathBuf>,
-    /// Username and password for AUTH, when the server wants it.
-    pub credentials: Option<(String, PasswordSource)>,
+    /// Username and how to sign in (AUTH), when the server wants it.
+    pub credentials: Option<(String, Login)>,
     /// Transient failures are retried this long after the acknowledgement was queued.
     pub give_up_after: chrono::Duration,
 }
@@ -213,6 +228,8 @@ struct RawMailbox {
     tls: Field<TlsMode>,
     ca_file: Option<Field<PathBuf>>,
     username: Option<Field<String>>,
+    auth: Option<Field<oauth::AuthKind>>,
+    oauth2: Option<Field<String>>,
     #[serde(flatten)]
     password: RawPassword,
     folder: Option<Field<String>>,
@@ -237,7 +254,7 @@ pub struct MailboxConfig {
     pub tls: TlsMode,
     pub ca_file: Option<PathBuf>,
     pub username: String,
-    pub password: PasswordSource,
+    pub login: Login,
     pub folder: String,
     pub after: After,
     pub processed_folder: String,
@@ -352,6 +369,8 @@ pub struct Config {
     /// The web console, if `[web] listen` is set.
     pub web: Option<WebConfig>,
     pub portal: PortalConfig,
+    /// The `[oauth2.NAME]` sections, by name.
+    pub oauth2: BTreeMap<String, OAuthProvider>,
 }
 
 /// One problem with one key.
@@ -515,14 +534,16 @@ impl Problems {
             .get(&format!("{key}_credential"), raw.password_credential)
             .map(|name| PasswordSource::Credential { name, dir: cx.credentials_dir.clone() });
         let mut given = [inline, file, credential].into_iter().flatten();
+        let name = key.rsplit('.').next().unwrap_or(key);
+        let ways = format!("{name}, {name}_file or {name}_credential");
         match (given.next(), given.next()) {
             (Some(source), None) => Some(source),
             (None, _) => {
-                self.add(key, "one of password, password_file or password_credential is required");
+                self.add(key, format!("one of {ways} is required"));
                 None
             }
             (Some(_), Some(_)) => {
-                self.add(key, "give only one of password, password_file or password_credential");
+                self.add(key, format!("give only one of {ways}"));
                 None
             }
         }
@@ -603,8 +624,9 @@ fn validate(raw: Raw, file: Option<PathBuf>, cx: &Context) -> Result<Config, Con
         p.add("acknowledgement.max_per_domain_per_day", "must be at least acknowledgement.max_per_sender_per_day");
     }
     let ingest_authserv_id = p.authserv_id("ingest.authserv_id", ingest.authserv_id);
+    let oauth2 = oauth::providers(&mut p, raw.oauth2, cx);
     let mailboxes: Vec<MailboxConfig> =
-        raw.mailbox.into_iter().enumerate().filter_map(|(i, m)| mailbox(&mut p, i, m, cx)).collect();
+        raw.mailbox.into_iter().enumerate().filter_map(|(i, m)| mailbox(&mut p, i, m, &oauth2, cx)).collect();
     for (i, m) in mailboxes.iter().enumerate() {
         if mailboxes[..i].iter().any(|other| other.name == m.name) {
             p.add(&format!("mailbox[{i}].name"), format!("{:?} is used by another mailbox", m.name));
@@ -613,7 +635,7 @@ fn validate(raw: Raw, file: Option<PathBuf>, cx: &Context) -> Result<Config, Con
             own_addresses.push(m.address.clone());
         }
     }
-    let smtp = raw.smtp.and_then(|s| smtp(&mut p, s, cx));
+    let smtp = raw.smtp.and_then(|s| smtp(&mut p, s, &oauth2, cx));
     let metrics_listen = p.get("metrics.listen", raw.metrics.listen).and_then(|text| metrics_listen(&mut p, &text));
     let web = web(&mut p, raw.web);
     let portal = portal(&mut p, raw.portal, max_message_bytes);
@@ -668,6 +690,7 @@ fn validate(raw: Raw, file: Option<PathBuf>, cx: &Context) -> Result<Config, Con
         metrics_listen,
         web,
         portal,
+        oauth2,
     })
 }
 
@@ -725,7 +748,13 @@ fn is_loopback(host: &str) -> bool {
     host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-fn mailbox(p: &mut Problems, i: usize, raw: RawMailbox, cx: &Context) -> Option<MailboxConfig> {
+fn mailbox(
+    p: &mut Problems,
+    i: usize,
+    raw: RawMailbox,
+    providers: &BTreeMap<String, OAuthProvider>,
+    cx: &Context,
+) -> Option<MailboxConfig> {
     let key = |field: &str| format!("mailbox[{i}].{field}");
     let before = p.0.len();
     p.unknown(&format!("mailbox[{i}]"), &raw.unknown);
@@ -757,7 +786,7 @@ fn mailbox(p: &mut Problems, i: usize, raw: RawMailbox, cx: &Context) -> Option<
         folder("failed_folder", raw.failed_folder, "Failed"),
     );
     let ca_file = p.ca_file(&key("ca_file"), raw.ca_file, &cx.base);
-    let password = p.password(&key("password"), raw.password, cx);
+    let login = oauth::login(p, &format!("mailbox[{i}]"), raw.auth, raw.oauth2, raw.password, providers, cx);
     let default_port = if tls == TlsMode::Implicit { 993 } else { 143 };
     let port = p.or(&key("port"), raw.port, default_port);
     let after = p.or(&key("after"), Some(raw.after), After::Move);
@@ -771,7 +800,7 @@ fn mailbox(p: &mut Problems, i: usize, raw: RawMailbox, cx: &Context) -> Option<
         tls,
         ca_file,
         username,
-        password: password.expect("no problems means a password"),
+        login: login.expect("no problems means a login"),
         folder: watched,
         after,
         processed_folder,
@@ -782,7 +811,12 @@ fn mailbox(p: &mut Problems, i: usize, raw: RawMailbox, cx: &Context) -> Option<
     })
 }
 
-fn smtp(p: &mut Problems, raw: RawSmtp, cx: &Context) -> Option<SmtpConfig> {
+fn smtp(
+    p: &mut Problems,
+    raw: RawSmtp,
+    providers: &BTreeMap<String, OAuthProvider>,
+    cx: &Context,
+) -> Option<SmtpConfig> {
     let key = |field: &str| format!("smtp.{field}");
     let before = p.0.len();
     p.unknown("smtp", &raw.unknown);
@@ -790,13 +824,13 @@ fn smtp(p: &mut Problems, raw: RawSmtp, cx: &Context) -> Option<SmtpConfig> {
     let tls = p.or(&key("tls"), Some(raw.tls), TlsMode::Implicit);
     p.endpoint(&key, &host, tls);
     let ca_file = p.ca_file(&key("ca_file"), raw.ca_file, &cx.base);
-    let given = raw.password.password.is_some()
-        || raw.password.password_file.is_some()
-        || raw.password.password_credential.is_some();
+    let given = raw.password.is_given() || raw.auth.is_some();
     let credentials = match p.get(&key("username"), raw.username) {
-        Some(user) => p.password(&key("password"), raw.password, cx).map(|pw| (user, pw)),
+        Some(user) => {
+            oauth::login(p, "smtp", raw.auth, raw.oauth2, raw.password, providers, cx).map(|login| (user, login))
+        }
         None if given => {
-            p.add(&key("username"), "a password is configured but no username");
+            p.add(&key("username"), "a password or auth is configured but no username");
             None
         }
         None => None,
@@ -842,13 +876,18 @@ impl Config {
     pub fn check_passwords(&self) -> Result<(), ConfigError> {
         let mut p = Problems::default();
         for (i, m) in self.mailboxes.iter().enumerate() {
-            if let Err(e) = m.password.read() {
+            if let Some(Err(e)) = m.login.password().map(PasswordSource::read) {
                 p.add(&format!("mailbox[{i}].password"), e);
             }
         }
-        if let Some((_, password)) = self.smtp.as_ref().and_then(|s| s.credentials.as_ref()) {
-            if let Err(e) = password.read() {
+        if let Some((_, login)) = self.smtp.as_ref().and_then(|s| s.credentials.as_ref()) {
+            if let Some(Err(e)) = login.password().map(PasswordSource::read) {
                 p.add("smtp.password", e);
+            }
+        }
+        for (name, provider) in &self.oauth2 {
+            if let Some(Err(e)) = provider.client_secret.as_ref().map(PasswordSource::read) {
+                p.add(&format!("oauth2.{name}.client_secret"), e);
             }
         }
         if p.0.is_empty() {
@@ -859,11 +898,18 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The `[oauth2.NAME]` section (validation made sure every reference has one).
+    pub fn oauth_provider(&self, name: &str) -> Option<&OAuthProvider> {
+        self.oauth2.get(name)
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn from_toml(text: &str) -> Result<Config, ConfigError> {
+    pub(crate) fn from_toml(text: &str) -> Result<Config, ConfigError> {
         let raw: Raw = config::Config::builder()
             .add_source(config::File::from_str(text, config::FileFormat::Toml))
             .build()
@@ -954,7 +1000,7 @@ mod tests {
         let c = from_toml(&format!("{MAILBOX}password = 'pw'\n")).unwrap();
         let m = &c.mailboxes[0];
         assert_eq!((m.port, m.tls, m.after, m.folder.as_str()), (993, TlsMode::Implicit, After::Move, "INBOX"));
-        assert_eq!(format!("{:?}", m.password), "Inline(Secret(<redacted>))");
+        assert_eq!(format!("{:?}", m.login), "Password(Inline(Secret(<redacted>)))");
         assert!(c.policy.own_addresses.contains(&"support@helpdesk.example".to_owned()));
     }
 

@@ -16,6 +16,9 @@ use tokio_rustls::TlsConnector;
 use tokio_util::either::Either;
 
 use crate::config::{MailboxConfig, TlsMode};
+use crate::core::oauth::Mechanism;
+use crate::oauth::CredentialError;
+use crate::secret::Credential;
 
 pub type Conn = Either<TlsStream<TcpStream>, TcpStream>;
 pub type Session = async_imap::Session<Conn>;
@@ -35,6 +38,12 @@ pub enum ImapError {
     Auth(String, String),
     #[error("the password cannot be read: {0}")]
     Password(String),
+    /// The OAuth2 sign-in was refused: only `postdesk oauth login PROVIDER` helps.
+    #[error("{message}")]
+    NeedsSignIn { provider: String, message: String },
+    /// No OAuth2 access token now (the token endpoint is down, the client refused).
+    #[error("{message}")]
+    Token { message: String, retry: Retry },
     #[error("timed out while {0}")]
     Timeout(&'static str),
     #[error("{0}: {1}")]
@@ -61,6 +70,8 @@ impl ImapError {
             ImapError::Auth(..) | ImapError::Password(..) | ImapError::Tls(..) | ImapError::NoStarttls(..) => {
                 Retry::Slowly
             }
+            ImapError::NeedsSignIn { .. } => Retry::Slowly,
+            ImapError::Token { retry, .. } => *retry,
             ImapError::Connect(..) | ImapError::Timeout(..) | ImapError::Protocol(..) => Retry::Soon,
         }
     }
@@ -73,6 +84,8 @@ impl ImapError {
             ImapError::NoStarttls(..) => "starttls",
             ImapError::Auth(..) => "auth",
             ImapError::Password(..) => "password",
+            ImapError::NeedsSignIn { .. } => "oauth-sign-in",
+            ImapError::Token { .. } => "oauth-token",
             ImapError::Timeout(..) => "timeout",
             ImapError::Protocol(..) => "protocol",
         }
@@ -91,9 +104,24 @@ async fn bounded<T, E: std::fmt::Display>(
     }
 }
 
-/// Connects, secures the connection as configured and logs in.
-pub async fn connect(m: &MailboxConfig) -> Result<Session, ImapError> {
-    let password = m.password.read().map_err(ImapError::Password)?;
+impl From<CredentialError> for ImapError {
+    fn from(e: CredentialError) -> ImapError {
+        match e {
+            CredentialError::Password(why) => ImapError::Password(why),
+            CredentialError::NeedsSignIn { ref provider, .. } => {
+                ImapError::NeedsSignIn { provider: provider.clone(), message: e.to_string() }
+            }
+            CredentialError::Unavailable { refusal, .. } => {
+                let retry = if refusal == crate::core::oauth::Refusal::Client { Retry::Slowly } else { Retry::Soon };
+                ImapError::Token { message: e.to_string(), retry }
+            }
+            CredentialError::Store(e) => ImapError::Token { message: e.to_string(), retry: Retry::Soon },
+        }
+    }
+}
+
+/// Connects, secures the connection as configured and signs in with `credential`.
+pub async fn connect(m: &MailboxConfig, credential: &Credential) -> Result<Session, ImapError> {
     let endpoint = format!("{}:{}", m.host, m.port);
     let tcp = match timeout(CONNECT_TIMEOUT, TcpStream::connect((m.host.as_str(), m.port))).await {
         Ok(Ok(tcp)) => tcp,
@@ -125,10 +153,37 @@ pub async fn connect(m: &MailboxConfig) -> Result<Session, ImapError> {
             client
         }
     };
-    match timeout(COMMAND_TIMEOUT, client.login(&m.username, password.expose())).await {
+    let signed_in = match credential {
+        Credential::Password(password) => timeout(COMMAND_TIMEOUT, client.login(&m.username, password.expose())).await,
+        Credential::Token(mechanism, token) => {
+            let first = mechanism.initial_response(&m.username, &m.host, m.port, token.expose());
+            let sasl = Sasl { first: Some(first), mechanism: *mechanism };
+            timeout(COMMAND_TIMEOUT, client.authenticate(mechanism.name(), sasl)).await
+        }
+    };
+    match signed_in {
         Ok(Ok(session)) => Ok(session),
         Ok(Err((e, _))) => Err(ImapError::Auth(m.username.clone(), e.to_string())),
         Err(_) => Err(ImapError::Timeout("logging in")),
+    }
+}
+
+/// An OAuth2 SASL exchange: the token first; a challenge after it is the server's
+/// error report, answered as each mechanism says so that the server ends with NO.
+struct Sasl {
+    first: Option<String>,
+    mechanism: Mechanism,
+}
+
+impl async_imap::Authenticator for Sasl {
+    type Response = String;
+
+    fn process(&mut self, _challenge: &[u8]) -> String {
+        match (self.first.take(), self.mechanism) {
+            (Some(first), _) => first,
+            (None, Mechanism::Xoauth2) => String::new(),
+            (None, Mechanism::Oauthbearer) => "\x01".to_owned(),
+        }
     }
 }
 

@@ -6,6 +6,7 @@ pub mod core;
 pub mod daemon;
 pub mod desk;
 pub mod imap;
+pub mod oauth;
 pub mod secret;
 pub mod smtp;
 pub mod store;

@@ -30,6 +30,13 @@ impl Secret {
     }
 }
 
+/// What a login sends: a password, or an OAuth2 access token with its SASL mechanism.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    Password(Secret),
+    Token(crate::core::oauth::Mechanism, Secret),
+}
+
 /// Where a password comes from; read on each use, so a rotated file is picked up.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PasswordSource {

@@ -26,8 +26,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use crate::config::{SmtpConfig, TlsMode};
+use crate::config::{Login, SmtpConfig, TlsMode};
 use crate::core::ack::Acknowledgement;
+use crate::core::oauth;
+use crate::oauth::Keeper;
+use crate::secret::Credential;
 
 /// Why a mail was not taken.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -55,7 +58,9 @@ pub struct Smtp {
     host: String,
     port: u16,
     tls: Tls,
-    credentials: Option<Credentials>,
+    /// Who signs in and how (a password, or an OAuth2 token fetched for each connection).
+    login: Option<(String, Login)>,
+    keeper: Arc<Keeper>,
     hello: ClientId,
     /// Connections that delivered their last mail, with when they did.
     idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
@@ -76,21 +81,18 @@ enum Tls {
 
 impl Smtp {
     /// `pool`: how many connections may be open at once (as many as mails sent at once).
-    pub fn new(config: &SmtpConfig, loop_header: &str, pool: usize) -> Result<Smtp, String> {
+    pub fn new(config: &SmtpConfig, loop_header: &str, pool: usize, keeper: Arc<Keeper>) -> Result<Smtp, String> {
         let tls = match config.tls {
             TlsMode::Implicit => Tls::Implicit(crate::tls::client_config(config.ca_file.as_deref())?),
             TlsMode::Starttls => Tls::Required(tls_parameters(config)?),
             TlsMode::None => Tls::None,
         };
-        let credentials = match &config.credentials {
-            Some((user, source)) => Some(Credentials::new(user.clone(), source.read()?.expose().to_owned())),
-            None => None,
-        };
         Ok(Smtp {
             host: config.host.clone(),
             port: config.port,
             tls,
-            credentials,
+            login: config.credentials.clone(),
+            keeper,
             hello: ClientId::default(),
             idle: Mutex::new(Vec::new()),
             keep: pool,
@@ -170,15 +172,64 @@ impl Smtp {
             // `starttls` refuses a server that does not offer it: never a silent downgrade.
             connection.starttls(parameters.clone(), &self.hello).await.map_err(refusal)?;
         }
-        if let Some(credentials) = &self.credentials {
-            connection.auth(&[Mechanism::Plain, Mechanism::Login], credentials).await.map_err(refusal)?;
+        if let Some((user, login)) = &self.login {
+            self.sign_in(&mut connection, user, login).await?;
         }
         Ok(connection)
+    }
+
+    /// AUTH with a password (PLAIN or LOGIN) or an OAuth2 token. A refused token is a
+    /// transient failure: the mail waits while the token is renewed or signed in again.
+    async fn sign_in(&self, connection: &mut AsyncSmtpConnection, user: &str, login: &Login) -> Result<(), SmtpError> {
+        let credential = self.keeper.credential(login).await.map_err(|e| SmtpError::Transient(e.to_string()))?;
+        let token_refused = |e: lettre::transport::smtp::Error| SmtpError::Transient(format!("token refused: {e}"));
+        match credential {
+            Credential::Password(password) => {
+                let credentials = Credentials::new(user.to_owned(), password.expose().to_owned());
+                connection.auth(&[Mechanism::Plain, Mechanism::Login], &credentials).await.map_err(refusal)?;
+            }
+            Credential::Token(oauth::Mechanism::Xoauth2, token) => {
+                let credentials = Credentials::new(user.to_owned(), token.expose().to_owned());
+                connection.auth(&[Mechanism::Xoauth2], &credentials).await.map_err(token_refused)?;
+            }
+            Credential::Token(oauth::Mechanism::Oauthbearer, token) => {
+                let first = oauth::Mechanism::Oauthbearer.initial_response(user, &self.host, self.port, token.expose());
+                let reply = connection.command(Sasl::initial("OAUTHBEARER", &first)).await.map_err(token_refused)?;
+                if reply.has_code(334) {
+                    // The server's error report (RFC 7628 §3.2.2), answered with %x01.
+                    let end = connection.command(Sasl::answer("\x01")).await;
+                    let why = end.err().map_or_else(|| "the server refused it".to_owned(), |e| e.to_string());
+                    return Err(SmtpError::Transient(format!("token refused: {why}")));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The server could not be reached: worth another try later.
     fn unreachable(&self, why: impl std::fmt::Display) -> SmtpError {
         SmtpError::Transient(format!("cannot connect to {}:{}: {why}", self.host, self.port))
+    }
+}
+
+/// An AUTH line lettre has no mechanism for (OAUTHBEARER): base64, ended by CRLF.
+struct Sasl(String);
+
+impl Sasl {
+    fn initial(mechanism: &str, response: &str) -> Sasl {
+        use base64::Engine;
+        Sasl(format!("AUTH {mechanism} {}", base64::engine::general_purpose::STANDARD.encode(response)))
+    }
+
+    fn answer(response: &str) -> Sasl {
+        use base64::Engine;
+        Sasl(base64::engine::general_purpose::STANDARD.encode(response))
+    }
+}
+
+impl std::fmt::Display for Sasl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}\r\n", self.0)
     }
 }
 

@@ -5,10 +5,14 @@
 //! answer.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use crate::config::{Config, MailboxConfig};
+use crate::desk::oauth::fix;
 use crate::imap::{self, ImapError};
+use crate::oauth::{CredentialError, Keeper};
 use crate::smtp::Smtp;
+use crate::store::shared::SharedStore;
 
 pub fn run(config: &Config, connect: bool) -> anyhow::Result<ExitCode> {
     config.check_passwords()?;
@@ -28,19 +32,28 @@ pub fn run(config: &Config, connect: bool) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let all_ok = runtime.block_on(async {
         let mut all_ok = true;
+        // The tokens are the database's; a check never creates one.
+        let store = match config.oauth2.is_empty() || !config.database_path.exists() {
+            true => None,
+            false => Some(SharedStore::open(&config.database_path)?),
+        };
+        let keeper = Keeper::new(config, store);
+        for name in config.oauth2.keys() {
+            all_ok &= report(&format!("OAuth2 {name}"), try_provider(&keeper, name).await);
+        }
         for m in &config.mailboxes {
-            let result = try_mailbox(m).await;
+            let result = try_mailbox(m, &keeper).await;
             all_ok &= report(&format!("mailbox {} (IMAP {}:{})", m.name, m.host, m.port), result);
         }
         if let Some(s) = &config.smtp {
-            let result = match Smtp::new(s, &config.policy.loop_header, 1) {
+            let result = match Smtp::new(s, &config.policy.loop_header, 1, Arc::clone(&keeper)) {
                 Ok(smtp) => smtp.check().await.map_err(|e| format!("SMTP: {e}")),
                 Err(e) => Err(format!("setup: {e}")),
             };
             all_ok &= report(&format!("SMTP {}:{}", s.host, s.port), result);
         }
-        all_ok
-    });
+        Ok::<_, anyhow::Error>(all_ok)
+    })?;
     Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
@@ -83,15 +96,31 @@ fn report(endpoint: &str, result: Result<(), String>) -> bool {
     result.is_ok()
 }
 
+/// A good access token now (renewed if due): "token request refused: invalid_grant —
+/// run `postdesk oauth login m365`" when the sign-in is gone.
+async fn try_provider(keeper: &Keeper, name: &str) -> Result<(), String> {
+    match keeper.token(name).await {
+        Ok(_) => Ok(()),
+        Err(CredentialError::NeedsSignIn { why, .. }) => Err(format!("{why} — {}", fix(name))),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Logs in and opens the watched folder; what failed is named by its step.
-async fn try_mailbox(m: &MailboxConfig) -> Result<(), String> {
-    let mut session = imap::connect(m).await.map_err(|e| {
+async fn try_mailbox(m: &MailboxConfig, keeper: &Keeper) -> Result<(), String> {
+    let connected = match keeper.credential(&m.login).await {
+        Ok(credential) => imap::connect(m, &credential).await,
+        Err(e) => Err(ImapError::from(e)),
+    };
+    let mut session = connected.map_err(|e| {
         let step = match &e {
             ImapError::Connect(..) => "connection (DNS or TCP)",
             ImapError::Tls(..) => "TLS certificate or handshake",
             ImapError::NoStarttls(..) => "STARTTLS",
             ImapError::Auth(..) => "authentication",
             ImapError::Password(..) => "password",
+            ImapError::NeedsSignIn { .. } => "OAuth2 sign-in",
+            ImapError::Token { .. } => "OAuth2 token",
             ImapError::Timeout(..) | ImapError::Protocol(..) => "IMAP",
         };
         format!("{step}: {e}")

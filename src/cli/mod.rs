@@ -7,6 +7,7 @@ mod customers;
 mod failed;
 mod ingest;
 mod input;
+mod oauth;
 mod orgs;
 mod outbox;
 mod output;
@@ -155,11 +156,20 @@ enum Command {
     /// Acknowledgements and agents' replies: list them, queue failed ones again
     #[command(subcommand, after_help = "Examples:\n  postdesk outbox list\n  postdesk outbox retry --all")]
     Outbox(outbox::OutboxCommand),
+    /// OAuth2 sign-in for mailboxes and SMTP (Microsoft 365, Google, others): sign in, see
+    /// each provider's token status
+    #[command(
+        name = "oauth",
+        subcommand,
+        after_help = "Examples:\n  postdesk oauth login m365\n  postdesk oauth status"
+    )]
+    OAuth(oauth::OAuthCommand),
     /// Validate the configuration and report every problem with its key
     #[command(after_help = "Examples:\n  postdesk --config /etc/postdesk/postdesk.toml check-config\n  \
                             postdesk --config /etc/postdesk/postdesk.toml --credentials-dir /etc/postdesk/credentials \\\n    \
                             check-config --connect    # also log in to every mailbox and the SMTP server\n\n\
-                            Checks types and values, reads every password, renders the acknowledgement \
+                            Checks types and values, reads every password (with --connect, also gets an \
+                            OAuth2 access token from each [oauth2.NAME] provider), renders the acknowledgement \
                             template with sample values, and checks that the database's directory exists. \
                             Exit status 0 when all is well, 1 otherwise.")]
     CheckConfig {
@@ -221,6 +231,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Failed(cmd) => failed::run(&config, cmd),
         Command::Outbox(cmd) => outbox::run(&config, cmd),
         Command::Agents(cmd) => agents::run(&config, cmd),
+        Command::OAuth(cmd) => oauth::run(&config, cmd),
         Command::CheckConfig { connect } => check::run(&config, connect),
     }
 }

@@ -10,6 +10,7 @@ pub mod classify;
 pub mod decide;
 pub mod html;
 pub mod identity;
+pub mod oauth;
 pub mod parse;
 pub mod portal;
 pub mod reply;

@@ -94,6 +94,9 @@ impl MailboxLoop {
                     error!(mailbox = %self.mailbox.name, "cannot drain {}: {e}", self.mailbox.name);
                     return false;
                 }
+                Err(WatchError::Imap(ImapError::NeedsSignIn { provider, message })) => {
+                    self.wait_for_sign_in(&provider, &message).await;
+                }
                 Err(e) => {
                     let delay = self.went_down(&e);
                     tokio::select! {
@@ -141,6 +144,23 @@ impl MailboxLoop {
         self.backoff.failed(kind, pace, e)
     }
 
+    /// Until `postdesk oauth login` stored a new sign-in for `provider`: said once, shown in
+    /// the status and metrics, and nothing is sent to the provider or the mail server.
+    async fn wait_for_sign_in(&mut self, provider: &str, message: &str) {
+        let name = &self.mailbox.name;
+        error!(mailbox = %name, "{name}: {message}; waiting for the sign-in (nothing is tried meanwhile)");
+        self.shared.metrics.mailbox(name, |h| {
+            h.connected = false;
+            h.busy_since = None;
+            h.needs_sign_in = Some(provider.to_owned());
+        });
+        self.shared.keeper.wait_for_sign_in(provider, &self.shared.shutdown).await;
+        self.shared.metrics.mailbox(name, |h| h.needs_sign_in = None);
+        if !self.shared.shutdown.is_cancelled() {
+            info!(mailbox = %name, "{name}: OAuth2 {provider} is signed in again: connecting");
+        }
+    }
+
     fn came_up(&mut self) {
         let m = &self.mailbox;
         self.shared.metrics.mailbox(&m.name, |h| h.connected = true);
@@ -156,7 +176,8 @@ impl MailboxLoop {
     async fn session(&mut self, once: bool) -> Result<(), WatchError> {
         let m = self.mailbox.clone();
         self.busy(true);
-        let mut session = imap::connect(&m).await?;
+        let credential = self.shared.keeper.credential(&m.login).await.map_err(ImapError::from)?;
+        let mut session = imap::connect(&m, &credential).await?;
         let caps = imap::capabilities(&mut session).await?;
         if m.after == After::Move {
             imap::ensure_folder(&mut session, &m.processed_folder).await?;

@@ -19,7 +19,23 @@ pub struct MailboxHealth {
     pub last_poll: Option<i64>,
     /// Unix time a step (connect, drain) began, while one is under way.
     pub busy_since: Option<i64>,
+    /// The OAuth2 provider whose sign-in was refused, while the mailbox waits for a new one.
+    pub needs_sign_in: Option<String>,
 }
+
+impl MailboxHealth {
+    /// One of `STATES`.
+    pub fn state(&self) -> &'static str {
+        match (self.connected, &self.needs_sign_in) {
+            (true, _) => "connected",
+            (false, Some(_)) => "needs_sign_in",
+            (false, None) => "disconnected",
+        }
+    }
+}
+
+/// The values of `postdesk_mailbox_state`'s `state` label.
+const STATES: [&str; 3] = ["connected", "disconnected", "needs_sign_in"];
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -85,8 +101,9 @@ impl Metrics {
         lock(&self.mailboxes).clone()
     }
 
-    /// The Prometheus text exposition; `outbox_depth` is read from the store by the caller.
-    pub fn render(&self, outbox_depth: i64) -> String {
+    /// The Prometheus text exposition; `outbox_depth`, and each OAuth2 provider's seconds
+    /// until its access token expires, are read from the store by the caller.
+    pub fn render(&self, outbox_depth: i64, token_expiry: &[(String, i64)]) -> String {
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, value: u64| {
             let _ =
@@ -139,10 +156,24 @@ impl Metrics {
             }
             let _ = writeln!(out, "postdesk_mailbox_connected{{mailbox=\"{name}\"}} {}", u8::from(m.connected));
         }
+        out.push_str("# HELP postdesk_mailbox_state The mailbox's state: 1 for the one it is in.\n");
+        out.push_str("# TYPE postdesk_mailbox_state gauge\n");
+        for (name, m) in lock(&self.mailboxes).iter() {
+            let name = label(name);
+            for state in STATES {
+                let on = u8::from(m.state() == state);
+                let _ = writeln!(out, "postdesk_mailbox_state{{mailbox=\"{name}\",state=\"{state}\"}} {on}");
+            }
+        }
         let _ = writeln!(
             out,
             "# HELP postdesk_outbox_depth Acknowledgements waiting to be sent.\n# TYPE postdesk_outbox_depth gauge\npostdesk_outbox_depth {outbox_depth}"
         );
+        out.push_str("# HELP postdesk_oauth_token_expiry_seconds Seconds until the provider's access token expires.\n");
+        out.push_str("# TYPE postdesk_oauth_token_expiry_seconds gauge\n");
+        for (provider, seconds) in token_expiry {
+            let _ = writeln!(out, "postdesk_oauth_token_expiry_seconds{{provider=\"{}\"}} {seconds}", label(provider));
+        }
         let h = lock(&self.latency);
         out.push_str("# HELP postdesk_ingest_latency_seconds From fetch to durable commit, per message.\n");
         out.push_str("# TYPE postdesk_ingest_latency_seconds histogram\n");
@@ -182,7 +213,8 @@ mod tests {
             h.connected = true;
             h.last_poll = Some(1_800_000_000);
         });
-        let text = m.render(4);
+        m.mailbox("m365", |h| h.needs_sign_in = Some("m365".into()));
+        let text = m.render(4, &[("m365".into(), -5)]);
         for line in [
             "postdesk_messages_fetched_total 3",
             "postdesk_tickets_created_total 2",
@@ -191,6 +223,10 @@ mod tests {
             "postdesk_mailbox_connected{mailbox=\"sup\\\"port\"} 1",
             "postdesk_mailbox_last_poll_timestamp_seconds{mailbox=\"sup\\\"port\"} 1800000000",
             "postdesk_outbox_depth 4",
+            "postdesk_mailbox_state{mailbox=\"sup\\\"port\",state=\"connected\"} 1",
+            "postdesk_mailbox_state{mailbox=\"m365\",state=\"needs_sign_in\"} 1",
+            "postdesk_mailbox_state{mailbox=\"m365\",state=\"connected\"} 0",
+            "postdesk_oauth_token_expiry_seconds{provider=\"m365\"} -5",
             "postdesk_ingest_latency_seconds_bucket{le=\"0.025\"} 2",
             "postdesk_ingest_latency_seconds_bucket{le=\"+Inf\"} 3",
             "postdesk_ingest_latency_seconds_count 3",

@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::oauth::Keeper;
 use crate::store::shared::SharedStore;
 use mailbox::MailboxLoop;
 use metrics::Metrics;
@@ -31,6 +32,8 @@ use sender::{Drains, Sender};
 #[derive(Clone)]
 struct Shared {
     store: SharedStore,
+    /// The OAuth2 access tokens of every login.
+    keeper: Arc<Keeper>,
     metrics: Arc<Metrics>,
     /// Woken when a batch queued acknowledgements.
     nudge: Arc<Notify>,
@@ -64,6 +67,7 @@ pub async fn run(config: Arc<Config>, shutdown: CancellationToken, once: bool) -
     // Opened (and migrated) before anything starts, so a bad database stops us at once.
     let store = SharedStore::open(&config.database_path)?;
     let shared = Shared {
+        keeper: Keeper::new(&config, Some(store.clone())),
         store,
         metrics: Arc::default(),
         nudge: Arc::default(),
@@ -80,6 +84,7 @@ pub async fn run(config: Arc<Config>, shutdown: CancellationToken, once: bool) -
                 Arc::clone(&shared.metrics),
                 Arc::clone(&holder),
                 Arc::clone(&shared.drains),
+                Arc::clone(&shared.keeper),
             )
             .map_err(anyhow::Error::msg)?,
         ),
@@ -129,6 +134,12 @@ pub async fn run(config: Arc<Config>, shutdown: CancellationToken, once: bool) -
             Either::Right(task)
         }
     });
+    if !once {
+        for provider in config.oauth2.keys() {
+            let keeper = Arc::clone(&shared.keeper);
+            tracker.spawn(keeper.keep_fresh(provider.clone(), shutdown.clone()));
+        }
+    }
     tracker.close();
     if !once {
         service::supervise(&watched, &shared.metrics, &shared.store, &shutdown).await;

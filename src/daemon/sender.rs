@@ -69,8 +69,9 @@ impl Sender {
         metrics: Arc<Metrics>,
         holder: Arc<str>,
         drains: Arc<Drains>,
+        keeper: Arc<crate::oauth::Keeper>,
     ) -> Result<Sender, String> {
-        let smtp = Smtp::new(config, loop_header, PARALLEL)?;
+        let smtp = Smtp::new(config, loop_header, PARALLEL, keeper)?;
         let give_up_after = config.give_up_after;
         Ok(Sender { smtp, give_up_after, store, metrics, holder, drains, pending: Mutex::default() })
     }

@@ -74,13 +74,24 @@ fn hung(metrics: &Metrics) -> bool {
     metrics.mailboxes().values().any(|h| h.busy_since.is_some_and(|t| now - t > HUNG_AFTER_SECS))
 }
 
-/// "2/2 mailboxes connected, 17 tickets today, 0 acknowledgements waiting".
+/// "2/2 mailboxes connected, 17 tickets today, 0 acknowledgements waiting"; "1/2
+/// mailboxes connected, 1 needs OAuth sign-in: m365, …" while a sign-in was refused.
 async fn status(metrics: &Metrics, store: &SharedStore) -> String {
     let mailboxes = metrics.mailboxes();
     let connected = mailboxes.values().filter(|h| h.connected).count();
+    let waiting_for: Vec<&str> = mailboxes.values().filter_map(|h| h.needs_sign_in.as_deref()).collect();
+    let sign_in = match waiting_for.len() {
+        0 => String::new(),
+        n => {
+            let mut providers = waiting_for.clone();
+            providers.sort_unstable();
+            providers.dedup();
+            format!(", {n} {} OAuth sign-in: {}", if n == 1 { "needs" } else { "need" }, providers.join(", "))
+        }
+    };
     let (today, waiting) = counts(store).await.unwrap_or((0, 0));
     format!(
-        "{connected}/{} mailboxes connected, {today} tickets today, {waiting} acknowledgements waiting",
+        "{connected}/{} mailboxes connected{sign_in}, {today} tickets today, {waiting} acknowledgements waiting",
         mailboxes.len()
     )
 }

@@ -8,6 +8,7 @@ pub mod customers;
 pub mod error;
 pub mod failed;
 pub mod ingest;
+pub mod oauth;
 pub mod orgs;
 pub mod outbox;
 pub mod portal;

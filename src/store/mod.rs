@@ -6,6 +6,7 @@ pub mod agents;
 pub mod customers;
 mod ingest;
 mod mailbox;
+pub mod oauth;
 pub mod orgs;
 pub mod outbox;
 pub mod portal;
@@ -34,6 +35,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0007_outbox_claims.sql")),
     M::up(include_str!("migrations/0008_console.sql")),
     M::up(include_str!("migrations/0009_portal.sql")),
+    M::up(include_str!("migrations/0010_oauth.sql")),
 ];
 
 /// The default log filter of the store's libraries: the migration library reports every

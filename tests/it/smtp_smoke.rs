@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use postdesk::config::{SmtpConfig, TlsMode};
+use postdesk::config::{Login, SmtpConfig, TlsMode};
 use postdesk::core::ack::{Acknowledgement, MailKind};
+use postdesk::oauth::Keeper;
 use postdesk::secret::{PasswordSource, Secret};
 use postdesk::smtp::{Smtp, SmtpError};
 
@@ -100,10 +101,10 @@ fn smtp_postdesk_adapter_sends_over_starttls_with_auth() {
             port: server.port(),
             tls: TlsMode::Starttls,
             ca_file: Some(server.ca_file()),
-            credentials: Some(("postdesk".to_owned(), PasswordSource::Inline(Secret::new(password)))),
+            credentials: Some(("postdesk".to_owned(), Login::Password(PasswordSource::Inline(Secret::new(password))))),
             give_up_after: chrono::Duration::hours(1),
         };
-        Smtp::new(&config, "X-Postdesk-Loop", 2).expect("SMTP adapter")
+        Smtp::new(&config, "X-Postdesk-Loop", 2, Keeper::passwords_only()).expect("SMTP adapter")
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     // The adapter's connection pool needs the runtime from its creation to its drop.
@@ -148,10 +149,10 @@ fn smtp_postdesk_adapter_sends_over_implicit_tls() {
             port: server.port(),
             tls: TlsMode::Implicit,
             ca_file: Some(ca),
-            credentials: Some(("postdesk".to_owned(), PasswordSource::Inline(Secret::new("s3cret")))),
+            credentials: Some(("postdesk".to_owned(), Login::Password(PasswordSource::Inline(Secret::new("s3cret"))))),
             give_up_after: chrono::Duration::hours(1),
         };
-        Smtp::new(&config, "X-Postdesk-Loop", 2).expect("SMTP adapter")
+        Smtp::new(&config, "X-Postdesk-Loop", 2, Keeper::passwords_only()).expect("SMTP adapter")
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     runtime.block_on(async {
@@ -180,7 +181,7 @@ fn smtp_postdesk_adapter_never_drops_starttls() {
         credentials: None,
         give_up_after: chrono::Duration::hours(1),
     };
-    let adapter = Smtp::new(&config, "X-Postdesk-Loop", 1).expect("SMTP adapter");
+    let adapter = Smtp::new(&config, "X-Postdesk-Loop", 1, Keeper::passwords_only()).expect("SMTP adapter");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     let sent = runtime.block_on(adapter.send(&ack()));
     assert!(matches!(&sent, Err(e) if e.to_string().contains("STARTTLS")), "{sent:?}");

@@ -1,0 +1,203 @@
+//! The daemon's (and `check-config --connect`'s) access tokens: the store's while they
+//! are good, renewed a quarter of their life before they end (`keep_fresh`), one renewal
+//! at a time per provider, with backoff after a failure. A refused sign-in stops every
+//! request to the provider until `postdesk oauth login` stores a new one, which is
+//! noticed by itself: nothing then hammers the provider or the mail server.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::config::{Config, Login, OAuthProvider};
+use crate::core::oauth::{renew_at, Refusal};
+use crate::core::retry;
+use crate::desk::oauth::{self as desk, Next};
+use crate::secret::{Credential, Secret};
+use crate::store::oauth::TokenState;
+use crate::store::shared::SharedStore;
+use crate::store::StoreError;
+
+/// How often a provider that needs sign-in is looked up in the store (no request leaves
+/// the machine for it).
+const SIGN_IN_POLL: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    #[error("the password cannot be read: {0}")]
+    Password(String),
+    #[error("OAuth2 {provider} needs sign-in ({why}): {}", desk::fix(provider))]
+    NeedsSignIn { provider: String, why: String },
+    #[error("OAuth2 {provider}: {why}")]
+    Unavailable { provider: String, why: String, refusal: Refusal },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// After a failed renewal: how many in a row, and when the next may be tried.
+#[derive(Default)]
+struct Pause {
+    failures: u32,
+    until: Option<Instant>,
+    last: Option<String>,
+}
+
+pub struct Keeper {
+    /// None where there is no database (yet): then no provider is signed in.
+    store: Option<SharedStore>,
+    /// Each provider, and its pause: one renewal at a time per provider.
+    providers: BTreeMap<String, (OAuthProvider, Mutex<Pause>)>,
+}
+
+impl Keeper {
+    /// The tokens of `config`'s providers, kept in `store`.
+    pub fn new(config: &Config, store: Option<SharedStore>) -> Arc<Keeper> {
+        let providers = config.oauth2.iter().map(|(name, p)| (name.clone(), (p.clone(), Mutex::default()))).collect();
+        Arc::new(Keeper { store, providers })
+    }
+
+    /// For logins with passwords only.
+    pub fn passwords_only() -> Arc<Keeper> {
+        Arc::new(Keeper { store: None, providers: BTreeMap::new() })
+    }
+
+    fn provider(&self, name: &str) -> &OAuthProvider {
+        &self.providers.get(name).expect("validation checked every oauth2 reference").0
+    }
+
+    /// What a login with `login` sends now: the password read, or a good token.
+    pub async fn credential(&self, login: &Login) -> Result<Credential, CredentialError> {
+        match login {
+            Login::Password(source) => source.read().map(Credential::Password).map_err(CredentialError::Password),
+            Login::OAuth { mechanism, provider } => Ok(Credential::Token(*mechanism, self.token(provider).await?)),
+        }
+    }
+
+    /// A good access token of provider `name`, renewed first when it is due.
+    pub async fn token(&self, name: &str) -> Result<Secret, CredentialError> {
+        let provider = self.provider(name).clone();
+        let Some(store) = &self.store else {
+            let why = "never signed in: there is no database yet".to_owned();
+            return Err(CredentialError::NeedsSignIn { provider: name.to_owned(), why });
+        };
+        let mut pause = self.providers[name].1.lock().await;
+        let p = provider.clone();
+        let next = store.read(move |tx| desk::next(tx, &p, Utc::now())).await?;
+        let tried = match next {
+            Next::Use(token) => return Ok(token),
+            Next::NeedsSignIn(why) => return Err(CredentialError::NeedsSignIn { provider: name.to_owned(), why }),
+            Next::Renew { tried } => tried,
+        };
+        if let (Some(until), Some(last)) = (pause.until, &pause.last) {
+            if Instant::now() < until {
+                let why = format!("{last}; next renewal in {}s", (until - Instant::now()).as_secs());
+                return unexpired(store, name, why, Refusal::Other).await;
+            }
+        }
+        let now = Utc::now();
+        let result = match &tried {
+            Some(refresh_token) => super::refresh(&provider, refresh_token, now).await,
+            None => super::client_credentials(&provider, now).await,
+        };
+        let (owned, kept, recorded) = (name.to_owned(), tried.clone(), result.clone());
+        let state = store.write(move |tx| desk::renewed(tx, &owned, kept.as_ref(), &recorded, now)).await?;
+        match result {
+            Ok(issued) => {
+                if pause.failures > 0 {
+                    info!("OAuth2 {name}: access token renewed again after {} failures", pause.failures);
+                } else {
+                    debug!("OAuth2 {name}: access token renewed, valid until {}", issued.access.expires_at);
+                }
+                *pause = Pause::default();
+                Ok(issued.access.secret)
+            }
+            Err(e) if state == TokenState::NeedsSignIn => {
+                error!("OAuth2 {name}: token renewal refused: {e} — {}", desk::fix(name));
+                *pause = Pause::default();
+                Err(CredentialError::NeedsSignIn { provider: name.to_owned(), why: e.to_string() })
+            }
+            Err(e) => {
+                let refusal = e.refusal();
+                let delay = retry::backoff(pause.failures, refusal == Refusal::Client, fastrand::f64());
+                let secs = delay.as_secs();
+                if pause.failures == 0 {
+                    warn!("OAuth2 {name}: token renewal failed: {e}; trying again with backoff (next in {secs}s)");
+                } else {
+                    debug!("OAuth2 {name}: token renewal still failing: {e}; next in {secs}s");
+                }
+                *pause = Pause {
+                    failures: pause.failures.saturating_add(1),
+                    until: Some(Instant::now() + delay),
+                    last: Some(e.to_string()),
+                };
+                unexpired(store, name, e.to_string(), refusal).await
+            }
+        }
+    }
+
+    /// Renews provider `name`'s token ahead of its end until `shutdown`; while it needs
+    /// sign-in, only looks at the store.
+    pub async fn keep_fresh(self: Arc<Self>, name: String, shutdown: CancellationToken) {
+        loop {
+            let wait = match self.token(&name).await {
+                Ok(_) => self.until_renewal(&name).await,
+                Err(CredentialError::NeedsSignIn { .. }) => SIGN_IN_POLL,
+                Err(_) => self.until_retry(&name).await,
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    async fn until_renewal(&self, name: &str) -> Duration {
+        let Some(store) = &self.store else { return SIGN_IN_POLL };
+        let owned = name.to_owned();
+        let read = store.read(move |tx| crate::store::oauth::get(tx, &owned)).await;
+        let due = read.ok().flatten().and_then(|row| row.access).map(|a| renew_at(a.issued_at, a.expires_at));
+        due.map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+            .unwrap_or(SIGN_IN_POLL)
+            .max(Duration::from_millis(200))
+    }
+
+    async fn until_retry(&self, name: &str) -> Duration {
+        let pause = self.providers[name].1.lock().await;
+        pause
+            .until
+            .map(|u| u.saturating_duration_since(Instant::now()))
+            .unwrap_or(SIGN_IN_POLL)
+            .max(Duration::from_millis(200))
+    }
+
+    /// Returns once provider `name` no longer needs sign-in (or at `shutdown`).
+    pub async fn wait_for_sign_in(&self, name: &str, shutdown: &CancellationToken) {
+        loop {
+            if let Some(store) = &self.store {
+                let provider = self.provider(name).clone();
+                let next = store.read(move |tx| desk::next(tx, &provider, Utc::now())).await;
+                if !matches!(next, Ok(Next::NeedsSignIn(_))) {
+                    return;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(SIGN_IN_POLL) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// The access token while it has not expired, else `why` as the error.
+async fn unexpired(store: &SharedStore, name: &str, why: String, refusal: Refusal) -> Result<Secret, CredentialError> {
+    let owned = name.to_owned();
+    match store.read(move |tx| desk::unexpired(tx, &owned, Utc::now())).await? {
+        Some(token) => Ok(token),
+        None => Err(CredentialError::Unavailable { provider: name.to_owned(), why, refusal }),
+    }
+}

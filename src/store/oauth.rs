@@ -1,0 +1,177 @@
+//! The OAuth2 tokens of each provider and how their last renewal went. SQL only: when
+//! to renew, and what a refusal means, is `desk::oauth`'s.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, OptionalExtension, Row};
+
+use super::{timestamp, StoreError, Tx};
+use crate::secret::Secret;
+
+/// Whether a provider's tokens can be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenState {
+    Ok,
+    /// Refused by the provider: only `postdesk oauth login` helps.
+    NeedsSignIn,
+    /// The last renewal failed in a way that may pass.
+    Failing,
+}
+
+impl TokenState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenState::Ok => "ok",
+            TokenState::NeedsSignIn => "needs_sign_in",
+            TokenState::Failing => "failing",
+        }
+    }
+
+    fn parse(text: &str) -> Option<TokenState> {
+        [TokenState::Ok, TokenState::NeedsSignIn, TokenState::Failing].into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// An access token and its lifetime.
+#[derive(Debug, Clone)]
+pub struct AccessToken {
+    pub secret: Secret,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    pub provider: String,
+    pub refresh_token: Option<Secret>,
+    pub access: Option<AccessToken>,
+    pub state: TokenState,
+    pub last_refresh_at: Option<DateTime<Utc>>,
+    pub last_result: Option<String>,
+    pub signed_in_at: Option<DateTime<Utc>>,
+}
+
+const COLUMNS: &str = "provider, refresh_token, access_token, issued_at, expires_at, state, last_refresh_at, \
+                       last_result, signed_in_at";
+
+fn time(r: &Row, idx: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    let text: Option<String> = r.get(idx)?;
+    text.map(|t| {
+        DateTime::parse_from_rfc3339(&t)
+            .map(|d| d.to_utc())
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e)))
+    })
+    .transpose()
+}
+
+fn tokens(r: &Row) -> rusqlite::Result<Tokens> {
+    let state: String = r.get(5)?;
+    let state = TokenState::parse(&state).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, format!("state {state:?}").into())
+    })?;
+    let access = match (r.get::<_, Option<String>>(2)?, time(r, 3)?, time(r, 4)?) {
+        (Some(secret), Some(issued_at), Some(expires_at)) => {
+            Some(AccessToken { secret: Secret::new(secret), issued_at, expires_at })
+        }
+        _ => None,
+    };
+    Ok(Tokens {
+        provider: r.get(0)?,
+        refresh_token: r.get::<_, Option<String>>(1)?.map(Secret::new),
+        access,
+        state,
+        last_refresh_at: time(r, 6)?,
+        last_result: r.get(7)?,
+        signed_in_at: time(r, 8)?,
+    })
+}
+
+pub fn get(tx: &Tx<'_>, provider: &str) -> Result<Option<Tokens>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM oauth_tokens WHERE provider = ?1");
+    Ok(tx.conn().prepare_cached(&sql)?.query_row([provider], tokens).optional()?)
+}
+
+pub fn list(tx: &Tx<'_>) -> Result<Vec<Tokens>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM oauth_tokens ORDER BY provider");
+    let mut stmt = tx.conn().prepare(&sql)?;
+    let rows = stmt.query_map([], tokens)?.collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+/// A sign-in (`oauth login`): the tokens replace whatever there was, and the state is ok.
+pub fn signed_in(
+    tx: &Tx<'_>,
+    provider: &str,
+    refresh_token: Option<&Secret>,
+    access: &AccessToken,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    tx.conn().execute(
+        "INSERT INTO oauth_tokens (provider, refresh_token, access_token, issued_at, expires_at, state,
+             last_refresh_at, last_result, signed_in_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'ok', ?6, 'signed in', ?6)
+         ON CONFLICT (provider) DO UPDATE SET refresh_token = excluded.refresh_token,
+             access_token = excluded.access_token, issued_at = excluded.issued_at, expires_at = excluded.expires_at,
+             state = 'ok', last_refresh_at = excluded.last_refresh_at, last_result = excluded.last_result,
+             signed_in_at = excluded.signed_in_at",
+        params![
+            provider,
+            refresh_token.map(Secret::expose),
+            access.secret.expose(),
+            timestamp(access.issued_at),
+            timestamp(access.expires_at),
+            timestamp(now),
+        ],
+    )?;
+    Ok(())
+}
+
+/// A renewed access token (and the new refresh token, when the provider rotates them).
+pub fn renewed(
+    tx: &Tx<'_>,
+    provider: &str,
+    access: &AccessToken,
+    refresh_token: Option<&Secret>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    tx.conn().execute(
+        "INSERT INTO oauth_tokens (provider, refresh_token, access_token, issued_at, expires_at, state,
+             last_refresh_at, last_result)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'ok', ?6, 'renewed')
+         ON CONFLICT (provider) DO UPDATE SET refresh_token = COALESCE(excluded.refresh_token, refresh_token),
+             access_token = excluded.access_token, issued_at = excluded.issued_at, expires_at = excluded.expires_at,
+             state = 'ok', last_refresh_at = excluded.last_refresh_at, last_result = excluded.last_result",
+        params![
+            provider,
+            refresh_token.map(Secret::expose),
+            access.secret.expose(),
+            timestamp(access.issued_at),
+            timestamp(access.expires_at),
+            timestamp(now),
+        ],
+    )?;
+    Ok(())
+}
+
+/// A renewal with `tried` (the refresh token sent, none for client credentials) that
+/// failed: why, and whether a new sign-in is needed. A refused sign-in also forgets its
+/// tokens, which no longer work. A sign-in made meanwhile (another refresh token) is
+/// left as it is.
+pub fn failed(
+    tx: &Tx<'_>,
+    provider: &str,
+    tried: Option<&Secret>,
+    state: TokenState,
+    result: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    tx.conn().execute(
+        "INSERT INTO oauth_tokens (provider, state, last_refresh_at, last_result) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (provider) DO UPDATE SET state = excluded.state, last_refresh_at = excluded.last_refresh_at,
+             last_result = excluded.last_result,
+             refresh_token = IIF(excluded.state = 'needs_sign_in', NULL, refresh_token),
+             access_token = IIF(excluded.state = 'needs_sign_in', NULL, access_token)
+         WHERE oauth_tokens.refresh_token IS ?5",
+        params![provider, state.as_str(), timestamp(now), result, tried.map(Secret::expose)],
+    )?;
+    Ok(())
+}
