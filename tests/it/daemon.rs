@@ -105,10 +105,27 @@ impl World {
 
     /// `spawn` with more environment variables.
     fn spawn_with(&self, env: &[(&str, &str)]) -> Daemon {
-        let log = self.dir.path().join(format!("daemon-{}.log", fastrand::u32(..)));
+        Daemon::start(&self.dir, env)
+    }
+
+    fn folder(&self, folder: &str) -> u32 {
+        self.dovecot.status(USER, folder).messages
+    }
+}
+
+/// A running `postdesk run`, killed on drop.
+pub struct Daemon {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// `postdesk run` on `dir`'s config, logging at debug level (and `env`) into a file.
+    pub fn start(dir: &Dir, env: &[(&str, &str)]) -> Daemon {
+        let log = dir.path().join(format!("daemon-{}.log", fastrand::u32(..)));
         let child = Command::new(env!("CARGO_BIN_EXE_postdesk"))
             .arg("--config")
-            .arg(self.dir.config())
+            .arg(dir.config())
             .args(["run"])
             .env("RUST_LOG", "postdesk=debug")
             .envs(env.iter().copied())
@@ -120,24 +137,12 @@ impl World {
         Daemon { child: Some(child), log }
     }
 
-    fn folder(&self, folder: &str) -> u32 {
-        self.dovecot.status(USER, folder).messages
-    }
-}
-
-/// A running `postdesk run`, killed on drop.
-struct Daemon {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Waits (bounded) until the log says `needle`; the failure shows the log.
-    fn wait_for_log(&self, needle: &str, limit: Duration) {
+    pub fn wait_for_log(&self, needle: &str, limit: Duration) {
         let start = Instant::now();
         while !self.log().contains(needle) {
             assert!(start.elapsed() < limit, "no {needle:?} in the log within {limit:?}:\n{}", self.log());
@@ -383,7 +388,7 @@ fn a_certificate_from_another_ca_is_refused() {
 
 #[test]
 fn starttls_is_required_when_configured() {
-    let dovecot = Dovecot::start_with(&[(USER, PASSWORD)], Options { tls: false });
+    let dovecot = Dovecot::start_with(&[(USER, PASSWORD)], Options { tls: false, ..Default::default() });
     let mailbox = format!(
         "[[mailbox]]\nname = \"support\"\naddress = \"{USER}\"\nhost = \"127.0.0.1\"\nport = {}\n\
          tls = \"starttls\"\nusername = \"{USER}\"\npassword = \"{PASSWORD}\"\n",

@@ -61,11 +61,14 @@ pub struct Options {
     /// false: no SSL at all, so the plain port does not offer STARTTLS and there is no
     /// implicit-TLS port.
     pub tls: bool,
+    /// An OAuth2 introspection URL: XOAUTH2 and OAUTHBEARER are offered too, their
+    /// tokens checked there (`oauth_server.rs`), beside the password users.
+    pub oauth2: Option<String>,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { tls: true }
+        Options { tls: true, oauth2: None }
     }
 }
 
@@ -131,7 +134,7 @@ impl Dovecot {
         let start = |server: &mut Dovecot, ports: &[u16]| {
             server.imap_port = ports[0];
             server.imaps_port = ports.get(1).copied();
-            write_file(&server.config_path(), server.config(&owner, options.tls).as_bytes(), 0o644);
+            write_file(&server.config_path(), server.config(&owner, &options).as_bytes(), 0o644);
             server.spawn();
             server.wait_ready().inspect_err(|_| server.kill())
         };
@@ -366,7 +369,8 @@ impl Dovecot {
         self.dir.path().join(name)
     }
 
-    fn config(&self, owner: &MailOwner, tls: bool) -> String {
+    fn config(&self, owner: &MailOwner, options: &Options) -> String {
+        let tls = options.tls;
         let dir = self.dir.path().display();
         let instance = self.dir.path().file_name().expect("temporary directory name").to_string_lossy();
         let mut conf = format!(
@@ -378,7 +382,7 @@ impl Dovecot {
              protocols = imap\n\
              listen = 127.0.0.1\n\
              disable_plaintext_auth = no\n\
-             auth_mechanisms = plain login\n\
+             auth_mechanisms = plain login{oauth}\n\
              mail_home = {dir}/mail/%u\n\
              mail_location = maildir:~/Maildir\n\
              mail_save_crlf = yes\n\
@@ -389,12 +393,17 @@ impl Dovecot {
              last_valid_uid = {uid}\n\
              first_valid_gid = {gid}\n\
              last_valid_gid = {gid}\n\
-             passdb {{\n  driver = passwd-file\n  args = {dir}/users\n}}\n\
+             passdb {{\n  driver = passwd-file\n{password_mechanisms}  args = {dir}/users\n}}\n\
              userdb {{\n  driver = passwd-file\n  args = {dir}/users\n}}\n\
              namespace inbox {{\n  inbox = yes\n  separator = /\n}}\n",
             uid = owner.uid,
             gid = owner.gid,
+            oauth = if options.oauth2.is_some() { " xoauth2 oauthbearer" } else { "" },
+            password_mechanisms = if options.oauth2.is_some() { "  mechanisms = plain login\n" } else { "" },
         );
+        if let Some(url) = &options.oauth2 {
+            conf.push_str(&self.oauth2_config(url));
+        }
         if tls {
             conf.push_str(&format!("ssl = yes\nssl_cert = <{dir}/server.pem\nssl_key = <{dir}/server.key\n"));
         } else {
@@ -427,6 +436,24 @@ impl Dovecot {
             imaps = self.imaps_port.unwrap_or(0),
         ));
         conf
+    }
+
+    /// The passdb that checks OAuth2 tokens by introspection (RFC 7662), once per login
+    /// (no auth cache: a revoked token is refused at once). Tokens live seconds in the
+    /// tests, so a failed login must not delay the next one: no failure delay, and no
+    /// per-IP penalty (which grows to 15 s in Dovecot 2.3 whatever the delay says).
+    fn oauth2_config(&self, introspection_url: &str) -> String {
+        let dir = self.dir.path().display();
+        let args = format!(
+            "introspection_mode = post\nintrospection_url = {introspection_url}\nforce_introspection = yes\n\
+             username_attribute = username\nactive_attribute = active\nactive_value = true\ntimeout_msecs = 5000\n"
+        );
+        write_file(&self.dir.path().join("oauth2.conf.ext"), args.as_bytes(), 0o644);
+        format!(
+            "passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {dir}/oauth2.conf.ext\n}}\n\
+             auth_failure_delay = 0\n\
+             service anvil {{\n  unix_listener anvil-auth-penalty {{\n    mode = 0\n  }}\n}}\n"
+        )
     }
 
     fn spawn(&mut self) {

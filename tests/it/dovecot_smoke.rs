@@ -141,7 +141,7 @@ fn dovecot_plain_port_offers_starttls_and_logs_in() {
 
 #[test]
 fn dovecot_without_tls_offers_no_starttls() {
-    let server = Dovecot::start_with(&[(USER, PASSWORD)], Options { tls: false });
+    let server = Dovecot::start_with(&[(USER, PASSWORD)], Options { tls: false, ..Default::default() });
     let (mut imap, greeting) = Imap::connect(&server);
     assert!(greeting.starts_with("* OK"), "{greeting:?}");
     let caps = imap.capabilities();

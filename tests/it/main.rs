@@ -14,6 +14,8 @@ mod dovecot;
 mod dovecot_smoke;
 mod golden;
 mod harness;
+mod oauth;
+mod oauth_server;
 mod portal;
 mod servers;
 mod service;

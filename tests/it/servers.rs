@@ -154,3 +154,41 @@ pub fn kill_group(child: Option<std::process::Child>) {
         let _ = child.wait();
     }
 }
+
+/// One HTTP/1.1 request to 127.0.0.1:`port` (`Connection: close`); the status and body.
+/// For the test servers' own endpoints, which speak plain HTTP on loopback.
+pub fn http(port: u16, method: &str, path: &str, json_body: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("connect to :{port}: {e}"));
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("set a read timeout");
+    let body = json_body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("send the request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let body = match head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        true => unchunk(body),
+        false => body.to_owned(),
+    };
+    (status, body)
+}
+
+/// A chunked body, joined.
+fn unchunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}

@@ -191,7 +191,8 @@ fn smtp_postdesk_adapter_never_drops_starttls() {
 #[test]
 fn smtp_delivers_local_recipients_into_dovecot() {
     // Declared first, dropped last: the SMTP server runs doveadm against it.
-    let dovecot = Dovecot::start_with(&[("help@example.com", "secret")], dovecot::Options { tls: false });
+    let dovecot =
+        Dovecot::start_with(&[("help@example.com", "secret")], dovecot::Options { tls: false, ..Default::default() });
     let server = SmtpServer::start(SmtpOptions {
         deliver_to: Some(DeliverTo::dovecot(&dovecot, "example.com")),
         ..SmtpOptions::default()

@@ -1,0 +1,272 @@
+//! OAuth2 sign-in against real parts: the `oidc-provider` test server (`oauth_server.rs`)
+//! hands out short-lived tokens, and Dovecot checks them by introspection for XOAUTH2 and
+//! OAUTHBEARER. `postdesk oauth login` is driven through the device flow; the daemon
+//! renews tokens ahead of expiry, and a revoked sign-in stops every attempt until the
+//! next login.
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::net::UnixDatagram;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::daemon::{mail, wait_until, Daemon};
+use crate::dovecot::{Dovecot, Options};
+use crate::harness::Dir;
+use crate::oauth_server::OAuthServer;
+
+const USER: &str = "support@helpdesk.example";
+const PASSWORD: &str = "s3cret-imap-pw";
+const CLIENT_SECRET: &str = "postdesk-secret";
+
+/// Dovecot with the helpdesk user, checking OAuth2 tokens at `server`.
+fn dovecot(server: &OAuthServer) -> Dovecot {
+    Dovecot::start_with(&[(USER, PASSWORD)], Options { oauth2: Some(server.introspection_url()), ..Default::default() })
+}
+
+/// A config whose mailbox signs in with `auth` through the provider `test` of `grant`.
+fn config(server: &OAuthServer, dovecot: &Dovecot, auth: &str, grant: &str, extra: &str) -> String {
+    format!(
+        "{}[[mailbox]]\nname = \"support\"\naddress = \"{USER}\"\nhost = \"127.0.0.1\"\nport = {}\n\
+         ca_file = \"{}\"\nusername = \"{USER}\"\nauth = \"{auth}\"\noauth2 = \"test\"\npoll_interval_secs = 1\n{extra}",
+        server.provider_config("test", grant),
+        dovecot.imaps_port(),
+        dovecot.ca_file().display()
+    )
+}
+
+/// `postdesk oauth login test`, approved on the server as `account` once it shows its code.
+fn sign_in(dir: &Dir, server: &OAuthServer, account: &str) {
+    let mut child = dir
+        .command(&["oauth", "login", "test"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn postdesk oauth login");
+    let mut shown = String::new();
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let code = loop {
+        let Some(Ok(line)) = lines.next() else {
+            let mut stderr = String::new();
+            let _ = child.stderr.take().expect("piped stderr").read_to_string(&mut stderr);
+            panic!("`oauth login` ended without a code:\n{shown}\n{stderr}");
+        };
+        shown += &line;
+        shown.push('\n');
+        if let Some(code) = line.split("enter the code ").nth(1) {
+            break code.trim().trim_end_matches(')').to_owned();
+        }
+    };
+    server.approve(&code, account);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("`oauth login` did not finish within 30 s of the approval:\n{shown}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(status.success(), "`oauth login` failed ({status}):\n{shown}{}", rest.join("\n"));
+    assert!(rest.iter().any(|l| l.starts_with("Signed in")), "{shown}{}", rest.join("\n"));
+}
+
+fn count(dir: &Dir, sql: &str) -> i64 {
+    let conn = rusqlite::Connection::open(dir.path().join("postdesk.db")).expect("open the database");
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn.query_row(sql, [], |r| r.get(0)).unwrap_or(0)
+}
+
+fn tickets(dir: &Dir) -> i64 {
+    count(dir, "SELECT COUNT(*) FROM tickets")
+}
+
+/// The tokens the database holds now, to look for in logs.
+fn stored_tokens(dir: &Dir) -> Vec<String> {
+    let conn = rusqlite::Connection::open(dir.path().join("postdesk.db")).expect("open the database");
+    let mut stmt = conn.prepare("SELECT refresh_token, access_token FROM oauth_tokens").unwrap();
+    let rows = stmt.query_map([], |r| Ok([r.get::<_, Option<String>>(0)?, r.get::<_, Option<String>>(1)?])).unwrap();
+    rows.flat_map(|r| r.unwrap()).flatten().collect()
+}
+
+fn assert_absent(log: &str, secrets: &[String]) {
+    for secret in secrets {
+        assert!(secret.len() >= 8, "a token this short would match by chance: {secret:?}");
+        if let Some(at) = log.find(secret.as_str()) {
+            let around = &log[log.floor_char_boundary(at.saturating_sub(300))..at];
+            panic!("a secret appears in the logs, after:\n{around}");
+        }
+    }
+}
+
+/// The device flow signs the provider in; the mailbox is read with XOAUTH2, then with
+/// OAUTHBEARER, and no token or secret reaches a log even at trace level.
+#[test]
+fn device_sign_in_then_imap_with_xoauth2_and_oauthbearer() {
+    let server = OAuthServer::start(3600, USER);
+    let dovecot = dovecot(&server);
+    let dir = Dir::new(&config(&server, &dovecot, "xoauth2", "refresh_token", ""));
+
+    let before = dir.run(&["oauth", "status"]);
+    before.assert_code(1);
+    assert!(before.stderr.contains("run `postdesk oauth login test`"), "{}", before.stderr);
+    sign_in(&dir, &server, USER);
+    let status = dir.json(&["oauth", "status"]);
+    assert_eq!(status[0]["state"], "ok", "{status}");
+    assert!(status[0]["expires_in"].as_i64().unwrap() > 3000, "{status}");
+    assert_eq!(status[0]["used_by"][0], format!("mailbox support ({USER})"));
+
+    let mut logs = String::new();
+    for (n, auth) in [(1, "xoauth2"), (2, "oauthbearer")] {
+        let text = config(&server, &dovecot, auth, "refresh_token", "");
+        std::fs::write(dir.config(), format!("[database]\npath = \"postdesk.db\"\n{text}")).unwrap();
+        dovecot.append(USER, "INBOX", &mail(n));
+        let mut cmd = dir.command(&["run", "--once"]);
+        cmd.env("RUST_LOG", "trace,async_imap::imap_stream=trace");
+        let run = crate::harness::run_command(cmd, None);
+        run.assert_code(0);
+        assert_eq!(tickets(&dir), n as i64, "with {auth}:\n{}", run.stderr);
+        logs += &run.stderr;
+    }
+    let check = dir.run(&["check-config", "--connect"]);
+    check.assert_code(0);
+    assert!(check.stdout.contains("OAuth2 test: OK"), "{}", check.stdout);
+    let mut secrets = stored_tokens(&dir);
+    secrets.push(CLIENT_SECRET.to_owned());
+    assert_eq!(secrets.len(), 3, "a refresh token, an access token and the client secret");
+    assert_absent(&(logs + &check.stdout + &check.stderr), &secrets);
+    assert!(server.stats()["introspection"].as_u64().unwrap_or(0) >= 3, "Dovecot checked the tokens itself");
+}
+
+/// Tokens that live three seconds: the daemon renews them before they end, mail keeps
+/// coming in through IDLE, and a backlog cut by a server restart (a new login with a
+/// renewed token) becomes one ticket per message.
+#[test]
+fn tokens_are_renewed_ahead_of_expiry_through_idle_and_a_backlog() {
+    let server = OAuthServer::start(3, USER);
+    let mut dovecot = dovecot(&server);
+    let dir = Dir::new(&config(&server, &dovecot, "oauthbearer", "refresh_token", ""));
+    sign_in(&dir, &server, USER);
+    let daemon = Daemon::start(&dir, &[]);
+    daemon.wait_for_log("connected to", Duration::from_secs(20));
+    let renewed = server.grants("refresh_token");
+    wait_until(Duration::from_secs(20), "the daemon renewed the token three times", || {
+        server.grants("refresh_token") >= renewed + 3
+    });
+    dovecot.append(USER, "INBOX", &mail(1));
+    wait_until(Duration::from_secs(10), "the mail in IDLE is a ticket", || tickets(&dir) == 1);
+
+    dovecot.append_many(USER, PASSWORD, "INBOX", (2..=400).map(mail));
+    wait_until(Duration::from_secs(60), "the backlog is under way", || tickets(&dir) > 20);
+    dovecot.restart();
+    wait_until(Duration::from_secs(90), "every message is a ticket", || tickets(&dir) == 400);
+    assert_eq!(count(&dir, "SELECT COUNT(DISTINCT message_id) FROM articles"), 400);
+    wait_until(Duration::from_secs(30), "every message is moved out of INBOX", || {
+        dovecot.status(USER, "INBOX").messages == 0
+    });
+    let log = daemon.log();
+    assert!(!log.contains("refused"), "no login was refused:\n{log}");
+}
+
+/// Reads sd_notify messages until one has `want` in its STATUS=.
+fn status_with(socket: &UnixDatagram, want: &str, limit: Duration) -> String {
+    let start = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        assert!(start.elapsed() < limit, "no STATUS= with {want:?} within {limit:?}");
+        if let Ok(n) = socket.recv(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if let Some(status) = text.lines().find_map(|l| l.strip_prefix("STATUS=")).filter(|s| s.contains(want)) {
+                return status.to_owned();
+            }
+        }
+    }
+}
+
+fn scrape(port: u16) -> String {
+    let (status, body) = crate::servers::http(port, "GET", "/metrics", None);
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// A revoked sign-in: the daemon says so once with the fix, shows it in STATUS=, the
+/// metrics, `check-config --connect` and `oauth status`, sends nothing to the provider
+/// nor Dovecot meanwhile, and goes on by itself after a new `oauth login`.
+#[test]
+fn a_revoked_sign_in_needs_sign_in_everywhere_and_recovers() {
+    let server = OAuthServer::start(2, USER);
+    let mut dovecot = dovecot(&server);
+    let metrics = crate::servers::free_ports(1)[0];
+    let extra = format!("[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n");
+    let dir = Dir::new(&format!("{extra}{}", config(&server, &dovecot, "xoauth2", "refresh_token", "")));
+    sign_in(&dir, &server, USER);
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let socket_text = socket_path.display().to_string();
+    let daemon = Daemon::start(&dir, &[("NOTIFY_SOCKET", &socket_text), ("WATCHDOG_USEC", "400000")]);
+    status_with(&socket, "1/1 mailboxes connected", Duration::from_secs(20));
+
+    server.revoke(USER);
+    // The connection up stays up; a new one (after a restart of the server) needs a token.
+    wait_until(Duration::from_secs(20), "the renewal was refused", || {
+        server.stats()["token_errors"]["invalid_grant"].as_u64().unwrap_or(0) >= 1
+    });
+    dovecot.restart();
+    let status = status_with(&socket, "needs OAuth sign-in", Duration::from_secs(20));
+    assert!(status.starts_with("0/1 mailboxes connected, 1 needs OAuth sign-in: test"), "{status}");
+    let text = scrape(metrics);
+    for line in [
+        "postdesk_mailbox_state{mailbox=\"support\",state=\"needs_sign_in\"} 1",
+        "postdesk_mailbox_state{mailbox=\"support\",state=\"connected\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+    }
+    let check = dir.run(&["check-config", "--connect"]);
+    check.assert_code(1);
+    assert!(
+        check.stdout.contains("OAuth2 test: FAILED: token request refused: invalid_grant")
+            && check.stdout.contains("— run `postdesk oauth login test`"),
+        "{}",
+        check.stdout
+    );
+    dir.run(&["oauth", "status"]).assert_code(1);
+
+    // No storm: while it waits, nothing reaches the provider or Dovecot.
+    let logins = || dovecot.log().matches("imap-login:").count();
+    let (requests, before) = (server.token_requests(), logins());
+    for _ in 0..10 {
+        status_with(&socket, "needs OAuth sign-in", Duration::from_secs(5));
+    }
+    assert_eq!(server.token_requests(), requests, "token requests while waiting for sign-in");
+    assert_eq!(logins(), before, "logins while waiting:\n{}", dovecot.log());
+    let log = daemon.log();
+    assert_eq!(log.matches("token renewal refused").count(), 1, "said once:\n{log}");
+    assert_eq!(log.matches("waiting for the sign-in").count(), 1, "said once:\n{log}");
+    assert!(log.contains("run `postdesk oauth login test`"), "{log}");
+
+    sign_in(&dir, &server, USER);
+    status_with(&socket, "1/1 mailboxes connected", Duration::from_secs(20));
+    dovecot.append(USER, "INBOX", &mail(7));
+    wait_until(Duration::from_secs(10), "the mail after the new sign-in is a ticket", || tickets(&dir) == 1);
+    dir.run(&["oauth", "status"]).assert_code(0);
+}
+
+/// Application access (Microsoft's client credentials): no login, the secret gets the token.
+#[test]
+fn client_credentials_need_no_sign_in() {
+    let server = OAuthServer::start(3600, USER);
+    let dovecot = dovecot(&server);
+    let dir = Dir::new(&config(&server, &dovecot, "xoauth2", "client_credentials", ""));
+    dovecot.append(USER, "INBOX", &mail(1));
+    let run = dir.run(&["run", "--once"]);
+    run.assert_code(0);
+    assert_eq!(tickets(&dir), 1, "{}", run.stderr);
+    assert_eq!(server.grants("client_credentials"), 1);
+    let login = dir.run(&["oauth", "login", "test"]);
+    login.assert_code(64);
+    assert!(login.stderr.contains("no login needed"), "{}", login.stderr);
+}
