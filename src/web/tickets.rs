@@ -1,6 +1,8 @@
 //! The tickets list and one ticket: reading, answering, noting, setting state and owner,
 //! downloading the raw message and attachments.
 
+use std::sync::Arc;
+
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -85,11 +87,18 @@ pub async fn list(
 ) -> Result<Response, WebError> {
     let query = q.desk_query()?;
     let now = Utc::now();
-    let (mut found, counts, agent_list) = console
+    let config = Arc::clone(&console.config);
+    let (mut found, counts, agent_list, signed_out) = console
         .store
         .read(move |tx| {
             let found = tickets::list(tx, &query, now)?;
-            Ok::<_, WebError>((found, tickets::count_by_state(tx, &query, now)?, agents::list(tx)?))
+            // Mail that cannot be read because a sign-in was refused: said where agents look first.
+            let signed_out: Vec<String> = crate::desk::oauth::status(tx, &config, now)?
+                .into_iter()
+                .filter(|s| s.needs_sign_in())
+                .map(|s| s.name)
+                .collect();
+            Ok::<_, WebError>((found, tickets::count_by_state(tx, &query, now)?, agents::list(tx)?, signed_out))
         })
         .await?;
     let next = (found.len() > PAGE as usize).then(|| {
@@ -114,6 +123,7 @@ pub async fn list(
         states, filter, next,
         state_links => context! { all => q.link(None, None) },
         agents => agent_list.iter().filter(|a| !a.disabled).map(agent_option).collect::<Vec<_>>(),
+        signed_out,
         ..by.frame(&console, "tickets")
     };
     Ok(page("tickets.html", context))

@@ -643,3 +643,31 @@ async fn the_organisations_list_pages() {
     assert!(second.contains("company104.example") && second.contains("rel=\"prev\""));
     desk.get("/orgs?page=x", Some(&session)).await.assert_status(StatusCode::BAD_REQUEST);
 }
+
+/// A provider that needs sign-in is said on the tickets page, with the command; once it
+/// is signed in, the notice is gone.
+#[tokio::test]
+async fn the_tickets_page_says_when_an_oauth_sign_in_is_needed() {
+    let desk = Desk::with(
+        "[oauth2.m365]\nprovider = \"microsoft\"\ntenant = \"contoso.onmicrosoft.com\"\nclient_id = \"abc\"\n",
+    );
+    let session = desk.sign_in("agent@helpdesk.example").await;
+    let page = desk.get("/tickets", Some(&session)).await.text();
+    assert!(
+        page.contains("<strong>m365</strong> needs sign-in") && page.contains("postdesk oauth login m365"),
+        "{page}"
+    );
+    let mut store = Store::open(&desk.db).unwrap();
+    let now = chrono::Utc::now();
+    let issued = postdesk::oauth::Issued {
+        access: postdesk::store::oauth::AccessToken {
+            secret: postdesk::secret::Secret::new("access"),
+            issued_at: now,
+            expires_at: now + chrono::Duration::hours(1),
+        },
+        refresh_token: Some(postdesk::secret::Secret::new("refresh")),
+    };
+    store.write(|tx| postdesk::desk::oauth::signed_in(tx, "m365", &issued, now)).unwrap();
+    let page = desk.get("/tickets", Some(&session)).await.text();
+    assert!(!page.contains("needs sign-in"), "{page}");
+}
