@@ -69,7 +69,7 @@ pub struct OAuthProvider {
     pub client_secret: Option<PasswordSource>,
     pub grant: Grant,
     pub endpoints: Endpoints,
-    /// Certificates to trust for the token endpoint, beside the system's.
+    /// Certificates to trust for the token endpoint, instead of the system's.
     pub ca_file: Option<PathBuf>,
 }
 
@@ -280,6 +280,23 @@ mod tests {
             "[oauth2.g]\nprovider = 'google'\nclient_id = 'a'\n{MAILBOX}auth = 'oauthbearer'\noauth2 = 'g'\npassword = 'x'\n"
         );
         assert!(from_toml(&both).unwrap_err().to_string().contains("mailbox[0].password: is not used"));
+    }
+
+    /// The example config's commented `[oauth2.…]` sections are valid once uncommented.
+    #[test]
+    fn the_example_presets_are_valid() {
+        let example = include_str!("../../config/postdesk.example.toml");
+        let mut sections = String::new();
+        let mut inside = false;
+        for line in example.lines() {
+            inside = line.starts_with("# [oauth2.") || (inside && line.starts_with("# "));
+            if inside {
+                sections.push_str(&line[2..]);
+                sections.push('\n');
+            }
+        }
+        let c = from_toml(&sections).unwrap();
+        assert_eq!(c.oauth2.keys().collect::<Vec<_>>(), ["google", "idp", "m365"]);
     }
 
     #[test]
