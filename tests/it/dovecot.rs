@@ -64,11 +64,14 @@ pub struct Options {
     /// An OAuth2 introspection URL: XOAUTH2 and OAUTHBEARER are offered too, their
     /// tokens checked there (`oauth_server.rs`), beside the password users.
     pub oauth2: Option<String>,
+    /// LMTP and an auth socket for a private Postfix (`postfix.rs`): it delivers here and
+    /// signs its submission clients in with these users.
+    pub mta: bool,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { tls: true, oauth2: None }
+        Options { tls: true, oauth2: None, mta: false }
     }
 }
 
@@ -356,6 +359,11 @@ impl Dovecot {
         log
     }
 
+    /// Where Dovecot's unix sockets are (`lmtp`, `auth-postfix` with `Options::mta`).
+    pub fn socket(&self, name: &str) -> PathBuf {
+        self.dir.path().join("run").join(name)
+    }
+
     fn config_path(&self) -> PathBuf {
         self.dir.path().join("dovecot.conf")
     }
@@ -379,7 +387,7 @@ impl Dovecot {
              base_dir = {dir}/run\n\
              state_dir = {dir}/state\n\
              log_path = {dir}/dovecot.log\n\
-             protocols = imap\n\
+             protocols = imap{lmtp}\n\
              listen = 127.0.0.1\n\
              disable_plaintext_auth = no\n\
              auth_mechanisms = plain login{oauth}\n\
@@ -398,12 +406,23 @@ impl Dovecot {
              namespace inbox {{\n  inbox = yes\n  separator = /\n}}\n",
             uid = owner.uid,
             gid = owner.gid,
+            lmtp = if options.mta { " lmtp" } else { "" },
             oauth = if options.oauth2.is_some() { " xoauth2 oauthbearer" } else { "" },
             password_mechanisms = if options.oauth2.is_some() { "  mechanisms = plain login\n" } else { "" },
         );
         if let Some(url) = &options.oauth2 {
             conf.push_str(&self.oauth2_config(url));
         }
+        if options.mta {
+            conf.push_str(
+                "service lmtp {\n  unix_listener lmtp {\n    mode = 0666\n  }\n}\n\
+                 service auth {\n  unix_listener auth-postfix {\n    mode = 0666\n  }\n}\n",
+            );
+        }
+        // Every test client comes from 127.0.0.1: a failed login must not delay the next
+        // one (no failure delay, and no per-IP penalty, which grows to 15 s in Dovecot 2.3
+        // whatever the delay says and makes Postfix give up on the auth server).
+        conf.push_str("auth_failure_delay = 0\n");
         if tls {
             conf.push_str(&format!("ssl = yes\nssl_cert = <{dir}/server.pem\nssl_key = <{dir}/server.key\n"));
         } else {
@@ -414,8 +433,7 @@ impl Dovecot {
                 conf.push_str(&format!(
                     "default_internal_user = {user}\n\
                      default_login_user = {user}\n\
-                     default_internal_group = {group}\n\
-                     service anvil {{\n  chroot =\n}}\n",
+                     default_internal_group = {group}\n",
                     user = rootless.user,
                     group = rootless.group,
                 ));
@@ -423,6 +441,9 @@ impl Dovecot {
             }
             None => "",
         };
+        conf.push_str(&format!(
+            "service anvil {{\n{chroot}  unix_listener anvil-auth-penalty {{\n    mode = 0\n  }}\n}}\n"
+        ));
         // The built-in imap-login service also has an imaps listener on 993: always override
         // it (port 0 disables it).
         conf.push_str(&format!(
@@ -439,9 +460,7 @@ impl Dovecot {
     }
 
     /// The passdb that checks OAuth2 tokens by introspection (RFC 7662), once per login
-    /// (no auth cache: a revoked token is refused at once). Tokens live seconds in the
-    /// tests, so a failed login must not delay the next one: no failure delay, and no
-    /// per-IP penalty (which grows to 15 s in Dovecot 2.3 whatever the delay says).
+    /// (no auth cache: a revoked token is refused at once).
     fn oauth2_config(&self, introspection_url: &str) -> String {
         let dir = self.dir.path().display();
         let args = format!(
@@ -450,9 +469,7 @@ impl Dovecot {
         );
         write_file(&self.dir.path().join("oauth2.conf.ext"), args.as_bytes(), 0o644);
         format!(
-            "passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {dir}/oauth2.conf.ext\n}}\n\
-             auth_failure_delay = 0\n\
-             service anvil {{\n  unix_listener anvil-auth-penalty {{\n    mode = 0\n  }}\n}}\n"
+            "passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {dir}/oauth2.conf.ext\n}}\n"
         )
     }
 

@@ -17,6 +17,7 @@ mod harness;
 mod oauth;
 mod oauth_server;
 mod portal;
+mod postfix;
 mod servers;
 mod service;
 mod smtp;

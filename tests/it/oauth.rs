@@ -13,6 +13,7 @@ use crate::daemon::{mail, wait_until, Daemon};
 use crate::dovecot::{Dovecot, Options};
 use crate::harness::Dir;
 use crate::oauth_server::OAuthServer;
+use crate::postfix::Postfix;
 
 const USER: &str = "support@helpdesk.example";
 const PASSWORD: &str = "s3cret-imap-pw";
@@ -269,4 +270,40 @@ fn client_credentials_need_no_sign_in() {
     let login = dir.run(&["oauth", "login", "test"]);
     login.assert_code(64);
     assert!(login.stderr.contains("no login needed"), "{}", login.stderr);
+}
+
+/// Acknowledgements submitted to the private Postfix with XOAUTH2, then OAUTHBEARER: Postfix
+/// asks Dovecot, which checks the token at the provider; each reaches the customer's
+/// mailbox by LMTP.
+#[test]
+fn acknowledgements_go_out_through_postfix_with_xoauth2_and_oauthbearer() {
+    const CUSTOMER: &str = "alice@customer.example";
+    let server = OAuthServer::start(3600, USER);
+    let options = Options { oauth2: Some(server.introspection_url()), mta: true, ..Default::default() };
+    let dovecot = Dovecot::start_with(&[(USER, PASSWORD), (CUSTOMER, "alice-pw")], options);
+    let postfix = Postfix::start(&dovecot, &[]);
+    let dir = Dir::new(&config(&server, &dovecot, "xoauth2", "refresh_token", ""));
+    sign_in(&dir, &server, USER);
+    for (n, auth) in [(1, "xoauth2"), (2, "oauthbearer")] {
+        let smtp = format!(
+            "[smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nusername = \"{USER}\"\nauth = \"{auth}\"\n\
+             oauth2 = \"test\"\n",
+            postfix.port()
+        );
+        let text = config(&server, &dovecot, "xoauth2", "refresh_token", "");
+        std::fs::write(dir.config(), format!("[database]\npath = \"postdesk.db\"\n{smtp}{text}")).unwrap();
+        let raw = format!(
+            "From: Alice <{CUSTOMER}>\r\nTo: {USER}\r\nSubject: Help {n}\r\n\
+             Message-ID: <smtp-oauth-{n}@customer.example>\r\n\r\nPlease help.\r\n"
+        );
+        dovecot.append(USER, "INBOX", raw.as_bytes());
+        let run = dir.run(&["run", "--once"]);
+        run.assert_code(0);
+        assert_eq!(count(&dir, "SELECT COUNT(*) FROM outbox WHERE state = 'sent'"), n, "{}", run.stderr);
+        wait_until(Duration::from_secs(10), "the acknowledgement is in the customer's mailbox", || {
+            dovecot.status(CUSTOMER, "INBOX").messages == n as u32
+        });
+        let method = format!("sasl_method={}", auth.to_uppercase());
+        assert!(postfix.log().contains(&method), "{method}:\n{}", postfix.log());
+    }
 }
