@@ -160,6 +160,11 @@ impl Dovecot {
         self.tls_file("ca.pem")
     }
 
+    /// The server certificate and key (signed by `ca_file()`), for another test server.
+    pub fn certificate(&self) -> (PathBuf, PathBuf) {
+        (self.tls_file("server.pem"), self.tls_file("server.key"))
+    }
+
     /// PEM of an unrelated CA, for "wrong CA" tests.
     pub fn other_ca_file(&self) -> PathBuf {
         self.tls_file("other-ca.pem")

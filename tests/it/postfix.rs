@@ -3,11 +3,13 @@
 //! `Postfix::start(&dovecot, &[("gone@example.com", "550 5.1.1 no such user")])` writes a
 //! self-contained instance into a short temporary directory under `/tmp` (its own
 //! `main.cf`, `master.cf`, queue and data directories, and a log file) and runs Postfix's
-//! `master -c DIR` as a child process. It offers submission on a free port of 127.0.0.1,
-//! signs clients in through the Dovecot's auth socket (so the Dovecot's users, and with
-//! `oauth2` its XOAUTH2 and OAUTHBEARER tokens, work for SMTP too), and delivers every
-//! accepted message into that Dovecot by LMTP. Recipients in `answers` get that reply at
-//! RCPT instead (451 for an outage, 550 for a permanent failure).
+//! `master -c DIR` as a child process. It offers submission on a free port of 127.0.0.1
+//! (STARTTLS with the Dovecot's certificate; AUTH required), signing clients in through
+//! the Dovecot's auth socket (so the Dovecot's users, and with `oauth2` its XOAUTH2 and
+//! OAUTHBEARER tokens, work for SMTP too), and an inbound port without AUTH for mail
+//! from loopback (a customer's mail arriving). Every accepted message goes into that
+//! Dovecot by LMTP. Recipients in `answers` get that reply at RCPT instead (451 for an
+//! outage, 550 for a permanent failure).
 //!
 //! Needs the Debian packages postfix and dovecot-lmtpd (`scripts/test` installs them),
 //! and root, as Postfix does. Facts this relies on (Postfix 3.7):
@@ -38,6 +40,7 @@ pub struct Postfix {
     dir: tempfile::TempDir,
     child: Option<Child>,
     port: u16,
+    inbound_port: u16,
 }
 
 impl Postfix {
@@ -52,22 +55,47 @@ impl Postfix {
         assert_eq!(unsafe { libc::geteuid() }, 0, "the private Postfix runs as root (as in CI: scripts/test)");
         let dir = tempfile::Builder::new().prefix("pd-mta-").tempdir_in("/tmp").expect("a temporary directory");
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o711)).expect("chmod the temporary directory");
-        let mut postfix = Postfix { dir, child: None, port: 0 };
+        let mut postfix = Postfix { dir, child: None, port: 0, inbound_port: 0 };
         postfix.make_queue();
         postfix.set_answers(answers);
         let start = |postfix: &mut Postfix, ports: &[u16]| {
-            postfix.port = ports[0];
+            (postfix.port, postfix.inbound_port) = (ports[0], ports[1]);
             postfix.write_config(dovecot);
             postfix.spawn();
             postfix.wait_ready().inspect_err(|_| postfix.stop())
         };
-        servers::start_on_free_ports(&mut postfix, 1, start, Postfix::log);
+        servers::start_on_free_ports(&mut postfix, 2, start, Postfix::log);
         postfix
     }
 
-    /// The submission port (plain text, AUTH required).
+    /// The submission port (STARTTLS offered, AUTH required).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Submits `raw` from `from` to `to` on the inbound port, as another MTA would.
+    pub fn receive(&self, from: &str, to: &str, raw: &[u8]) {
+        crate::smtp::submit_to(self.inbound_port, from, to, raw).unwrap_or_else(|e| panic!("{e}\n{}", self.log()));
+    }
+
+    /// Waits (bounded) until every message accepted so far has left the queue: delivered,
+    /// or bounced (and the bounce delivered).
+    pub fn settle(&self) {
+        let start = Instant::now();
+        loop {
+            let log = self.log();
+            let (accepted, removed) = (log.matches(": message-id=").count(), log.matches(": removed").count());
+            if accepted == removed {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "{accepted} accepted, {removed} left the queue:\n{log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Messages delivered into Dovecot so far.
+    pub fn delivered(&self) -> usize {
+        self.log().matches("status=sent").count()
     }
 
     pub fn log(&self) -> String {
@@ -128,6 +156,7 @@ impl Postfix {
         let dir = self.dir.path().display();
         let name = self.dir.path().file_name().expect("directory name").to_string_lossy();
         let (lmtp, auth) = (dovecot.socket("lmtp"), dovecot.socket("auth-postfix"));
+        let (cert, key) = dovecot.certificate();
         let etc = self.config_dir();
         let main = format!(
             "# Written by tests/it/postfix.rs\n\
@@ -169,6 +198,9 @@ impl Postfix {
              smtpd_sasl_path = {auth}\n\
              smtpd_sasl_auth_enable = no\n\
              smtpd_sasl_security_options = noanonymous\n\
+             smtpd_tls_security_level = none\n\
+             smtpd_tls_cert_file = {cert}\n\
+             smtpd_tls_key_file = {key}\n\
              smtpd_recipient_restrictions = check_recipient_access texthash:{etc}/recipient_access, \
                  permit_sasl_authenticated, reject\n\
              biff = no\n\
@@ -176,18 +208,26 @@ impl Postfix {
              line_length_limit = 16384\n",
             lmtp = lmtp.display(),
             auth = auth.display(),
+            cert = cert.display(),
+            key = key.display(),
             etc = etc.display(),
         );
         let submission = format!(
             "127.0.0.1:{port} inet n - n - - smtpd\n  -o syslog_name={name}/submission\n  -o smtpd_sasl_auth_enable=yes\n\
+             \x20 -o smtpd_tls_security_level=may\n\
              \x20 -o smtpd_client_restrictions=permit_sasl_authenticated,reject\n\
-             \x20 -o smtpd_relay_restrictions=permit_sasl_authenticated,reject\n",
-            port = self.port
+             \x20 -o smtpd_relay_restrictions=permit_sasl_authenticated,reject\n\
+             127.0.0.1:{inbound} inet n - n - - smtpd\n  -o syslog_name={name}/inbound\n\
+             \x20 -o smtpd_relay_restrictions=permit_mynetworks,reject\n\
+             \x20 -o smtpd_recipient_restrictions=permit_mynetworks,reject\n",
+            port = self.port,
+            inbound = self.inbound_port,
         );
         let services = [
             "pickup unix n - n 60 1 pickup",
             "cleanup unix n - n - 0 cleanup",
             "qmgr unix n - n 300 1 qmgr",
+            "tlsmgr unix - - n 1000? 1 tlsmgr",
             "rewrite unix - - n - - trivial-rewrite",
             "bounce unix - - n - 0 bounce",
             "defer unix - - n - 0 bounce",
