@@ -26,6 +26,8 @@ use crate::store::oauth::AccessToken;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// A token without `expires_in` is taken to last this long (RFC 6749 recommends the field).
 const ASSUMED_LIFETIME: Duration = Duration::from_secs(3600);
+/// How long `oauth login --browser` waits for the browser to come back.
+const SIGN_IN_TIMEOUT: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum OAuthError {
@@ -260,7 +262,14 @@ mod redirect {
         let router = axum::Router::new().route("/", axum::routing::get(came_back)).with_state(answer);
         let shutdown = tokio_util::sync::CancellationToken::new();
         let serving = tokio::spawn(crate::web::serve(listener, router, shutdown.clone()));
-        let query = receive.await.map_err(|_| OAuthError::Setup("the redirect listener stopped".to_owned()));
+        let query = match tokio::time::timeout(super::SIGN_IN_TIMEOUT, receive).await {
+            Ok(Ok(query)) => Ok(query),
+            Ok(Err(_)) => Err(OAuthError::Setup("the redirect listener stopped".to_owned())),
+            Err(_) => Err(OAuthError::Setup(format!(
+                "no sign-in came back within {} minutes",
+                super::SIGN_IN_TIMEOUT.as_secs() / 60
+            ))),
+        };
         shutdown.cancel();
         let _ = serving.await;
         let query = query?;

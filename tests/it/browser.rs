@@ -107,24 +107,7 @@ impl World {
     }
 
     async fn browser(&self) -> Client {
-        let profile = self.dir.path().join("chromium-profile");
-        let capabilities = json!({
-            "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                    "--window-size=1280,900", format!("--user-data-dir={}", profile.display()),
-                ],
-            }
-        });
-        let Value::Object(capabilities) = capabilities else { unreachable!() };
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        ClientBuilder::new(connector)
-            .capabilities(capabilities)
-            .connect(&format!("http://127.0.0.1:{}", self.driver_port))
-            .await
-            .expect("a Chromium session through chromedriver")
+        chromium(self.driver_port, &self.dir.path().join("chromium-profile")).await
     }
 
     fn tickets(&self) -> Vec<Value> {
@@ -134,6 +117,74 @@ impl World {
     fn daemon_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
     }
+}
+
+/// A headless Chromium session through the chromedriver on `driver_port`.
+async fn chromium(driver_port: u16, profile: &std::path::Path) -> Client {
+    let capabilities = json!({
+        "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                "--window-size=1280,900", format!("--user-data-dir={}", profile.display()),
+            ],
+        }
+    });
+    let Value::Object(capabilities) = capabilities else { unreachable!() };
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    ClientBuilder::new(connector)
+        .capabilities(capabilities)
+        .connect(&format!("http://127.0.0.1:{driver_port}"))
+        .await
+        .expect("a Chromium session through chromedriver")
+}
+
+/// `postdesk oauth login --browser`: the address it prints, opened in Chromium, signs in
+/// at the OAuth2 test server (authorization code with PKCE) and comes back to the
+/// command's loopback redirect, which stores the refresh token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth_login_in_a_browser_comes_back_to_the_loopback_redirect() {
+    use std::io::{BufRead, BufReader};
+    let server = crate::oauth_server::OAuthServer::start(3600, ALICE);
+    let dir = Dir::new(&server.provider_config("test", "refresh_token"));
+    let mut login = dir.command(&["oauth", "login", "test", "--browser"]);
+    let mut child = login.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let address = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.trim().starts_with("http://").then(|| l.trim().to_owned()))
+        .expect("`oauth login --browser` prints the address to open");
+    assert!(
+        address.contains("code_challenge_method=S256") && address.contains("redirect_uri=http%3A%2F%2F127.0.0.1%3A")
+    );
+    let driver_port = free_ports(1)[0];
+    let mut driver = Command::new("/usr/bin/chromedriver");
+    driver.arg(format!("--port={driver_port}")).stdout(Stdio::null()).stderr(Stdio::null());
+    let _chromedriver = spawn(driver);
+    wait_until(WAIT, "chromedriver listens", || port_accepts(driver_port));
+    let browser = chromium(driver_port, &dir.path().join("chromium-profile")).await;
+    // The test server signs in whoever the hint names, as a person would at the provider.
+    browser.goto(&format!("{address}&login_hint=alice%40mail.test")).await.unwrap();
+    let mut status = None;
+    for _ in 0..300 {
+        status = child.try_wait().unwrap();
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let page = body_text(&browser).await;
+    browser.close().await.unwrap();
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}: {rest:?}\n{page}\n{}", server.log());
+    assert!(rest.iter().any(|l| l.starts_with("Signed in")), "{rest:?}");
+    assert!(page.contains("postdesk has the sign-in"), "{page}");
+    assert_eq!(dir.json(&["oauth", "status"])[0]["state"], "ok");
 }
 
 /// Fills the field `name` of the page's form `form` (a CSS selector).

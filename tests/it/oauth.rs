@@ -93,8 +93,13 @@ fn stored_tokens(dir: &Dir) -> Vec<String> {
     rows.flat_map(|r| r.unwrap()).flatten().collect()
 }
 
+/// No secret, nor an XOAUTH2 message carrying a token (base64, as sent), is in `log`.
 fn assert_absent(log: &str, secrets: &[String]) {
-    for secret in secrets {
+    let sasl = secrets
+        .iter()
+        .map(|token| crate::service::base64_encode(format!("user={USER}\x01auth=Bearer {token}\x01\x01").as_bytes()));
+    let all: Vec<String> = secrets.iter().cloned().chain(sasl).collect();
+    for secret in &all {
         assert!(secret.len() >= 8, "a token this short would match by chance: {secret:?}");
         if let Some(at) = log.find(secret.as_str()) {
             let around = &log[log.floor_char_boundary(at.saturating_sub(300))..at];
@@ -284,6 +289,7 @@ fn acknowledgements_go_out_through_postfix_with_xoauth2_and_oauthbearer() {
     let postfix = Postfix::start(&dovecot, &[]);
     let dir = Dir::new(&config(&server, &dovecot, "xoauth2", "refresh_token", ""));
     sign_in(&dir, &server, USER);
+    let mut logs = String::new();
     for (n, auth) in [(1, "xoauth2"), (2, "oauthbearer")] {
         let smtp = format!(
             "[smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nusername = \"{USER}\"\nauth = \"{auth}\"\n\
@@ -297,8 +303,11 @@ fn acknowledgements_go_out_through_postfix_with_xoauth2_and_oauthbearer() {
              Message-ID: <smtp-oauth-{n}@customer.example>\r\n\r\nPlease help.\r\n"
         );
         dovecot.append(USER, "INBOX", raw.as_bytes());
-        let run = dir.run(&["run", "--once"]);
+        let mut cmd = dir.command(&["run", "--once"]);
+        cmd.env("RUST_LOG", "trace");
+        let run = crate::harness::run_command(cmd, None);
         run.assert_code(0);
+        logs += &run.stderr;
         assert_eq!(count(&dir, "SELECT COUNT(*) FROM outbox WHERE state = 'sent'"), n, "{}", run.stderr);
         wait_until(Duration::from_secs(10), "the acknowledgement is in the customer's mailbox", || {
             dovecot.status(CUSTOMER, "INBOX").messages == n as u32
@@ -306,4 +315,7 @@ fn acknowledgements_go_out_through_postfix_with_xoauth2_and_oauthbearer() {
         let method = format!("sasl_method={}", auth.to_uppercase());
         assert!(postfix.log().contains(&method), "{method}:\n{}", postfix.log());
     }
+    let mut secrets = stored_tokens(&dir);
+    secrets.push(CLIENT_SECRET.to_owned());
+    assert_absent(&logs, &secrets);
 }

@@ -149,7 +149,7 @@ fn passwords_never_reach_the_logs() {
 }
 
 /// Base64 (RFC 4648), to look for an AUTH PLAIN blob in the logs.
-fn base64_encode(bytes: &[u8]) -> String {
+pub(crate) fn base64_encode(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {

@@ -55,7 +55,7 @@ const configuration = {
       token_endpoint_auth_method: 'client_secret_post',
       grant_types: [DEVICE_CODE, 'refresh_token', 'authorization_code', 'client_credentials'],
       response_types: ['code'],
-      redirect_uris: ['http://127.0.0.1/callback'],
+      redirect_uris: ['http://127.0.0.1/'],
       scope: 'openid offline_access imap smtp',
     },
     {
