@@ -47,7 +47,15 @@ pub fn unexpired(tx: &Tx, name: &str, now: DateTime<Utc>) -> Result<Option<Secre
     Ok(row.and_then(|r| r.access).filter(|a| now < a.expires_at).map(|a| a.secret))
 }
 
-/// Records a renewal's result; the provider's state after it.
+/// How long a renewal may take before another process may try it.
+const RENEWAL_CLAIM: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
+/// Whether this process may renew `name`'s token now: one process at a time does.
+pub fn claim_renewal(tx: &Tx, name: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    store::claim_renewal(tx, name, now, now + RENEWAL_CLAIM)
+}
+
+/// Records a renewal's result (ending its claim); the provider's state after it.
 pub fn renewed(
     tx: &Tx,
     name: &str,
@@ -194,6 +202,22 @@ mod tests {
                 assert!(shown.needs_sign_in(), "{shown:?}");
                 signed_in(tx, "idp", &issued("a2", Some("r2"), 90, 190), at(90))?;
                 assert!(matches!(next(tx, idp, at(91))?, Next::Use(t) if t.expose() == "a2"));
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+    }
+
+    /// One process renews at a time; the claim ends with the renewal, or runs out.
+    #[test]
+    fn one_renewal_at_a_time() {
+        let mut store = Store::open_in_memory().unwrap();
+        store
+            .write(|tx| {
+                assert!(claim_renewal(tx, "idp", at(0))?, "the first claim");
+                assert!(!claim_renewal(tx, "idp", at(1))?, "held");
+                renewed(tx, "idp", None, &Ok(issued("a1", None, 1, 100)), at(1))?;
+                assert!(claim_renewal(tx, "idp", at(2))?, "free again after the renewal");
+                assert!(claim_renewal(tx, "idp", at(62))?, "a claim that ran out");
                 Ok::<_, StoreError>(())
             })
             .unwrap();

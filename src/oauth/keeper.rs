@@ -26,6 +26,8 @@ use crate::store::StoreError;
 /// How often a provider that needs sign-in is looked up in the store (no request leaves
 /// the machine for it).
 const SIGN_IN_POLL: Duration = Duration::from_secs(2);
+/// How long a login waits for another process's renewal.
+const RENEWED_ELSEWHERE_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
@@ -99,7 +101,10 @@ impl Keeper {
                 return unexpired(store, name, why, Refusal::Other).await;
             }
         }
-        let now = Utc::now();
+        let (owned, now) = (name.to_owned(), Utc::now());
+        if !store.write(move |tx| desk::claim_renewal(tx, &owned, now)).await? {
+            return self.renewed_elsewhere(store, name).await;
+        }
         let result = match &tried {
             Some(refresh_token) => super::refresh(&provider, refresh_token, now).await,
             None => super::client_credentials(&provider, now).await,
@@ -138,6 +143,23 @@ impl Keeper {
                 unexpired(store, name, e.to_string(), refusal).await
             }
         }
+    }
+
+    /// Another process is renewing the token: its result, once it is stored (bounded),
+    /// else the token in hand while it lasts.
+    async fn renewed_elsewhere(&self, store: &SharedStore, name: &str) -> Result<Secret, CredentialError> {
+        let deadline = Instant::now() + RENEWED_ELSEWHERE_WAIT;
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let provider = self.provider(name).clone();
+            match store.read(move |tx| desk::next(tx, &provider, Utc::now())).await? {
+                Next::Use(token) => return Ok(token),
+                Next::NeedsSignIn(why) => return Err(CredentialError::NeedsSignIn { provider: name.to_owned(), why }),
+                Next::Renew { .. } => {}
+            }
+        }
+        let why = "another postdesk process is renewing the token".to_owned();
+        unexpired(store, name, why, Refusal::Other).await
     }
 
     /// Renews provider `name`'s token ahead of its end until `shutdown`; while it needs

@@ -112,7 +112,7 @@ pub fn signed_in(
          ON CONFLICT (provider) DO UPDATE SET refresh_token = excluded.refresh_token,
              access_token = excluded.access_token, issued_at = excluded.issued_at, expires_at = excluded.expires_at,
              state = 'ok', last_refresh_at = excluded.last_refresh_at, last_result = excluded.last_result,
-             signed_in_at = excluded.signed_in_at",
+             signed_in_at = excluded.signed_in_at, renewing_until = NULL",
         params![
             provider,
             refresh_token.map(Secret::expose),
@@ -139,7 +139,8 @@ pub fn renewed(
          VALUES (?1, ?2, ?3, ?4, ?5, 'ok', ?6, 'renewed')
          ON CONFLICT (provider) DO UPDATE SET refresh_token = COALESCE(excluded.refresh_token, refresh_token),
              access_token = excluded.access_token, issued_at = excluded.issued_at, expires_at = excluded.expires_at,
-             state = 'ok', last_refresh_at = excluded.last_refresh_at, last_result = excluded.last_result",
+             state = 'ok', last_refresh_at = excluded.last_refresh_at, last_result = excluded.last_result,
+             renewing_until = NULL",
         params![
             provider,
             refresh_token.map(Secret::expose),
@@ -150,6 +151,22 @@ pub fn renewed(
         ],
     )?;
     Ok(())
+}
+
+/// Claims the renewal of `provider`'s token until `until`: false while another process
+/// holds an unexpired claim.
+pub fn claim_renewal(
+    tx: &Tx<'_>,
+    provider: &str,
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let sql = "INSERT INTO oauth_tokens (provider, state, renewing_until) VALUES (?1, 'ok', ?3)
+               ON CONFLICT (provider) DO UPDATE SET renewing_until = excluded.renewing_until
+                   WHERE oauth_tokens.renewing_until IS NULL OR oauth_tokens.renewing_until <= ?2
+               RETURNING provider";
+    let claimed = tx.conn().query_row(sql, params![provider, timestamp(now), timestamp(until)], |_| Ok(()));
+    Ok(claimed.optional()?.is_some())
 }
 
 /// A renewal with `tried` (the refresh token sent, none for client credentials) that
@@ -167,7 +184,7 @@ pub fn failed(
     tx.conn().execute(
         "INSERT INTO oauth_tokens (provider, state, last_refresh_at, last_result) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (provider) DO UPDATE SET state = excluded.state, last_refresh_at = excluded.last_refresh_at,
-             last_result = excluded.last_result,
+             last_result = excluded.last_result, renewing_until = NULL,
              refresh_token = IIF(excluded.state = 'needs_sign_in', NULL, refresh_token),
              access_token = IIF(excluded.state = 'needs_sign_in', NULL, access_token)
          WHERE oauth_tokens.refresh_token IS ?5",

@@ -319,3 +319,26 @@ fn acknowledgements_go_out_through_postfix_with_xoauth2_and_oauthbearer() {
     secrets.push(CLIENT_SECRET.to_owned());
     assert_absent(&logs, &secrets);
 }
+
+/// Two daemons on one database renew the same provider's tokens, which the server
+/// rotates and whose reuse it punishes by revoking the sign-in: they take turns (a claim
+/// in the database), so no refresh token is ever sent twice.
+#[test]
+fn two_daemons_never_send_a_refresh_token_twice() {
+    let server = OAuthServer::start(2, USER);
+    let dovecot = dovecot(&server);
+    let dir = Dir::new(&config(&server, &dovecot, "xoauth2", "refresh_token", ""));
+    sign_in(&dir, &server, USER);
+    let daemons = [Daemon::start(&dir, &[]), Daemon::start(&dir, &[])];
+    let renewed = server.grants("refresh_token");
+    wait_until(Duration::from_secs(30), "the daemons renewed the token eight times", || {
+        server.grants("refresh_token") >= renewed + 8
+    });
+    let errors = &server.stats()["token_errors_by_grant"]["refresh_token"];
+    assert!(errors.as_object().is_none_or(|e| e.is_empty()), "refused renewals: {errors}\n{}", server.log());
+    dovecot.append(USER, "INBOX", &mail(1));
+    wait_until(Duration::from_secs(20), "the mail is a ticket", || tickets(&dir) == 1);
+    for daemon in &daemons {
+        assert!(!daemon.log().contains("needs sign-in"), "{}", daemon.log());
+    }
+}
