@@ -179,11 +179,7 @@ impl async_imap::Authenticator for Sasl {
     type Response = String;
 
     fn process(&mut self, _challenge: &[u8]) -> String {
-        match (self.first.take(), self.mechanism) {
-            (Some(first), _) => first,
-            (None, Mechanism::Xoauth2) => String::new(),
-            (None, Mechanism::Oauthbearer) => "\x01".to_owned(),
-        }
+        self.first.take().unwrap_or_else(|| self.mechanism.error_answer().to_owned())
     }
 }
 

@@ -28,7 +28,6 @@ use tokio_rustls::client::TlsStream;
 
 use crate::config::{Login, SmtpConfig, TlsMode};
 use crate::core::ack::Acknowledgement;
-use crate::core::oauth;
 use crate::oauth::Keeper;
 use crate::secret::Credential;
 
@@ -118,6 +117,16 @@ impl Smtp {
         }
     }
 
+    /// The OAuth2 provider `[smtp]` signs in with, while it waits for `oauth login`.
+    pub async fn waiting_for_sign_in(&self) -> Option<String> {
+        match &self.login {
+            Some((_, Login::OAuth { provider, .. })) if self.keeper.needs_sign_in(provider).await => {
+                Some(provider.clone())
+            }
+            _ => None,
+        }
+    }
+
     /// Connects (and logs in, when configured) without sending anything.
     pub async fn check(&self) -> Result<(), String> {
         let mut connection = self.connection().await.map_err(|e| e.to_string())?;
@@ -156,6 +165,13 @@ impl Smtp {
 
     /// A new connection, greeted, encrypted as configured and logged in.
     async fn connect(&self) -> Result<AsyncSmtpConnection, SmtpError> {
+        // First, so that a sign-in that is not possible now contacts no server.
+        let credential = match &self.login {
+            Some((user, login)) => {
+                Some((user, self.keeper.credential(login).await.map_err(|e| SmtpError::Transient(e.to_string()))?))
+            }
+            None => None,
+        };
         let tcp = TcpStream::connect((self.host.as_str(), self.port)).await.map_err(|e| self.unreachable(e))?;
         tcp.set_nodelay(true).map_err(|e| self.unreachable(e))?;
         let stream: Box<dyn AsyncTokioStream> = match &self.tls {
@@ -172,34 +188,40 @@ impl Smtp {
             // `starttls` refuses a server that does not offer it: never a silent downgrade.
             connection.starttls(parameters.clone(), &self.hello).await.map_err(refusal)?;
         }
-        if let Some((user, login)) = &self.login {
-            self.sign_in(&mut connection, user, login).await?;
+        if let Some((user, credential)) = credential {
+            let signed_in = self.sign_in(&mut connection, user, &credential).await;
+            if let (Err(_), Some((_, login))) = (&signed_in, &self.login) {
+                self.keeper.refused(login, &credential).await;
+            }
+            signed_in?;
         }
         Ok(connection)
     }
 
     /// AUTH with a password (PLAIN or LOGIN) or an OAuth2 token. A refused token is a
     /// transient failure: the mail waits while the token is renewed or signed in again.
-    async fn sign_in(&self, connection: &mut AsyncSmtpConnection, user: &str, login: &Login) -> Result<(), SmtpError> {
-        let credential = self.keeper.credential(login).await.map_err(|e| SmtpError::Transient(e.to_string()))?;
-        let token_refused = |e: lettre::transport::smtp::Error| SmtpError::Transient(format!("token refused: {e}"));
+    async fn sign_in(
+        &self,
+        connection: &mut AsyncSmtpConnection,
+        user: &str,
+        credential: &Credential,
+    ) -> Result<(), SmtpError> {
+        let token_refused = |why: String| SmtpError::Transient(format!("token refused: {why}"));
         match credential {
             Credential::Password(password) => {
                 let credentials = Credentials::new(user.to_owned(), password.expose().to_owned());
                 connection.auth(&[Mechanism::Plain, Mechanism::Login], &credentials).await.map_err(refusal)?;
             }
-            Credential::Token(oauth::Mechanism::Xoauth2, token) => {
-                let credentials = Credentials::new(user.to_owned(), token.expose().to_owned());
-                connection.auth(&[Mechanism::Xoauth2], &credentials).await.map_err(token_refused)?;
-            }
-            Credential::Token(oauth::Mechanism::Oauthbearer, token) => {
-                let first = oauth::Mechanism::Oauthbearer.initial_response(user, &self.host, self.port, token.expose());
-                let reply = connection.command(Sasl::initial("OAUTHBEARER", &first)).await.map_err(token_refused)?;
+            Credential::Token(mechanism, token) => {
+                let first = mechanism.initial_response(user, &self.host, self.port, token.expose());
+                let mechanism = *mechanism;
+                let reply = connection.command(Sasl::initial(mechanism.name(), &first)).await;
+                let reply = reply.map_err(|e| token_refused(e.to_string()))?;
                 if reply.has_code(334) {
-                    // The server's error report (RFC 7628 §3.2.2), answered with %x01.
-                    let end = connection.command(Sasl::answer("\x01")).await;
+                    // The server's error report, answered so that it ends with its refusal.
+                    let end = connection.command(Sasl::answer(mechanism.error_answer())).await;
                     let why = end.err().map_or_else(|| "the server refused it".to_owned(), |e| e.to_string());
-                    return Err(SmtpError::Transient(format!("token refused: {why}")));
+                    return Err(token_refused(why));
                 }
             }
         }
@@ -212,7 +234,9 @@ impl Smtp {
     }
 }
 
-/// An AUTH line lettre has no mechanism for (OAUTHBEARER): base64, ended by CRLF.
+/// An AUTH line of an OAuth2 mechanism, sent by hand: lettre has no OAUTHBEARER, and its
+/// XOAUTH2 cannot answer the server's error report. Base64, ended by CRLF. Its Display is
+/// the line on the wire, token included: only `command` may print it, never a log.
 struct Sasl(String);
 
 impl Sasl {

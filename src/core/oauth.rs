@@ -54,6 +54,16 @@ impl Mechanism {
             }
         }
     }
+
+    /// The client's answer to a challenge after its first message, which is the
+    /// server's error report: XOAUTH2 wants an empty line, RFC 7628 a lone %x01; either
+    /// way the server then ends the exchange with its refusal.
+    pub fn error_answer(self) -> &'static str {
+        match self {
+            Mechanism::Xoauth2 => "",
+            Mechanism::Oauthbearer => "\x01",
+        }
+    }
 }
 
 /// RFC 5801's escaping of a name in the GS2 header: `,` and `=` are special there.

@@ -177,7 +177,13 @@ impl MailboxLoop {
         let m = self.mailbox.clone();
         self.busy(true);
         let credential = self.shared.keeper.credential(&m.login).await.map_err(ImapError::from)?;
-        let mut session = imap::connect(&m, &credential).await?;
+        let mut session = match imap::connect(&m, &credential).await {
+            Err(e @ ImapError::Auth(..)) => {
+                self.shared.keeper.refused(&m.login, &credential).await;
+                return Err(e.into());
+            }
+            connected => connected?,
+        };
         let caps = imap::capabilities(&mut session).await?;
         if m.after == After::Move {
             imap::ensure_folder(&mut session, &m.processed_folder).await?;

@@ -53,6 +53,8 @@ pub struct Metrics {
     /// IMAP connections found stalled in IDLE (no answer within the bound) and reopened.
     pub imap_stalls: AtomicU64,
     acks_suppressed: Mutex<BTreeMap<String, u64>>,
+    /// The OAuth2 provider of `[smtp]`, while the sender waits for its sign-in.
+    smtp_needs_sign_in: Mutex<Option<String>>,
     mailboxes: Mutex<BTreeMap<String, MailboxHealth>>,
     latency: Mutex<Histogram>,
 }
@@ -99,6 +101,15 @@ impl Metrics {
 
     pub fn mailboxes(&self) -> BTreeMap<String, MailboxHealth> {
         lock(&self.mailboxes).clone()
+    }
+
+    /// Sets whether (and for which provider) the sender waits for a sign-in; what it was.
+    pub fn smtp_sign_in(&self, provider: Option<String>) -> Option<String> {
+        std::mem::replace(&mut *lock(&self.smtp_needs_sign_in), provider)
+    }
+
+    pub fn smtp_needs_sign_in(&self) -> Option<String> {
+        lock(&self.smtp_needs_sign_in).clone()
     }
 
     /// The Prometheus text exposition; `outbox_depth`, and each OAuth2 provider's seconds
@@ -168,6 +179,12 @@ impl Metrics {
         let _ = writeln!(
             out,
             "# HELP postdesk_outbox_depth Acknowledgements waiting to be sent.\n# TYPE postdesk_outbox_depth gauge\npostdesk_outbox_depth {outbox_depth}"
+        );
+        let smtp_waits = u8::from(self.smtp_needs_sign_in().is_some());
+        let _ = writeln!(
+            out,
+            "# HELP postdesk_smtp_needs_sign_in Whether the sender waits for an OAuth2 sign-in of [smtp].\n\
+             # TYPE postdesk_smtp_needs_sign_in gauge\npostdesk_smtp_needs_sign_in {smtp_waits}"
         );
         out.push_str("# HELP postdesk_oauth_token_expiry_seconds Seconds until the provider's access token expires.\n");
         out.push_str("# TYPE postdesk_oauth_token_expiry_seconds gauge\n");

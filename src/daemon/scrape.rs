@@ -23,6 +23,6 @@ async fn scrape(State((metrics, store)): State<(Arc<Metrics>, SharedStore)>) -> 
     let tokens = store.read(crate::store::oauth::list).await.unwrap_or_default();
     let now = chrono::Utc::now();
     let expiry: Vec<(String, i64)> =
-        tokens.into_iter().filter_map(|t| Some((t.provider, (t.access?.expires_at - now).num_seconds()))).collect();
+        tokens.into_iter().filter_map(|t| Some((t.provider, (t.expires_at? - now).num_seconds()))).collect();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics.render(depth, &expiry))
 }

@@ -61,6 +61,9 @@ pub struct Sender {
     pending: Mutex<Vec<Record>>,
 }
 
+/// How often a sender waiting for an OAuth2 sign-in looks again (in the store only).
+const SIGN_IN_POLL: Duration = Duration::from_secs(2);
+
 impl Sender {
     pub fn new(
         config: &SmtpConfig,
@@ -126,11 +129,31 @@ impl Sender {
             info!("{count} delivery attempt(s) held while the database could not be written are recorded now");
         }
         self.drains.finished().await;
+        if self.waiting_for_sign_in().await {
+            return Ok(Pass::Idle(SIGN_IN_POLL));
+        }
         self.release_dead_claims().await?;
         if self.deliver_due().await? > 0 {
             return Ok(Pass::Delivered);
         }
         Ok(Pass::Idle(self.until_next_due().await?))
+    }
+
+    /// While `[smtp]`'s OAuth2 sign-in is refused nothing is claimed nor tried: the rows
+    /// wait in the outbox, their attempts not counted, and no server is contacted; said
+    /// once when it begins and once when it ends.
+    async fn waiting_for_sign_in(&self) -> bool {
+        let waiting = self.smtp.waiting_for_sign_in().await;
+        let before = self.metrics.smtp_sign_in(waiting.clone());
+        match (&before, &waiting) {
+            (None, Some(provider)) => warn!(
+                "the acknowledgement sender: OAuth2 {provider} needs sign-in; acknowledgements wait in the outbox \
+                 until an administrator runs `postdesk oauth login {provider}`"
+            ),
+            (Some(provider), None) => info!("the acknowledgement sender: OAuth2 {provider} is signed in again"),
+            _ => {}
+        }
+        waiting.is_some()
     }
 
     async fn until_next_due(&self) -> Result<Duration, StoreError> {

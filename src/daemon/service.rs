@@ -89,9 +89,10 @@ async fn status(metrics: &Metrics, store: &SharedStore) -> String {
             format!(", {n} {} OAuth sign-in: {}", if n == 1 { "needs" } else { "need" }, providers.join(", "))
         }
     };
+    let smtp = metrics.smtp_needs_sign_in().map(|p| format!(", SMTP needs OAuth sign-in: {p}")).unwrap_or_default();
     let (today, waiting) = counts(store).await.unwrap_or((0, 0));
     format!(
-        "{connected}/{} mailboxes connected{sign_in}, {today} tickets today, {waiting} acknowledgements waiting",
+        "{connected}/{} mailboxes connected{sign_in}{smtp}, {today} tickets today, {waiting} acknowledgements waiting",
         mailboxes.len()
     )
 }

@@ -20,6 +20,8 @@ pub enum Next {
     Renew { tried: Option<Secret> },
     /// Only a new `postdesk oauth login` helps; why.
     NeedsSignIn(String),
+    /// Another process claimed the renewal (`begin_renewal` only).
+    RenewingElsewhere,
 }
 
 pub fn next(tx: &Tx, provider: &OAuthProvider, now: DateTime<Utc>) -> Result<Next, StoreError> {
@@ -50,12 +52,20 @@ pub fn unexpired(tx: &Tx, name: &str, now: DateTime<Utc>) -> Result<Option<Secre
 /// How long a renewal may take before another process may try it.
 const RENEWAL_CLAIM: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
-/// Whether this process may renew `name`'s token now: one process at a time does.
-pub fn claim_renewal(tx: &Tx, name: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
-    store::claim_renewal(tx, name, now, now + RENEWAL_CLAIM)
+/// `next`, claiming the renewal when one is due (in a write transaction): one process
+/// at a time renews, with the refresh token stored now.
+pub fn begin_renewal(tx: &Tx, provider: &OAuthProvider, now: DateTime<Utc>) -> Result<Next, StoreError> {
+    match next(tx, provider, now)? {
+        Next::Renew { tried } if store::claim_renewal(tx, &provider.name, now, now + RENEWAL_CLAIM)? => {
+            Ok(Next::Renew { tried })
+        }
+        Next::Renew { .. } => Ok(Next::RenewingElsewhere),
+        other => Ok(other),
+    }
 }
 
-/// Records a renewal's result (ending its claim); the provider's state after it.
+/// Records a renewal's result (ending its claim); the provider's state after it. A
+/// sign-in made meanwhile (another refresh token stored) is kept, whatever the result.
 pub fn renewed(
     tx: &Tx,
     name: &str,
@@ -64,10 +74,7 @@ pub fn renewed(
     now: DateTime<Utc>,
 ) -> Result<TokenState, StoreError> {
     match result {
-        Ok(issued) => {
-            store::renewed(tx, name, &issued.access, issued.refresh_token.as_ref(), now)?;
-            Ok(TokenState::Ok)
-        }
+        Ok(issued) => store::renewed(tx, name, tried, &issued.access, issued.refresh_token.as_ref(), now)?,
         Err(e) => {
             let state = match (e.refusal(), tried) {
                 // A refused refresh token: the person must sign in again.
@@ -75,9 +82,15 @@ pub fn renewed(
                 _ => TokenState::Failing,
             };
             store::failed(tx, name, tried, state, &e.to_string(), now)?;
-            Ok(state)
         }
     }
+    Ok(store::get(tx, name)?.map_or(TokenState::Failing, |row| row.state))
+}
+
+/// A mail server refused access token `token` (revoked early, scopes changed): the next
+/// login renews it rather than sending it again until it is due.
+pub fn token_refused(tx: &Tx, name: &str, token: &Secret) -> Result<(), StoreError> {
+    store::forget_access(tx, name, token)
 }
 
 /// A completed `postdesk oauth login`: its tokens replace the old ones.
@@ -111,11 +124,11 @@ pub fn status(tx: &Tx, config: &Config, now: DateTime<Utc>) -> Result<Vec<Status
     let rows = store::list(tx)?;
     let statuses = config.oauth2.values().map(|provider| {
         let row = rows.iter().find(|r| r.provider == provider.name);
-        let state = match (row.map(|r| r.state), provider.grant) {
-            (Some(TokenState::NeedsSignIn), _) | (None, Grant::RefreshToken) => "needs sign-in",
-            (Some(TokenState::Failing), _) => "failing",
-            (Some(TokenState::Ok), _) => "ok",
-            (None, Grant::ClientCredentials) => "not used yet",
+        let state = match (row.map(|r| (r.state, r.access.is_some())), provider.grant) {
+            (Some((TokenState::NeedsSignIn, _)), _) | (None, Grant::RefreshToken) => "needs sign-in",
+            (Some((TokenState::Failing, _)), _) => "failing",
+            (Some((TokenState::Ok, true)), _) => "ok",
+            (Some((TokenState::Ok, false)) | None, _) => "not used yet",
         };
         let last_result = match (row, provider.grant) {
             (None, Grant::RefreshToken) => Some("never signed in".to_owned()),
@@ -129,7 +142,7 @@ pub fn status(tx: &Tx, config: &Config, now: DateTime<Utc>) -> Result<Vec<Status
             },
             used_by: used_by(config, &provider.name),
             state,
-            expires_in: row.and_then(|r| r.access.as_ref()).map(|a| (a.expires_at - now).num_seconds()),
+            expires_in: row.and_then(|r| r.expires_at).map(|at| (at - now).num_seconds()),
             last_refresh_at: row.and_then(|r| r.last_refresh_at),
             last_result,
         }
@@ -199,7 +212,8 @@ mod tests {
                 assert_eq!(renewed(tx, "idp", tried.as_ref(), &refused, at(80))?, TokenState::NeedsSignIn);
                 assert!(matches!(next(tx, idp, at(81))?, Next::NeedsSignIn(why) if why.contains("invalid_grant")));
                 let shown = &status(tx, &config, at(81))?[0];
-                assert!(shown.needs_sign_in(), "{shown:?}");
+                assert!(shown.needs_sign_in() && shown.expires_in == Some(19), "{shown:?}");
+                assert!(store::list(tx)?[0].expires_at.is_some(), "kept for the metric");
                 signed_in(tx, "idp", &issued("a2", Some("r2"), 90, 190), at(90))?;
                 assert!(matches!(next(tx, idp, at(91))?, Next::Use(t) if t.expose() == "a2"));
                 Ok::<_, StoreError>(())
@@ -213,11 +227,12 @@ mod tests {
         let mut store = Store::open_in_memory().unwrap();
         store
             .write(|tx| {
-                assert!(claim_renewal(tx, "idp", at(0))?, "the first claim");
-                assert!(!claim_renewal(tx, "idp", at(1))?, "held");
+                let claim = |tx: &Tx, s| store::claim_renewal(tx, "idp", at(s), at(s) + RENEWAL_CLAIM);
+                assert!(claim(tx, 0)?, "the first claim");
+                assert!(!claim(tx, 1)?, "held");
                 renewed(tx, "idp", None, &Ok(issued("a1", None, 1, 100)), at(1))?;
-                assert!(claim_renewal(tx, "idp", at(2))?, "free again after the renewal");
-                assert!(claim_renewal(tx, "idp", at(62))?, "a claim that ran out");
+                assert!(claim(tx, 2)?, "free again after the renewal");
+                assert!(claim(tx, 63)?, "a claim that ran out");
                 Ok::<_, StoreError>(())
             })
             .unwrap();

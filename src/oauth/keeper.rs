@@ -49,6 +49,22 @@ struct Pause {
     last: Option<String>,
 }
 
+impl Pause {
+    /// Counts a failure `why` and sets the wait before the next renewal (from a minute
+    /// when only a configuration change helps), saying so once.
+    fn failed(&mut self, name: &str, why: &str, slowly: bool) {
+        let delay = retry::backoff(self.failures, slowly, fastrand::f64());
+        let secs = delay.as_secs();
+        match self.failures {
+            0 => warn!("OAuth2 {name}: token renewal failed: {why}; trying again with backoff (next in {secs}s)"),
+            _ => debug!("OAuth2 {name}: token renewal still failing: {why}; next in {secs}s"),
+        }
+        self.failures = self.failures.saturating_add(1);
+        self.until = Some(Instant::now() + delay);
+        self.last = Some(why.to_owned());
+    }
+}
+
 pub struct Keeper {
     /// None where there is no database (yet): then no provider is signed in.
     store: Option<SharedStore>,
@@ -80,67 +96,95 @@ impl Keeper {
         }
     }
 
+    /// After a server refused a login with `credential`: a token is not sent again.
+    pub async fn refused(&self, login: &Login, credential: &Credential) {
+        let (Login::OAuth { provider, .. }, Credential::Token(_, token), Some(store)) =
+            (login, credential, &self.store)
+        else {
+            return;
+        };
+        let (name, token) = (provider.clone(), token.clone());
+        if let Err(e) = store.write(move |tx| desk::token_refused(tx, &name, &token)).await {
+            debug!("OAuth2 {provider}: cannot forget the refused token: {e}");
+        }
+    }
+
     /// A good access token of provider `name`, renewed first when it is due.
     pub async fn token(&self, name: &str) -> Result<Secret, CredentialError> {
-        let provider = self.provider(name).clone();
         let Some(store) = &self.store else {
             let why = "never signed in: there is no database yet".to_owned();
             return Err(CredentialError::NeedsSignIn { provider: name.to_owned(), why });
         };
         let mut pause = self.providers[name].1.lock().await;
-        let p = provider.clone();
-        let next = store.read(move |tx| desk::next(tx, &p, Utc::now())).await?;
-        let tried = match next {
+        let provider = self.provider(name).clone();
+        match store.read(move |tx| desk::next(tx, &provider, Utc::now())).await? {
             Next::Use(token) => return Ok(token),
             Next::NeedsSignIn(why) => return Err(CredentialError::NeedsSignIn { provider: name.to_owned(), why }),
-            Next::Renew { tried } => tried,
-        };
+            Next::Renew { .. } | Next::RenewingElsewhere => {}
+        }
         if let (Some(until), Some(last)) = (pause.until, &pause.last) {
             if Instant::now() < until {
                 let why = format!("{last}; next renewal in {}s", (until - Instant::now()).as_secs());
                 return unexpired(store, name, why, Refusal::Other).await;
             }
         }
-        let (owned, now) = (name.to_owned(), Utc::now());
-        if !store.write(move |tx| desk::claim_renewal(tx, &owned, now)).await? {
-            return self.renewed_elsewhere(store, name).await;
+        // What is stored now, and the claim, in one transaction: a renewal another process
+        // finished meanwhile is used, not repeated with the refresh token it replaced.
+        let (provider, now) = (self.provider(name).clone(), Utc::now());
+        match store.write(move |tx| desk::begin_renewal(tx, &provider, now)).await? {
+            Next::Use(token) => Ok(token),
+            Next::NeedsSignIn(why) => Err(CredentialError::NeedsSignIn { provider: name.to_owned(), why }),
+            Next::RenewingElsewhere => self.renewed_elsewhere(store, name).await,
+            Next::Renew { tried } => self.renew(store, name, tried, &mut pause).await,
         }
-        let result = match &tried {
-            Some(refresh_token) => super::refresh(&provider, refresh_token, now).await,
-            None => super::client_credentials(&provider, now).await,
-        };
-        let (owned, kept, recorded) = (name.to_owned(), tried.clone(), result.clone());
-        let state = store.write(move |tx| desk::renewed(tx, &owned, kept.as_ref(), &recorded, now)).await?;
-        match result {
-            Ok(issued) => {
-                if pause.failures > 0 {
-                    info!("OAuth2 {name}: access token renewed again after {} failures", pause.failures);
-                } else {
-                    debug!("OAuth2 {name}: access token renewed, valid until {}", issued.access.expires_at);
+    }
+
+    /// Renews with `tried` (client credentials: none) and records the result, in a task
+    /// of its own: a caller that gives up waiting does not lose a rotated refresh token.
+    async fn renew(
+        &self,
+        store: &SharedStore,
+        name: &str,
+        tried: Option<Secret>,
+        pause: &mut Pause,
+    ) -> Result<Secret, CredentialError> {
+        let (provider, store_handle, owned) = (self.provider(name).clone(), store.clone(), name.to_owned());
+        let renewal = tokio::spawn(async move {
+            let now = Utc::now();
+            let result = match &tried {
+                Some(refresh_token) => super::refresh(&provider, refresh_token, now).await,
+                None => super::client_credentials(&provider, now).await,
+            };
+            let recorded = result.clone();
+            let state = store_handle.write(move |tx| desk::renewed(tx, &owned, tried.as_ref(), &recorded, now)).await;
+            (result, state)
+        });
+        let failed = |e: tokio::task::JoinError| StoreError::Unavailable(format!("the renewal task failed: {e}"));
+        let (result, state) = renewal.await.map_err(failed)?;
+        match (result, state) {
+            (Ok(issued), Ok(_)) => {
+                match pause.failures {
+                    0 => debug!("OAuth2 {name}: access token renewed, valid until {}", issued.access.expires_at),
+                    n => info!("OAuth2 {name}: access token renewed again after {n} failures"),
                 }
                 *pause = Pause::default();
                 Ok(issued.access.secret)
             }
-            Err(e) if state == TokenState::NeedsSignIn => {
+            (Err(e), Ok(TokenState::NeedsSignIn)) => {
                 error!("OAuth2 {name}: token renewal refused: {e} — {}", desk::fix(name));
                 *pause = Pause::default();
                 Err(CredentialError::NeedsSignIn { provider: name.to_owned(), why: e.to_string() })
             }
-            Err(e) => {
+            (Err(e), _) => {
                 let refusal = e.refusal();
-                let delay = retry::backoff(pause.failures, refusal == Refusal::Client, fastrand::f64());
-                let secs = delay.as_secs();
-                if pause.failures == 0 {
-                    warn!("OAuth2 {name}: token renewal failed: {e}; trying again with backoff (next in {secs}s)");
-                } else {
-                    debug!("OAuth2 {name}: token renewal still failing: {e}; next in {secs}s");
-                }
-                *pause = Pause {
-                    failures: pause.failures.saturating_add(1),
-                    until: Some(Instant::now() + delay),
-                    last: Some(e.to_string()),
-                };
+                pause.failed(name, &e.to_string(), refusal == Refusal::Client);
                 unexpired(store, name, e.to_string(), refusal).await
+            }
+            // The provider answered but the answer cannot be kept: the token serves this
+            // login, and the next renewal waits for the database.
+            (Ok(issued), Err(e)) => {
+                pause.failed(name, &format!("the renewed token cannot be stored: {e}"), false);
+                Ok(issued.access.secret)
             }
         }
     }
@@ -155,7 +199,7 @@ impl Keeper {
             match store.read(move |tx| desk::next(tx, &provider, Utc::now())).await? {
                 Next::Use(token) => return Ok(token),
                 Next::NeedsSignIn(why) => return Err(CredentialError::NeedsSignIn { provider: name.to_owned(), why }),
-                Next::Renew { .. } => {}
+                Next::Renew { .. } | Next::RenewingElsewhere => {}
             }
         }
         let why = "another postdesk process is renewing the token".to_owned();
@@ -197,15 +241,18 @@ impl Keeper {
             .max(Duration::from_millis(200))
     }
 
+    /// Whether provider `name` waits for `postdesk oauth login` (asks the store only).
+    pub async fn needs_sign_in(&self, name: &str) -> bool {
+        let Some(store) = &self.store else { return true };
+        let provider = self.provider(name).clone();
+        matches!(store.read(move |tx| desk::next(tx, &provider, Utc::now())).await, Ok(Next::NeedsSignIn(_)))
+    }
+
     /// Returns once provider `name` no longer needs sign-in (or at `shutdown`).
     pub async fn wait_for_sign_in(&self, name: &str, shutdown: &CancellationToken) {
         loop {
-            if let Some(store) = &self.store {
-                let provider = self.provider(name).clone();
-                let next = store.read(move |tx| desk::next(tx, &provider, Utc::now())).await;
-                if !matches!(next, Ok(Next::NeedsSignIn(_))) {
-                    return;
-                }
+            if !self.needs_sign_in(name).await {
+                return;
             }
             tokio::select! {
                 _ = tokio::time::sleep(SIGN_IN_POLL) => {}

@@ -26,6 +26,8 @@ use crate::store::oauth::AccessToken;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// A token without `expires_in` is taken to last this long (RFC 6749 recommends the field).
 const ASSUMED_LIFETIME: Duration = Duration::from_secs(3600);
+/// A token said to last less is renewed as if it lasted this long, not in a busy loop.
+const SHORTEST_LIFETIME: Duration = Duration::from_secs(2);
 /// How long `oauth login --browser` waits for the browser to come back.
 const SIGN_IN_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -122,7 +124,7 @@ fn request_error<RE: std::error::Error + 'static, T: ErrorResponse>(e: RequestTo
 }
 
 fn issued(response: &impl TokenResponse, now: DateTime<Utc>) -> Issued {
-    let lifetime = response.expires_in().unwrap_or(ASSUMED_LIFETIME);
+    let lifetime = response.expires_in().unwrap_or(ASSUMED_LIFETIME).max(SHORTEST_LIFETIME);
     let expires_at = now + chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::hours(1));
     Issued {
         access: AccessToken {
@@ -252,13 +254,14 @@ mod redirect {
 
     use super::OAuthError;
 
-    type Answer = Arc<Mutex<Option<oneshot::Sender<HashMap<String, String>>>>>;
+    /// Our `state`, and where the query that carries it goes.
+    type Answer = Arc<(String, Mutex<Option<oneshot::Sender<HashMap<String, String>>>>)>;
 
     /// Serves the redirect until it came with our `state`: its code, or the error the
     /// provider sent instead.
     pub async fn wait_for_code(listener: tokio::net::TcpListener, state: &str) -> Result<String, OAuthError> {
         let (send, receive) = oneshot::channel();
-        let answer: Answer = Arc::new(Mutex::new(Some(send)));
+        let answer: Answer = Arc::new((state.to_owned(), Mutex::new(Some(send))));
         let router = axum::Router::new().route("/", axum::routing::get(came_back)).with_state(answer);
         let shutdown = tokio_util::sync::CancellationToken::new();
         let serving = tokio::spawn(crate::web::serve(listener, router, shutdown.clone()));
@@ -273,9 +276,6 @@ mod redirect {
         shutdown.cancel();
         let _ = serving.await;
         let query = query?;
-        if query.get("state").map(String::as_str) != Some(state) {
-            return Err(OAuthError::Protocol("the redirect came back with another state: not our sign-in".to_owned()));
-        }
         match (query.get("code"), query.get("error")) {
             (Some(code), _) => Ok(code.clone()),
             (None, error) => Err(OAuthError::Refused {
@@ -285,11 +285,17 @@ mod redirect {
         }
     }
 
+    /// A request without our state (another page, a stale tab) is not the sign-in: it
+    /// is told so, and the wait goes on.
     async fn came_back(
         State(answer): State<Answer>,
         Query(query): Query<HashMap<String, String>>,
     ) -> Html<&'static str> {
-        if let Some(send) = answer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        let (state, send) = &*answer;
+        if query.get("state") != Some(state) {
+            return Html("<!doctype html><title>postdesk</title><p>This is not the sign-in postdesk waits for.</p>");
+        }
+        if let Some(send) = send.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = send.send(query);
         }
         Html("<!doctype html><title>postdesk</title><p>postdesk has the sign-in; you can close this page.</p>")

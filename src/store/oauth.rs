@@ -44,6 +44,8 @@ pub struct Tokens {
     pub provider: String,
     pub refresh_token: Option<Secret>,
     pub access: Option<AccessToken>,
+    /// When the last access token ends (kept after a refused sign-in forgot the token).
+    pub expires_at: Option<DateTime<Utc>>,
     pub state: TokenState,
     pub last_refresh_at: Option<DateTime<Utc>>,
     pub last_result: Option<String>,
@@ -78,6 +80,7 @@ fn tokens(r: &Row) -> rusqlite::Result<Tokens> {
         provider: r.get(0)?,
         refresh_token: r.get::<_, Option<String>>(1)?.map(Secret::new),
         access,
+        expires_at: time(r, 4)?,
         state,
         last_refresh_at: time(r, 6)?,
         last_result: r.get(7)?,
@@ -125,10 +128,12 @@ pub fn signed_in(
     Ok(())
 }
 
-/// A renewed access token (and the new refresh token, when the provider rotates them).
+/// A renewed access token (and the new refresh token, when the provider rotates them),
+/// got with `tried`; left out when another refresh token was stored meanwhile.
 pub fn renewed(
     tx: &Tx<'_>,
     provider: &str,
+    tried: Option<&Secret>,
     access: &AccessToken,
     refresh_token: Option<&Secret>,
     now: DateTime<Utc>,
@@ -140,7 +145,8 @@ pub fn renewed(
          ON CONFLICT (provider) DO UPDATE SET refresh_token = COALESCE(excluded.refresh_token, refresh_token),
              access_token = excluded.access_token, issued_at = excluded.issued_at, expires_at = excluded.expires_at,
              state = 'ok', last_refresh_at = excluded.last_refresh_at, last_result = excluded.last_result,
-             renewing_until = NULL",
+             renewing_until = NULL
+         WHERE oauth_tokens.refresh_token IS ?7",
         params![
             provider,
             refresh_token.map(Secret::expose),
@@ -148,6 +154,7 @@ pub fn renewed(
             timestamp(access.issued_at),
             timestamp(access.expires_at),
             timestamp(now),
+            tried.map(Secret::expose),
         ],
     )?;
     Ok(())
@@ -189,6 +196,15 @@ pub fn failed(
              access_token = IIF(excluded.state = 'needs_sign_in', NULL, access_token)
          WHERE oauth_tokens.refresh_token IS ?5",
         params![provider, state.as_str(), timestamp(now), result, tried.map(Secret::expose)],
+    )?;
+    Ok(())
+}
+
+/// Forgets the access token `token` a server refused, so that the next login renews it.
+pub fn forget_access(tx: &Tx<'_>, provider: &str, token: &Secret) -> Result<(), StoreError> {
+    tx.conn().execute(
+        "UPDATE oauth_tokens SET access_token = NULL WHERE provider = ?1 AND access_token = ?2",
+        params![provider, token.expose()],
     )?;
     Ok(())
 }

@@ -199,14 +199,22 @@ fn scrape(port: u16) -> String {
 }
 
 /// A revoked sign-in: the daemon says so once with the fix, shows it in STATUS=, the
-/// metrics, `check-config --connect` and `oauth status`, sends nothing to the provider
-/// nor Dovecot meanwhile, and goes on by itself after a new `oauth login`.
+/// metrics, `check-config --connect` and `oauth status`, sends nothing to the provider,
+/// Dovecot nor Postfix meanwhile (an acknowledgement waits, its attempts uncounted), and
+/// goes on by itself after a new `oauth login`.
 #[test]
 fn a_revoked_sign_in_needs_sign_in_everywhere_and_recovers() {
+    const CUSTOMER: &str = "bob@customer.example";
     let server = OAuthServer::start(2, USER);
-    let mut dovecot = dovecot(&server);
+    let options = Options { oauth2: Some(server.introspection_url()), mta: true, ..Default::default() };
+    let mut dovecot = Dovecot::start_with(&[(USER, PASSWORD), (CUSTOMER, "bob-pw")], options);
+    let postfix = Postfix::start(&dovecot, &[]);
     let metrics = crate::servers::free_ports(1)[0];
-    let extra = format!("[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n");
+    let extra = format!(
+        "[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n[smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
+         username = \"{USER}\"\nauth = \"xoauth2\"\noauth2 = \"test\"\n",
+        postfix.port()
+    );
     let dir = Dir::new(&format!("{extra}{}", config(&server, &dovecot, "xoauth2", "refresh_token", "")));
     sign_in(&dir, &server, USER);
     let socket_path = dir.path().join("notify.sock");
@@ -222,15 +230,25 @@ fn a_revoked_sign_in_needs_sign_in_everywhere_and_recovers() {
         server.stats()["token_errors"]["invalid_grant"].as_u64().unwrap_or(0) >= 1
     });
     dovecot.restart();
-    let status = status_with(&socket, "needs OAuth sign-in", Duration::from_secs(20));
-    assert!(status.starts_with("0/1 mailboxes connected, 1 needs OAuth sign-in: test"), "{status}");
+    // Mail piped in meanwhile: its acknowledgement waits for the sign-in.
+    let raw = format!(
+        "From: Bob <{CUSTOMER}>\r\nTo: {USER}\r\nSubject: Piped\r\nMessage-ID: <piped@customer.example>\r\n\r\nHi\r\n"
+    );
+    dir.run_with_stdin(&["ingest", "-"], Some(raw.as_bytes())).assert_code(0);
+    let status = status_with(&socket, "SMTP needs OAuth sign-in", Duration::from_secs(20));
+    assert!(
+        status.starts_with("0/1 mailboxes connected, 1 needs OAuth sign-in: test, SMTP needs OAuth sign-in: test"),
+        "{status}"
+    );
     let text = scrape(metrics);
     for line in [
         "postdesk_mailbox_state{mailbox=\"support\",state=\"needs_sign_in\"} 1",
         "postdesk_mailbox_state{mailbox=\"support\",state=\"connected\"} 0",
+        "postdesk_smtp_needs_sign_in 1",
     ] {
         assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
     }
+    assert!(text.lines().any(|l| l.starts_with("postdesk_oauth_token_expiry_seconds{provider=\"test\"} ")), "{text}");
     let check = dir.run(&["check-config", "--connect"]);
     check.assert_code(1);
     assert!(
@@ -241,23 +259,30 @@ fn a_revoked_sign_in_needs_sign_in_everywhere_and_recovers() {
     );
     dir.run(&["oauth", "status"]).assert_code(1);
 
-    // No storm: while it waits, nothing reaches the provider or Dovecot.
+    // No storm: while it waits, nothing reaches the provider, Dovecot or Postfix.
     let logins = || dovecot.log().matches("imap-login:").count();
-    let (requests, before) = (server.token_requests(), logins());
+    let (requests, before, connections) =
+        (server.token_requests(), logins(), postfix.log().matches("connect from").count());
     for _ in 0..10 {
         status_with(&socket, "needs OAuth sign-in", Duration::from_secs(5));
     }
     assert_eq!(server.token_requests(), requests, "token requests while waiting for sign-in");
     assert_eq!(logins(), before, "logins while waiting:\n{}", dovecot.log());
+    assert_eq!(postfix.log().matches("connect from").count(), connections, "SMTP connections while waiting");
+    assert_eq!(count(&dir, "SELECT attempts FROM outbox"), 0, "the acknowledgement waits without attempts");
     let log = daemon.log();
     assert_eq!(log.matches("token renewal refused").count(), 1, "said once:\n{log}");
     assert_eq!(log.matches("waiting for the sign-in").count(), 1, "said once:\n{log}");
+    assert_eq!(log.matches("acknowledgements wait in the outbox").count(), 1, "said once:\n{log}");
     assert!(log.contains("run `postdesk oauth login test`"), "{log}");
 
     sign_in(&dir, &server, USER);
-    status_with(&socket, "1/1 mailboxes connected", Duration::from_secs(20));
+    status_with(&socket, "1/1 mailboxes connected, 1 tickets today", Duration::from_secs(20));
     dovecot.append(USER, "INBOX", &mail(7));
-    wait_until(Duration::from_secs(10), "the mail after the new sign-in is a ticket", || tickets(&dir) == 1);
+    wait_until(Duration::from_secs(10), "the mail after the new sign-in is a ticket", || tickets(&dir) == 2);
+    wait_until(Duration::from_secs(20), "the waiting acknowledgement is delivered", || {
+        dovecot.status(CUSTOMER, "INBOX").messages == 1
+    });
     dir.run(&["oauth", "status"]).assert_code(0);
 }
 
