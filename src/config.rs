@@ -871,6 +871,17 @@ fn load_template(path: Option<&Path>, base: &Path) -> Result<AckTemplate, String
 }
 
 impl Config {
+    /// The `[oauth2.NAME]` section (validation made sure every reference has one).
+    pub fn oauth_provider(&self, name: &str) -> Option<&OAuthProvider> {
+        self.oauth2.get(name)
+    }
+
+    /// Whether a mailbox or `[smtp]` signs in with provider `name`.
+    pub fn uses_provider(&self, name: &str) -> bool {
+        self.mailboxes.iter().any(|m| m.login.uses(name))
+            || self.smtp.iter().filter_map(|s| s.credentials.as_ref()).any(|(_, login)| login.uses(name))
+    }
+
     /// Every password the file names can be read: `run` and `check-config` check this at
     /// once, naming the keys; other commands never read the passwords.
     pub fn check_passwords(&self) -> Result<(), ConfigError> {
@@ -895,13 +906,6 @@ impl Config {
         } else {
             Err(ConfigError::Invalid(p.0))
         }
-    }
-}
-
-impl Config {
-    /// The `[oauth2.NAME]` section (validation made sure every reference has one).
-    pub fn oauth_provider(&self, name: &str) -> Option<&OAuthProvider> {
-        self.oauth2.get(name)
     }
 }
 

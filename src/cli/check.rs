@@ -32,7 +32,7 @@ pub fn run(config: &Config, connect: bool) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let all_ok = runtime.block_on(async {
         let mut all_ok = true;
-        // The tokens are the database's; a check never creates one.
+        // The tokens are the database's: a check opens one that exists, never a new one.
         let store = match config.oauth2.is_empty() || !config.database_path.exists() {
             true => None,
             false => Some(SharedStore::open(&config.database_path)?),

@@ -57,7 +57,7 @@ pub fn run(config: &Config, cmd: OAuthCommand) -> anyhow::Result<ExitCode> {
                         vec![
                             s.name.clone(),
                             s.grant.to_owned(),
-                            s.state.to_owned(),
+                            s.state.as_str().to_owned(),
                             s.expires_in.map_or("-".to_owned(), expiry),
                             s.last_refresh_at.map_or("-".to_owned(), crate::store::timestamp),
                             or_dash(s.last_result.as_deref()),

@@ -31,7 +31,12 @@ pub enum Login {
 }
 
 impl Login {
-    /// The password, read now; `None` for OAuth2 (its tokens are the store's).
+    /// Whether this signs in with provider `name`.
+    pub fn uses(&self, name: &str) -> bool {
+        matches!(self, Login::OAuth { provider, .. } if provider == name)
+    }
+
+    /// Where the password is read from; `None` for OAuth2 (its tokens are the store's).
     pub fn password(&self) -> Option<&PasswordSource> {
         match self {
             Login::Password(source) => Some(source),
@@ -63,7 +68,6 @@ pub(super) struct RawProvider {
 #[derive(Debug, Clone)]
 pub struct OAuthProvider {
     pub name: String,
-    pub kind: ProviderKind,
     pub client_id: String,
     /// None for a public client (a device sign-in without a secret).
     pub client_secret: Option<PasswordSource>,
@@ -170,7 +174,6 @@ fn provider(p: &mut Problems, name: &str, raw: RawProvider, cx: &Context) -> Opt
     let ca_file = p.ca_file(&key("ca_file"), raw.ca_file, &cx.base);
     (p.0.len() == before).then(|| OAuthProvider {
         name: name.to_owned(),
-        kind,
         client_id,
         client_secret,
         grant,

@@ -5,6 +5,31 @@
 use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 
+use crate::secret::Secret;
+
+/// An access token and its lifetime.
+#[derive(Debug, Clone)]
+pub struct AccessToken {
+    pub secret: Secret,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What a grant returned.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub access: AccessToken,
+    /// A new refresh token, when the provider gives (or rotates) one.
+    pub refresh_token: Option<Secret>,
+}
+
+/// A grant that failed: what it means, and the words for the logs and `oauth status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub refusal: Refusal,
+    pub why: String,
+}
+
 /// Whose endpoints: Microsoft and Google are filled in, anything else is `generic`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -135,7 +135,7 @@ pub async fn run(config: Arc<Config>, shutdown: CancellationToken, once: bool) -
         }
     });
     if !once {
-        for provider in config.oauth2.keys() {
+        for provider in config.oauth2.keys().filter(|name| config.uses_provider(name)) {
             let keeper = Arc::clone(&shared.keeper);
             tracker.spawn(keeper.keep_fresh(provider.clone(), shutdown.clone()));
         }

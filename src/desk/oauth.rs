@@ -4,9 +4,8 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::config::{Config, Login, OAuthProvider};
-use crate::core::oauth::{renew_at, Grant, Refusal};
-use crate::oauth::{Issued, OAuthError};
+use crate::config::{Config, OAuthProvider};
+use crate::core::oauth::{renew_at, Failure, Grant, Issued, Refusal};
 use crate::secret::Secret;
 use crate::store::oauth::{self as store, TokenState};
 use crate::store::{StoreError, Tx};
@@ -70,18 +69,18 @@ pub fn renewed(
     tx: &Tx,
     name: &str,
     tried: Option<&Secret>,
-    result: &Result<Issued, OAuthError>,
+    result: &Result<Issued, Failure>,
     now: DateTime<Utc>,
 ) -> Result<TokenState, StoreError> {
     match result {
         Ok(issued) => store::renewed(tx, name, tried, &issued.access, issued.refresh_token.as_ref(), now)?,
-        Err(e) => {
-            let state = match (e.refusal(), tried) {
+        Err(failure) => {
+            let state = match (failure.refusal, tried) {
                 // A refused refresh token: the person must sign in again.
                 (Refusal::NeedsSignIn, Some(_)) => TokenState::NeedsSignIn,
                 _ => TokenState::Failing,
             };
-            store::failed(tx, name, tried, state, &e.to_string(), now)?;
+            store::failed(tx, name, tried, state, &failure.why, now)?;
         }
     }
     Ok(store::get(tx, name)?.map_or(TokenState::Failing, |row| row.state))
@@ -105,8 +104,7 @@ pub struct Status {
     pub grant: &'static str,
     /// "mailbox support (support@contoso.example)", "smtp (…)": who signs in with it.
     pub used_by: Vec<String>,
-    /// ok | failing | needs sign-in
-    pub state: &'static str,
+    pub state: ProviderState,
     /// Seconds until the access token expires (negative: expired).
     pub expires_in: Option<i64>,
     pub last_refresh_at: Option<DateTime<Utc>>,
@@ -115,7 +113,30 @@ pub struct Status {
 
 impl Status {
     pub fn needs_sign_in(&self) -> bool {
-        self.state == "needs sign-in"
+        self.state == ProviderState::NeedsSignIn
+    }
+}
+
+/// A provider's state as `oauth status` shows it (`--json`: snake_case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderState {
+    Ok,
+    /// The last renewal failed in a way that may pass; the daemon tries again.
+    Failing,
+    NeedsSignIn,
+    /// Client credentials not asked for yet.
+    NotUsedYet,
+}
+
+impl ProviderState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderState::Ok => "ok",
+            ProviderState::Failing => "failing",
+            ProviderState::NeedsSignIn => "needs sign-in",
+            ProviderState::NotUsedYet => "not used yet",
+        }
     }
 }
 
@@ -125,10 +146,10 @@ pub fn status(tx: &Tx, config: &Config, now: DateTime<Utc>) -> Result<Vec<Status
     let statuses = config.oauth2.values().map(|provider| {
         let row = rows.iter().find(|r| r.provider == provider.name);
         let state = match (row.map(|r| (r.state, r.access.is_some())), provider.grant) {
-            (Some((TokenState::NeedsSignIn, _)), _) | (None, Grant::RefreshToken) => "needs sign-in",
-            (Some((TokenState::Failing, _)), _) => "failing",
-            (Some((TokenState::Ok, true)), _) => "ok",
-            (Some((TokenState::Ok, false)) | None, _) => "not used yet",
+            (Some((TokenState::NeedsSignIn, _)), _) | (None, Grant::RefreshToken) => ProviderState::NeedsSignIn,
+            (Some((TokenState::Failing, _)), _) => ProviderState::Failing,
+            (Some((TokenState::Ok, true)), _) => ProviderState::Ok,
+            (Some((TokenState::Ok, false)) | None, _) => ProviderState::NotUsedYet,
         };
         let last_result = match (row, provider.grant) {
             (None, Grant::RefreshToken) => Some("never signed in".to_owned()),
@@ -152,14 +173,13 @@ pub fn status(tx: &Tx, config: &Config, now: DateTime<Utc>) -> Result<Vec<Status
 
 /// Who signs in with provider `name`.
 fn used_by(config: &Config, name: &str) -> Vec<String> {
-    let uses = |login: &Login| matches!(login, Login::OAuth { provider, .. } if provider == name);
     let mailboxes =
-        config.mailboxes.iter().filter(|m| uses(&m.login)).map(|m| format!("mailbox {} ({})", m.name, m.username));
+        config.mailboxes.iter().filter(|m| m.login.uses(name)).map(|m| format!("mailbox {} ({})", m.name, m.username));
     let smtp = config
         .smtp
         .iter()
         .filter_map(|s| s.credentials.as_ref())
-        .filter(|(_, login)| uses(login))
+        .filter(|(_, login)| login.uses(name))
         .map(|(user, _)| format!("smtp ({user})"));
     mailboxes.chain(smtp).collect()
 }
@@ -173,7 +193,7 @@ pub fn fix(name: &str) -> String {
 mod tests {
     use super::*;
     use crate::config::tests::from_toml;
-    use crate::store::oauth::AccessToken;
+    use crate::core::oauth::AccessToken;
     use crate::store::Store;
 
     fn at(s: i64) -> DateTime<Utc> {
@@ -204,11 +224,12 @@ mod tests {
                 assert!(matches!(next(tx, idp, at(74))?, Next::Use(t) if t.expose() == "a1"));
                 let Next::Renew { tried } = next(tx, idp, at(76))? else { panic!("due for renewal") };
                 assert_eq!(tried.as_ref().map(Secret::expose), Some("r1"));
-                let down = Err(OAuthError::Unreachable("connection refused".into()));
+                let down = Err(Failure { refusal: Refusal::Other, why: "connection refused".into() });
                 assert_eq!(renewed(tx, "idp", tried.as_ref(), &down, at(76))?, TokenState::Failing);
                 assert_eq!(unexpired(tx, "idp", at(99))?.map(|s| s.expose().to_owned()), Some("a1".to_owned()));
                 assert_eq!(unexpired(tx, "idp", at(100))?.map(|s| s.expose().to_owned()), None);
-                let refused = Err(OAuthError::Refused { code: "invalid_grant".into(), description: None });
+                let refused =
+                    Err(Failure { refusal: Refusal::NeedsSignIn, why: "token request refused: invalid_grant".into() });
                 assert_eq!(renewed(tx, "idp", tried.as_ref(), &refused, at(80))?, TokenState::NeedsSignIn);
                 assert!(matches!(next(tx, idp, at(81))?, Next::NeedsSignIn(why) if why.contains("invalid_grant")));
                 let shown = &status(tx, &config, at(81))?[0];
@@ -246,7 +267,8 @@ mod tests {
             .write(|tx| {
                 signed_in(tx, "idp", &issued("a1", Some("r1"), 0, 100), at(0))?;
                 signed_in(tx, "idp", &issued("a2", Some("r2"), 10, 110), at(10))?;
-                let refused = Err(OAuthError::Refused { code: "invalid_grant".into(), description: None });
+                let refused =
+                    Err(Failure { refusal: Refusal::NeedsSignIn, why: "token request refused: invalid_grant".into() });
                 renewed(tx, "idp", Some(&Secret::new("r1")), &refused, at(11))?;
                 let row = store::get(tx, "idp")?.unwrap();
                 assert_eq!(

@@ -155,7 +155,7 @@ impl Keeper {
                 Some(refresh_token) => super::refresh(&provider, refresh_token, now).await,
                 None => super::client_credentials(&provider, now).await,
             };
-            let recorded = result.clone();
+            let recorded = result.clone().map_err(|e| e.failure());
             let state = store_handle.write(move |tx| desk::renewed(tx, &owned, tried.as_ref(), &recorded, now)).await;
             (result, state)
         });

@@ -18,9 +18,8 @@ use oauth2::{
 };
 
 use crate::config::OAuthProvider;
-use crate::core::oauth::{refusal, Refusal};
+use crate::core::oauth::{refusal, AccessToken, Failure, Issued, Refusal};
 use crate::secret::Secret;
-use crate::store::oauth::AccessToken;
 
 /// One HTTP request to the provider, from connecting to its last byte.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -53,14 +52,11 @@ impl OAuthError {
             OAuthError::Unreachable(_) | OAuthError::Protocol(_) => Refusal::Other,
         }
     }
-}
 
-/// What a grant returned.
-#[derive(Debug, Clone)]
-pub struct Issued {
-    pub access: AccessToken,
-    /// A new refresh token, when the provider gives (or rotates) one.
-    pub refresh_token: Option<Secret>,
+    /// The error as the service layer records it.
+    pub fn failure(&self) -> Failure {
+        Failure { refusal: self.refusal(), why: self.to_string() }
+    }
 }
 
 /// What a person must do to sign in with the device flow.

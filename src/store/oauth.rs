@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension, Row};
 
 use super::{timestamp, StoreError, Tx};
+use crate::core::oauth::AccessToken;
 use crate::secret::Secret;
 
 /// Whether a provider's tokens can be used.
@@ -31,14 +32,6 @@ impl TokenState {
     }
 }
 
-/// An access token and its lifetime.
-#[derive(Debug, Clone)]
-pub struct AccessToken {
-    pub secret: Secret,
-    pub issued_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
-}
-
 #[derive(Debug, Clone)]
 pub struct Tokens {
     pub provider: String,
@@ -49,11 +42,10 @@ pub struct Tokens {
     pub state: TokenState,
     pub last_refresh_at: Option<DateTime<Utc>>,
     pub last_result: Option<String>,
-    pub signed_in_at: Option<DateTime<Utc>>,
 }
 
-const COLUMNS: &str = "provider, refresh_token, access_token, issued_at, expires_at, state, last_refresh_at, \
-                       last_result, signed_in_at";
+const COLUMNS: &str =
+    "provider, refresh_token, access_token, issued_at, expires_at, state, last_refresh_at, last_result";
 
 fn time(r: &Row, idx: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
     let text: Option<String> = r.get(idx)?;
@@ -84,7 +76,6 @@ fn tokens(r: &Row) -> rusqlite::Result<Tokens> {
         state,
         last_refresh_at: time(r, 6)?,
         last_result: r.get(7)?,
-        signed_in_at: time(r, 8)?,
     })
 }
 

@@ -659,8 +659,8 @@ async fn the_tickets_page_says_when_an_oauth_sign_in_is_needed() {
     );
     let mut store = Store::open(&desk.db).unwrap();
     let now = chrono::Utc::now();
-    let issued = postdesk::oauth::Issued {
-        access: postdesk::store::oauth::AccessToken {
+    let issued = postdesk::core::oauth::Issued {
+        access: postdesk::core::oauth::AccessToken {
             secret: postdesk::secret::Secret::new("access"),
             issued_at: now,
             expires_at: now + chrono::Duration::hours(1),
