@@ -164,7 +164,7 @@ impl Postfix {
              queue_directory = {dir}/spool\n\
              data_directory = {dir}/data\n\
              maillog_file = {dir}/postfix.log\n\
-             maillog_file_prefixes = /tmp\n\
+             maillog_file_prefixes = {parent}\n\
              syslog_name = {name}\n\
              mail_owner = postfix\n\
              setgid_group = postdrop\n\
@@ -206,6 +206,7 @@ impl Postfix {
              biff = no\n\
              # AUTH XOAUTH2 with its token on one line may be longer than the default 2048.\n\
              line_length_limit = 16384\n",
+            parent = self.dir.path().parent().expect("a parent directory").display(),
             lmtp = lmtp.display(),
             auth = auth.display(),
             cert = cert.display(),
