@@ -101,12 +101,12 @@ pub fn signed_in(
 ) -> Result<(), StoreError> {
     tx.conn().execute(
         "INSERT INTO oauth_tokens (provider, refresh_token, access_token, issued_at, expires_at, state,
-             last_refresh_at, last_result, signed_in_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'ok', ?6, 'signed in', ?6)
+             last_refresh_at, last_result)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'ok', ?6, 'signed in')
          ON CONFLICT (provider) DO UPDATE SET refresh_token = excluded.refresh_token,
              access_token = excluded.access_token, issued_at = excluded.issued_at, expires_at = excluded.expires_at,
              state = 'ok', last_refresh_at = excluded.last_refresh_at, last_result = excluded.last_result,
-             signed_in_at = excluded.signed_in_at, renewing_until = NULL",
+             renewing_until = NULL",
         params![
             provider,
             refresh_token.map(Secret::expose),

@@ -14,7 +14,6 @@ CREATE TABLE oauth_tokens (
     state           TEXT NOT NULL CHECK (state IN ('ok', 'needs_sign_in', 'failing')),
     last_refresh_at TEXT,
     last_result     TEXT,
-    signed_in_at    TEXT,
     -- A renewal under way (a claim, as the outbox's): until then no other process sends
     -- the same refresh token, which providers that rotate them take for a stolen one.
     renewing_until  TEXT
