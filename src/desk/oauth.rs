@@ -41,6 +41,11 @@ pub fn next(tx: &Tx, provider: &OAuthProvider, now: DateTime<Utc>) -> Result<Nex
     })
 }
 
+/// When the access token of `name` is due for renewal, if there is one.
+pub fn renewal_due(tx: &Tx, name: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    Ok(store::get(tx, name)?.and_then(|row| row.access).map(|a| renew_at(a.issued_at, a.expires_at)))
+}
+
 /// The access token while it has not expired, even when it is due for renewal: what a
 /// login uses when a renewal failed in a way that may pass.
 pub fn unexpired(tx: &Tx, name: &str, now: DateTime<Utc>) -> Result<Option<Secret>, StoreError> {

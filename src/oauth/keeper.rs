@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, Login, OAuthProvider};
-use crate::core::oauth::{renew_at, Refusal};
+use crate::core::oauth::Refusal;
 use crate::core::retry;
 use crate::desk::oauth::{self as desk, Next};
 use crate::secret::{Credential, Secret};
@@ -225,8 +225,7 @@ impl Keeper {
     async fn until_renewal(&self, name: &str) -> Duration {
         let Some(store) = &self.store else { return SIGN_IN_POLL };
         let owned = name.to_owned();
-        let read = store.read(move |tx| crate::store::oauth::get(tx, &owned)).await;
-        let due = read.ok().flatten().and_then(|row| row.access).map(|a| renew_at(a.issued_at, a.expires_at));
+        let due = store.read(move |tx| desk::renewal_due(tx, &owned)).await.ok().flatten();
         due.map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
             .unwrap_or(SIGN_IN_POLL)
             .max(Duration::from_millis(200))
