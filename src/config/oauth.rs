@@ -88,6 +88,10 @@ pub(super) fn providers(
 fn provider(p: &mut Problems, name: &str, raw: RawProvider, cx: &Context) -> Option<OAuthProvider> {
     let key = |field: &str| format!("oauth2.{name}.{field}");
     let before = p.0.len();
+    // The environment's POSTDESK_OAUTH2__NAME__KEY reaches a name in lower case only.
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_".contains(&b)) {
+        p.add(&format!("oauth2.{name}"), "a provider's name must be lower-case letters, digits, '-' or '_'");
+    }
     p.unknown(&format!("oauth2.{name}"), &raw.unknown);
     let given_kind = raw.provider.is_some();
     let kind = p.get(&key("provider"), raw.provider);
@@ -274,6 +278,7 @@ mod tests {
             (&format!("{MAILBOX}auth = 'xoauth2'\noauth2 = 'nope'\n"), "mailbox[0].oauth2", "names no [oauth2.nope]"),
             (&format!("{MAILBOX}auth = 'xoauth2'\n"), "mailbox[0].oauth2", "is required"),
             (&format!("{MAILBOX}auth = 'sso'\n"), "mailbox[0].auth", "one of password, xoauth2"),
+            ("[oauth2.M365]\nprovider = 'google'\nclient_id = 'a'\n", "oauth2.M365", "lower-case letters"),
         ];
         for (toml, key, message) in cases {
             let err = from_toml(toml).unwrap_err().to_string();
