@@ -86,7 +86,7 @@ fn write(dir: &Path, name: &str, text: &str, mode: u32) -> std::path::PathBuf {
 }
 
 fn main() {
-    let n: usize = std::env::var("POSTDESK_BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let n: usize = std::env::var("BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     let dovecot = Dovecot::start(&[(USER, PASSWORD)]);

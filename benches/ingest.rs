@@ -2,7 +2,7 @@
 //! are written to files, then read, parsed, decided and committed into a fresh database
 //! in group-committed batches, exactly as `postdesk ingest DIR` does. Prints messages
 //! per second and the process's peak RSS. Run: `cargo bench --bench ingest`
-//! (`POSTDESK_BENCH_MESSAGES=N` changes the count).
+//! (`BENCH_MESSAGES=N` changes the count; not `POSTDESK_…`, which postdesk would read as a setting).
 
 #[path = "common.rs"]
 mod common;
@@ -46,7 +46,7 @@ fn write_messages(dir: &Path, count: usize) -> Vec<PathBuf> {
 }
 
 fn main() {
-    let count: usize = std::env::var("POSTDESK_BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let count: usize = std::env::var("BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
     let dir = tempfile::tempdir().expect("temp dir");
     let files = write_messages(dir.path(), count);
     let config = config::load(Some(&write_config(dir.path())), None).expect("config");
