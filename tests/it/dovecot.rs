@@ -504,23 +504,9 @@ impl Dovecot {
     /// Until the plain port greets with a real "* OK" (not "Waiting for authentication
     /// process") and the TLS port accepts connections.
     fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.as_mut().expect("Dovecot child").try_wait().expect("try_wait on dovecot") {
-                self.child = None;
-                return Err(format!("Dovecot exited while starting ({status})"));
-            }
-            if greets(self.imap_port) && self.imaps_port.is_none_or(port_accepts) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "Dovecot did not accept connections on 127.0.0.1:{:?} within {START_TIMEOUT:?}",
-                    self.ports()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let (imap, imaps) = (self.imap_port, self.imaps_port);
+        let what = format!("Dovecot on 127.0.0.1:{:?}", self.ports());
+        servers::wait_started(&mut self.child, &what, START_TIMEOUT, || greets(imap) && imaps.is_none_or(port_accepts))
     }
 
     /// SIGKILL to Dovecot's process group, then reap the master.

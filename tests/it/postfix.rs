@@ -269,23 +269,9 @@ impl Postfix {
     }
 
     fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.as_mut().expect("master child").try_wait().expect("try_wait on master") {
-                self.child = None;
-                return Err(format!("Postfix's master exited while starting ({status})"));
-            }
-            if port_accepts(self.port) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "Postfix did not accept connections on 127.0.0.1:{} within {START_TIMEOUT:?}",
-                    self.port
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let port = self.port;
+        let what = format!("Postfix's master (submission on 127.0.0.1:{port})");
+        servers::wait_started(&mut self.child, &what, START_TIMEOUT, || port_accepts(port))
     }
 
     fn wait_until_log(&self, needle: &str, limit: Duration) {

@@ -192,3 +192,29 @@ fn unchunk(mut body: &str) -> String {
     }
     out
 }
+
+/// Until `ready` holds (polled every 20 ms) while `child`, a server just started, runs:
+/// an error naming `what` if it exits first (then `child` is None) or is not ready in
+/// `limit`.
+pub fn wait_started(
+    child: &mut Option<std::process::Child>,
+    what: &str,
+    limit: Duration,
+    ready: impl Fn() -> bool,
+) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let running = child.as_mut().unwrap_or_else(|| panic!("{what} was not started"));
+        if let Some(status) = running.try_wait().unwrap_or_else(|e| panic!("try_wait on {what}: {e}")) {
+            *child = None;
+            return Err(format!("{what} exited while starting ({status})"));
+        }
+        if ready() {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("{what} was not ready within {limit:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
