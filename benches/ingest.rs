@@ -50,7 +50,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let files = write_messages(dir.path(), count);
     let config = config::load(Some(&write_config(dir.path())), None).expect("config");
-    let mut store = Store::open(&config.database_path).expect("store");
+    let mut store = Store::create(&config.database).expect("store");
 
     let (start, cpu_start) = (Instant::now(), cpu_secs());
     let mut created = 0;

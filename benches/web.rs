@@ -141,7 +141,7 @@ fn message(i: usize, tag: &str) -> Vec<u8> {
 /// them: states and owners as a busy helpdesk has them.
 fn fill(config: &Config) {
     let start = Instant::now();
-    let mut store = Store::open(&config.database_path).expect("store");
+    let mut store = Store::create(&config.database).expect("store");
     let first = Utc.with_ymd_and_hms(2025, 11, 1, 9, 0, 0).unwrap();
     let step = chrono::Duration::seconds(365 * 86_400 / TICKETS as i64);
     for chunk in (0..TICKETS).collect::<Vec<_>>().chunks(500) {
@@ -169,7 +169,7 @@ fn fill(config: &Config) {
             Ok::<_, postdesk::desk::error::DeskError>(())
         })
         .expect("work the tickets");
-    println!("filled {} in {:.0} s", config.database_path.display(), start.elapsed().as_secs_f64());
+    println!("filled {} in {:.0} s", config.database.shown(), start.elapsed().as_secs_f64());
 }
 
 fn add_agents(store: &mut Store) -> Vec<i64> {
@@ -188,7 +188,7 @@ fn add_agents(store: &mut Store) -> Vec<i64> {
 
 /// A session cookie per client.
 fn sign_in(config: &Config) -> Arc<Vec<String>> {
-    let mut store = Store::open(&config.database_path).expect("store");
+    let mut store = Store::create(&config.database).expect("store");
     let ids: Vec<i64> = store.read(agents::list).expect("agents").iter().map(|a| a.id).collect();
     let cookies = ids
         .iter()
@@ -204,7 +204,7 @@ fn sign_in(config: &Config) -> Arc<Vec<String>> {
 
 /// The kinds of page measured, each with the addresses its requests go round.
 fn pages(config: &Config) -> Vec<(String, Vec<String>)> {
-    let mut store = Store::open(&config.database_path).expect("store");
+    let mut store = Store::create(&config.database).expect("store");
     let some = Query { limit: Some(5_000), ..Default::default() };
     let numbers: Vec<String> =
         store.read(|tx| tickets::list(tx, &some, Utc::now())).expect("tickets").into_iter().map(|t| t.number).collect();

@@ -15,7 +15,9 @@ use crate::core::resolve::{AddressSource, ResolvePolicy};
 use crate::core::trust::FollowUpFrom;
 use crate::secret::{PasswordSource, Secret};
 
+mod database;
 mod oauth;
+pub use database::{Database, DatabaseTls, PostgresConfig};
 pub use oauth::{Login, OAuthProvider};
 
 /// The file read when `--config` is not given, if it exists.
@@ -76,6 +78,7 @@ expected! {
     AddressSource => "one of from, reply-to",
     FollowUpFrom => "one of participants, organisation, anyone",
     oauth::AuthKind => "one of password, xoauth2, oauthbearer",
+    DatabaseTls => "one of verify, none",
     crate::core::oauth::ProviderKind => "one of microsoft, google, generic",
     crate::core::oauth::Grant => "one of refresh_token, client_credentials",
 }
@@ -87,7 +90,7 @@ type Unknown = BTreeMap<String, config::Value>;
 #[serde(default)]
 struct Raw {
     helpdesk: RawHelpdesk,
-    database: RawDatabase,
+    database: database::RawDatabase,
     ingest: RawIngest,
     customers: RawCustomers,
     tickets: RawTickets,
@@ -279,14 +282,6 @@ struct RawHelpdesk {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-struct RawDatabase {
-    path: Option<Field<PathBuf>>,
-    #[serde(flatten)]
-    unknown: Unknown,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
 struct RawIngest {
     max_message_bytes: Option<Field<u64>>,
     /// Deprecated home of `customers.customer_address`.
@@ -336,7 +331,6 @@ struct RawAcknowledgement {
 mod defaults {
     pub const HELPDESK_NAME: &str = "Helpdesk";
     pub const HELPDESK_ADDRESS: &str = "support@helpdesk.example";
-    pub const DATABASE_PATH: &str = "postdesk.db";
     pub const MAX_MESSAGE_BYTES: u64 = 25 * 1024 * 1024;
     /// A form's uploads are sent as base64 inside a message: a third larger.
     pub const MAX_UPLOAD_BYTES: u64 = 10 * 1024 * 1024;
@@ -353,7 +347,7 @@ mod defaults {
 pub struct Config {
     /// The file this was read from, if any.
     pub file: Option<PathBuf>,
-    pub database_path: PathBuf,
+    pub database: Database,
     pub helpdesk_address: String,
     /// Messages committed together with one fsync (group commit).
     pub batch_size: usize,
@@ -579,12 +573,7 @@ fn validate(raw: Raw, file: Option<PathBuf>, cx: &Context) -> Result<Config, Con
     };
     let free_mail = p.or("customers.free_mail_domains", Some(raw.customers.free_mail_domains), Vec::new());
     let extra_free_mail = free_mail.iter().map(|d| p.domain("customers.free_mail_domains", d)).collect();
-    // Relative to the config file, like every other path in it: a command run from
-    // another directory (an MTA's pipe) must reach the same database.
-    let database_path = cx.base.join(p.or("database.path", raw.database.path, PathBuf::from(defaults::DATABASE_PATH)));
-    if database_path.as_os_str().is_empty() {
-        p.add("database.path", "must not be empty");
-    }
+    let database = database::database(&mut p, raw.database, cx);
     let ingest = raw.ingest;
     let max_message_bytes = p.or("ingest.max_message_bytes", ingest.max_message_bytes, defaults::MAX_MESSAGE_BYTES);
     if !(1024..=1 << 30).contains(&max_message_bytes) {
@@ -680,7 +669,7 @@ fn validate(raw: Raw, file: Option<PathBuf>, cx: &Context) -> Result<Config, Con
     }
     Ok(Config {
         file,
-        database_path,
+        database,
         helpdesk_address,
         batch_size,
         ingest_authserv_id,
@@ -925,7 +914,7 @@ pub(crate) mod tests {
     #[test]
     fn defaults_are_valid() {
         let c = from_toml("").unwrap();
-        assert_eq!(c.database_path, PathBuf::from("postdesk.db"));
+        assert_eq!(c.database, Database::Sqlite(PathBuf::from("postdesk.db")));
         assert_eq!(c.helpdesk_address, "support@helpdesk.example");
         assert_eq!(c.policy.resolve.internal_domains, vec!["helpdesk.example"]);
         assert_eq!(c.policy.ack.max_per_sender_per_day, 10);

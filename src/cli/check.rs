@@ -7,12 +7,13 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::config::{Config, MailboxConfig};
+use crate::config::{Config, Database, MailboxConfig};
 use crate::desk::oauth::fix;
 use crate::imap::{self, ImapError};
 use crate::oauth::{CredentialError, Keeper};
 use crate::smtp::Smtp;
 use crate::store::shared::SharedStore;
+use crate::store::{Store, StoreError};
 
 pub fn run(config: &Config, connect: bool) -> anyhow::Result<ExitCode> {
     config.check_passwords()?;
@@ -22,7 +23,7 @@ pub fn run(config: &Config, connect: bool) -> anyhow::Result<ExitCode> {
     let file = config.file.as_ref().map_or("built-in defaults".to_owned(), |f| f.display().to_string());
     println!(
         "configuration OK ({file}); database {}; {} mailbox(es); SMTP {}",
-        config.database_path.display(),
+        config.database.shown(),
         config.mailboxes.len(),
         config.smtp.as_ref().map_or("not configured".to_owned(), |s| format!("{}:{}", s.host, s.port))
     );
@@ -32,10 +33,13 @@ pub fn run(config: &Config, connect: bool) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let all_ok = runtime.block_on(async {
         let mut all_ok = true;
+        if let Database::Postgres(_) = &config.database {
+            all_ok &= report(&format!("database {}", config.database.shown()), try_database(config).await);
+        }
         // The tokens are the database's: a check opens one that exists, never a new one.
-        let store = match config.oauth2.is_empty() || !config.database_path.exists() {
+        let store = match config.oauth2.is_empty() || !config.database.may_exist() {
             true => None,
-            false => Some(SharedStore::open(&config.database_path)?),
+            false => Some(SharedStore::open(&config.database).await?),
         };
         let keeper = Keeper::new(config, store);
         for name in config.oauth2.keys() {
@@ -57,16 +61,30 @@ pub fn run(config: &Config, connect: bool) -> anyhow::Result<ExitCode> {
     Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
+/// Whether the server takes our sign-in and has postdesk's tables (never creating them).
+async fn try_database(config: &Config) -> Result<(), String> {
+    let database = config.database.clone();
+    let opened = tokio::task::spawn_blocking(move || Store::existing(&database).map(drop)).await;
+    match opened.map_err(|e| e.to_string())? {
+        Ok(()) => Ok(()),
+        Err(StoreError::Missing(_)) => Err("connected, but it has no postdesk tables yet: `postdesk run` or \
+             `postdesk ingest` creates them"
+            .to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// What is allowed but probably not meant; said on standard error, the check still passes.
 fn warnings(config: &Config) -> Vec<String> {
     let mut found = Vec::new();
-    let db = &config.database_path;
-    if !db.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")).is_dir() {
-        found.push(format!(
-            "database.path: the directory of {} does not exist (yet): systemd creates /var/lib/postdesk when the \
-             service first starts; elsewhere, create it",
-            db.display()
-        ));
+    if let Database::Sqlite(db) = &config.database {
+        if !db.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")).is_dir() {
+            found.push(format!(
+                "database.path: the directory of {} does not exist (yet): systemd creates /var/lib/postdesk when \
+                 the service first starts; elsewhere, create it",
+                db.display()
+            ));
+        }
     }
     match (&config.smtp, config.policy.ack.enabled) {
         (Some(_), false) => {

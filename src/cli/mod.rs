@@ -255,7 +255,7 @@ fn run_web(config: Config) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let shutdown = tokio_util::sync::CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
-        let store = crate::store::shared::SharedStore::open(&config.database_path)?;
+        let store = crate::store::shared::SharedStore::open(&config.database).await?;
         let listener = crate::web::bind(&web).await?;
         tracing::info!("serving the console on {} (http://{})", web.base_url, web.listen);
         let console = crate::web::Console::new(store, std::sync::Arc::new(config), web, None);
@@ -302,12 +302,12 @@ fn exit_code_for(e: &anyhow::Error, from_mta: bool) -> ExitCode {
 /// The database as it is: only `ingest` and `run` create one, so that a command run in
 /// the wrong directory says so instead of showing an empty helpdesk.
 fn open_store(config: &Config) -> anyhow::Result<Store> {
-    Ok(Store::open_existing(&config.database_path)?)
+    Ok(Store::existing(&config.database)?)
 }
 
 /// The database, created on first use.
 fn create_store(config: &Config) -> anyhow::Result<Store> {
-    Ok(Store::open(&config.database_path)?)
+    Ok(Store::create(&config.database)?)
 }
 
 /// A panic exits 75 instead of Rust's 101, which an MTA would take for a permanent

@@ -43,7 +43,7 @@ pub fn run(config: &Config, cmd: OAuthCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         OAuthCommand::Login { name, browser } => login(config, &name, browser),
         OAuthCommand::Status { json: as_json } => {
-            let statuses = match config.database_path.exists() {
+            let statuses = match config.database.may_exist() {
                 true => super::open_store(config)?.read(|tx| oauth::status(tx, config, Utc::now()))?,
                 // No database yet: nothing is signed in.
                 false => crate::store::Store::open_in_memory()?.read(|tx| oauth::status(tx, config, Utc::now()))?,
@@ -122,7 +122,7 @@ fn login(config: &Config, name: &str, browser: bool) -> anyhow::Result<ExitCode>
         );
     }
     store.write(|tx| oauth::signed_in(tx, name, &issued, Utc::now()))?;
-    println!("Signed in: the refresh token of {name} is stored in {}.", config.database_path.display());
+    println!("Signed in: the refresh token of {name} is stored in {}.", config.database.shown());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -65,7 +65,7 @@ pub async fn run(config: Arc<Config>, shutdown: CancellationToken, once: bool) -
         info!("no [[mailbox]] is configured: only sending the acknowledgements that `postdesk ingest` queues");
     }
     // Opened (and migrated) before anything starts, so a bad database stops us at once.
-    let store = SharedStore::open(&config.database_path)?;
+    let store = SharedStore::open(&config.database).await?;
     let shared = Shared {
         keeper: Keeper::new(&config, Some(store.clone())),
         store,

@@ -4,9 +4,9 @@
 //! the same transaction.
 
 use chrono::{DateTime, Months, NaiveDate, Utc};
-use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
+use super::sql::{params, Dialect, Row};
 use super::{run_merge, string_list, timestamp, StoreError, Tx, Where};
 
 #[derive(Debug, Serialize)]
@@ -77,16 +77,22 @@ pub enum Search {
     Part(String),
     /// The ids of the customers found, as a JSON array.
     Found(String),
+    /// A `LIKE` pattern (PostgreSQL, whose trigram index serves it), folded by the query.
+    Pattern(String),
 }
 
 pub fn search(tx: &Tx<'_>, text: &str) -> Result<Search, StoreError> {
+    if tx.dialect() == Dialect::Postgres {
+        let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        return Ok(Search::Pattern(format!("%{escaped}%")));
+    }
     let text = super::fold(text);
     if text.chars().count() < 3 {
         return Ok(Search::Part(text));
     }
     let phrase = format!("\"{}\"", text.replace('"', "\"\""));
     let sql = "SELECT json_group_array(rowid) FROM customer_search WHERE customer_search MATCH ?1";
-    Ok(Search::Found(tx.conn().prepare_cached(sql)?.query_row([phrase], |r| r.get(0))?))
+    Ok(Search::Found(tx.query_row(sql, &[phrase], |r| r.get(0))?))
 }
 
 impl Filter {
@@ -107,6 +113,7 @@ impl Filter {
         match &self.search {
             Some(Search::Part(text)) => w.and("instr(c.search_text, ?) > 0", vec![Box::new(text.clone())]),
             Some(Search::Found(ids)) => w.and("c.id IN (SELECT value FROM json_each(?))", vec![Box::new(ids.clone())]),
+            Some(Search::Pattern(like)) => w.and("c.search_text LIKE fold(?)", vec![Box::new(like.clone())]),
             None => &mut w,
         };
         w
@@ -124,7 +131,7 @@ const CUSTOMER_SELECT: &str = "
     FROM customer_users c
     LEFT JOIN organisations o ON o.id = c.organisation_id";
 
-fn customer(r: &Row) -> rusqlite::Result<Customer> {
+fn customer(r: &Row) -> Result<Customer, StoreError> {
     Ok(Customer {
         email: r.get(0)?,
         name: r.get(1)?,
@@ -145,11 +152,9 @@ pub fn list(tx: &Tx<'_>, filter: &Filter) -> Result<Vec<Customer>, StoreError> {
     let order = if filter.search.is_some() { "c.sort_name || ''" } else { "c.sort_name" };
     let sql = format!("{CUSTOMER_SELECT}{} ORDER BY {order}, c.id LIMIT ? OFFSET ?", w.sql());
     let mut values = w.values;
-    values.push(Box::new(filter.limit.map_or(-1, i64::from)));
+    values.push(Box::new(filter.limit.map_or(i64::MAX, i64::from)));
     values.push(Box::new(filter.offset));
-    let mut stmt = tx.conn().prepare_cached(&sql)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(values), customer)?.collect::<Result<_, _>>()?;
-    Ok(rows)
+    tx.query_all(&sql, &values, customer)
 }
 
 /// How many customers a filter selects (its page and ticket view aside), and how many of
@@ -158,19 +163,20 @@ pub fn count_with_tickets(tx: &Tx<'_>, filter: &Filter) -> Result<(i64, i64), St
     let w = Filter { has_tickets: None, ..filter.clone() }.conditions();
     let sql = match w.is_empty() {
         true => "SELECT customers, with_tickets FROM customer_counts".to_owned(),
-        false => format!("SELECT COUNT(*), COALESCE(SUM(c.ticket_count > 0), 0) FROM customer_users c{}", w.sql()),
+        false => {
+            format!("SELECT COUNT(*), COUNT(*) FILTER (WHERE c.ticket_count > 0) FROM customer_users c{}", w.sql())
+        }
     };
-    let mut stmt = tx.conn().prepare_cached(&sql)?;
-    Ok(stmt.query_row(rusqlite::params_from_iter(w.values), |r| Ok((r.get(0)?, r.get(1)?)))?)
+    tx.query_row(&sql, &w.values, |r| Ok((r.get(0)?, r.get(1)?)))
 }
 
 /// The months in which customers were added, newest first, as `YYYY-MM`: one index seek
 /// per month, from the first customer's on.
 pub fn months(tx: &Tx<'_>) -> Result<Vec<String>, StoreError> {
-    let mut stmt = tx.conn().prepare_cached("SELECT MIN(created_at) FROM customer_users WHERE created_at >= ?1")?;
+    let sql = "SELECT MIN(created_at) FROM customer_users WHERE created_at >= ?1";
     let mut months = Vec::new();
     let mut from = String::new();
-    while let Some(first) = stmt.query_row([&from], |r| r.get::<_, Option<String>>(0))? {
+    while let Some(first) = tx.query_row(sql, &[&from], |r| r.get::<Option<String>>(0))? {
         let Some(month) = first.get(..7).and_then(Month::parse) else {
             break;
         };
@@ -187,27 +193,24 @@ pub fn months(tx: &Tx<'_>) -> Result<Vec<String>, StoreError> {
 
 /// Makes one of the customer's addresses the primary one.
 pub fn set_primary(tx: &Tx<'_>, id: i64, email: &str) -> Result<(), StoreError> {
-    tx.conn()
-        .execute("UPDATE customer_emails SET is_primary = (email = ?2) WHERE customer_id = ?1", params![id, email])?;
+    tx.execute("UPDATE customer_emails SET is_primary = (email = ?2) WHERE customer_id = ?1", params![id, email])?;
     Ok(())
 }
 
 pub fn get(tx: &Tx<'_>, id: i64) -> Result<Customer, StoreError> {
-    let conn = tx.conn();
     let sql = format!("{CUSTOMER_SELECT} WHERE c.id = ?1");
-    Ok(conn.query_row(&sql, [id], customer)?)
+    tx.query_row(&sql, &[id], customer)
 }
 
 pub fn exists(tx: &Tx<'_>, id: i64) -> Result<bool, StoreError> {
     let sql = "SELECT 1 FROM customer_users WHERE id = ?1";
-    Ok(tx.conn().query_row(sql, [id], |_| Ok(())).optional()?.is_some())
+    Ok(tx.query_opt(sql, &[id], |_| Ok(()))?.is_some())
 }
 
 /// The customer user an address (normalised) belongs to.
 pub fn owner_of(tx: &Tx<'_>, email: &str) -> Result<Option<i64>, StoreError> {
-    let conn = tx.conn();
     let sql = "SELECT customer_id FROM customer_emails WHERE email = ?1";
-    Ok(conn.query_row(sql, [email], |r| r.get(0)).optional()?)
+    tx.query_opt(sql, &[email], |r| r.get(0))
 }
 
 /// A customer user with one (primary) address.
@@ -218,50 +221,41 @@ pub fn create(
     organisation_id: Option<i64>,
     now: DateTime<Utc>,
 ) -> Result<i64, StoreError> {
-    let conn = tx.conn();
-    let id: i64 = conn
-        .prepare_cached(
-            "INSERT INTO customer_users (name, organisation_id, created_at) VALUES (?1, ?2, ?3) RETURNING id",
-        )?
-        .query_row(params![name, organisation_id, timestamp(now)], |r| r.get(0))?;
-    conn.prepare_cached("INSERT INTO customer_emails (email, customer_id, is_primary) VALUES (?1, ?2, 1)")?
-        .execute(params![email, id])?;
+    let id: i64 = tx.query_row(
+        "INSERT INTO customer_users (name, organisation_id, created_at) VALUES (?1, ?2, ?3) RETURNING id",
+        params![name, organisation_id, timestamp(now)],
+        |r| r.get(0),
+    )?;
+    tx.execute("INSERT INTO customer_emails (email, customer_id, is_primary) VALUES (?1, ?2, 1)", params![email, id])?;
     Ok(id)
 }
 
 pub fn set_name(tx: &Tx<'_>, id: i64, name: Option<&str>) -> Result<(), StoreError> {
-    let conn = tx.conn();
-    conn.execute("UPDATE customer_users SET name = ?1 WHERE id = ?2", params![name, id])?;
+    tx.execute("UPDATE customer_users SET name = ?1 WHERE id = ?2", params![name, id])?;
     Ok(())
 }
 
 /// Adds an address that belongs to nobody yet.
 pub fn add_email(tx: &Tx<'_>, id: i64, email: &str) -> Result<(), StoreError> {
-    let conn = tx.conn();
-    conn.execute(
-        "INSERT INTO customer_emails (email, customer_id, is_primary) VALUES (?1, ?2, 0)",
-        params![email, id],
-    )?;
+    tx.execute("INSERT INTO customer_emails (email, customer_id, is_primary) VALUES (?1, ?2, 0)", params![email, id])?;
     Ok(())
 }
 
 /// How many addresses the customer has.
 pub fn email_count(tx: &Tx<'_>, id: i64) -> Result<u32, StoreError> {
-    let conn = tx.conn();
     let sql = "SELECT COUNT(*) FROM customer_emails WHERE customer_id = ?1";
-    Ok(conn.query_row(sql, [id], |r| r.get(0))?)
+    tx.query_row(sql, &[id], |r| r.get(0))
 }
 
 /// Removes one of the customer's addresses; when it was the primary one, the first
 /// remaining address (by name) becomes primary, so every customer keeps one.
 pub fn remove_email(tx: &Tx<'_>, id: i64, email: &str) -> Result<(), StoreError> {
-    let conn = tx.conn();
-    conn.execute("DELETE FROM customer_emails WHERE email = ?1 AND customer_id = ?2", params![email, id])?;
-    conn.execute(
+    tx.execute("DELETE FROM customer_emails WHERE email = ?1 AND customer_id = ?2", params![email, id])?;
+    tx.execute(
         "UPDATE customer_emails SET is_primary = 1
          WHERE email = (SELECT email FROM customer_emails WHERE customer_id = ?1 ORDER BY email LIMIT 1)
            AND NOT EXISTS (SELECT 1 FROM customer_emails WHERE customer_id = ?1 AND is_primary = 1)",
-        [id],
+        &[id],
     )?;
     Ok(())
 }
@@ -270,9 +264,8 @@ pub fn remove_email(tx: &Tx<'_>, id: i64, email: &str) -> Result<(), StoreError>
 /// primary organisation is never also a linked one. The customer's tickets follow
 /// (`refile_tickets`).
 pub fn set_organisation(tx: &Tx<'_>, id: i64, organisation_id: Option<i64>) -> Result<(), StoreError> {
-    let conn = tx.conn();
-    conn.execute("UPDATE customer_users SET organisation_id = ?1 WHERE id = ?2", params![organisation_id, id])?;
-    conn.execute(
+    tx.execute("UPDATE customer_users SET organisation_id = ?1 WHERE id = ?2", params![organisation_id, id])?;
+    tx.execute(
         "DELETE FROM customer_links WHERE customer_id = ?1 AND organisation_id = ?2",
         params![id, organisation_id],
     )?;
@@ -285,27 +278,24 @@ pub fn set_organisation(tx: &Tx<'_>, id: i64, organisation_id: Option<i64>) -> R
 /// under an organisation keeps it: it records whom the work was done for. How many
 /// tickets changed.
 pub fn refile_tickets(tx: &Tx<'_>, id: i64) -> Result<usize, StoreError> {
-    let conn = tx.conn();
-    let changed = conn
-        .prepare_cached(
-            "UPDATE tickets SET organisation_id = (SELECT organisation_id FROM customer_users WHERE id = ?1)
+    let changed = tx.execute(
+        "UPDATE tickets SET organisation_id = (SELECT organisation_id FROM customer_users WHERE id = ?1)
              WHERE customer_id = ?1 AND (state <> 'closed' OR organisation_id IS NULL)
                AND organisation_id IS NOT (SELECT organisation_id FROM customer_users WHERE id = ?1)",
-        )?
-        .execute([id])?;
+        &[id],
+    )?;
     Ok(changed)
 }
 
 pub fn organisation_id(tx: &Tx<'_>, id: i64) -> Result<Option<i64>, StoreError> {
-    let conn = tx.conn();
     let sql = "SELECT organisation_id FROM customer_users WHERE id = ?1";
-    Ok(conn.query_row(sql, [id], |r| r.get(0))?)
+    tx.query_row(sql, &[id], |r| r.get(0))
 }
 
 pub fn link(tx: &Tx<'_>, id: i64, organisation_id: i64) -> Result<(), StoreError> {
-    let conn = tx.conn();
-    conn.execute(
-        "INSERT OR IGNORE INTO customer_links (customer_id, organisation_id) VALUES (?1, ?2)",
+    tx.execute(
+        "INSERT INTO customer_links (customer_id, organisation_id) VALUES (?1, ?2)
+             ON CONFLICT DO NOTHING",
         params![id, organisation_id],
     )?;
     Ok(())
@@ -313,8 +303,7 @@ pub fn link(tx: &Tx<'_>, id: i64, organisation_id: i64) -> Result<(), StoreError
 
 /// Whether there was such a link.
 pub fn unlink(tx: &Tx<'_>, id: i64, organisation_id: i64) -> Result<bool, StoreError> {
-    let conn = tx.conn();
-    let removed = conn.execute(
+    let removed = tx.execute(
         "DELETE FROM customer_links WHERE customer_id = ?1 AND organisation_id = ?2",
         params![id, organisation_id],
     )?;
@@ -326,23 +315,23 @@ pub fn unlink(tx: &Tx<'_>, id: i64, organisation_id: i64) -> Result<bool, StoreE
 /// name fills a missing one; the earlier "added" date stays. Then `from` is deleted,
 /// and the tickets are filed under `into`'s organisation (`refile_tickets`).
 pub fn merge(tx: &Tx<'_>, from: i64, into: i64) -> Result<(), StoreError> {
-    let conn = tx.conn();
     let statements = [
         "UPDATE customer_emails SET customer_id = ?2, is_primary = 0 WHERE customer_id = ?1",
         "UPDATE tickets SET customer_id = ?2 WHERE customer_id = ?1",
-        "INSERT OR IGNORE INTO customer_links (customer_id, organisation_id)
-             SELECT ?2, organisation_id FROM customer_links WHERE customer_id = ?1
-             UNION SELECT ?2, organisation_id FROM customer_users WHERE id = ?1 AND organisation_id IS NOT NULL",
+        "INSERT INTO customer_links (customer_id, organisation_id)
+             SELECT CAST(?2 AS BIGINT), organisation_id FROM customer_links WHERE customer_id = ?1
+             UNION SELECT CAST(?2 AS BIGINT), organisation_id FROM customer_users WHERE id = ?1 AND organisation_id IS NOT NULL
+             ON CONFLICT DO NOTHING",
         "UPDATE customer_users SET
              organisation_id = COALESCE(organisation_id, (SELECT f.organisation_id FROM customer_users f WHERE f.id = ?1)),
              name = COALESCE(name, (SELECT f.name FROM customer_users f WHERE f.id = ?1)),
-             created_at = MIN(created_at, (SELECT f.created_at FROM customer_users f WHERE f.id = ?1))
+             created_at = (SELECT MIN(a.created_at) FROM customer_users a WHERE a.id IN (?1, ?2))
          WHERE id = ?2",
         "DELETE FROM customer_links WHERE customer_id = ?2
              AND organisation_id = (SELECT organisation_id FROM customer_users WHERE id = ?2)",
         "DELETE FROM customer_users WHERE id = ?1",
     ];
-    run_merge(conn, &statements, from, into)?;
+    run_merge(tx, &statements, from, into)?;
     refile_tickets(tx, into)?;
     Ok(())
 }

@@ -2,8 +2,8 @@
 //! writing a decision. Called inside the caller's transaction (a savepoint per message).
 
 use chrono::{DateTime, Duration, Utc};
-use rusqlite::{params, Connection, OptionalExtension, Row};
 
+use super::sql::{params, Row};
 use super::{timestamp, StoreError, Tx};
 use crate::core::ack::{self, AckDecision, Acknowledgement};
 use crate::core::address;
@@ -17,41 +17,36 @@ use crate::core::trust::TicketTrust;
 
 /// A source identity that already reached an outcome: the ticket it went to, if any.
 pub fn ledger_entry(tx: &Tx<'_>, source: &str) -> Result<Option<Option<String>>, StoreError> {
-    let conn = tx.conn();
     let sql = "SELECT t.number FROM processed p LEFT JOIN tickets t ON t.id = p.ticket_id WHERE p.source = ?1";
-    Ok(conn.prepare_cached(sql)?.query_row([source], |r| r.get::<_, Option<String>>(0)).optional()?)
+    tx.query_opt(sql, &[source], |r| r.get::<Option<String>>(0))
 }
 
 /// Whether the same message (same Message-ID and content digest, or the same content
 /// when there is no Message-ID) was stored before. Articles stored before content
 /// digests existed are digested from their raw bytes.
 pub fn find_duplicate(tx: &Tx<'_>, message_id: Option<&str>, digest: &str, raw: &[u8]) -> Result<Seen, StoreError> {
-    let conn = tx.conn();
     let Some(id) = message_id else {
         // Before digests, a message without a Message-ID was keyed by the hash of its bytes.
         let legacy = format!("sha256:{}", parse::content_hash(raw));
         let sql = "SELECT t.id, t.number FROM articles a JOIN tickets t ON t.id = a.ticket_id
                    WHERE a.message_key IN (?1, ?2) LIMIT 1";
-        let found = conn
-            .prepare_cached(sql)?
-            .query_row([identity::message_key(None, digest), legacy], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
+        let found =
+            tx.query_opt(sql, &[identity::message_key(None, digest), legacy], |r| Ok((r.get(0)?, r.get(1)?)))?;
         return Ok(found.map_or(Seen::New, |(id, number)| Seen::Duplicate(id, number)));
     };
     // Bounded: a flood of messages reusing one Message-ID costs each at most this many.
     let sql = "SELECT t.id, t.number, a.content_digest, r.raw FROM articles a JOIN tickets t ON t.id = a.ticket_id
                LEFT JOIN raw_messages r ON r.article_id = a.id AND a.content_digest IS NULL
                WHERE a.message_id = ?1 AND a.direction = 'in' ORDER BY a.id LIMIT 20";
-    let mut stmt = conn.prepare_cached(sql)?;
-    let mut rows = stmt.query([id])?;
-    let mut reused = None;
-    while let Some(r) = rows.next()? {
-        let (ticket_id, number): (i64, String) = (r.get(0)?, r.get(1)?);
-        let stored: Option<String> = r.get(2)?;
-        let stored = match stored {
+    let rows = tx.query_all(sql, &[id], |r| {
+        let stored = match r.get::<Option<String>>(2)? {
             Some(d) => d,
-            None => identity::content_digest(&r.get::<_, Option<Vec<u8>>>(3)?.unwrap_or_default()),
+            None => identity::content_digest(&r.get::<Option<Vec<u8>>>(3)?.unwrap_or_default()),
         };
+        Ok((r.get::<i64>(0)?, r.get::<String>(1)?, stored))
+    })?;
+    let mut reused = None;
+    for (ticket_id, number, stored) in rows {
         if stored == digest {
             return Ok(Seen::Duplicate(ticket_id, number));
         }
@@ -68,11 +63,10 @@ pub fn record_processed(
     outcome: &str,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let conn = tx.conn();
     let sql =
         "INSERT INTO processed (source, message_key, ticket_id, outcome, processed_at) VALUES (?1, ?2, ?3, ?4, ?5)";
-    conn.prepare_cached(sql)?.execute(params![source, message_key, ticket_id, outcome, timestamp(now)])?;
-    conn.prepare_cached("DELETE FROM failed_messages WHERE source = ?1")?.execute([source])?;
+    tx.execute(sql, params![source, message_key, ticket_id, outcome, timestamp(now)])?;
+    tx.execute("DELETE FROM failed_messages WHERE source = ?1", &[source])?;
     Ok(())
 }
 
@@ -86,25 +80,22 @@ pub fn record_failure(
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<i64, StoreError> {
-    let conn = tx.conn();
     let sql = "INSERT INTO failed_messages (source, origin, reason, size, raw, created_at, updated_at)
                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
                ON CONFLICT (source) DO UPDATE SET reason = excluded.reason, attempts = attempts + 1,
                    updated_at = excluded.updated_at
                RETURNING id";
-    let id = conn
-        .prepare_cached(sql)?
-        .query_row(params![source, origin, reason, raw.len() as i64, raw, timestamp(now)], |r| r.get(0))?;
+    let id = tx.query_row(sql, params![source, origin, reason, raw.len() as i64, raw, timestamp(now)], |r| r.get(0))?;
     Ok(id)
 }
 
 /// An unknown state in the database is an error, never silently some other state.
-fn known_ticket(r: &Row) -> rusqlite::Result<KnownTicket> {
+fn known_ticket(r: &Row) -> Result<KnownTicket, StoreError> {
     Ok(KnownTicket { id: r.get(0)?, number: r.get(1)?, state: super::tickets::state(r, 2)? })
 }
 
-fn org_fact(r: &Row, first: usize) -> rusqlite::Result<Option<OrgFact>> {
-    let Some(id) = r.get::<_, Option<i64>>(first)? else {
+fn org_fact(r: &Row, first: usize) -> Result<Option<OrgFact>, StoreError> {
+    let Some(id) = r.get::<Option<i64>>(first)? else {
         return Ok(None);
     };
     Ok(Some(OrgFact { id, name: r.get(first + 1)?, first_response_hours: r.get(first + 2)? }))
@@ -130,45 +121,44 @@ const MAX_REFERENCES: usize = 100;
 
 /// Reads everything `core::decide` needs to know about this message.
 pub fn gather(tx: &Tx<'_>, inbound: &Inbound, lookups: Lookups, now: DateTime<Utc>) -> Result<Facts, StoreError> {
-    let conn = tx.conn();
     let sender = lookups.sender.map(|s| s.email.as_str());
     let candidate = |ticket: Option<KnownTicket>| -> Result<Option<Candidate>, StoreError> {
         ticket
-            .map(|ticket| Ok(Candidate { trust: ticket_trust(conn, ticket.id, sender, lookups.loop_tokens)?, ticket }))
+            .map(|ticket| Ok(Candidate { trust: ticket_trust(tx, ticket.id, sender, lookups.loop_tokens)?, ticket }))
             .transpose()
     };
     let sender_facts = match sender {
-        Some(s) => sender_facts(conn, s)?,
+        Some(s) => sender_facts(tx, s)?,
         None => SenderFacts::default(),
     };
     let sender_linked_organisations = match &sender_facts.customer {
-        Some(c) => linked_organisations(conn, c.id)?,
+        Some(c) => linked_organisations(tx, c.id)?,
         None => Vec::new(),
     };
     let (recent_acks_to_recipient, recent_acks_to_domain) = match sender {
-        Some(s) => recent_acks(conn, s, now)?,
+        Some(s) => recent_acks(tx, s, now)?,
         None => (0, 0),
     };
     Ok(Facts {
         route: RouteFacts {
-            tagged: candidate(tagged_ticket(conn, &inbound.subject, lookups.tag_prefix)?)?,
-            referenced: candidate(referenced_ticket(conn, inbound)?)?,
+            tagged: candidate(tagged_ticket(tx, &inbound.subject, lookups.tag_prefix)?)?,
+            referenced: candidate(referenced_ticket(tx, inbound)?)?,
             sender_linked_organisations,
         },
         sender: sender_facts,
         recent_acks_to_recipient,
         recent_acks_to_domain,
-        quoted_ack: quoted_ack(conn, lookups.quoted_ids)?,
-        own_message: own_message(conn, inbound, lookups.loop_tokens)?,
-        next_seq_today: next_seq(conn, now)?,
+        quoted_ack: quoted_ack(tx, lookups.quoted_ids)?,
+        own_message: own_message(tx, inbound, lookups.loop_tokens)?,
+        next_seq_today: next_seq(tx, now)?,
         seen: find_duplicate(tx, inbound.message_id.as_deref(), lookups.digest, lookups.raw)?,
     })
 }
 
-fn tagged_ticket(conn: &Connection, subject: &str, prefix: &str) -> Result<Option<KnownTicket>, StoreError> {
-    let mut stmt = conn.prepare_cached("SELECT id, number, state FROM tickets WHERE number = ?1")?;
+fn tagged_ticket(tx: &Tx, subject: &str, prefix: &str) -> Result<Option<KnownTicket>, StoreError> {
+    let sql = "SELECT id, number, state FROM tickets WHERE number = ?1";
     for number in ticket_number::find_tags(subject, prefix).into_iter().take(MAX_REFERENCES) {
-        if let Some(t) = stmt.query_row([&number], known_ticket).optional()? {
+        if let Some(t) = tx.query_opt(sql, &[&number], known_ticket)? {
             return Ok(Some(t));
         }
     }
@@ -176,13 +166,11 @@ fn tagged_ticket(conn: &Connection, subject: &str, prefix: &str) -> Result<Optio
 }
 
 /// The newest reference first: `In-Reply-To`, then `References` from the end.
-fn referenced_ticket(conn: &Connection, inbound: &Inbound) -> Result<Option<KnownTicket>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT t.id, t.number, t.state FROM message_ids m JOIN tickets t ON t.id = m.ticket_id
-         WHERE m.message_id = ?1",
-    )?;
+fn referenced_ticket(tx: &Tx, inbound: &Inbound) -> Result<Option<KnownTicket>, StoreError> {
+    let sql = "SELECT t.id, t.number, t.state FROM message_ids m JOIN tickets t ON t.id = m.ticket_id
+         WHERE m.message_id = ?1";
     for id in inbound.in_reply_to.iter().chain(inbound.references.iter().rev()).take(MAX_REFERENCES) {
-        if let Some(t) = stmt.query_row([id], known_ticket).optional()? {
+        if let Some(t) = tx.query_opt(sql, &[id], known_ticket)? {
             return Ok(Some(t));
         }
     }
@@ -191,13 +179,13 @@ fn referenced_ticket(conn: &Connection, inbound: &Inbound) -> Result<Option<Know
 
 /// How the sender stands on one ticket.
 fn ticket_trust(
-    conn: &Connection,
+    tx: &Tx,
     ticket_id: i64,
     sender: Option<&str>,
     loop_tokens: &[String],
 ) -> Result<TicketTrust, StoreError> {
     let exists = |sql: &str, a: i64, b: &str| -> Result<bool, StoreError> {
-        Ok(conn.prepare_cached(sql)?.query_row(params![a, b], |_| Ok(())).optional()?.is_some())
+        Ok(tx.query_opt(sql, params![a, b], |_| Ok(()))?.is_some())
     };
     let (mut sender_is_customer, mut sender_on_ticket) = (false, false);
     if let Some(email) = sender {
@@ -214,27 +202,26 @@ fn ticket_trust(
     for token in loop_tokens.iter().take(10) {
         our_loop_token |= exists("SELECT 1 FROM outbox WHERE ticket_id = ?1 AND message_id = ?2", ticket_id, token)?;
     }
-    let organisations = conn
-        .prepare_cached(
-            "SELECT organisation_id FROM tickets WHERE id = ?1 AND organisation_id IS NOT NULL
+    let organisations = tx.query_all(
+        "SELECT organisation_id FROM tickets WHERE id = ?1 AND organisation_id IS NOT NULL
              UNION SELECT c.organisation_id FROM tickets t JOIN customer_users c ON c.id = t.customer_id
                    WHERE t.id = ?1 AND c.organisation_id IS NOT NULL
              UNION SELECT l.organisation_id FROM tickets t JOIN customer_links l ON l.customer_id = t.customer_id
                    WHERE t.id = ?1",
-        )?
-        .query_map([ticket_id], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
+        &[ticket_id],
+        |r| r.get(0),
+    )?;
     Ok(TicketTrust { sender_is_customer, sender_on_ticket, organisations, our_loop_token })
 }
 
-fn linked_organisations(conn: &Connection, customer_id: i64) -> Result<Vec<i64>, StoreError> {
+fn linked_organisations(tx: &Tx, customer_id: i64) -> Result<Vec<i64>, StoreError> {
     let sql = "SELECT organisation_id FROM customer_links WHERE customer_id = ?1";
-    Ok(conn.prepare_cached(sql)?.query_map([customer_id], |r| r.get(0))?.collect::<Result<_, _>>()?)
+    tx.query_all(sql, &[customer_id], |r| r.get(0))
 }
 
 /// Whether the message is one of our acknowledgements come back: its loop header names
 /// its own Message-ID, and that is in our outbox.
-fn own_message(conn: &Connection, inbound: &Inbound, loop_tokens: &[String]) -> Result<bool, StoreError> {
+fn own_message(tx: &Tx, inbound: &Inbound, loop_tokens: &[String]) -> Result<bool, StoreError> {
     let Some(id) = inbound.message_id.as_deref().map(str::to_ascii_lowercase) else {
         return Ok(false);
     };
@@ -242,18 +229,15 @@ fn own_message(conn: &Connection, inbound: &Inbound, loop_tokens: &[String]) -> 
         return Ok(false);
     }
     let sql = "SELECT 1 FROM outbox WHERE message_id = ?1";
-    Ok(conn.prepare_cached(sql)?.query_row([id], |_| Ok(())).optional()?.is_some())
+    Ok(tx.query_opt(sql, &[id], |_| Ok(()))?.is_some())
 }
 
 /// The first of our acknowledgements among `ids`, with its ticket.
-fn quoted_ack(conn: &Connection, ids: &[String]) -> Result<Option<OurAck>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT t.id, t.number, t.state, o.id FROM outbox o JOIN tickets t ON t.id = o.ticket_id
-         WHERE o.message_id = ?1",
-    )?;
+fn quoted_ack(tx: &Tx, ids: &[String]) -> Result<Option<OurAck>, StoreError> {
+    let sql = "SELECT t.id, t.number, t.state, o.id FROM outbox o JOIN tickets t ON t.id = o.ticket_id
+         WHERE o.message_id = ?1";
     for id in ids {
-        let found =
-            stmt.query_row([id], |r| Ok(OurAck { ticket: known_ticket(r)?, outbox_id: r.get(3)? })).optional()?;
+        let found = tx.query_opt(sql, &[id], |r| Ok(OurAck { ticket: known_ticket(r)?, outbox_id: r.get(3)? }))?;
         if found.is_some() {
             return Ok(found);
         }
@@ -261,22 +245,19 @@ fn quoted_ack(conn: &Connection, ids: &[String]) -> Result<Option<OurAck>, Store
     Ok(None)
 }
 
-fn sender_facts(conn: &Connection, email: &str) -> Result<SenderFacts, StoreError> {
-    let customer = conn
-        .prepare_cached(
-            "SELECT c.id, c.name, o.id, o.name, o.first_response_hours
+fn sender_facts(tx: &Tx, email: &str) -> Result<SenderFacts, StoreError> {
+    let customer = tx.query_opt(
+        "SELECT c.id, c.name, o.id, o.name, o.first_response_hours
              FROM customer_emails e JOIN customer_users c ON c.id = e.customer_id
              LEFT JOIN organisations o ON o.id = c.organisation_id WHERE e.email = ?1",
-        )?
-        .query_row([email], |r| Ok(CustomerFact { id: r.get(0)?, name: r.get(1)?, organisation: org_fact(r, 2)? }))
-        .optional()?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT o.id, o.name, o.first_response_hours FROM organisation_domains d
-         JOIN organisations o ON o.id = d.organisation_id WHERE d.domain = ?1",
+        &[email],
+        |r| Ok(CustomerFact { id: r.get(0)?, name: r.get(1)?, organisation: org_fact(r, 2)? }),
     )?;
+    let sql = "SELECT o.id, o.name, o.first_response_hours FROM organisation_domains d
+         JOIN organisations o ON o.id = d.organisation_id WHERE d.domain = ?1";
     let mut domain_owner = None;
     for d in &address::owner_domains(address::domain_of(email)) {
-        domain_owner = stmt.query_row([d], |r| org_fact(r, 0)).optional()?.flatten();
+        domain_owner = tx.query_opt(sql, &[d], |r| org_fact(r, 0))?.flatten();
         if domain_owner.is_some() {
             break;
         }
@@ -286,22 +267,22 @@ fn sender_facts(conn: &Connection, email: &str) -> Result<SenderFacts, StoreErro
 
 /// Acknowledgements (not agents' replies) in the last 24 hours to the recipient's mailbox (`ack::mailbox_key`)
 /// and to its domain.
-fn recent_acks(conn: &Connection, recipient: &str, now: DateTime<Utc>) -> Result<(u32, u32), StoreError> {
+fn recent_acks(tx: &Tx, recipient: &str, now: DateTime<Utc>) -> Result<(u32, u32), StoreError> {
     let since = timestamp(now - Duration::hours(24));
     let by_key = "SELECT COUNT(*) FROM outbox WHERE recipient_key = ?1 AND created_at > ?2 AND kind = 'ack'";
     let by_domain = "SELECT COUNT(*) FROM outbox WHERE recipient_domain = ?1 AND created_at > ?2 AND kind = 'ack'";
     let key = ack::mailbox_key(recipient);
     let domain = address::domain_of(recipient);
     Ok((
-        conn.prepare_cached(by_key)?.query_row(params![key, since], |r| r.get(0))?,
-        conn.prepare_cached(by_domain)?.query_row(params![domain, since], |r| r.get(0))?,
+        tx.query_row(by_key, params![key, since], |r| r.get(0))?,
+        tx.query_row(by_domain, params![domain, since], |r| r.get(0))?,
     ))
 }
 
-fn next_seq(conn: &Connection, now: DateTime<Utc>) -> Result<u32, StoreError> {
+fn next_seq(tx: &Tx, now: DateTime<Utc>) -> Result<u32, StoreError> {
     let day = now.format("%Y-%m-%d").to_string();
     let sql = "SELECT COALESCE((SELECT last_seq FROM ticket_counters WHERE day = ?1), 0) + 1";
-    Ok(conn.prepare_cached(sql)?.query_row([day], |r| r.get(0))?)
+    tx.query_row(sql, &[day], |r| r.get(0))
 }
 
 /// What `apply` wrote.
@@ -324,65 +305,62 @@ pub struct Arrived<'a> {
 /// Writes a decision: customer and organisation, ticket or follow-up, article,
 /// attachments, raw bytes, known message-ids and the acknowledgement.
 pub fn apply(tx: &Tx<'_>, arrived: Arrived, decision: &Decision, now: DateTime<Utc>) -> Result<Applied, StoreError> {
-    let conn = tx.conn();
     let now_text = timestamp(now);
     let (ticket_id, ticket_number) = match decision {
         Decision::Duplicate { ticket_id, ticket, .. } => {
             return Ok(Applied { ticket_id: *ticket_id, ticket_number: ticket.clone() })
         }
         Decision::New { message, ticket, ack, referred } => {
-            let customer = upsert_customer(conn, &message.customer, now)?;
+            let customer = upsert_customer(tx, &message.customer, now)?;
             let day = now.format("%Y-%m-%d").to_string();
-            take_number(conn, &day, ticket.seq)?;
+            take_number(tx, &day, ticket.seq)?;
             let inbound = arrived.inbound;
             let subject = if inbound.subject.is_empty() { "(no subject)" } else { &inbound.subject };
-            let id = conn
-                .prepare_cached(
-                    "INSERT INTO tickets (number, day, seq, subject, state, customer_id, customer_email,
+            let id = tx.query_row(
+                "INSERT INTO tickets (number, day, seq, subject, state, customer_id, customer_email,
                          organisation_id, mailbox, ack, respond_by, created_at, updated_at, referred_ticket,
                          unauthenticated)
                      VALUES (?1, ?2, ?3, ?4, 'new', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13) RETURNING id",
-                )?
-                .query_row(
-                    params![
-                        ticket.number,
-                        day,
-                        ticket.seq,
-                        subject,
-                        customer.0,
-                        message.sender.as_ref().map(|s| s.email.as_str()),
-                        customer.1,
-                        arrived.mailbox,
-                        ack.summary(),
-                        ticket.respond_by.map(timestamp),
-                        now_text,
-                        referred.as_ref().map(|r| r.ticket.as_str()),
-                        message.authentication == crate::core::trust::Authentication::Fail
-                    ],
-                    |r| r.get(0),
-                )?;
-            store_article(conn, id, arrived, message, false, &now_text)?;
+                params![
+                    ticket.number,
+                    day,
+                    ticket.seq,
+                    subject,
+                    customer.0,
+                    message.sender.as_ref().map(|s| s.email.as_str()),
+                    customer.1,
+                    arrived.mailbox,
+                    ack.summary(),
+                    ticket.respond_by.map(timestamp),
+                    now_text,
+                    referred.as_ref().map(|r| r.ticket.as_str()),
+                    message.authentication == crate::core::trust::Authentication::Fail
+                ],
+                |r| r.get(0),
+            )?;
+            store_article(tx, id, arrived, message, false, &now_text)?;
             if let AckDecision::Queue(ack) = ack {
-                queue_ack(conn, Some(id), ack, &now_text)?;
+                queue_ack(tx, Some(id), ack, &now_text)?;
             }
             (id, ticket.number.clone())
         }
         Decision::FollowUp { message, ticket, state, .. } => {
-            upsert_customer(conn, &message.customer, now)?;
-            conn.prepare_cached(
+            upsert_customer(tx, &message.customer, now)?;
+            tx.execute(
                 "UPDATE tickets SET updated_at = ?1, customer_replied_at = ?1, state = COALESCE(?2, state)
                  WHERE id = ?3",
-            )?
-            .execute(params![now_text, state.map(State::as_str), ticket.id])?;
-            store_article(conn, ticket.id, arrived, message, false, &now_text)?;
+                params![now_text, state.map(State::as_str), ticket.id],
+            )?;
+            store_article(tx, ticket.id, arrived, message, false, &now_text)?;
             (ticket.id, ticket.number.clone())
         }
         Decision::AckBounce { message, ticket, outbox_id, diagnostic } => {
-            conn.prepare_cached("UPDATE tickets SET updated_at = ?1 WHERE id = ?2")?
-                .execute(params![now_text, ticket.id])?;
-            conn.prepare_cached("UPDATE outbox SET state = 'bounced', last_error = ?1 WHERE id = ?2")?
-                .execute(params![format!("bounced: {diagnostic}"), outbox_id])?;
-            store_article(conn, ticket.id, arrived, message, true, &now_text)?;
+            tx.execute("UPDATE tickets SET updated_at = ?1 WHERE id = ?2", params![now_text, ticket.id])?;
+            tx.execute(
+                "UPDATE outbox SET state = 'bounced', last_error = ?1 WHERE id = ?2",
+                params![format!("bounced: {diagnostic}"), outbox_id],
+            )?;
+            store_article(tx, ticket.id, arrived, message, true, &now_text)?;
             (ticket.id, ticket.number.clone())
         }
     };
@@ -392,7 +370,7 @@ pub fn apply(tx: &Tx<'_>, arrived: Arrived, decision: &Decision, now: DateTime<U
 /// The inbound article with its attachments and raw bytes; for a customer's message
 /// (not `internal`) also its participants and its Message-ID for follow-up matching.
 fn store_article(
-    conn: &Connection,
+    tx: &Tx,
     ticket_id: i64,
     arrived: Arrived,
     message: &Judgement,
@@ -400,63 +378,63 @@ fn store_article(
     now_text: &str,
 ) -> Result<(), StoreError> {
     let inbound = arrived.inbound;
-    let article_id = insert_article(conn, ticket_id, inbound, message, internal, arrived.digest, now_text)?;
-    let mut stmt = conn.prepare_cached(
-        "INSERT INTO attachments (article_id, filename, content_type, size, content) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
+    let article_id = insert_article(tx, ticket_id, inbound, message, internal, arrived.digest, now_text)?;
+    let sql = "INSERT INTO attachments (article_id, filename, content_type, size, content) VALUES (?1, ?2, ?3, ?4, ?5)";
     for a in &inbound.attachments {
-        stmt.execute(params![article_id, a.filename, a.content_type, a.size as i64, a.content])?;
+        tx.execute(sql, params![article_id, a.filename, a.content_type, a.size as i64, a.content])?;
     }
-    conn.prepare_cached("INSERT INTO raw_messages (article_id, raw) VALUES (?1, ?2)")?
-        .execute(params![article_id, arrived.raw])?;
+    tx.execute("INSERT INTO raw_messages (article_id, raw) VALUES (?1, ?2)", params![article_id, arrived.raw])?;
     if internal {
         return Ok(());
     }
-    record_addresses(conn, ticket_id, inbound, message.sender.as_ref())?;
+    record_addresses(tx, ticket_id, inbound, message.sender.as_ref())?;
     if let (Some(id), true) = (&inbound.message_id, message.records_message_id()) {
-        known_message_id(conn, id, ticket_id)?;
+        known_message_id(tx, id, ticket_id)?;
     }
     Ok(())
 }
 
-fn known_message_id(conn: &Connection, message_id: &str, ticket_id: i64) -> Result<(), StoreError> {
-    conn.prepare_cached("INSERT OR IGNORE INTO message_ids (message_id, ticket_id) VALUES (?1, ?2)")?
-        .execute(params![message_id, ticket_id])?;
+fn known_message_id(tx: &Tx, message_id: &str, ticket_id: i64) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO message_ids (message_id, ticket_id) VALUES (?1, ?2)
+             ON CONFLICT DO NOTHING",
+        params![message_id, ticket_id],
+    )?;
     Ok(())
 }
 
 /// An acknowledgement or an agent's reply into the outbox; its Message-ID leads the
 /// customer's answers to the ticket.
 pub(super) fn queue_ack(
-    conn: &Connection,
+    tx: &Tx,
     ticket_id: Option<i64>,
     ack: &Acknowledgement,
     now_text: &str,
 ) -> Result<(), StoreError> {
-    conn.prepare_cached(
+    tx.execute(
         "INSERT INTO outbox (ticket_id, recipient, recipient_name, recipient_key, recipient_domain, sender,
              sender_name, subject, body_text, message_id, in_reply_to, refs, state, next_attempt_at, created_at,
              kind)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'queued', ?13, ?13, ?14)",
-    )?
-    .execute(params![
-        ticket_id,
-        ack.to,
-        ack.to_name,
-        ack::mailbox_key(&ack.to),
-        address::domain_of(&ack.to),
-        ack.from,
-        ack.from_name,
-        ack.subject,
-        ack.body,
-        ack.message_id,
-        ack.in_reply_to,
-        ack.references.join(" "),
-        now_text,
-        ack.kind.as_str()
-    ])?;
+        params![
+            ticket_id,
+            ack.to,
+            ack.to_name,
+            ack::mailbox_key(&ack.to),
+            address::domain_of(&ack.to),
+            ack.from,
+            ack.from_name,
+            ack.subject,
+            ack.body,
+            ack.message_id,
+            ack.in_reply_to,
+            ack.references.join(" "),
+            now_text,
+            ack.kind.as_str()
+        ],
+    )?;
     match ticket_id {
-        Some(ticket_id) => known_message_id(conn, &ack.message_id, ticket_id),
+        Some(ticket_id) => known_message_id(tx, &ack.message_id, ticket_id),
         None => Ok(()),
     }
 }
@@ -464,14 +442,13 @@ pub(super) fn queue_ack(
 /// Takes ticket number `seq` of `day` from the day's counter, which `gather` read: when
 /// another writer took it meanwhile (possible only where writers run concurrently), the
 /// message is decided again (`StoreError::Conflict`).
-pub(super) fn take_number(conn: &Connection, day: &str, seq: u32) -> Result<(), StoreError> {
-    let taken = conn
-        .prepare_cached(
-            "INSERT INTO ticket_counters (day, last_seq) VALUES (?1, ?2)
+pub(super) fn take_number(tx: &Tx, day: &str, seq: u32) -> Result<(), StoreError> {
+    let taken = tx.execute(
+        "INSERT INTO ticket_counters (day, last_seq) VALUES (?1, ?2)
              ON CONFLICT (day) DO UPDATE SET last_seq = excluded.last_seq
              WHERE ticket_counters.last_seq = excluded.last_seq - 1",
-        )?
-        .execute(params![day, seq])?;
+        params![day, seq],
+    )?;
     match taken {
         1 => Ok(()),
         _ => Err(StoreError::Conflict(format!("ticket number {seq} of {day} was taken meanwhile"))),
@@ -480,23 +457,19 @@ pub(super) fn take_number(conn: &Connection, day: &str, seq: u32) -> Result<(), 
 
 /// The addresses of a message (From, To, Cc and the customer address), normalised, as
 /// participants of the ticket.
-fn record_addresses(
-    conn: &Connection,
-    ticket_id: i64,
-    inbound: &Inbound,
-    sender: Option<&Sender>,
-) -> Result<(), StoreError> {
+fn record_addresses(tx: &Tx, ticket_id: i64, inbound: &Inbound, sender: Option<&Sender>) -> Result<(), StoreError> {
     const MAX_ADDRESSES: usize = 100;
-    let mut stmt = conn.prepare_cached("INSERT OR IGNORE INTO ticket_addresses (ticket_id, email) VALUES (?1, ?2)")?;
+    let sql = "INSERT INTO ticket_addresses (ticket_id, email) VALUES (?1, ?2)
+             ON CONFLICT DO NOTHING";
     let listed = inbound.from.iter().chain(&inbound.to).chain(&inbound.cc).take(MAX_ADDRESSES);
     for email in listed.filter_map(|m| address::normalise(&m.address)).chain(sender.map(|s| s.email.clone())) {
-        stmt.execute(params![ticket_id, email])?;
+        tx.execute(sql, params![ticket_id, email])?;
     }
     Ok(())
 }
 
 fn insert_article(
-    conn: &Connection,
+    tx: &Tx,
     ticket_id: i64,
     inbound: &Inbound,
     message: &Judgement,
@@ -507,42 +480,35 @@ fn insert_article(
     let join = |list: &[Mailbox]| list.iter().map(|m| m.address.as_str()).collect::<Vec<_>>().join(", ");
     let kinds: Vec<&str> = message.classification.iter().map(|k| k.as_str()).collect();
     let from = inbound.from.as_ref();
-    let id = conn
-        .prepare_cached(
-            "INSERT INTO articles (ticket_id, direction, message_key, message_id, from_addr, from_name, to_addrs,
+    let id = tx.query_row(
+        "INSERT INTO articles (ticket_id, direction, message_key, message_id, from_addr, from_name, to_addrs,
                  cc_addrs, subject, sent_at, body_text, body_html, classification, created_at, content_digest,
                  internal)
              VALUES (?1, 'in', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) RETURNING id",
-        )?
-        .query_row(
-            params![
-                ticket_id,
-                identity::message_key(inbound.message_id.as_deref(), digest),
-                inbound.message_id,
-                from.map(|m| m.address.as_str()),
-                from.and_then(|m| m.name.as_deref()),
-                join(&inbound.to),
-                join(&inbound.cc),
-                inbound.subject,
-                inbound.date,
-                inbound.text_body,
-                inbound.html_body,
-                kinds.join(","),
-                now_text,
-                digest,
-                internal
-            ],
-            |r| r.get(0),
-        )?;
+        params![
+            ticket_id,
+            identity::message_key(inbound.message_id.as_deref(), digest),
+            inbound.message_id,
+            from.map(|m| m.address.as_str()),
+            from.and_then(|m| m.name.as_deref()),
+            join(&inbound.to),
+            join(&inbound.cc),
+            inbound.subject,
+            inbound.date,
+            inbound.text_body,
+            inbound.html_body,
+            kinds.join(","),
+            now_text,
+            digest,
+            internal
+        ],
+        |r| r.get(0),
+    )?;
     Ok(id)
 }
 
 /// The customer user id and primary organisation id a ticket is filed under.
-fn upsert_customer(
-    conn: &Connection,
-    customer: &Customer,
-    now: DateTime<Utc>,
-) -> Result<(Option<i64>, Option<i64>), StoreError> {
+fn upsert_customer(tx: &Tx, customer: &Customer, now: DateTime<Utc>) -> Result<(Option<i64>, Option<i64>), StoreError> {
     match customer {
         Customer::None { .. } => Ok((None, None)),
         Customer::Existing(c) => Ok((Some(c.id), c.organisation.as_ref().map(|o| o.id))),
@@ -550,25 +516,26 @@ fn upsert_customer(
             let org_id = match organisation {
                 Organisation::None { .. } => None,
                 Organisation::Existing(o) => Some(o.id),
-                Organisation::Create { name, domain } => {
-                    Some(create_organisation(conn, name, domain, &timestamp(now))?)
-                }
+                Organisation::Create { name, domain } => Some(create_organisation(tx, name, domain, &timestamp(now))?),
             };
-            let id = super::customers::create(&Tx { conn }, email, name.as_deref(), org_id, now)?;
+            let id = super::customers::create(tx, email, name.as_deref(), org_id, now)?;
             Ok((Some(id), org_id))
         }
     }
 }
 
 /// An organisation named after a domain, owning it; an existing one of that name is reused.
-fn create_organisation(conn: &Connection, name: &str, domain: &str, now_text: &str) -> Result<i64, StoreError> {
-    let id: i64 = conn
-        .prepare_cached(
-            "INSERT INTO organisations (name, created_at) VALUES (?1, ?2)
+fn create_organisation(tx: &Tx, name: &str, domain: &str, now_text: &str) -> Result<i64, StoreError> {
+    let id: i64 = tx.query_row(
+        "INSERT INTO organisations (name, created_at) VALUES (?1, ?2)
              ON CONFLICT (name) DO UPDATE SET name = name RETURNING id",
-        )?
-        .query_row(params![name, now_text], |r| r.get(0))?;
-    conn.prepare_cached("INSERT OR IGNORE INTO organisation_domains (domain, organisation_id) VALUES (?1, ?2)")?
-        .execute(params![domain, id])?;
+        params![name, now_text],
+        |r| r.get(0),
+    )?;
+    tx.execute(
+        "INSERT INTO organisation_domains (domain, organisation_id) VALUES (?1, ?2)
+             ON CONFLICT DO NOTHING",
+        params![domain, id],
+    )?;
     Ok(id)
 }

@@ -9,8 +9,10 @@ mod mailbox;
 pub mod oauth;
 pub mod orgs;
 pub mod outbox;
+mod pg;
 pub mod portal;
 pub mod shared;
+pub(crate) mod sql;
 pub mod tickets;
 
 pub use ingest::{
@@ -18,12 +20,18 @@ pub use ingest::{
 };
 pub use mailbox::{is_processed, record_poll, record_uidvalidity, release_lease, take_lease};
 
+use std::cell::RefCell;
 use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::functions::FunctionFlags;
-use rusqlite::{params_from_iter, Connection, ErrorCode, Row, Transaction, TransactionBehavior};
+use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
+
+use crate::config::{Database, PostgresConfig};
+use pg::PgConn;
 use rusqlite_migration::{Migrations, M};
+pub use sql::Tx;
+use sql::{Row, ToValue};
 
 const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0001_initial.sql")),
@@ -54,11 +62,12 @@ pub enum StoreError {
     Conflict(String),
     #[error(
         "no database at {0}: only `postdesk ingest` and `postdesk run` create one; point --config or \
-         POSTDESK_DATABASE__PATH at the service's database (e.g. /var/lib/postdesk/postdesk.db)"
+         POSTDESK_DATABASE__PATH (or POSTDESK_DATABASE__URL) at the service's database (e.g. \
+         /var/lib/postdesk/postdesk.db)"
     )]
     Missing(String),
     #[error("database error: {0}")]
-    Sql(rusqlite::Error),
+    Sql(String),
 }
 
 impl StoreError {
@@ -93,16 +102,43 @@ impl From<rusqlite::Error> for StoreError {
         } else if unique_taken {
             StoreError::Conflict(e.to_string())
         } else {
-            StoreError::Sql(e)
+            StoreError::Sql(e.to_string())
         }
     }
 }
 
 pub struct Store {
-    conn: Connection,
+    backend: Backend,
+}
+
+enum Backend {
+    Sqlite(Connection),
+    Postgres(Box<RefCell<PgConn>>),
 }
 
 impl Store {
+    /// The configured database, created and migrated if needed.
+    pub fn create(database: &Database) -> Result<Store, StoreError> {
+        match database {
+            Database::Sqlite(path) => Store::open(path),
+            Database::Postgres(config) => Store::postgres(config, true),
+        }
+    }
+
+    /// The configured database as it is (migrated): only `ingest` and `run` create one.
+    pub fn existing(database: &Database) -> Result<Store, StoreError> {
+        match database {
+            Database::Sqlite(path) => Store::open_existing(path),
+            Database::Postgres(config) => Store::postgres(config, false),
+        }
+    }
+
+    fn postgres(config: &PostgresConfig, create: bool) -> Result<Store, StoreError> {
+        let mut conn = pg::connect(config)?;
+        pg::migrate(&mut conn, create, &config.url)?;
+        Ok(Store { backend: Backend::Postgres(Box::new(RefCell::new(conn))) })
+    }
+
     /// Opens (creating if needed) and migrates the database at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let conn = Connection::open(path)
@@ -133,18 +169,20 @@ impl Store {
         Store::setup(Connection::open_in_memory()?, None)
     }
 
+    /// Frees the memory of this connection's page cache; it fills again as it is used.
+    pub fn shrink_memory(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(conn) => Ok(conn.execute_batch("PRAGMA shrink_memory")?),
+            Backend::Postgres(_) => Ok(()),
+        }
+    }
+
     /// `dir` is the database's directory (none in memory). Setting the journal mode and
     /// migrating are done under an advisory lock (flock) on it — not on the file, whose
     /// POSIX locks are SQLite's: rusqlite_migration reads the schema version before its
     /// transaction, and switching a new file to WAL is refused at once (no busy wait)
     /// while another connection holds it, so two processes opening a new database at the
     /// same moment would otherwise fail ("table … already exists", "database is locked").
-    /// Frees the memory of this connection's page cache; it fills again as it is used.
-    pub fn shrink_memory(&self) -> Result<(), StoreError> {
-        self.conn.execute_batch("PRAGMA shrink_memory")?;
-        Ok(())
-    }
-
     fn setup(mut conn: Connection, dir: Option<&Path>) -> Result<Store, StoreError> {
         let _setting_up = dir.map(lock_directory).transpose()?;
         conn.busy_timeout(Duration::from_secs(10))?;
@@ -163,7 +201,7 @@ impl Store {
         // cache, so it is not spilled to the WAL before its commit. In KiB.
         conn.pragma_update(None, "cache_size", -16384)?;
         migrate(&mut conn)?;
-        Ok(Store { conn })
+        Ok(Store { backend: Backend::Sqlite(conn) })
     }
 
     /// Reads pages straight from the operating system's cache (memory-mapped) instead of
@@ -171,32 +209,38 @@ impl Store {
     /// database, so a page read by one is not slow to read for the next.
     pub fn map_reads(&self) -> Result<(), StoreError> {
         const MAPPED_BYTES: i64 = 1 << 30;
-        self.conn.pragma_update(None, "mmap_size", MAPPED_BYTES)?;
-        Ok(())
+        match &self.backend {
+            Backend::Sqlite(conn) => Ok(conn.pragma_update(None, "mmap_size", MAPPED_BYTES)?),
+            Backend::Postgres(_) => Ok(()),
+        }
     }
 
     /// Whether a write can be committed now: a full disk, a lock held too long or a
     /// read-only file fails here, before anything is fetched for nothing. Rewrites the
     /// schema version with its own value, so the commit writes a real page.
     pub fn check_writable(&mut self) -> Result<(), StoreError> {
-        self.write(|tx| {
-            let version: i64 = tx.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-            tx.conn.pragma_update(None, "user_version", version)?;
-            Ok(())
+        self.write(|tx| match tx.conn {
+            sql::Conn::Sqlite(conn) => {
+                let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+                Ok(conn.pragma_update(None, "user_version", version)?)
+            }
+            sql::Conn::Postgres(_) => tx.execute_batch(pg::TOUCH_SCHEMA_VERSION),
         })
     }
 
     /// Runs `f` in one transaction: a consistent snapshot while the daemon writes.
     pub fn read<T, E: From<StoreError>>(&mut self, f: impl FnOnce(&Tx) -> Result<T, E>) -> Result<T, E> {
-        self.transaction(TransactionBehavior::Deferred, f)
+        self.transaction(Mode::Read, f)
     }
 
     /// Runs `f` in one transaction that holds the write lock from the start, so checks
     /// and writes see the same data, and a command that reads before it writes never
     /// fails to upgrade a snapshot the daemon has moved past (`SQLITE_BUSY_SNAPSHOT`).
-    /// Nothing is written when `f` fails.
+    /// On PostgreSQL the transaction is serializable: the same outcome as one writer at a
+    /// time, and a conflict with another daemon fails it as transient. Nothing is written
+    /// when `f` fails.
     pub fn write<T, E: From<StoreError>>(&mut self, f: impl FnOnce(&Tx) -> Result<T, E>) -> Result<T, E> {
-        self.transaction(TransactionBehavior::Immediate, f)
+        self.transaction(Mode::Write, f)
     }
 
     /// `write`, committed without waiting for the disk (`synchronous=NORMAL` for this one
@@ -204,66 +248,113 @@ impl Store {
     /// only once a later `write` or batch commits. For records whose loss costs a repeated
     /// attempt, never a message: that an acknowledgement was sent.
     pub fn write_unsynced<T>(&mut self, f: impl FnOnce(&Tx) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let result = self.write(f);
-        self.conn.pragma_update(None, "synchronous", "FULL")?;
-        result
+        match &self.backend {
+            Backend::Sqlite(conn) => {
+                conn.pragma_update(None, "synchronous", "NORMAL")?;
+                let result = self.write(f);
+                if let Backend::Sqlite(conn) = &self.backend {
+                    conn.pragma_update(None, "synchronous", "FULL")?;
+                }
+                result
+            }
+            Backend::Postgres(_) => self.transaction(Mode::WriteUnsynced, f),
+        }
     }
 
-    fn transaction<T, E: From<StoreError>>(
-        &mut self,
-        behavior: TransactionBehavior,
-        f: impl FnOnce(&Tx) -> Result<T, E>,
-    ) -> Result<T, E> {
-        let tx = self.conn.transaction_with_behavior(behavior).map_err(StoreError::from)?;
-        let value = f(&Tx { conn: &tx })?;
-        tx.commit().map_err(StoreError::from)?;
-        Ok(value)
+    fn transaction<T, E: From<StoreError>>(&mut self, mode: Mode, f: impl FnOnce(&Tx) -> Result<T, E>) -> Result<T, E> {
+        match &mut self.backend {
+            Backend::Sqlite(conn) => {
+                let behavior = match mode {
+                    Mode::Read => TransactionBehavior::Deferred,
+                    Mode::Write | Mode::WriteUnsynced => TransactionBehavior::Immediate,
+                };
+                let tx = conn.transaction_with_behavior(behavior).map_err(StoreError::from)?;
+                let value = f(&Tx { conn: sql::Conn::Sqlite(&tx) })?;
+                tx.commit().map_err(StoreError::from)?;
+                Ok(value)
+            }
+            Backend::Postgres(pg) => {
+                let open = pg::Open::begin(pg, mode.postgres_begin())?;
+                let value = f(&Tx { conn: sql::Conn::Postgres(pg) })?;
+                open.commit()?;
+                Ok(value)
+            }
+        }
     }
 
     /// Begins a group-committed batch (see `Batch`).
     pub fn batch(&mut self) -> Result<Batch<'_>, StoreError> {
-        Ok(Batch { tx: self.conn.transaction_with_behavior(TransactionBehavior::Immediate)? })
+        match &mut self.backend {
+            Backend::Sqlite(conn) => Ok(Batch::Sqlite(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)),
+            Backend::Postgres(pg) => Ok(Batch::Postgres(pg::Open::begin(pg, Mode::Write.postgres_begin())?)),
+        }
     }
 }
 
-/// A transaction, or one message's savepoint inside a batch: what every query of the
-/// store runs in. Its connection is visible only inside `store`, so that nothing else
-/// speaks SQL.
-#[derive(Clone, Copy)]
-pub struct Tx<'a> {
-    conn: &'a Connection,
+#[cfg(test)]
+impl Store {
+    /// The connection outside any transaction, for tests of single statements.
+    pub(crate) fn test_tx(&self) -> Tx<'_> {
+        match &self.backend {
+            Backend::Sqlite(conn) => Tx::sqlite(conn),
+            Backend::Postgres(pg) => Tx { conn: sql::Conn::Postgres(pg) },
+        }
+    }
 }
 
-impl<'a> Tx<'a> {
-    fn conn(&self) -> &'a Connection {
-        self.conn
+/// What a transaction is for.
+#[derive(Clone, Copy)]
+enum Mode {
+    Read,
+    Write,
+    WriteUnsynced,
+}
+
+impl Mode {
+    fn postgres_begin(self) -> &'static str {
+        match self {
+            Mode::Read => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+            Mode::Write => "BEGIN ISOLATION LEVEL SERIALIZABLE",
+            Mode::WriteUnsynced => "BEGIN ISOLATION LEVEL SERIALIZABLE; SET LOCAL synchronous_commit = off",
+        }
     }
 }
 
 /// Many messages in one write transaction, committed (and fsync'd) once; each message in
 /// a savepoint of its own, so that one that fails is rolled back alone.
-pub struct Batch<'a> {
-    tx: Transaction<'a>,
+pub enum Batch<'a> {
+    Sqlite(Transaction<'a>),
+    Postgres(pg::Open<'a>),
 }
 
 impl Batch<'_> {
     /// Runs `f` in a savepoint: kept when it returns `Ok`, rolled back otherwise.
     pub fn message<T>(&mut self, f: impl FnOnce(&Tx) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        let sp = self.tx.savepoint()?;
-        let value = f(&Tx { conn: &sp })?;
-        sp.commit()?;
-        Ok(value)
+        match self {
+            Batch::Sqlite(tx) => {
+                let sp = tx.savepoint()?;
+                let value = f(&Tx { conn: sql::Conn::Sqlite(&sp) })?;
+                sp.commit()?;
+                Ok(value)
+            }
+            Batch::Postgres(open) => open.savepoint(f),
+        }
     }
 
     /// Runs `f` in the batch's transaction itself (after a message's savepoint was rolled
     /// back: recording why it failed).
     pub fn outside_message<T>(&self, f: impl FnOnce(&Tx) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        f(&Tx { conn: &self.tx })
+        match self {
+            Batch::Sqlite(tx) => f(&Tx { conn: sql::Conn::Sqlite(tx) }),
+            Batch::Postgres(open) => f(&open.tx()),
+        }
     }
 
     pub fn commit(self) -> Result<(), StoreError> {
-        Ok(self.tx.commit()?)
+        match self {
+            Batch::Sqlite(tx) => Ok(tx.commit()?),
+            Batch::Postgres(open) => open.commit(),
+        }
     }
 }
 
@@ -271,17 +362,15 @@ impl Batch<'_> {
 /// and metrics.
 pub fn counts(tx: &Tx, today: chrono::NaiveDate) -> Result<(i64, i64), StoreError> {
     let today = today.format("%Y-%m-%d").to_string();
-    let conn = tx.conn();
-    let tickets = conn.query_row("SELECT COUNT(*) FROM tickets WHERE day = ?1", [today], |r| r.get(0))?;
-    let waiting = conn.query_row("SELECT COUNT(*) FROM outbox WHERE state = 'queued'", [], |r| r.get(0))?;
+    let tickets = tx.query_row("SELECT COUNT(*) FROM tickets WHERE day = ?1", &[today], |r| r.get(0))?;
+    let waiting = tx.query_row("SELECT COUNT(*) FROM outbox WHERE state = 'queued'", &(), |r| r.get(0))?;
     Ok((tickets, waiting))
 }
 
 /// A column built with `json_group_array`, as a list.
-fn string_list(r: &Row, idx: usize) -> rusqlite::Result<Vec<String>> {
+fn string_list(r: &Row, idx: usize) -> Result<Vec<String>, StoreError> {
     let text: String = r.get(idx)?;
-    serde_json::from_str(&text)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e)))
+    serde_json::from_str(&text).map_err(|e| StoreError::Sql(format!("column {idx} is not a JSON list: {e}")))
 }
 
 fn directory_of(path: &Path) -> &Path {
@@ -310,12 +399,10 @@ fn lock_directory(dir: &Path) -> Result<std::fs::File, StoreError> {
 
 /// Runs the statements of a merge in order, each with `?1` = from and `?2` = into
 /// (a statement may use only `?1`).
-fn run_merge(conn: &Connection, statements: &[&str], from: i64, into: i64) -> Result<(), StoreError> {
+fn run_merge(tx: &Tx, statements: &[&str], from: i64, into: i64) -> Result<(), StoreError> {
     let ids = [from, into];
-    for sql in statements {
-        let mut stmt = conn.prepare(sql)?;
-        let used = stmt.parameter_count();
-        stmt.execute(params_from_iter(&ids[..used]))?;
+    for statement in statements {
+        tx.execute(statement, &ids[..sql::placeholder_count(statement)])?;
     }
     Ok(())
 }
@@ -355,22 +442,22 @@ fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
 #[derive(Default)]
 pub(crate) struct Where {
     conditions: Vec<&'static str>,
-    values: Vec<Box<dyn rusqlite::ToSql>>,
+    values: Vec<Box<dyn ToValue>>,
 }
 
 impl Where {
     /// A condition with one `?` per value, in order.
-    fn and(&mut self, condition: &'static str, values: Vec<Box<dyn rusqlite::ToSql>>) -> &mut Self {
+    fn and(&mut self, condition: &'static str, values: Vec<Box<dyn ToValue>>) -> &mut Self {
         self.conditions.push(condition);
         self.values.extend(values);
         self
     }
 
     /// `and`, when `value` is given: a condition with one `?`, or several for the same value.
-    fn and_if<T: rusqlite::ToSql + Clone + 'static>(&mut self, condition: &'static str, value: Option<T>) -> &mut Self {
+    fn and_if<T: ToValue + Clone + 'static>(&mut self, condition: &'static str, value: Option<T>) -> &mut Self {
         if let Some(v) = value {
             let count = condition.matches('?').count();
-            self.and(condition, (0..count).map(|_| Box::new(v.clone()) as Box<dyn rusqlite::ToSql>).collect());
+            self.and(condition, (0..count).map(|_| Box::new(v.clone()) as Box<dyn ToValue>).collect());
         }
         self
     }
@@ -414,8 +501,9 @@ mod tests {
     fn opens_in_wal_mode_with_foreign_keys() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("t.db")).unwrap();
-        let mode: String = store.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
-        let fk: i64 = store.conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
+        let tx = store.test_tx();
+        let mode: String = tx.query_row("PRAGMA journal_mode", &(), |r| r.get(0)).unwrap();
+        let fk: i64 = tx.query_row("PRAGMA foreign_keys", &(), |r| r.get(0)).unwrap();
         assert_eq!((mode.as_str(), fk), ("wal", 1));
     }
 
@@ -467,15 +555,15 @@ mod tests {
         let digest = crate::core::identity::content_digest(raw);
         let again = [&b"Received: from mx2\r\n"[..], raw].concat();
         assert_eq!(
-            find_duplicate(&Tx { conn: &conn }, Some("m1@acme.example"), &digest, &again).unwrap(),
+            find_duplicate(&Tx::sqlite(&conn), Some("m1@acme.example"), &digest, &again).unwrap(),
             Seen::Duplicate(1, "2026112310000012".to_owned())
         );
         let other = crate::core::identity::content_digest(b"From: x@y.example\r\n\r\nother\r\n");
         assert_eq!(
-            find_duplicate(&Tx { conn: &conn }, Some("m1@acme.example"), &other, b"").unwrap(),
+            find_duplicate(&Tx::sqlite(&conn), Some("m1@acme.example"), &other, b"").unwrap(),
             Seen::ReusedMessageId("2026112310000012".to_owned())
         );
-        assert_eq!(find_duplicate(&Tx { conn: &conn }, Some("m2@acme.example"), &other, b"").unwrap(), Seen::New);
+        assert_eq!(find_duplicate(&Tx::sqlite(&conn), Some("m2@acme.example"), &other, b"").unwrap(), Seen::New);
     }
 
     /// The counter starts where the tickets of each day left off, and a number another
@@ -492,12 +580,12 @@ mod tests {
         )
         .unwrap();
         migrations.to_latest(&mut conn).unwrap();
-        let tx = Tx { conn: &conn };
-        assert!(ingest::take_number(tx.conn(), "2026-11-23", 3).unwrap_err().is_transient(), "taken");
-        ingest::take_number(tx.conn(), "2026-11-23", 4).unwrap();
-        let err = ingest::take_number(tx.conn(), "2026-11-23", 4).unwrap_err();
+        let tx = Tx::sqlite(&conn);
+        assert!(ingest::take_number(&tx, "2026-11-23", 3).unwrap_err().is_transient(), "taken");
+        ingest::take_number(&tx, "2026-11-23", 4).unwrap();
+        let err = ingest::take_number(&tx, "2026-11-23", 4).unwrap_err();
         assert!(matches!(err, StoreError::Conflict(_)), "{err}");
-        ingest::take_number(tx.conn(), "2026-11-24", 1).unwrap();
+        ingest::take_number(&tx, "2026-11-24", 1).unwrap();
     }
 
     /// Migration 8 gives the customers and tickets there are their kept keys and counts.
@@ -516,7 +604,7 @@ mod tests {
         )
         .unwrap();
         migrations.to_latest(&mut conn).unwrap();
-        let tx = Tx { conn: &conn };
+        let tx = Tx::sqlite(&conn);
         let keys: Vec<(String, i64)> = conn
             .prepare("SELECT sort_name, ticket_count FROM customer_users ORDER BY id")
             .unwrap()

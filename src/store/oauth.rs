@@ -2,8 +2,8 @@
 //! to renew, and what a refusal means, is `desk::oauth`'s.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension, Row};
 
+use super::sql::{params, Row};
 use super::{timestamp, StoreError, Tx};
 use crate::core::oauth::AccessToken;
 use crate::secret::Secret;
@@ -47,22 +47,16 @@ pub struct Tokens {
 const COLUMNS: &str =
     "provider, refresh_token, access_token, issued_at, expires_at, state, last_refresh_at, last_result";
 
-fn time(r: &Row, idx: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
+fn time(r: &Row, idx: usize) -> Result<Option<DateTime<Utc>>, StoreError> {
     let text: Option<String> = r.get(idx)?;
-    text.map(|t| {
-        DateTime::parse_from_rfc3339(&t)
-            .map(|d| d.to_utc())
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e)))
-    })
-    .transpose()
+    text.map(|t| DateTime::parse_from_rfc3339(&t).map(|d| d.to_utc()).map_err(|e| super::sql::invalid(idx, e)))
+        .transpose()
 }
 
-fn tokens(r: &Row) -> rusqlite::Result<Tokens> {
+fn tokens(r: &Row) -> Result<Tokens, StoreError> {
     let state: String = r.get(5)?;
-    let state = TokenState::parse(&state).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, format!("state {state:?}").into())
-    })?;
-    let access = match (r.get::<_, Option<String>>(2)?, time(r, 3)?, time(r, 4)?) {
+    let state = TokenState::parse(&state).ok_or_else(|| super::sql::invalid(5, format!("state {state:?}")))?;
+    let access = match (r.get::<Option<String>>(2)?, time(r, 3)?, time(r, 4)?) {
         (Some(secret), Some(issued_at), Some(expires_at)) => {
             Some(AccessToken { secret: Secret::new(secret), issued_at, expires_at })
         }
@@ -70,7 +64,7 @@ fn tokens(r: &Row) -> rusqlite::Result<Tokens> {
     };
     Ok(Tokens {
         provider: r.get(0)?,
-        refresh_token: r.get::<_, Option<String>>(1)?.map(Secret::new),
+        refresh_token: r.get::<Option<String>>(1)?.map(Secret::new),
         access,
         expires_at: time(r, 4)?,
         state,
@@ -81,13 +75,13 @@ fn tokens(r: &Row) -> rusqlite::Result<Tokens> {
 
 pub fn get(tx: &Tx<'_>, provider: &str) -> Result<Option<Tokens>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM oauth_tokens WHERE provider = ?1");
-    Ok(tx.conn().prepare_cached(&sql)?.query_row([provider], tokens).optional()?)
+    tx.query_opt(&sql, &[provider], tokens)
 }
 
 pub fn list(tx: &Tx<'_>) -> Result<Vec<Tokens>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM oauth_tokens ORDER BY provider");
-    let mut stmt = tx.conn().prepare(&sql)?;
-    let rows = stmt.query_map([], tokens)?.collect::<Result<_, _>>()?;
+    let sql = &sql;
+    let rows = tx.query_all(sql, &(), tokens)?;
     Ok(rows)
 }
 
@@ -99,7 +93,7 @@ pub fn signed_in(
     access: &AccessToken,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    tx.conn().execute(
+    tx.execute(
         "INSERT INTO oauth_tokens (provider, refresh_token, access_token, issued_at, expires_at, state,
              last_refresh_at, last_result)
          VALUES (?1, ?2, ?3, ?4, ?5, 'ok', ?6, 'signed in')
@@ -129,7 +123,7 @@ pub fn renewed(
     refresh_token: Option<&Secret>,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    tx.conn().execute(
+    tx.execute(
         "INSERT INTO oauth_tokens (provider, refresh_token, access_token, issued_at, expires_at, state,
              last_refresh_at, last_result)
          VALUES (?1, ?2, ?3, ?4, ?5, 'ok', ?6, 'renewed')
@@ -137,7 +131,7 @@ pub fn renewed(
              access_token = excluded.access_token, issued_at = excluded.issued_at, expires_at = excluded.expires_at,
              state = 'ok', last_refresh_at = excluded.last_refresh_at, last_result = excluded.last_result,
              renewing_until = NULL
-         WHERE oauth_tokens.refresh_token IS ?7",
+         WHERE oauth_tokens.refresh_token IS NOT DISTINCT FROM ?7",
         params![
             provider,
             refresh_token.map(Secret::expose),
@@ -163,8 +157,8 @@ pub fn claim_renewal(
                ON CONFLICT (provider) DO UPDATE SET renewing_until = excluded.renewing_until
                    WHERE oauth_tokens.renewing_until IS NULL OR oauth_tokens.renewing_until <= ?2
                RETURNING provider";
-    let claimed = tx.conn().query_row(sql, params![provider, timestamp(now), timestamp(until)], |_| Ok(()));
-    Ok(claimed.optional()?.is_some())
+    let claimed = tx.query_opt(sql, params![provider, timestamp(now), timestamp(until)], |_| Ok(()));
+    Ok(claimed?.is_some())
 }
 
 /// A renewal with `tried` (the refresh token sent, none for client credentials) that
@@ -179,13 +173,13 @@ pub fn failed(
     result: &str,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    tx.conn().execute(
+    tx.execute(
         "INSERT INTO oauth_tokens (provider, state, last_refresh_at, last_result) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (provider) DO UPDATE SET state = excluded.state, last_refresh_at = excluded.last_refresh_at,
              last_result = excluded.last_result, renewing_until = NULL,
-             refresh_token = IIF(excluded.state = 'needs_sign_in', NULL, refresh_token),
-             access_token = IIF(excluded.state = 'needs_sign_in', NULL, access_token)
-         WHERE oauth_tokens.refresh_token IS ?5",
+             refresh_token = CASE WHEN excluded.state = 'needs_sign_in' THEN NULL ELSE refresh_token END,
+             access_token = CASE WHEN excluded.state = 'needs_sign_in' THEN NULL ELSE access_token END
+         WHERE oauth_tokens.refresh_token IS NOT DISTINCT FROM ?5",
         params![provider, state.as_str(), timestamp(now), result, tried.map(Secret::expose)],
     )?;
     Ok(())
@@ -193,7 +187,7 @@ pub fn failed(
 
 /// Forgets the access token `token` a server refused, so that the next login renews it.
 pub fn forget_access(tx: &Tx<'_>, provider: &str, token: &Secret) -> Result<(), StoreError> {
-    tx.conn().execute(
+    tx.execute(
         "UPDATE oauth_tokens SET access_token = NULL WHERE provider = ?1 AND access_token = ?2",
         params![provider, token.expose()],
     )?;

@@ -3,9 +3,9 @@
 //! SQL only: what is allowed (a free-mail domain, a taken name) is decided by `desk`.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
+use super::sql::{params, Row};
 use super::{run_merge, string_list, timestamp, StoreError, Tx};
 use crate::core::address;
 use crate::core::admin::PortalVisibility;
@@ -35,7 +35,7 @@ const ORG_SELECT: &str = "
            o.first_response_hours, o.created_at, o.id, o.portal_visibility
     FROM organisations o";
 
-fn organisation(r: &Row) -> rusqlite::Result<Organisation> {
+fn organisation(r: &Row) -> Result<Organisation, StoreError> {
     Ok(Organisation {
         name: r.get(0)?,
         domains: string_list(r, 1)?,
@@ -46,7 +46,7 @@ fn organisation(r: &Row) -> rusqlite::Result<Organisation> {
             let text: String = r.get(7)?;
             PortalVisibility::parse(&text).ok_or_else(|| {
                 let unknown = format!("unknown portal visibility {text:?}");
-                rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, unknown.into())
+                super::sql::invalid(7, unknown)
             })?
         },
         created_at: r.get(5)?,
@@ -59,58 +59,52 @@ fn organisation(r: &Row) -> rusqlite::Result<Organisation> {
 pub fn list(tx: &Tx<'_>, page: Option<(u32, u32)>) -> Result<Vec<Organisation>, StoreError> {
     let sql = format!("{ORG_SELECT} ORDER BY sort_key(o.name), o.name LIMIT ?1 OFFSET ?2");
     let (limit, offset) = page.map_or((-1, 0), |(limit, offset)| (i64::from(limit), offset));
-    let mut stmt = tx.conn().prepare_cached(&sql)?;
-    let rows = stmt.query_map(params![limit, offset], organisation)?.collect::<Result<_, _>>()?;
+    let sql = &sql;
+    let rows = tx.query_all(sql, params![limit, offset], organisation)?;
     Ok(rows)
 }
 
 pub fn count(tx: &Tx<'_>) -> Result<i64, StoreError> {
-    Ok(tx.conn().query_row("SELECT COUNT(*) FROM organisations", [], |r| r.get(0))?)
+    tx.query_row("SELECT COUNT(*) FROM organisations", &(), |r| r.get(0))
 }
 
 pub fn get(tx: &Tx<'_>, id: i64) -> Result<Organisation, StoreError> {
-    let conn = tx.conn();
     let sql = format!("{ORG_SELECT} WHERE o.id = ?1");
-    Ok(conn.query_row(&sql, [id], organisation)?)
+    tx.query_row(&sql, &[id], organisation)
 }
 
 pub fn name_of(tx: &Tx<'_>, id: i64) -> Result<Option<String>, StoreError> {
     let sql = "SELECT name FROM organisations WHERE id = ?1";
-    Ok(tx.conn().query_row(sql, [id], |r| r.get(0)).optional()?)
+    tx.query_opt(sql, &[id], |r| r.get(0))
 }
 
 /// The organisation of this name, compared case-insensitively across all of Unicode.
 pub fn id_by_name(tx: &Tx<'_>, name: &str) -> Result<Option<i64>, StoreError> {
-    let conn = tx.conn();
-    let sql = "SELECT id FROM organisations WHERE fold(name) = ?1";
-    Ok(conn.query_row(sql, [super::fold(name)], |r| r.get(0)).optional()?)
+    let sql = "SELECT id FROM organisations WHERE fold(name) = fold(?1)";
+    tx.query_opt(sql, &[name], |r| r.get(0))
 }
 
 pub fn create(tx: &Tx<'_>, name: &str, now: DateTime<Utc>) -> Result<i64, StoreError> {
-    let conn = tx.conn();
     let sql = "INSERT INTO organisations (name, created_at) VALUES (?1, ?2) RETURNING id";
-    Ok(conn.query_row(sql, params![name, timestamp(now)], |r| r.get(0))?)
+    tx.query_row(sql, params![name, timestamp(now)], |r| r.get(0))
 }
 
 pub fn rename(tx: &Tx<'_>, id: i64, name: &str) -> Result<(), StoreError> {
-    let conn = tx.conn();
-    conn.execute("UPDATE organisations SET name = ?1 WHERE id = ?2", params![name, id])?;
+    tx.execute("UPDATE organisations SET name = ?1 WHERE id = ?2", params![name, id])?;
     Ok(())
 }
 
 /// `None` removes the first-response time: new tickets get no `respond_by`.
 pub fn set_first_response(tx: &Tx<'_>, id: i64, hours: Option<u32>) -> Result<(), StoreError> {
-    let conn = tx.conn();
-    conn.execute("UPDATE organisations SET first_response_hours = ?1 WHERE id = ?2", params![hours, id])?;
+    tx.execute("UPDATE organisations SET first_response_hours = ?1 WHERE id = ?2", params![hours, id])?;
     Ok(())
 }
 
 /// The (id, name) of the organisation owning exactly this domain.
 pub fn domain_owner(tx: &Tx<'_>, domain: &str) -> Result<Option<(i64, String)>, StoreError> {
-    let conn = tx.conn();
     let sql = "SELECT o.id, o.name FROM organisation_domains d JOIN organisations o ON o.id = d.organisation_id
                WHERE d.domain = ?1";
-    Ok(conn.query_row(sql, [domain], |r| Ok((r.get(0)?, r.get(1)?))).optional()?)
+    tx.query_opt(sql, &[domain], |r| Ok((r.get(0)?, r.get(1)?)))
 }
 
 /// The organisation ingest would file a new customer at this address under: the owner
@@ -128,23 +122,18 @@ pub fn owner_of_address(tx: &Tx<'_>, email: &str) -> Result<Option<i64>, StoreEr
 /// customers without one who have an address that ingest would now file under it; their
 /// tickets follow (`customers::refile_tickets`). How many customers were assigned.
 pub fn add_domain(tx: &Tx<'_>, id: i64, domain: &str) -> Result<usize, StoreError> {
-    let conn = tx.conn();
-    conn.execute("INSERT INTO organisation_domains (domain, organisation_id) VALUES (?1, ?2)", params![domain, id])?;
+    tx.execute("INSERT INTO organisation_domains (domain, organisation_id) VALUES (?1, ?2)", params![domain, id])?;
     // Addresses at the domain or a subdomain of it; `owner_domains` then applies
     // ingest's exact rule.
-    let mut stmt = conn.prepare(
-        "SELECT c.id, e.email FROM customer_users c JOIN customer_emails e ON e.customer_id = c.id
-         WHERE c.organisation_id IS NULL AND substr(e.email, -length(?1)) = ?1
-           AND substr(e.email, -length(?1) - 1, 1) IN ('@', '.')",
-    )?;
-    let candidates: Vec<(i64, String)> =
-        stmt.query_map([domain], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
-    let mut assign =
-        conn.prepare("UPDATE customer_users SET organisation_id = ?1 WHERE id = ?2 AND organisation_id IS NULL")?;
+    let sql = "SELECT c.id, e.email FROM customer_users c JOIN customer_emails e ON e.customer_id = c.id
+         WHERE c.organisation_id IS NULL AND substr(e.email, length(e.email) - length(CAST(?1 AS TEXT)) + 1) = ?1
+           AND substr(e.email, length(e.email) - length(CAST(?1 AS TEXT)), 1) IN ('@', '.')";
+    let candidates: Vec<(i64, String)> = tx.query_all(sql, &[domain], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let assign_sql = "UPDATE customer_users SET organisation_id = ?1 WHERE id = ?2 AND organisation_id IS NULL";
     let mut assigned = 0;
     for (customer, email) in candidates {
         if address::owner_domains(address::domain_of(&email)).iter().any(|d| d == domain) {
-            let changed = assign.execute(params![id, customer])?;
+            let changed = tx.execute(assign_sql, params![id, customer])?;
             if changed > 0 {
                 super::customers::refile_tickets(tx, customer)?;
             }
@@ -156,9 +145,8 @@ pub fn add_domain(tx: &Tx<'_>, id: i64, domain: &str) -> Result<usize, StoreErro
 
 /// Whether the organisation owned the domain. Its customers keep their organisation.
 pub fn remove_domain(tx: &Tx<'_>, id: i64, domain: &str) -> Result<bool, StoreError> {
-    let conn = tx.conn();
-    let removed = conn
-        .execute("DELETE FROM organisation_domains WHERE domain = ?1 AND organisation_id = ?2", params![domain, id])?;
+    let removed =
+        tx.execute("DELETE FROM organisation_domains WHERE domain = ?1 AND organisation_id = ?2", params![domain, id])?;
     Ok(removed > 0)
 }
 
@@ -166,12 +154,12 @@ pub fn remove_domain(tx: &Tx<'_>, id: i64, domain: &str) -> Result<bool, StoreEr
 /// duplicate links) and tickets move; its first-response time fills a missing one.
 /// Then `from` is deleted.
 pub fn merge(tx: &Tx<'_>, from: i64, into: i64) -> Result<(), StoreError> {
-    let conn = tx.conn();
     let statements = [
         "UPDATE organisation_domains SET organisation_id = ?2 WHERE organisation_id = ?1",
         "UPDATE customer_users SET organisation_id = ?2 WHERE organisation_id = ?1",
-        "INSERT OR IGNORE INTO customer_links (customer_id, organisation_id)
-             SELECT customer_id, ?2 FROM customer_links WHERE organisation_id = ?1",
+        "INSERT INTO customer_links (customer_id, organisation_id)
+             SELECT customer_id, CAST(?2 AS BIGINT) FROM customer_links WHERE organisation_id = ?1
+             ON CONFLICT DO NOTHING",
         "DELETE FROM customer_links WHERE organisation_id = ?2
              AND customer_id IN (SELECT id FROM customer_users WHERE organisation_id = ?2)",
         "UPDATE tickets SET organisation_id = ?2 WHERE organisation_id = ?1",
@@ -180,12 +168,12 @@ pub fn merge(tx: &Tx<'_>, from: i64, into: i64) -> Result<(), StoreError> {
          WHERE id = ?2",
         "DELETE FROM organisations WHERE id = ?1",
     ];
-    run_merge(conn, &statements, from, into)
+    run_merge(tx, &statements, from, into)
 }
 
 /// Whether the organisation's customer users see its tickets in the portal.
 pub fn set_portal_visibility(tx: &Tx<'_>, id: i64, visibility: PortalVisibility) -> Result<(), StoreError> {
     let sql = "UPDATE organisations SET portal_visibility = ?1 WHERE id = ?2";
-    tx.conn().execute(sql, params![visibility.as_str(), id])?;
+    tx.execute(sql, params![visibility.as_str(), id])?;
     Ok(())
 }

@@ -2,9 +2,9 @@
 //! updated by the sender, listed and re-queued by the CLI.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Row};
 use serde::Serialize;
 
+use super::sql::{params, Row};
 use super::{timestamp, StoreError, Tx};
 use crate::core::ack::{Acknowledgement, MailKind};
 
@@ -56,14 +56,14 @@ const SELECT: &str = "
            o.created_at, o.kind
     FROM outbox o LEFT JOIN tickets t ON t.id = o.ticket_id";
 
-fn row(r: &Row) -> rusqlite::Result<OutboxRow> {
+fn row(r: &Row) -> Result<OutboxRow, StoreError> {
     let refs: String = r.get(10)?;
     let kind: String = r.get(17)?;
     Ok(OutboxRow {
         id: r.get(0)?,
         kind: MailKind::parse(&kind).ok_or_else(|| {
             let unknown = format!("unknown outbox kind {kind:?}");
-            rusqlite::Error::FromSqlConversionFailure(17, rusqlite::types::Type::Text, unknown.into())
+            super::sql::invalid(17, unknown)
         })?,
         ticket: r.get(1)?,
         recipient: r.get(2)?,
@@ -92,7 +92,7 @@ pub fn queue(
     mail: &Acknowledgement,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    super::ingest::queue_ack(tx.conn(), ticket_id, mail, &timestamp(now))
+    super::ingest::queue_ack(tx, ticket_id, mail, &timestamp(now))
 }
 
 /// Claims up to `limit` queued rows whose next attempt is due, oldest first, for one
@@ -107,17 +107,14 @@ pub fn claim_due(
     until: DateTime<Utc>,
     limit: usize,
 ) -> Result<Vec<OutboxRow>, StoreError> {
-    let conn = tx.conn();
     let claim = "UPDATE outbox SET next_attempt_at = ?1, claimed_by = ?4
                  WHERE id IN (SELECT id FROM outbox WHERE state = 'queued' AND next_attempt_at <= ?2
                               ORDER BY id LIMIT ?3)
                  RETURNING id";
-    let ids: Vec<i64> = conn
-        .prepare_cached(claim)?
-        .query_map(params![timestamp(until), timestamp(now), limit as i64, holder], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    let mut stmt = conn.prepare_cached(&format!("{SELECT} WHERE o.id = ?1"))?;
-    let mut rows: Vec<OutboxRow> = ids.iter().map(|id| stmt.query_row([id], row)).collect::<Result<_, _>>()?;
+    let ids: Vec<i64> =
+        tx.query_all(claim, params![timestamp(until), timestamp(now), limit as i64, holder], |r| r.get(0))?;
+    let sql = &format!("{SELECT} WHERE o.id = ?1");
+    let mut rows: Vec<OutboxRow> = ids.iter().map(|id| tx.query_row(sql, &[id], row)).collect::<Result<_, _>>()?;
     rows.sort_by_key(|r| r.id);
     Ok(rows)
 }
@@ -126,39 +123,36 @@ pub fn claim_due(
 pub fn claim_holders(tx: &Tx<'_>, now: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
     let sql = "SELECT DISTINCT claimed_by FROM outbox
                WHERE state = 'queued' AND claimed_by IS NOT NULL AND next_attempt_at > ?1";
-    let holders =
-        tx.conn().prepare_cached(sql)?.query_map([timestamp(now)], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let holders = tx.query_all(sql, &[timestamp(now)], |r| r.get(0))?;
     Ok(holders)
 }
 
 /// Makes the rows `holder` claimed due now (it ended without recording them); how many.
 pub fn release_claims(tx: &Tx<'_>, holder: &str, now: DateTime<Utc>) -> Result<usize, StoreError> {
     let sql = "UPDATE outbox SET next_attempt_at = ?1, claimed_by = NULL WHERE state = 'queued' AND claimed_by = ?2";
-    Ok(tx.conn().prepare_cached(sql)?.execute(params![timestamp(now), holder])?)
+    tx.execute(sql, params![timestamp(now), holder])
 }
 
 /// When the earliest queued row is due, if any.
 pub fn next_due(tx: &Tx<'_>) -> Result<Option<String>, StoreError> {
-    let conn = tx.conn();
     let sql = "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'queued'";
-    Ok(conn.prepare_cached(sql)?.query_row([], |r| r.get(0))?)
+    tx.query_row(sql, &(), |r| r.get(0))
 }
 
 /// Every row, oldest first; or only the newest `limit`, newest first.
 pub fn list(tx: &Tx<'_>, limit: Option<u32>) -> Result<Vec<OutboxRow>, StoreError> {
-    let conn = tx.conn();
     let sql = match limit {
         None => format!("{SELECT} ORDER BY o.id"),
         Some(n) => format!("{SELECT} ORDER BY o.id DESC LIMIT {n}"),
     };
-    let rows = conn.prepare(&sql)?.query_map([], row)?.collect::<Result<_, _>>()?;
+    let rows = tx.query_all(&sql, &(), row)?;
     Ok(rows)
 }
 
 /// A ticket's rows, oldest first.
 pub fn of_ticket(tx: &Tx<'_>, number: &str) -> Result<Vec<OutboxRow>, StoreError> {
     let sql = format!("{SELECT} WHERE t.number = ?1 ORDER BY o.id");
-    let rows = tx.conn().prepare(&sql)?.query_map([number], row)?.collect::<Result<_, _>>()?;
+    let rows = tx.query_all(&sql, &[number], row)?;
     Ok(rows)
 }
 
@@ -167,34 +161,33 @@ pub fn of_ticket(tx: &Tx<'_>, number: &str) -> Result<Vec<OutboxRow>, StoreError
 const SPENT_BODY: &str = "CASE WHEN ticket_id IS NULL THEN '(removed: it held a link)' ELSE body_text END";
 
 pub fn mark_sent(tx: &Tx<'_>, id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
-    let conn = tx.conn();
-    conn.prepare_cached(&format!(
+    tx.execute(
+        &format!(
         "UPDATE outbox SET state = 'sent', attempts = attempts + 1, sent_at = ?1, last_error = NULL, claimed_by = NULL,
                 body_text = {SPENT_BODY}
          WHERE id = ?2"
-    ))?
-    .execute(params![timestamp(now), id])?;
+    ),
+        params![timestamp(now), id],
+    )?;
     Ok(())
 }
 
 pub fn mark_retry(tx: &Tx<'_>, id: i64, error: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
-    let conn = tx.conn();
-    conn.prepare_cached(
+    tx.execute(
         "UPDATE outbox SET attempts = attempts + 1, last_error = ?1, next_attempt_at = ?2, claimed_by = NULL
          WHERE id = ?3",
-    )?
-    .execute(params![error, timestamp(at), id])?;
+        params![error, timestamp(at), id],
+    )?;
     Ok(())
 }
 
 pub fn mark_failed(tx: &Tx<'_>, id: i64, error: &str) -> Result<(), StoreError> {
-    let conn = tx.conn();
     let sql = format!(
         "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ?1, claimed_by = NULL,
                 body_text = {SPENT_BODY}
          WHERE id = ?2"
     );
-    conn.prepare_cached(&sql)?.execute(params![error, id])?;
+    tx.execute(&sql, params![error, id])?;
     Ok(())
 }
 
@@ -203,13 +196,11 @@ pub fn mark_failed(tx: &Tx<'_>, id: i64, error: &str) -> Result<(), StoreError> 
 /// checked). Portal links are not: a given-up one has lost its link, and a customer asks
 /// for a new one. How many rows were re-queued.
 pub fn retry(tx: &Tx<'_>, id: Option<i64>, now: DateTime<Utc>) -> Result<usize, StoreError> {
-    let conn = tx.conn();
-    let n = conn
-        .prepare(
-            "UPDATE outbox SET state = 'queued', next_attempt_at = ?1
+    let n = tx.execute(
+        "UPDATE outbox SET state = 'queued', next_attempt_at = ?1
              WHERE state != 'sent' AND (?2 IS NULL OR id = ?2) AND (?2 IS NOT NULL OR state != 'bounced')
                AND ticket_id IS NOT NULL",
-        )?
-        .execute(params![timestamp(now), id])?;
+        params![timestamp(now), id],
+    )?;
     Ok(n)
 }

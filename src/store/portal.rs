@@ -3,8 +3,8 @@
 //! decided by `desk::portal`. Tokens are stored only as their hashes.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension};
 
+use super::sql::params;
 use super::{timestamp, StoreError, Tx};
 
 /// Who a link or session signs in: the customer user, and the address it was sent to.
@@ -21,7 +21,7 @@ pub fn create_link(
     now: DateTime<Utc>,
     expires: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    tx.conn().execute(
+    tx.execute(
         "INSERT INTO portal_links (token_hash, customer_id, email, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![token_hash, holder.customer_id, holder.email, timestamp(now), timestamp(expires)],
     )?;
@@ -32,10 +32,8 @@ pub fn create_link(
 pub fn use_link(tx: &Tx<'_>, token_hash: &str, now: DateTime<Utc>) -> Result<Option<Holder>, StoreError> {
     let sql = "UPDATE portal_links SET used_at = ?2 WHERE token_hash = ?1 AND used_at IS NULL AND expires_at > ?2
                RETURNING customer_id, email";
-    let found = tx.conn().query_row(sql, params![token_hash, timestamp(now)], |r| {
-        Ok(Holder { customer_id: r.get(0)?, email: r.get(1)? })
-    });
-    Ok(found.optional()?)
+
+    tx.query_opt(sql, params![token_hash, timestamp(now)], |r| Ok(Holder { customer_id: r.get(0)?, email: r.get(1)? }))
 }
 
 pub fn create_session(
@@ -46,7 +44,7 @@ pub fn create_session(
     now: DateTime<Utc>,
     expires: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    tx.conn().execute(
+    tx.execute(
         "INSERT INTO portal_sessions (token_hash, customer_id, email, csrf, created_at, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![token_hash, holder.customer_id, holder.email, csrf, timestamp(now), timestamp(expires)],
@@ -60,14 +58,14 @@ pub fn session(tx: &Tx<'_>, token_hash: &str, now: DateTime<Utc>) -> Result<Opti
     let sql = "SELECT s.customer_id, s.email, s.csrf FROM portal_sessions s
                JOIN customer_emails e ON e.email = s.email AND e.customer_id = s.customer_id
                WHERE s.token_hash = ?1 AND s.expires_at > ?2";
-    let found = tx.conn().prepare_cached(sql)?.query_row(params![token_hash, timestamp(now)], |r| {
+
+    tx.query_opt(sql, params![token_hash, timestamp(now)], |r| {
         Ok((Holder { customer_id: r.get(0)?, email: r.get(1)? }, r.get(2)?))
-    });
-    Ok(found.optional()?)
+    })
 }
 
 pub fn delete_session(tx: &Tx<'_>, token_hash: &str) -> Result<(), StoreError> {
-    tx.conn().execute("DELETE FROM portal_sessions WHERE token_hash = ?1", [token_hash])?;
+    tx.execute("DELETE FROM portal_sessions WHERE token_hash = ?1", &[token_hash])?;
     Ok(())
 }
 
@@ -79,7 +77,7 @@ pub fn create_request(
     now: DateTime<Utc>,
     expires: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    tx.conn().execute(
+    tx.execute(
         "INSERT INTO portal_requests (token_hash, email, raw, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![token_hash, email, raw, timestamp(now), timestamp(expires)],
     )?;
@@ -89,11 +87,11 @@ pub fn create_request(
 /// The message of a request that has not expired.
 pub fn request(tx: &Tx<'_>, token_hash: &str, now: DateTime<Utc>) -> Result<Option<Vec<u8>>, StoreError> {
     let sql = "SELECT raw FROM portal_requests WHERE token_hash = ?1 AND expires_at > ?2";
-    Ok(tx.conn().query_row(sql, params![token_hash, timestamp(now)], |r| r.get(0)).optional()?)
+    tx.query_opt(sql, params![token_hash, timestamp(now)], |r| r.get(0))
 }
 
 pub fn delete_request(tx: &Tx<'_>, token_hash: &str) -> Result<(), StoreError> {
-    tx.conn().execute("DELETE FROM portal_requests WHERE token_hash = ?1", [token_hash])?;
+    tx.execute("DELETE FROM portal_requests WHERE token_hash = ?1", &[token_hash])?;
     Ok(())
 }
 
@@ -101,7 +99,7 @@ pub fn delete_request(tx: &Tx<'_>, token_hash: &str) -> Result<(), StoreError> {
 pub fn delete_expired(tx: &Tx<'_>, now: DateTime<Utc>) -> Result<(), StoreError> {
     let now = timestamp(now);
     for table in ["portal_links", "portal_sessions", "portal_requests"] {
-        tx.conn().prepare_cached(&format!("DELETE FROM {table} WHERE expires_at <= ?1"))?.execute([&now])?;
+        tx.execute(&format!("DELETE FROM {table} WHERE expires_at <= ?1"), &[&now])?;
     }
     Ok(())
 }

@@ -5,11 +5,11 @@
 //! core) and, in WAL mode, never wait behind a write. Each call runs on
 //! a blocking thread, so a commit's fsync never holds up the async tasks.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{Store, StoreError, Tx};
+use crate::config::Database;
 
 /// Read connections: more than the cores of a small server, so that a slow page does not
 /// hold up the others.
@@ -29,12 +29,21 @@ struct Readers {
 }
 
 impl SharedStore {
-    /// Opens (creating and migrating if needed) the database at `path`.
-    pub fn open(path: &Path) -> Result<SharedStore, StoreError> {
-        let writer = Store::open(path)?;
+    /// Opens (creating and migrating if needed) the configured database, on a blocking
+    /// thread: connecting to PostgreSQL blocks.
+    pub async fn open(database: &Database) -> Result<SharedStore, StoreError> {
+        let database = database.clone();
+        tokio::task::spawn_blocking(move || SharedStore::open_blocking(&database))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("the store task failed: {e}")))?
+    }
+
+    /// `open`, from a thread that may block (not a task of an async runtime with PostgreSQL).
+    pub fn open_blocking(database: &Database) -> Result<SharedStore, StoreError> {
+        let writer = Store::create(database)?;
         let connections = (0..READERS)
             .map(|_| {
-                let reader = Store::open_existing(path)?;
+                let reader = Store::existing(database)?;
                 reader.map_reads()?;
                 Ok(Mutex::new(reader))
             })
@@ -120,7 +129,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reads_do_not_wait_behind_a_write() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SharedStore::open(&dir.path().join("t.db")).unwrap();
+        let store = SharedStore::open(&Database::Sqlite(dir.path().join("t.db"))).await.unwrap();
         let t = |s: i64| chrono::DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap();
         store.write(move |tx| take_lease(tx, "support", "a", t(0), t(30))).await.unwrap();
         let (entered, leave) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
@@ -147,8 +156,7 @@ mod tests {
 
     /// Who holds the lease, read without writing.
     fn lease_holder(tx: &Tx) -> Result<Option<String>, StoreError> {
-        use rusqlite::OptionalExtension;
         let sql = "SELECT holder FROM mailbox_leases WHERE name = 'support'";
-        Ok(tx.conn().query_row(sql, [], |r| r.get(0)).optional()?)
+        tx.query_opt(sql, &(), |r| r.get(0))
     }
 }

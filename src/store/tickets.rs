@@ -2,9 +2,9 @@
 //! CLI's text and JSON. A state read back is parsed: an unknown one is an error.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 
+use super::sql::{params, Row};
 use super::{timestamp, StoreError, Tx, Where};
 use crate::core::route::State;
 
@@ -88,7 +88,7 @@ const SUMMARY_SELECT: &str = "
     FROM tickets t LEFT JOIN organisations o ON o.id = t.organisation_id
     LEFT JOIN agents g ON g.id = t.owner_id";
 
-fn summary_row(r: &Row) -> rusqlite::Result<TicketSummary> {
+fn summary_row(r: &Row) -> Result<TicketSummary, StoreError> {
     Ok(TicketSummary {
         id: r.get(10)?,
         customer_id: r.get(16)?,
@@ -108,17 +108,17 @@ fn summary_row(r: &Row) -> rusqlite::Result<TicketSummary> {
         unauthenticated: r.get(12)?,
         owner: r.get(13)?,
         first_response_at: r.get(14)?,
-        unread: r.get::<_, Option<bool>>(15)?.unwrap_or(false),
+        unread: r.get::<Option<bool>>(15)?.unwrap_or(false),
     })
 }
 
 /// A ticket state column: an unknown value is an error, never silently some other state.
 /// (`ingest::known_ticket` reads the same column the same way.)
-pub(super) fn state(r: &Row, idx: usize) -> rusqlite::Result<State> {
+pub(super) fn state(r: &Row, idx: usize) -> Result<State, StoreError> {
     let text: String = r.get(idx)?;
     State::parse(&text).ok_or_else(|| {
         let unknown = format!("unknown ticket state {text:?}");
-        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, unknown.into())
+        super::sql::invalid(idx, unknown)
     })
 }
 
@@ -196,9 +196,9 @@ impl Filter {
             )
             .and_if("t.created_at >= ?", self.since.map(timestamp))
             .and_if(
-                "(instr(fold(t.subject), ?) > 0 OR EXISTS (SELECT 1 FROM articles a WHERE a.ticket_id = t.id
-                  AND (instr(fold(a.subject), ?) > 0 OR instr(fold(a.body_text), ?) > 0)))",
-                self.search.as_deref().map(super::fold),
+                "(instr(fold(t.subject), fold(?)) > 0 OR EXISTS (SELECT 1 FROM articles a WHERE a.ticket_id = t.id
+                  AND (instr(fold(a.subject), fold(?)) > 0 OR instr(fold(a.body_text), fold(?)) > 0)))",
+                self.search.clone(),
             )
             .and_if("t.owner_id = ?", self.owner_id);
         w
@@ -214,9 +214,9 @@ pub fn list(tx: &Tx<'_>, filter: &Filter) -> Result<Vec<TicketSummary>, StoreErr
     }
     let sql = format!("{SUMMARY_SELECT}{} ORDER BY t.updated_at DESC, t.id DESC LIMIT ?", w.sql());
     let mut values = w.values;
-    values.push(Box::new(filter.limit.map_or(-1, i64::from)));
-    let mut stmt = tx.conn().prepare_cached(&sql)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(values), summary_row)?.collect::<Result<_, _>>()?;
+    values.push(Box::new(filter.limit.map_or(i64::MAX, i64::from)));
+    let sql = &sql;
+    let rows = tx.query_all(sql, &values, summary_row)?;
     Ok(rows)
 }
 
@@ -228,16 +228,13 @@ pub fn count_by_state(tx: &Tx<'_>, filter: &Filter) -> Result<Vec<(State, i64)>,
         true => "SELECT state, tickets FROM ticket_state_counts".to_owned(),
         false => format!("SELECT t.state, COUNT(*) FROM tickets t{} GROUP BY t.state", w.sql()),
     };
-    let mut stmt = tx.conn().prepare_cached(&sql)?;
-    let rows = stmt
-        .query_map(rusqlite::params_from_iter(w.values), |r| Ok((state(r, 0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
+    let sql = &sql;
+    let rows = tx.query_all(sql, &w.values, |r| Ok((state(r, 0)?, r.get(1)?)))?;
     Ok(rows)
 }
 
 pub fn set_state(tx: &Tx<'_>, number: &str, state: State, now: DateTime<Utc>) -> Result<(), StoreError> {
-    let conn = tx.conn();
-    conn.execute(
+    tx.execute(
         "UPDATE tickets SET state = ?1, updated_at = ?2 WHERE number = ?3",
         params![state.as_str(), timestamp(now), number],
     )?;
@@ -246,59 +243,48 @@ pub fn set_state(tx: &Tx<'_>, number: &str, state: State, now: DateTime<Utc>) ->
 
 /// One ticket as `list` shows it.
 pub fn summary(tx: &Tx<'_>, number: &str) -> Result<Option<TicketSummary>, StoreError> {
-    let conn = tx.conn();
     let sql = format!("{SUMMARY_SELECT} WHERE t.number = ?1");
-    Ok(conn.query_row(&sql, [number], summary_row).optional()?)
+    tx.query_opt(&sql, &[number], summary_row)
 }
 
 pub fn show(tx: &Tx<'_>, number: &str) -> Result<Option<TicketDetail>, StoreError> {
-    let conn = tx.conn();
     let sql = format!("{SUMMARY_SELECT} WHERE t.number = ?1");
-    let Some((summary, id)) =
-        conn.query_row(&sql, [number], |r| Ok((summary_row(r)?, r.get::<_, i64>(10)?))).optional()?
-    else {
+    let Some((summary, id)) = tx.query_opt(&sql, &[number], |r| Ok((summary_row(r)?, r.get::<i64>(10)?)))? else {
         return Ok(None);
     };
-    Ok(Some(TicketDetail { summary, article_list: articles(conn, id)? }))
+    Ok(Some(TicketDetail { summary, article_list: articles(tx, id)? }))
 }
 
-fn articles(conn: &Connection, ticket_id: i64) -> Result<Vec<Article>, StoreError> {
-    let mut stmt = conn.prepare(
-        "SELECT id, direction, from_addr, from_name, to_addrs, subject, message_id, classification, created_at,
+fn articles(tx: &Tx, ticket_id: i64) -> Result<Vec<Article>, StoreError> {
+    let sql = "SELECT id, direction, from_addr, from_name, to_addrs, subject, message_id, classification, created_at,
                 body_text, internal, body_html
-         FROM articles WHERE ticket_id = ?1 ORDER BY id",
-    )?;
-    let mut files =
-        conn.prepare("SELECT id, filename, content_type, size FROM attachments WHERE article_id = ?1 ORDER BY id")?;
-    let rows: Vec<(i64, Article)> = stmt
-        .query_map([ticket_id], |r| {
-            let classification: String = r.get(7)?;
-            Ok((
-                r.get(0)?,
-                Article {
-                    direction: r.get(1)?,
-                    from: r.get(2)?,
-                    from_name: r.get(3)?,
-                    to: r.get(4)?,
-                    subject: r.get(5)?,
-                    message_id: r.get(6)?,
-                    classification: classification.split(',').filter(|k| !k.is_empty()).map(str::to_owned).collect(),
-                    created_at: r.get(8)?,
-                    internal: r.get(10)?,
-                    body: r.get(9)?,
-                    html: r.get(11)?,
-                    attachments: Vec::new(),
-                },
-            ))
-        })?
-        .collect::<Result<_, _>>()?;
+         FROM articles WHERE ticket_id = ?1 ORDER BY id";
+    let files_sql = "SELECT id, filename, content_type, size FROM attachments WHERE article_id = ?1 ORDER BY id";
+    let rows: Vec<(i64, Article)> = tx.query_all(sql, &[ticket_id], |r| {
+        let classification: String = r.get(7)?;
+        Ok((
+            r.get(0)?,
+            Article {
+                direction: r.get(1)?,
+                from: r.get(2)?,
+                from_name: r.get(3)?,
+                to: r.get(4)?,
+                subject: r.get(5)?,
+                message_id: r.get(6)?,
+                classification: classification.split(',').filter(|k| !k.is_empty()).map(str::to_owned).collect(),
+                created_at: r.get(8)?,
+                internal: r.get(10)?,
+                body: r.get(9)?,
+                html: r.get(11)?,
+                attachments: Vec::new(),
+            },
+        ))
+    })?;
     rows.into_iter()
         .map(|(id, mut article)| {
-            article.attachments = files
-                .query_map(params![id], |r| {
-                    Ok(AttachmentInfo { id: r.get(0)?, filename: r.get(1)?, content_type: r.get(2)?, size: r.get(3)? })
-                })?
-                .collect::<Result<_, _>>()?;
+            article.attachments = tx.query_all(files_sql, params![id], |r| {
+                Ok(AttachmentInfo { id: r.get(0)?, filename: r.get(1)?, content_type: r.get(2)?, size: r.get(3)? })
+            })?;
             Ok(article)
         })
         .collect()
@@ -307,19 +293,18 @@ fn articles(conn: &Connection, ticket_id: i64) -> Result<Vec<Article>, StoreErro
 /// The bytes of one article as they arrived: `None` when the ticket or article does not
 /// exist (articles count from 1, oldest first) or the article was written by us.
 pub fn raw_article(tx: &Tx<'_>, number: &str, article: u32) -> Result<Option<Vec<u8>>, StoreError> {
-    let conn = tx.conn();
     let sql = "SELECT r.raw FROM raw_messages r
                WHERE r.article_id = (SELECT a.id FROM articles a JOIN tickets t ON t.id = a.ticket_id
                                      WHERE t.number = ?1 ORDER BY a.id LIMIT 1 OFFSET ?2)";
     let offset = i64::from(article.saturating_sub(1));
-    Ok(conn.query_row(sql, params![number, offset], |r| r.get(0)).optional()?)
+    tx.query_opt(sql, params![number, offset], |r| r.get(0))
 }
 
 /// One attachment of a ticket: its name, content type and bytes.
 pub fn attachment(tx: &Tx<'_>, number: &str, id: i64) -> Result<Option<(String, String, Vec<u8>)>, StoreError> {
     let sql = "SELECT f.filename, f.content_type, f.content FROM attachments f JOIN articles a ON a.id = f.article_id
                JOIN tickets t ON t.id = a.ticket_id WHERE t.number = ?1 AND f.id = ?2";
-    Ok(tx.conn().query_row(sql, params![number, id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?)
+    tx.query_opt(sql, params![number, id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
 }
 
 /// What an agent's reply is built from: the ticket, its customer, and the Message-IDs of
@@ -338,39 +323,33 @@ pub struct ReplyContext {
 }
 
 pub fn reply_context(tx: &Tx<'_>, number: &str) -> Result<Option<ReplyContext>, StoreError> {
-    let conn = tx.conn();
-    let ticket = conn
-        .query_row(
-            "SELECT t.id, t.subject, t.customer_email, c.name,
+    let ticket = tx.query_opt(
+        "SELECT t.id, t.subject, t.customer_email, c.name,
                     (SELECT o.sender FROM outbox o WHERE o.ticket_id = t.id AND o.kind = 'ack' ORDER BY o.id LIMIT 1)
              FROM tickets t LEFT JOIN customer_users c ON c.id = t.customer_id WHERE t.number = ?1",
-            [number],
-            |r| {
-                Ok(ReplyContext {
-                    id: r.get(0)?,
-                    subject: r.get(1)?,
-                    customer_email: r.get(2)?,
-                    customer_name: r.get(3)?,
-                    thread: Vec::new(),
-                    answering: None,
-                    ack_sender: r.get(4)?,
-                })
-            },
-        )
-        .optional()?;
+        &[number],
+        |r| {
+            Ok(ReplyContext {
+                id: r.get(0)?,
+                subject: r.get(1)?,
+                customer_email: r.get(2)?,
+                customer_name: r.get(3)?,
+                thread: Vec::new(),
+                answering: None,
+                ack_sender: r.get(4)?,
+            })
+        },
+    )?;
     let Some(mut ticket) = ticket else {
         return Ok(None);
     };
-    let mut stmt = conn.prepare(
-        "SELECT message_id, ours FROM (
+    let sql = "SELECT message_id, ours FROM (
              SELECT message_id, created_at, 0 AS ours, id FROM articles
               WHERE ticket_id = ?1 AND message_id IS NOT NULL AND internal = 0 AND direction = 'in'
              UNION ALL
              SELECT message_id, created_at, 1, id FROM outbox WHERE ticket_id = ?1)
-         ORDER BY created_at, ours, id",
-    )?;
-    let thread: Vec<(String, bool)> =
-        stmt.query_map([ticket.id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+         ORDER BY created_at, ours, id";
+    let thread: Vec<(String, bool)> = tx.query_all(sql, &[ticket.id], |r| Ok((r.get(0)?, r.get(1)?)))?;
     ticket.answering = thread.iter().rev().find(|(_, ours)| !ours).map(|(id, _)| id.clone());
     ticket.thread = thread.into_iter().map(|(id, _)| id).collect();
     Ok(Some(ticket))
@@ -392,9 +371,8 @@ pub struct Outbound<'a> {
 
 /// Writes an agent's article; a reply also stops the first-response clock.
 pub fn add_outbound(tx: &Tx<'_>, article: &Outbound, now: DateTime<Utc>) -> Result<(), StoreError> {
-    let conn = tx.conn();
     let now = timestamp(now);
-    conn.execute(
+    tx.execute(
         "INSERT INTO articles (ticket_id, direction, message_id, from_addr, from_name, to_addrs, cc_addrs, subject,
              body_text, classification, created_at, internal, agent_id)
          VALUES (?1, 'out', ?2, ?3, ?4, ?5, '', ?6, ?7, '', ?8, ?9, ?10)",
@@ -412,7 +390,7 @@ pub fn add_outbound(tx: &Tx<'_>, article: &Outbound, now: DateTime<Utc>) -> Resu
         ],
     )?;
     let first_response = if article.internal { None } else { Some(&now) };
-    conn.execute(
+    tx.execute(
         "UPDATE tickets SET updated_at = ?1, first_response_at = COALESCE(first_response_at, ?2) WHERE id = ?3",
         params![now, first_response, article.ticket_id],
     )?;
@@ -421,7 +399,7 @@ pub fn add_outbound(tx: &Tx<'_>, article: &Outbound, now: DateTime<Utc>) -> Resu
 
 /// `None` gives the ticket back to nobody.
 pub fn set_owner(tx: &Tx<'_>, number: &str, owner_id: Option<i64>, now: DateTime<Utc>) -> Result<(), StoreError> {
-    tx.conn().execute(
+    tx.execute(
         "UPDATE tickets SET owner_id = ?1, updated_at = ?2 WHERE number = ?3",
         params![owner_id, timestamp(now), number],
     )?;
@@ -430,7 +408,7 @@ pub fn set_owner(tx: &Tx<'_>, number: &str, owner_id: Option<i64>, now: DateTime
 
 /// An agent opened the ticket: it is no longer marked as having news from the customer.
 pub fn mark_seen(tx: &Tx<'_>, number: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
-    tx.conn().execute(
+    tx.execute(
         "UPDATE tickets SET agent_seen_at = ?1 WHERE number = ?2 AND customer_replied_at > COALESCE(agent_seen_at, '')",
         params![timestamp(now), number],
     )?;
@@ -439,11 +417,9 @@ pub fn mark_seen(tx: &Tx<'_>, number: &str, now: DateTime<Utc>) -> Result<(), St
 
 /// Every attachment of a ticket with its bytes, oldest article first.
 pub fn attachments(tx: &Tx<'_>, number: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-    let conn = tx.conn();
     let sql = "SELECT f.filename, f.content FROM attachments f JOIN articles a ON a.id = f.article_id
                JOIN tickets t ON t.id = a.ticket_id WHERE t.number = ?1 ORDER BY a.id, f.id";
-    let mut stmt = conn.prepare(sql)?;
-    let rows = stmt.query_map([number], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+    let rows = tx.query_all(sql, &[number], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows)
 }
 
@@ -463,7 +439,7 @@ pub struct FailedMessage {
 
 const FAILED_COLUMNS: &str = "id, origin, source, reason, size, attempts, created_at, updated_at";
 
-fn failed_message(r: &Row) -> rusqlite::Result<FailedMessage> {
+fn failed_message(r: &Row) -> Result<FailedMessage, StoreError> {
     Ok(FailedMessage {
         id: r.get(0)?,
         origin: r.get(1)?,
@@ -477,24 +453,21 @@ fn failed_message(r: &Row) -> rusqlite::Result<FailedMessage> {
 }
 
 pub fn failed(tx: &Tx<'_>) -> Result<Vec<FailedMessage>, StoreError> {
-    let conn = tx.conn();
-    let mut stmt = conn.prepare(&format!("SELECT {FAILED_COLUMNS} FROM failed_messages ORDER BY id"))?;
-    let rows = stmt.query_map([], failed_message)?.collect::<Result<_, _>>()?;
+    let sql = &format!("SELECT {FAILED_COLUMNS} FROM failed_messages ORDER BY id");
+    let rows = tx.query_all(sql, &(), failed_message)?;
     Ok(rows)
 }
 
 /// One failed message with its raw bytes.
 pub fn failed_one(tx: &Tx<'_>, id: i64) -> Result<Option<(FailedMessage, Vec<u8>)>, StoreError> {
-    let conn = tx.conn();
     let sql = format!("SELECT {FAILED_COLUMNS}, raw FROM failed_messages WHERE id = ?1");
-    Ok(conn.query_row(&sql, [id], |r| Ok((failed_message(r)?, r.get(8)?))).optional()?)
+    tx.query_opt(&sql, &[id], |r| Ok((failed_message(r)?, r.get(8)?)))
 }
 
 /// The ids of every failed message, oldest first.
 pub fn failed_ids(tx: &Tx<'_>) -> Result<Vec<i64>, StoreError> {
-    let conn = tx.conn();
-    let mut stmt = conn.prepare("SELECT id FROM failed_messages ORDER BY id")?;
-    let rows = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let sql = "SELECT id FROM failed_messages ORDER BY id";
+    let rows = tx.query_all(sql, &(), |r| r.get(0))?;
     Ok(rows)
 }
 
@@ -508,14 +481,14 @@ mod tests {
     #[test]
     fn an_unknown_state_is_an_error() {
         let mut store = Store::open_in_memory().unwrap();
-        store.conn.pragma_update(None, "ignore_check_constraints", true).unwrap();
+        store.test_tx().execute_batch("PRAGMA ignore_check_constraints = ON").unwrap();
         let mut read = |state: &str| {
             store.write(|tx| {
-                tx.conn().execute(
+                tx.execute(
                     "INSERT OR REPLACE INTO tickets (id, number, day, seq, subject, state, mailbox, ack, created_at,
                          updated_at)
                      VALUES (1, 'n1', '2026-11-23', 1, 's', ?1, 'x', 'queued', 't', 't')",
-                    [state],
+                    &[state],
                 )?;
                 Ok::<_, StoreError>((
                     summary(tx, "n1").map(|t| t.map(|t| t.state)),

@@ -62,7 +62,7 @@ impl Desk {
             .unwrap();
         drop(store);
         let web = config.web.clone().unwrap();
-        let shared = SharedStore::open(&db).unwrap();
+        let shared = SharedStore::open_blocking(&config::Database::Sqlite(db.clone())).unwrap();
         let router = postdesk::web::router(postdesk::web::Console::new(shared, Arc::clone(&config), web, None));
         Desk { _dir: dir, config, db, router }
     }
@@ -489,7 +489,7 @@ async fn a_reply_goes_to_the_outbox_and_a_note_does_not() {
     let page = desk.get(&ticket, Some(&session)).await.text();
     assert!(page.contains("Reply by Al Agent") && page.contains("Try turning it off."), "{page}");
     assert!(page.contains("Internal note by Al Agent") && page.contains("Customer sounds cross."));
-    let store = SharedStore::open(&desk.db).unwrap();
+    let store = SharedStore::open(&config::Database::Sqlite(desk.db.clone())).await.unwrap();
     let rows = store.read(|tx| postdesk::desk::outbox::list(tx, None)).await.unwrap();
     let replies: Vec<_> = rows.iter().filter(|r| r.kind == postdesk::core::ack::MailKind::Reply).collect();
     assert_eq!(replies.len(), 1, "one reply, no note, in the outbox");
