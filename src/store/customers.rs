@@ -281,7 +281,7 @@ pub fn refile_tickets(tx: &Tx<'_>, id: i64) -> Result<usize, StoreError> {
     let changed = tx.execute(
         "UPDATE tickets SET organisation_id = (SELECT organisation_id FROM customer_users WHERE id = ?1)
              WHERE customer_id = ?1 AND (state <> 'closed' OR organisation_id IS NULL)
-               AND organisation_id IS NOT (SELECT organisation_id FROM customer_users WHERE id = ?1)",
+               AND organisation_id IS DISTINCT FROM (SELECT organisation_id FROM customer_users WHERE id = ?1)",
         &[id],
     )?;
     Ok(changed)

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::sql::{params, Row};
+use super::sql::{params, Dialect, Row};
 use super::{timestamp, StoreError, Tx};
 use crate::core::ack::{self, AckDecision, Acknowledgement};
 use crate::core::address;
@@ -82,7 +82,7 @@ pub fn record_failure(
 ) -> Result<i64, StoreError> {
     let sql = "INSERT INTO failed_messages (source, origin, reason, size, raw, created_at, updated_at)
                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
-               ON CONFLICT (source) DO UPDATE SET reason = excluded.reason, attempts = attempts + 1,
+               ON CONFLICT (source) DO UPDATE SET reason = excluded.reason, attempts = failed_messages.attempts + 1,
                    updated_at = excluded.updated_at
                RETURNING id";
     let id = tx.query_row(sql, params![source, origin, reason, raw.len() as i64, raw, timestamp(now)], |r| r.get(0))?;
@@ -526,12 +526,18 @@ fn upsert_customer(tx: &Tx, customer: &Customer, now: DateTime<Utc>) -> Result<(
 
 /// An organisation named after a domain, owning it; an existing one of that name is reused.
 fn create_organisation(tx: &Tx, name: &str, domain: &str, now_text: &str) -> Result<i64, StoreError> {
-    let id: i64 = tx.query_row(
-        "INSERT INTO organisations (name, created_at) VALUES (?1, ?2)
-             ON CONFLICT (name) DO UPDATE SET name = name RETURNING id",
-        params![name, now_text],
-        |r| r.get(0),
-    )?;
+    // The names are unique folded: by SQLite's NOCASE, by the index on `fold(name)`.
+    let sql = match tx.dialect() {
+        Dialect::Sqlite => {
+            "INSERT INTO organisations (name, created_at) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET name = organisations.name RETURNING id"
+        }
+        Dialect::Postgres => {
+            "INSERT INTO organisations (name, created_at) VALUES (?1, ?2)
+             ON CONFLICT (fold(name)) DO UPDATE SET name = organisations.name RETURNING id"
+        }
+    };
+    let id: i64 = tx.query_row(sql, params![name, now_text], |r| r.get(0))?;
     tx.execute(
         "INSERT INTO organisation_domains (domain, organisation_id) VALUES (?1, ?2)
              ON CONFLICT DO NOTHING",

@@ -236,9 +236,10 @@ impl Store {
     /// Runs `f` in one transaction that holds the write lock from the start, so checks
     /// and writes see the same data, and a command that reads before it writes never
     /// fails to upgrade a snapshot the daemon has moved past (`SQLITE_BUSY_SNAPSHOT`).
-    /// On PostgreSQL the transaction is serializable: the same outcome as one writer at a
-    /// time, and a conflict with another daemon fails it as transient. Nothing is written
-    /// when `f` fails.
+    /// On PostgreSQL every write transaction takes the same advisory lock first: one
+    /// writer at a time across all daemons and consoles, as with SQLite, so the outcomes
+    /// are the same and no transaction fails for a conflict it could not see. Nothing is
+    /// written when `f` fails.
     pub fn write<T, E: From<StoreError>>(&mut self, f: impl FnOnce(&Tx) -> Result<T, E>) -> Result<T, E> {
         self.transaction(Mode::Write, f)
     }
@@ -314,8 +315,8 @@ impl Mode {
     fn postgres_begin(self) -> &'static str {
         match self {
             Mode::Read => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-            Mode::Write => "BEGIN ISOLATION LEVEL SERIALIZABLE",
-            Mode::WriteUnsynced => "BEGIN ISOLATION LEVEL SERIALIZABLE; SET LOCAL synchronous_commit = off",
+            Mode::Write => pg::BEGIN_WRITE,
+            Mode::WriteUnsynced => pg::BEGIN_WRITE_UNSYNCED,
         }
     }
 }

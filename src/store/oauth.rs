@@ -127,7 +127,7 @@ pub fn renewed(
         "INSERT INTO oauth_tokens (provider, refresh_token, access_token, issued_at, expires_at, state,
              last_refresh_at, last_result)
          VALUES (?1, ?2, ?3, ?4, ?5, 'ok', ?6, 'renewed')
-         ON CONFLICT (provider) DO UPDATE SET refresh_token = COALESCE(excluded.refresh_token, refresh_token),
+         ON CONFLICT (provider) DO UPDATE SET refresh_token = COALESCE(excluded.refresh_token, oauth_tokens.refresh_token),
              access_token = excluded.access_token, issued_at = excluded.issued_at, expires_at = excluded.expires_at,
              state = 'ok', last_refresh_at = excluded.last_refresh_at, last_result = excluded.last_result,
              renewing_until = NULL
@@ -177,8 +177,8 @@ pub fn failed(
         "INSERT INTO oauth_tokens (provider, state, last_refresh_at, last_result) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (provider) DO UPDATE SET state = excluded.state, last_refresh_at = excluded.last_refresh_at,
              last_result = excluded.last_result, renewing_until = NULL,
-             refresh_token = CASE WHEN excluded.state = 'needs_sign_in' THEN NULL ELSE refresh_token END,
-             access_token = CASE WHEN excluded.state = 'needs_sign_in' THEN NULL ELSE access_token END
+             refresh_token = CASE WHEN excluded.state = 'needs_sign_in' THEN NULL ELSE oauth_tokens.refresh_token END,
+             access_token = CASE WHEN excluded.state = 'needs_sign_in' THEN NULL ELSE oauth_tokens.access_token END
          WHERE oauth_tokens.refresh_token IS NOT DISTINCT FROM ?5",
         params![provider, state.as_str(), timestamp(now), result, tried.map(Secret::expose)],
     )?;

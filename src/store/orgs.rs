@@ -30,7 +30,7 @@ const ORG_SELECT: &str = "
            (SELECT json_group_array(d.domain ORDER BY d.domain)
               FROM organisation_domains d WHERE d.organisation_id = o.id),
            (SELECT COUNT(*) FROM (SELECT c.id FROM customer_users c WHERE c.organisation_id = o.id
-                                  UNION SELECT l.customer_id FROM customer_links l WHERE l.organisation_id = o.id)),
+                                  UNION SELECT l.customer_id FROM customer_links l WHERE l.organisation_id = o.id) members),
            (SELECT COUNT(*) FROM tickets t WHERE t.organisation_id = o.id),
            o.first_response_hours, o.created_at, o.id, o.portal_visibility
     FROM organisations o";
@@ -54,14 +54,11 @@ fn organisation(r: &Row) -> Result<Organisation, StoreError> {
     })
 }
 
-/// Every organisation, by name.
 /// Every organisation by name, or (`page`: limit and offset) a page of them.
 pub fn list(tx: &Tx<'_>, page: Option<(u32, u32)>) -> Result<Vec<Organisation>, StoreError> {
     let sql = format!("{ORG_SELECT} ORDER BY sort_key(o.name), o.name LIMIT ?1 OFFSET ?2");
-    let (limit, offset) = page.map_or((-1, 0), |(limit, offset)| (i64::from(limit), offset));
-    let sql = &sql;
-    let rows = tx.query_all(sql, params![limit, offset], organisation)?;
-    Ok(rows)
+    let (limit, offset) = page.map_or((i64::MAX, 0), |(limit, offset)| (i64::from(limit), offset));
+    tx.query_all(&sql, params![limit, offset], organisation)
 }
 
 pub fn count(tx: &Tx<'_>) -> Result<i64, StoreError> {

@@ -102,7 +102,9 @@ impl PgConn {
         if let Some(stmt) = self.statements.get(sql) {
             return Ok(stmt.clone());
         }
-        let stmt = self.client().prepare(&postgres_placeholders(sql))?;
+        let translated = postgres_placeholders(sql);
+        let stmt =
+            self.client().prepare_typed(&translated, &unused_as_text(&translated)).map_err(|e| in_statement(e, sql))?;
         self.statements.insert(sql.to_owned(), stmt.clone());
         Ok(stmt)
     }
@@ -137,6 +139,32 @@ impl Drop for PgConn {
     }
 }
 
+/// The types to declare for a statement's placeholders: PostgreSQL infers each from where
+/// it is used and cannot for one that is not (a merge statement that takes only `?2`):
+/// that one is declared text, the others left to inference (type 0).
+fn unused_as_text(translated: &str) -> Vec<postgres::types::Type> {
+    use postgres::types::{Kind, Type};
+    let used: Vec<usize> = translated
+        .split('$')
+        .skip(1)
+        .filter_map(|s| s.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .collect();
+    let highest = used.iter().copied().max().unwrap_or(0);
+    if (1..=highest).all(|n| used.contains(&n)) {
+        return Vec::new();
+    }
+    let inferred = Type::new("unspecified".to_owned(), 0, Kind::Simple, "pg_catalog".to_owned());
+    (1..=highest).map(|n| if used.contains(&n) { inferred.clone() } else { Type::TEXT }).collect()
+}
+
+/// A statement PostgreSQL refused: which one, by its first line (no values are in it).
+fn in_statement(e: postgres::Error, sql: &str) -> StoreError {
+    match StoreError::from(e) {
+        StoreError::Sql(m) => StoreError::Sql(format!("{m} (in: {})", sql.trim().lines().next().unwrap_or_default())),
+        other => other,
+    }
+}
+
 fn refs<'a>(values: &'a [Value<'a>]) -> Vec<&'a (dyn postgres::types::ToSql + Sync)> {
     values.iter().map(|v| v as &(dyn postgres::types::ToSql + Sync)).collect()
 }
@@ -164,6 +192,13 @@ impl From<postgres::Error> for StoreError {
         }
     }
 }
+
+/// One writer at a time (see `Store::write`): an advisory lock ("postdesw" in its bytes),
+/// held until the commit.
+pub(super) const BEGIN_WRITE: &str = "BEGIN; SELECT pg_advisory_xact_lock(8101821198400582519)";
+/// `BEGIN_WRITE`, committed without waiting for the disk (`Store::write_unsynced`).
+pub(super) const BEGIN_WRITE_UNSYNCED: &str =
+    "BEGIN; SELECT pg_advisory_xact_lock(8101821198400582519); SET LOCAL synchronous_commit = off";
 
 /// Rewrites the schema version with its own value: a write that commits a real change.
 pub(super) const TOUCH_SCHEMA_VERSION: &str = "UPDATE postdesk_schema SET version = version";

@@ -347,7 +347,7 @@ pub fn reply_context(tx: &Tx<'_>, number: &str) -> Result<Option<ReplyContext>, 
              SELECT message_id, created_at, 0 AS ours, id FROM articles
               WHERE ticket_id = ?1 AND message_id IS NOT NULL AND internal = 0 AND direction = 'in'
              UNION ALL
-             SELECT message_id, created_at, 1, id FROM outbox WHERE ticket_id = ?1)
+             SELECT message_id, created_at, 1, id FROM outbox WHERE ticket_id = ?1) thread
          ORDER BY created_at, ours, id";
     let thread: Vec<(String, bool)> = tx.query_all(sql, &[ticket.id], |r| Ok((r.get(0)?, r.get(1)?)))?;
     ticket.answering = thread.iter().rev().find(|(_, ours)| !ours).map(|(id, _)| id.clone());

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use serde_json::Value;
 
-use crate::harness::{repo_path, Dir};
+use crate::harness::{on_both, repo_path, Backend, Dir};
 
 /// A plain customer message; the sender and subject make it unique.
 fn message(from: &str, subject: &str) -> String {
@@ -113,14 +113,8 @@ fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
-fn sql(dir: &Dir, statement: &str) {
-    let conn = rusqlite::Connection::open(dir.path().join("postdesk.db")).unwrap();
-    conn.execute(statement, []).unwrap();
-}
-
-#[test]
-fn customers_list_filters_and_counts() {
-    let dir = Dir::with_database("");
+fn customers_list_filters_and_counts(backend: Backend) {
+    let dir = Dir::with_database_on(backend, "");
     seed_fixtures(&dir);
     let all = dir.json(&["customers", "list"]);
     let rows = all.as_array().unwrap();
@@ -157,8 +151,7 @@ fn customers_list_filters_and_counts() {
     );
 
     // The month filter: one customer moved to March 2025, the rest added now.
-    sql(
-        &dir,
+    dir.sql(
         "UPDATE customer_users SET created_at = '2025-03-31T23:59:59Z'
          WHERE id = (SELECT customer_id FROM customer_emails WHERE email = 'leo@initech.com')",
     );
@@ -175,9 +168,8 @@ fn customers_list_filters_and_counts() {
     assert_eq!(lines[0].find("EMAIL"), lines[1].find("ivan@"), "aligned:\n{text}");
 }
 
-#[test]
-fn adding_and_editing_a_customer() {
-    let dir = Dir::with_database("");
+fn adding_and_editing_a_customer(backend: Backend) {
+    let dir = Dir::with_database_on(backend, "");
     seed_fixtures(&dir);
     ok(&dir, &["orgs", "add", "Globex", "--domain", "globex.example"]);
 
@@ -273,9 +265,8 @@ fn adding_and_editing_a_customer() {
     assert!(text.contains("Addresses:     z.day@globex.example (primary), zoe@day.example"), "{text}");
 }
 
-#[test]
-fn customers_show_lists_every_address_organisation_and_ticket() {
-    let dir = Dir::with_database("");
+fn customers_show_lists_every_address_organisation_and_ticket(backend: Backend) {
+    let dir = Dir::with_database_on(backend, "");
     seed(
         &dir,
         &[
@@ -299,9 +290,8 @@ fn customers_show_lists_every_address_organisation_and_ticket() {
     assert!(text.contains("from home"), "{text}");
 }
 
-#[test]
-fn merging_customers_keeps_every_ticket_and_address() {
-    let dir = Dir::with_database("");
+fn merging_customers_keeps_every_ticket_and_address(backend: Backend) {
+    let dir = Dir::with_database_on(backend, "");
     ok(&dir, &["orgs", "add", "Walsh", "--domain", "walsh.example"]);
     ok(&dir, &["orgs", "add", "Gamma", "--domain", "gamma.example"]);
     seed(
@@ -338,9 +328,8 @@ fn merging_customers_keeps_every_ticket_and_address() {
 }
 
 /// Alpha, Beta and Gamma; Ann (Alpha) is also linked to Beta, Pat (free mail) to Gamma.
-#[test]
-fn a_customer_user_sees_their_own_and_their_organisations_tickets() {
-    let dir = Dir::with_database("");
+fn a_customer_user_sees_their_own_and_their_organisations_tickets(backend: Backend) {
+    let dir = Dir::with_database_on(backend, "");
     for (name, domain) in [("Alpha", "alpha.example"), ("Beta", "beta.example"), ("Gamma", "gamma.example")] {
         ok(&dir, &["orgs", "add", name, "--domain", domain]);
     }
@@ -372,9 +361,8 @@ fn a_customer_user_sees_their_own_and_their_organisations_tickets() {
     refused(&dir, &["tickets", "list", "--visible-to", "nobody@alpha.example"], "no customer nobody@alpha.example");
 }
 
-#[test]
-fn a_new_domain_back_fills_its_customers_without_an_organisation() {
-    let dir = Dir::with_database("[customers]\nauto_create_organisations = false\n");
+fn a_new_domain_back_fills_its_customers_without_an_organisation(backend: Backend) {
+    let dir = Dir::with_database_on(backend, "[customers]\nauto_create_organisations = false\n");
     seed(
         &dir,
         &[
@@ -429,9 +417,8 @@ fn a_new_domain_back_fills_its_customers_without_an_organisation() {
     );
 }
 
-#[test]
-fn organisations_list_rename_and_merge() {
-    let dir = Dir::with_database("");
+fn organisations_list_rename_and_merge(backend: Backend) {
+    let dir = Dir::with_database_on(backend, "");
     ok(&dir, &["orgs", "add", "Old", "--domain", "old.example", "--domain", "old2.example"]);
     ok(&dir, &["orgs", "add", "New", "--domain", "new.example"]);
     ok(&dir, &["orgs", "edit", "old", "--first-response", "8"]);
@@ -473,16 +460,15 @@ fn organisations_list_rename_and_merge() {
     refused(&dir, &["orgs", "merge", "New Ltd", "new ltd"], "into itself");
 }
 
-#[test]
-fn ticket_filters_states_and_the_first_response_time() {
-    let dir = Dir::with_database("");
+fn ticket_filters_states_and_the_first_response_time(backend: Backend) {
+    let dir = Dir::with_database_on(backend, "");
     ok(&dir, &["orgs", "add", "Fast", "--domain", "fast.example"]);
     ok(&dir, &["orgs", "edit", "Fast", "--first-response", "2"]);
     seed(&dir, &[("f1@fast.example", "late"), ("f2@fast.example", "fine"), ("s@slow.example", "none")]);
     let all = dir.json(&["tickets", "list"]);
     let due: Vec<bool> = all.as_array().unwrap().iter().map(|t| t["respond_by"].is_string()).collect();
     assert_eq!(due, [false, true, true], "newest first: {all}");
-    sql(&dir, "UPDATE tickets SET respond_by = '2020-01-01T00:00:00Z' WHERE subject IN ('late', 'none')");
+    dir.sql("UPDATE tickets SET respond_by = '2020-01-01T00:00:00Z' WHERE subject IN ('late', 'none')");
 
     assert_eq!(subjects(&dir, &["--overdue"]), set(&["late", "none"]));
     assert_eq!(subjects(&dir, &["--overdue", "--org", "fast"]), set(&["late"]));
@@ -504,9 +490,8 @@ fn ticket_filters_states_and_the_first_response_time() {
     refused(&dir, &["tickets", "set-state", "2020010110000016", "open"], "no ticket 2020010110000016");
 }
 
-#[test]
-fn bad_input_exits_64_or_1_with_one_line_naming_the_problem() {
-    let dir = Dir::with_database("");
+fn bad_input_exits_64_or_1_with_one_line_naming_the_problem(backend: Backend) {
+    let dir = Dir::with_database_on(backend, "");
     seed_fixtures(&dir);
     // Something malformed on the command line: a usage error.
     let usage: &[(&[&str], &str)] = &[
@@ -541,9 +526,8 @@ fn bad_input_exits_64_or_1_with_one_line_naming_the_problem() {
     }
 }
 
-#[test]
-fn every_management_command_explains_itself_with_an_example() {
-    let dir = Dir::with_database("");
+fn every_management_command_explains_itself_with_an_example(backend: Backend) {
+    let dir = Dir::with_database_on(backend, "");
     let commands: &[&[&str]] = &[
         &["customers", "list"],
         &["customers", "show"],
@@ -569,9 +553,8 @@ fn every_management_command_explains_itself_with_an_example() {
 }
 
 /// `postdesk ingest` commits a stream of small batches while agents list and edit.
-#[test]
-fn commands_work_while_the_daemon_writes() {
-    let dir = Dir::with_database("[ingest]\nbatch_size = 2\n");
+fn commands_work_while_the_daemon_writes(backend: Backend) {
+    let dir = Dir::with_database_on(backend, "[ingest]\nbatch_size = 2\n");
     seed_fixtures(&dir);
     let before = dir.json(&["tickets", "list"]).as_array().unwrap().len();
     let stop = AtomicBool::new(false);
@@ -632,3 +615,17 @@ fn agent_round(dir: &Dir, round: usize) {
     dir.json(&["orgs", "edit", "acme-widgets.com", "--first-response", &hours]);
     dir.json(&["tickets", "list", "--overdue"]);
 }
+
+on_both!(
+    customers_list_filters_and_counts,
+    adding_and_editing_a_customer,
+    customers_show_lists_every_address_organisation_and_ticket,
+    merging_customers_keeps_every_ticket_and_address,
+    a_customer_user_sees_their_own_and_their_organisations_tickets,
+    a_new_domain_back_fills_its_customers_without_an_organisation,
+    organisations_list_rename_and_merge,
+    ticket_filters_states_and_the_first_response_time,
+    bad_input_exits_64_or_1_with_one_line_naming_the_problem,
+    every_management_command_explains_itself_with_an_example,
+    commands_work_while_the_daemon_writes,
+);

@@ -5,32 +5,93 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use crate::postgres::Postgres;
+
 pub fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
-/// A scratch directory holding `postdesk.toml` and the database.
+/// Where a test's tickets are kept: the same test runs on each (`on_both!`).
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Test functions that take a `Backend`, each run as a test on SQLite
+/// (`sqlite::NAME`) and on a private PostgreSQL (`postgres::NAME`).
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test]
+            fn $name() {
+                super::$name($crate::harness::Backend::Sqlite)
+            })*
+        }
+        mod postgres {
+            $(#[test]
+            fn $name() {
+                super::$name($crate::harness::Backend::Postgres)
+            })*
+        }
+    };
+}
+pub(crate) use on_both;
+
+/// A scratch directory holding `postdesk.toml` and the database (or, on PostgreSQL, the
+/// server holding it).
 pub struct Dir {
     pub tmp: tempfile::TempDir,
+    /// The server and the name of the database on it.
+    pub postgres: Option<(Postgres, String)>,
 }
 
 impl Dir {
     /// A directory whose config adds `extra` TOML to a database path inside it.
     pub fn new(extra: &str) -> Dir {
+        Dir::on(Backend::Sqlite, extra)
+    }
+
+    /// A directory whose config adds `extra` TOML to a database on `backend`.
+    pub fn on(backend: Backend, extra: &str) -> Dir {
         let tmp = tempfile::tempdir().expect("temp dir");
-        let config = format!("[database]\npath = \"{}\"\n{extra}", tmp.path().join("postdesk.db").display());
-        std::fs::write(tmp.path().join("postdesk.toml"), config).expect("write config");
-        Dir { tmp }
+        let (database, postgres) = match backend {
+            Backend::Sqlite => (format!("[database]\npath = \"{}\"\n", tmp.path().join("postdesk.db").display()), None),
+            Backend::Postgres => {
+                let pg = Postgres::start();
+                let name = pg.database();
+                (pg.config(&name), Some((pg, name)))
+            }
+        };
+        std::fs::write(tmp.path().join("postdesk.toml"), format!("{database}{extra}")).expect("write config");
+        Dir { tmp, postgres }
     }
 
     /// `new`, with an empty database created the way a user creates one: by ingesting
     /// (here, an empty directory).
     pub fn with_database(extra: &str) -> Dir {
-        let dir = Dir::new(extra);
+        Dir::with_database_on(Backend::Sqlite, extra)
+    }
+
+    /// `with_database` on `backend`.
+    pub fn with_database_on(backend: Backend, extra: &str) -> Dir {
+        let dir = Dir::on(backend, extra);
         let empty = dir.path().join("empty");
         std::fs::create_dir(&empty).expect("empty dir");
         dir.run(&["ingest", &empty.display().to_string()]).assert_code(0);
         dir
+    }
+
+    /// Runs one statement on the database behind postdesk's back (a state no command
+    /// makes).
+    pub fn sql(&self, statement: &str) {
+        match &self.postgres {
+            Some((pg, name)) => drop(pg.sql(name, statement)),
+            None => {
+                let conn = rusqlite::Connection::open(self.path().join("postdesk.db")).expect("open the database");
+                conn.execute(statement, []).unwrap_or_else(|e| panic!("{statement}: {e}"));
+            }
+        }
     }
 
     pub fn path(&self) -> &Path {

@@ -18,6 +18,7 @@ mod oauth;
 mod oauth_server;
 mod portal;
 mod postfix;
+mod postgres;
 mod servers;
 mod service;
 mod smtp;

@@ -24,7 +24,7 @@ CREATE FUNCTION instr(text, text) RETURNS bigint
 -- SQLite's `json_group_array`: the values as a JSON array in text, `[]` for none.
 CREATE FUNCTION postdesk_json_array(anycompatiblearray) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    RETURN COALESCE(array_to_json($1)::text, '[]');
+    AS $$ SELECT COALESCE(array_to_json($1)::text, '[]') $$;
 CREATE AGGREGATE json_group_array(anycompatible) (
     SFUNC = array_append,
     STYPE = anycompatiblearray,
