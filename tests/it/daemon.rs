@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::dovecot::{Dovecot, Options};
-use crate::harness::{run_command, Dir};
+use crate::harness::{on_both, run_command, Backend, Dir};
 use crate::smtp::{SmtpOptions, SmtpServer};
 
 const USER: &str = "support@helpdesk.example";
@@ -41,24 +41,28 @@ struct World {
 
 impl World {
     fn new(mailbox_extra: &str) -> World {
-        World::with(Dovecot::start(&[(USER, PASSWORD)]), mailbox_extra)
+        World::on(Backend::Sqlite, mailbox_extra)
     }
 
-    fn with(dovecot: Dovecot, mailbox_extra: &str) -> World {
+    fn on(backend: Backend, mailbox_extra: &str) -> World {
+        World::with(backend, Dovecot::start(&[(USER, PASSWORD)]), mailbox_extra)
+    }
+
+    fn with(backend: Backend, dovecot: Dovecot, mailbox_extra: &str) -> World {
         let mailbox = format!(
             "[[mailbox]]\nname = \"support\"\naddress = \"{USER}\"\nhost = \"127.0.0.1\"\nport = {}\n\
              ca_file = \"{}\"\nusername = \"{USER}\"\npassword = \"{PASSWORD}\"\npoll_interval_secs = 1\n{mailbox_extra}",
             dovecot.imaps_port(),
             dovecot.ca_file().display()
         );
-        World { dir: Dir::new(&mailbox), dovecot }
+        World { dir: Dir::on(backend, &mailbox), dovecot }
     }
 
     /// A world whose daemon also sends acknowledgements, to the returned SMTP server.
-    fn with_smtp() -> (World, SmtpServer) {
+    fn with_smtp(backend: Backend) -> (World, SmtpServer) {
         let smtp = SmtpServer::start(SmtpOptions::default());
         let config = format!("[smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n", smtp.port());
-        (World::new(&config), smtp)
+        (World::on(backend, &config), smtp)
     }
 
     /// Once every queued acknowledgement is recorded as sent: the SMTP server received each
@@ -86,9 +90,7 @@ impl World {
     }
 
     fn count(&self, sql: &str) -> i64 {
-        let conn = rusqlite::Connection::open(self.db()).expect("open the database");
-        conn.busy_timeout(Duration::from_secs(5)).unwrap();
-        conn.query_row(sql, [], |r| r.get(0)).unwrap_or(0)
+        self.dir.count(sql)
     }
 
     fn tickets(&self) -> i64 {
@@ -181,9 +183,8 @@ impl Drop for Daemon {
     }
 }
 
-#[test]
-fn a_backlog_becomes_one_ticket_each_and_is_moved() {
-    let world = World::new("");
+fn a_backlog_becomes_one_ticket_each_and_is_moved(backend: Backend) {
+    let world = World::on(backend, "");
     world.dovecot.append_many(USER, PASSWORD, "INBOX", (0..300).map(mail));
     let run = world.run_once();
     run.assert_code(0);
@@ -216,9 +217,8 @@ fn delete_mode_expunges_processed_mail() {
     assert_eq!(world.tickets(), 5);
 }
 
-#[test]
-fn mail_arriving_while_idle_becomes_a_ticket_and_sigterm_stops_cleanly() {
-    let world = World::new("");
+fn mail_arriving_while_idle_becomes_a_ticket_and_sigterm_stops_cleanly(backend: Backend) {
+    let world = World::on(backend, "");
     let mut daemon = world.spawn();
     wait_until(Duration::from_secs(10), "the daemon has connected", || daemon.log().contains("connected to"));
     world.dovecot.append(USER, "INBOX", &mail(1));
@@ -230,9 +230,8 @@ fn mail_arriving_while_idle_becomes_a_ticket_and_sigterm_stops_cleanly() {
     assert_eq!(daemon.wait_exit(Duration::from_secs(10)), Some(0), "{}", daemon.log());
 }
 
-#[test]
-fn sigkill_mid_backlog_then_restart_gives_exactly_one_ticket_each() {
-    let (world, smtp) = World::with_smtp();
+fn sigkill_mid_backlog_then_restart_gives_exactly_one_ticket_each(backend: Backend) {
+    let (world, smtp) = World::with_smtp(backend);
     world.dovecot.append_many(USER, PASSWORD, "INBOX", (0..3000).map(mail));
     let mut daemon = world.spawn();
     wait_until(Duration::from_secs(30), "some tickets were committed", || world.tickets() > 0);
@@ -247,9 +246,8 @@ fn sigkill_mid_backlog_then_restart_gives_exactly_one_ticket_each() {
     world.assert_each_ack_once(&smtp);
 }
 
-#[test]
-fn sigterm_during_a_backlog_leaves_nothing_half_done() {
-    let world = World::new("");
+fn sigterm_during_a_backlog_leaves_nothing_half_done(backend: Backend) {
+    let world = World::on(backend, "");
     world.dovecot.append_many(USER, PASSWORD, "INBOX", (0..3000).map(mail));
     let mut daemon = world.spawn();
     wait_until(Duration::from_secs(30), "some tickets were committed", || world.tickets() > 0);
@@ -261,9 +259,8 @@ fn sigterm_during_a_backlog_leaves_nothing_half_done() {
     assert_eq!(world.folder("INBOX") as i64, 3000 - tickets);
 }
 
-#[test]
-fn a_uidvalidity_reset_makes_no_duplicates() {
-    let world = World::new("after = \"seen\"\nfolder = \"Support\"\n");
+fn a_uidvalidity_reset_makes_no_duplicates(backend: Backend) {
+    let world = World::on(backend, "after = \"seen\"\nfolder = \"Support\"\n");
     world.dovecot.create_folder(USER, "Support");
     world.dovecot.append_many(USER, PASSWORD, "Support", (0..5).map(mail));
     world.run_once().assert_code(0);
@@ -280,8 +277,7 @@ fn a_uidvalidity_reset_makes_no_duplicates() {
     assert_eq!(world.dovecot.status(USER, "Support").unseen, 0);
 }
 
-#[test]
-fn the_same_message_in_two_mailboxes_is_one_ticket() {
+fn the_same_message_in_two_mailboxes_is_one_ticket(backend: Backend) {
     let dovecot = Dovecot::start(&[(USER, PASSWORD), ("sales@helpdesk.example", PASSWORD)]);
     let second = format!(
         "[[mailbox]]\nname = \"sales\"\naddress = \"sales@helpdesk.example\"\nhost = \"127.0.0.1\"\nport = {}\n\
@@ -291,7 +287,7 @@ fn the_same_message_in_two_mailboxes_is_one_ticket() {
     );
     dovecot.append(USER, "INBOX", &mail(7));
     dovecot.append("sales@helpdesk.example", "INBOX", &mail(7));
-    let world = World::with(dovecot, &second);
+    let world = World::with(backend, dovecot, &second);
     world.run_once().assert_code(0);
     assert_eq!(world.tickets(), 1);
     assert_eq!(world.count("SELECT COUNT(*) FROM processed"), 2);
@@ -318,9 +314,8 @@ fn the_daemon_reconnects_after_a_server_restart() {
     assert_eq!(daemon.wait_exit(Duration::from_secs(10)), Some(0));
 }
 
-#[test]
-fn poison_mail_goes_to_the_failed_folder_and_the_rest_goes_on() {
-    let world = World::new("");
+fn poison_mail_goes_to_the_failed_folder_and_the_rest_goes_on(backend: Backend) {
+    let world = World::on(backend, "");
     std::fs::write(
         world.dir.config(),
         std::fs::read_to_string(world.dir.config()).unwrap() + "[ingest]\nmax_message_bytes = 4096\n",
@@ -413,9 +408,8 @@ fn plain_text_is_refused_to_a_remote_host() {
 /// Two daemons configured with one mailbox and one database: one holds the mailbox's
 /// lease and does the work, the other stands by; every message is one ticket and one
 /// copy in Processed. When the holder dies, the other takes over within the lease's time.
-#[test]
-fn two_daemons_share_a_mailbox_and_one_takes_over_when_the_other_dies() {
-    let (world, smtp) = World::with_smtp();
+fn two_daemons_share_a_mailbox_and_one_takes_over_when_the_other_dies(backend: Backend) {
+    let (world, smtp) = World::with_smtp(backend);
     world.dovecot.append_many(USER, PASSWORD, "INBOX", (0..300).map(mail));
     let (first, second) = (world.spawn(), world.spawn());
     wait_until(Duration::from_secs(60), "300 tickets", || world.tickets() == 300);
@@ -469,9 +463,8 @@ fn a_refused_login_is_retried_slowly() {
 
 /// Messages committed before (here: by a run that marked them seen) but still in the
 /// folder get their post-action once, and a normal drain never claims that situation.
-#[test]
-fn messages_committed_earlier_get_their_post_action_once() {
-    let world = World::new("after = \"seen\"\n");
+fn messages_committed_earlier_get_their_post_action_once(backend: Backend) {
+    let world = World::on(backend, "after = \"seen\"\n");
     world.dovecot.append_many(USER, PASSWORD, "INBOX", (0..5).map(mail));
     let first = world.run_once();
     first.assert_code(0);
@@ -536,3 +529,15 @@ fn a_locked_database_is_probed_not_fetched_for() {
     wait_until(Duration::from_secs(60), "20 tickets after the lock is gone", || world.tickets() == 20);
     assert!(daemon.log().contains("the database can be written again"), "{}", daemon.log());
 }
+
+on_both!(
+    a_backlog_becomes_one_ticket_each_and_is_moved,
+    mail_arriving_while_idle_becomes_a_ticket_and_sigterm_stops_cleanly,
+    sigkill_mid_backlog_then_restart_gives_exactly_one_ticket_each,
+    sigterm_during_a_backlog_leaves_nothing_half_done,
+    a_uidvalidity_reset_makes_no_duplicates,
+    the_same_message_in_two_mailboxes_is_one_ticket,
+    poison_mail_goes_to_the_failed_folder_and_the_rest_goes_on,
+    two_daemons_share_a_mailbox_and_one_takes_over_when_the_other_dies,
+    messages_committed_earlier_get_their_post_action_once,
+);

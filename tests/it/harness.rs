@@ -94,6 +94,23 @@ impl Dir {
         }
     }
 
+    /// The number a query of one integer returns, read behind postdesk's back; 0 while
+    /// the database does not exist yet.
+    pub fn count(&self, query: &str) -> i64 {
+        match &self.postgres {
+            Some((pg, name)) => match pg.try_sql(name, query) {
+                Ok(n) => n.parse().unwrap_or_else(|e| panic!("{query}: {n:?}: {e}")),
+                Err(e) if e.contains("does not exist") => 0,
+                Err(e) => panic!("{query}: {e}"),
+            },
+            None => {
+                let Ok(conn) = rusqlite::Connection::open(self.path().join("postdesk.db")) else { return 0 };
+                conn.busy_timeout(std::time::Duration::from_secs(5)).expect("set a busy timeout");
+                conn.query_row(query, [], |r| r.get(0)).unwrap_or(0)
+            }
+        }
+    }
+
     pub fn path(&self) -> &Path {
         self.tmp.path()
     }

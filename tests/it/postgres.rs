@@ -137,6 +137,11 @@ impl Postgres {
 
     /// Runs `sql` in `database` as the superuser over the Unix socket; its output.
     pub fn sql(&self, database: &str, sql: &str) -> String {
+        self.try_sql(database, sql).unwrap_or_else(|e| panic!("psql {sql:?}: {e}"))
+    }
+
+    /// `sql`, or what psql said when it failed.
+    pub fn try_sql(&self, database: &str, sql: &str) -> Result<String, String> {
         let out = Command::new(self.bin.join("psql"))
             .args(["-h", &self.dir.path().display().to_string(), "-p", &self.port.to_string(), "-U", USER])
             .args(["-d", database, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
@@ -144,8 +149,10 @@ impl Postgres {
             .stdin(Stdio::null())
             .output()
             .expect("run psql");
-        assert!(out.status.success(), "psql {sql:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        match out.status.success() {
+            true => Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned()),
+            false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+        }
     }
 
     /// The `[database]` section for database `name` of this server: the password in a
