@@ -42,7 +42,7 @@ pub(super) fn connect(config: &PostgresConfig) -> Result<PgConn, StoreError> {
         StoreError::Unavailable(m) | StoreError::Sql(m) | StoreError::Conflict(m) => unavailable(m),
         other => other,
     })?;
-    Ok(PgConn::new(client))
+    Ok(PgConn { client: Some(client), config: config.clone(), statements: HashMap::new() })
 }
 
 /// Brings the schema up to date, each migration in a transaction of its own, under the
@@ -85,13 +85,22 @@ fn migrate_locked(client: &mut Client, create: bool, shown: &str) -> Result<(), 
 pub struct PgConn {
     /// Always there until dropped (see `Drop`).
     client: Option<Client>,
+    /// To connect again when the server closed the connection (a restart, a fail-over).
+    config: PostgresConfig,
     /// Prepared statements by their SQLite text: each is parsed and planned once.
     statements: HashMap<String, Statement>,
 }
 
 impl PgConn {
-    pub(super) fn new(client: Client) -> PgConn {
-        PgConn { client: Some(client), statements: HashMap::new() }
+    /// Connects again if the connection was lost: a transaction then starts on the
+    /// server as it is now, and one that was open when it went was rolled back by it.
+    fn reopen_if_lost(&mut self) -> Result<(), StoreError> {
+        if self.client.as_ref().is_some_and(|c| !c.is_closed()) {
+            return Ok(());
+        }
+        let fresh = connect(&self.config)?;
+        *self = fresh;
+        Ok(())
     }
 
     fn client(&mut self) -> &mut Client {
@@ -213,7 +222,10 @@ pub struct Open<'a> {
 
 impl<'a> Open<'a> {
     pub(super) fn begin(pg: &'a RefCell<PgConn>, begin: &str) -> Result<Open<'a>, StoreError> {
-        pg.borrow_mut().batch_execute(begin)?;
+        let mut conn = pg.borrow_mut();
+        conn.reopen_if_lost()?;
+        conn.batch_execute(begin)?;
+        drop(conn);
         Ok(Open { pg, savepoints: 0, done: false })
     }
 

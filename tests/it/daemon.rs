@@ -530,6 +530,27 @@ fn a_locked_database_is_probed_not_fetched_for() {
     assert!(daemon.log().contains("the database can be written again"), "{}", daemon.log());
 }
 
+/// PostgreSQL killed under a running daemon: it says so, fetches nothing meanwhile, and
+/// when the server is back it connects again and the mail that waited becomes tickets.
+#[test]
+fn the_daemon_resumes_when_postgresql_comes_back() {
+    let mut world = World::on(Backend::Postgres, "");
+    let daemon = world.spawn();
+    daemon.wait_for_log("waiting for new mail", Duration::from_secs(20));
+    world.dovecot.append(USER, "INBOX", &mail(1));
+    wait_until(Duration::from_secs(20), "the first ticket", || world.tickets() == 1);
+    let server = &mut world.dir.postgres.as_mut().expect("a PostgreSQL world").0;
+    server.kill();
+    world.dovecot.append_many(USER, PASSWORD, "INBOX", (2..12).map(mail));
+    daemon.wait_for_log("the database cannot be written now", Duration::from_secs(40));
+    assert_eq!(world.folder("INBOX"), 10, "nothing is taken while the database is away");
+    world.dir.postgres.as_mut().expect("a PostgreSQL world").0.start_again();
+    wait_until(Duration::from_secs(60), "11 tickets once PostgreSQL is back", || world.tickets() == 11);
+    wait_until(Duration::from_secs(30), "every message moved", || world.folder("Processed") == 11);
+    assert!(daemon.log().contains("the database can be written again"), "{}", daemon.log());
+    assert_eq!(world.count("SELECT COUNT(DISTINCT message_key) FROM articles"), 11);
+}
+
 on_both!(
     a_backlog_becomes_one_ticket_each_and_is_moved,
     mail_arriving_while_idle_becomes_a_ticket_and_sigterm_stops_cleanly,

@@ -117,6 +117,17 @@ impl Postgres {
         })
     }
 
+    /// Stops the server at once (SIGKILL, as a crashed machine would).
+    pub fn kill(&mut self) {
+        kill_group(self.child.take());
+    }
+
+    /// Starts the server again, on the same port.
+    pub fn start_again(&mut self) {
+        let port = self.port;
+        self.run(port).unwrap_or_else(|e| panic!("{e}\n{}", self.log()));
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.path("server.log")).unwrap_or_default()
     }
