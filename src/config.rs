@@ -17,7 +17,7 @@ use crate::secret::{PasswordSource, Secret};
 
 mod database;
 mod oauth;
-pub use database::{Database, DatabaseTls, PostgresConfig};
+pub use database::{postgres_target, Database, DatabaseTls, PostgresConfig};
 pub use oauth::{Login, OAuthProvider};
 
 /// The file read when `--config` is not given, if it exists.

@@ -7,6 +7,7 @@ mod customers;
 mod failed;
 mod ingest;
 mod input;
+mod migrate_db;
 mod oauth;
 mod orgs;
 mod outbox;
@@ -177,6 +178,24 @@ enum Command {
         #[arg(long)]
         connect: bool,
     },
+    /// Copy a SQLite database into an empty PostgreSQL database, with all its history
+    #[command(after_help = "Example:\n  \
+                            postdesk --config /etc/postdesk/postdesk.toml migrate-db \\\n    \
+                            --from sqlite:/var/lib/postdesk/postdesk.db --to postgres://postdesk@db.example/postdesk\n\n\
+                            Stop postdesk first. The target is signed in to with the password and TLS settings of \
+                            [database] in the configuration (password_file, password_credential, tls, ca_file). \
+                            Every table is copied in one transaction (tickets, articles, raw messages, \
+                            attachments, customers, organisations, the ledger, the outbox, agents, sessions, \
+                            tokens) and kept only when each has as many rows as in the source; a target that \
+                            already holds data is refused. The SQLite file is only read.")]
+    MigrateDb {
+        /// The database to copy: sqlite:PATH
+        #[arg(long, value_name = "sqlite:PATH")]
+        from: String,
+        /// The empty PostgreSQL database to copy into: postgres://USER@HOST[:PORT]/DATABASE
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -233,6 +252,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Agents(cmd) => agents::run(&config, cmd),
         Command::OAuth(cmd) => oauth::run(&config, cmd),
         Command::CheckConfig { connect } => check::run(&config, connect),
+        Command::MigrateDb { from, to } => migrate_db::run(&config, &from, &to),
     }
 }
 

@@ -99,6 +99,24 @@ pub(super) fn database(p: &mut Problems, raw: RawDatabase, cx: &Context) -> Data
     Database::Postgres(PostgresConfig { url, password, tls, ca_file })
 }
 
+/// A PostgreSQL database named on the command line (`migrate-db --to`), checked as
+/// `database.url` is, signed in to with the password and TLS settings of `[database]`.
+pub fn postgres_target(url: &str, configured: &Database) -> Result<PostgresConfig, String> {
+    let mut target = match configured {
+        Database::Postgres(pg) => pg.clone(),
+        Database::Sqlite(_) => {
+            PostgresConfig { url: String::new(), password: None, tls: DatabaseTls::Verify, ca_file: None }
+        }
+    };
+    target.url = url.to_owned();
+    let mut p = Problems::default();
+    check_url(&mut p, url, target.tls);
+    match p.0.is_empty() {
+        true => Ok(target),
+        false => Err(super::ConfigError::Invalid(p.0).to_string()),
+    }
+}
+
 fn check_url(p: &mut Problems, url: &str, tls: DatabaseTls) {
     const KEY: &str = "database.url";
     if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {

@@ -3,6 +3,7 @@
 //! It decides nothing: every choice is made in `core`.
 
 pub mod agents;
+pub mod copy;
 pub mod customers;
 mod ingest;
 mod mailbox;

@@ -88,6 +88,11 @@ impl ToValue for Vec<u8> {
         Value::Blob(self)
     }
 }
+impl ToValue for Value<'_> {
+    fn to_value(&self) -> Value<'_> {
+        *self
+    }
+}
 impl<T: ToValue + ?Sized> ToValue for &T {
     fn to_value(&self) -> Value<'_> {
         (**self).to_value()
@@ -305,6 +310,9 @@ impl postgres::types::ToSql for Value<'_> {
             (Value::Int(v), &Type::TEXT | &Type::VARCHAR) => v.to_string().as_str().to_sql(ty, out),
             (Value::Int(v), _) => v.to_sql(ty, out),
             (Value::Real(v), _) => v.to_sql(ty, out),
+            // PostgreSQL's text cannot hold NUL, which hostile mail puts in bodies and
+            // headers: it is stored as U+FFFD, the character for what cannot be shown.
+            (Value::Text(v), _) if v.contains('\0') => v.replace('\0', "\u{FFFD}").as_str().to_sql(ty, out),
             (Value::Text(v), _) => v.to_sql(ty, out),
             (Value::Blob(v), _) => v.to_sql(ty, out),
         }

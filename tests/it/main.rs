@@ -14,6 +14,7 @@ mod dovecot;
 mod dovecot_smoke;
 mod golden;
 mod harness;
+mod migrate;
 mod oauth;
 mod oauth_server;
 mod portal;
