@@ -18,6 +18,9 @@ mod imap_client;
 #[path = "../tests/it/postfix.rs"]
 mod postfix;
 #[allow(dead_code)]
+#[path = "../tests/it/postgres.rs"]
+mod postgres;
+#[allow(dead_code)]
 #[path = "../tests/it/servers.rs"]
 mod servers;
 #[allow(dead_code)]

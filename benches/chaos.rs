@@ -30,6 +30,9 @@ mod dovecot;
 #[path = "../tests/it/harness.rs"]
 mod harness;
 #[allow(dead_code)]
+#[path = "../tests/it/postgres.rs"]
+mod postgres;
+#[allow(dead_code)]
 #[path = "../tests/it/servers.rs"]
 mod servers;
 #[allow(dead_code)]

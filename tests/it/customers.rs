@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use serde_json::Value;
 
-use crate::harness::{on_both, repo_path, Backend, Dir};
+use crate::harness::{repo_path, Backend, Dir};
 
 /// A plain customer message; the sender and subject make it unique.
 fn message(from: &str, subject: &str) -> String {

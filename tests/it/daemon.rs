@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::dovecot::{Dovecot, Options};
-use crate::harness::{on_both, run_command, Backend, Dir};
+use crate::harness::{run_command, Backend, Dir};
 use crate::smtp::{SmtpOptions, SmtpServer};
 
 const USER: &str = "support@helpdesk.example";

@@ -18,26 +18,6 @@ pub enum Backend {
     Postgres,
 }
 
-/// Test functions that take a `Backend`, each run as a test on SQLite
-/// (`sqlite::NAME`) and on a private PostgreSQL (`postgres::NAME`).
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[test]
-            fn $name() {
-                super::$name($crate::harness::Backend::Sqlite)
-            })*
-        }
-        mod postgres {
-            $(#[test]
-            fn $name() {
-                super::$name($crate::harness::Backend::Postgres)
-            })*
-        }
-    };
-}
-pub(crate) use on_both;
-
 /// A scratch directory holding `postdesk.toml` and the database (or, on PostgreSQL, the
 /// server holding it).
 pub struct Dir {

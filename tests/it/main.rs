@@ -1,6 +1,26 @@
 //! The one integration-test binary: golden tests over `fixtures/mail/` and CLI tests
 //! that run the real `postdesk` binary against temporary databases, and tests against a
 //! private Dovecot IMAP server (`dovecot.rs`) and a private SMTP server (`smtp.rs`).
+//! Tests of what is kept run on SQLite and on a private PostgreSQL (`postgres.rs`).
+
+/// Test functions that take a `Backend`, each run as a test on SQLite
+/// (`sqlite::NAME`) and on a private PostgreSQL (`postgres::NAME`).
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test]
+            fn $name() {
+                super::$name($crate::harness::Backend::Sqlite)
+            })*
+        }
+        mod postgres {
+            $(#[test]
+            fn $name() {
+                super::$name($crate::harness::Backend::Postgres)
+            })*
+        }
+    };
+}
 
 mod acks;
 mod agents;
