@@ -1058,4 +1058,43 @@ pub(crate) mod tests {
         let err = load_template(Some(Path::new("ack.j2")), dir.path()).err().unwrap();
         assert!(err.starts_with("template does not render: "), "{err}");
     }
+
+    #[test]
+    fn a_postgresql_url_selects_postgresql_with_tls_verified() {
+        let c = from_toml("[database]\nurl = 'postgres://postdesk@db.example:5432/desk'\npassword = 'x'\n").unwrap();
+        let Database::Postgres(pg) = &c.database else { panic!("{:?}", c.database) };
+        assert_eq!((pg.url.as_str(), pg.tls), ("postgres://postdesk@db.example:5432/desk", DatabaseTls::Verify));
+        assert!(pg.password.is_some());
+        assert_eq!(c.database.shown(), "postgres://postdesk@db.example:5432/desk");
+    }
+
+    #[test]
+    fn database_problems_name_their_key() {
+        let err = |text: &str| from_toml(text).unwrap_err().to_string();
+        assert_eq!(
+            err("[database]\npath = 'x.db'\nurl = 'postgres://u@h/d'\n"),
+            "database: give either path (SQLite) or url (PostgreSQL), not both"
+        );
+        assert!(err("[database]\nurl = 'mysql://u@h/d'\n").starts_with("database.url: must be a postgres:// URL"));
+        assert!(err("[database]\nurl = 'postgres://u:secret@h/d'\n").contains("database.url: holds a password"));
+        assert!(err("[database]\nurl = 'postgres://h/d'\n").contains("database.url: names no user"));
+        assert!(err("[database]\nurl = 'postgres://u@db.example/d'\ntls = 'none'\n")
+            .starts_with("database.tls: \"none\" sends the password"));
+        assert!(from_toml("[database]\nurl = 'postgres://u@127.0.0.1/d'\ntls = 'none'\n").is_ok());
+        assert!(err("[database]\nurl = 'postgres://u@h/d'\ntls = 'maybe'\n").contains("one of verify, none"));
+        assert_eq!(err("[database]\ntls = 'none'\n"), "database.tls: is for PostgreSQL: set database.url too");
+        assert_eq!(
+            err("[database]\nurl = 'postgres://u@h/d'\npassword = 'a'\npassword_file = 'b'\n"),
+            "database.password: give only one of password, password_file or password_credential"
+        );
+    }
+
+    #[test]
+    fn a_migration_target_is_checked_as_the_url_is() {
+        let sqlite = Database::Sqlite(PathBuf::from("x.db"));
+        let target = postgres_target("postgres://u@db.example/d", &sqlite).unwrap();
+        assert_eq!((target.tls, target.password), (DatabaseTls::Verify, None));
+        let err = postgres_target("postgres://u:pw@db.example/d", &sqlite).unwrap_err();
+        assert!(err.starts_with("database.url: holds a password"), "{err}");
+    }
 }

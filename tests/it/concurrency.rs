@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{run_command, Dir};
+use crate::harness::{run_command, Backend, Dir};
 use crate::smtp::{SmtpOptions, SmtpServer};
 
 const HELPDESK: &str = "support@helpdesk.test";
@@ -45,10 +45,9 @@ fn outbox_states(dir: &Dir) -> HashMap<String, usize> {
     states
 }
 
-#[test]
-fn two_ingests_and_two_senders_on_one_database() {
+fn two_ingests_and_two_senders_on_one_database(backend: Backend) {
     let smtp = SmtpServer::start(SmtpOptions::default());
-    let dir = Dir::with_database(&format!(
+    let dir = Dir::with_database_on(backend, &format!(
         "[helpdesk]\naddress = \"{HELPDESK}\"\ninternal_domains = []\n\
          [ingest]\nbatch_size = 10\n\
          [acknowledgement]\nmax_per_sender_per_day = 100\nmax_per_domain_per_day = 1000\n\
@@ -98,3 +97,5 @@ fn two_ingests_and_two_senders_on_one_database() {
     assert_eq!(received.len(), MESSAGES, "one acknowledgement per ticket, none twice");
     assert_eq!(recipients.len(), MESSAGES, "each customer acknowledged once");
 }
+
+on_both!(two_ingests_and_two_senders_on_one_database);
