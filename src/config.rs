@@ -1089,6 +1089,20 @@ pub(crate) mod tests {
         );
     }
 
+    /// The example's commented PostgreSQL keys are valid once uncommented (`ca_file`
+    /// aside: it names a file of the reader's machine).
+    #[test]
+    fn the_example_postgresql_keys_are_valid() {
+        let example = include_str!("../config/postdesk.example.toml");
+        let keys: String = example
+            .lines()
+            .filter(|l| ["# url = ", "# password_credential = ", "# tls = "].iter().any(|k| l.starts_with(k)))
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect();
+        let c = from_toml(&format!("[database]\n{keys}")).unwrap();
+        assert!(matches!(c.database, Database::Postgres(_)), "{keys}");
+    }
+
     #[test]
     fn a_migration_target_is_checked_as_the_url_is() {
         let sqlite = Database::Sqlite(PathBuf::from("x.db"));

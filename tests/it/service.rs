@@ -48,6 +48,11 @@ fn the_unit_file_is_hardened_and_valid() {
     std::fs::copy(repo_path("systemd/postdesk-fixed-user.conf"), drop_in.join("fixed-user.conf")).unwrap();
     let (ok, output) = systemd_analyze(&["verify", &copy.display().to_string()]);
     assert!(ok && output.trim().is_empty(), "systemd-analyze verify with the drop-in:\n{output}");
+
+    // And with the drop-in for PostgreSQL (its password as a credential).
+    std::fs::copy(repo_path("systemd/postdesk-postgresql.conf"), drop_in.join("postgresql.conf")).unwrap();
+    let (ok, output) = systemd_analyze(&["verify", &copy.display().to_string()]);
+    assert!(ok && output.trim().is_empty(), "systemd-analyze verify with the PostgreSQL drop-in:\n{output}");
 }
 
 fn mailbox_config(dovecot: &Dovecot, extra: &str) -> String {
