@@ -155,10 +155,14 @@ impl Drop for Daemon {
     }
 }
 
-fn wait(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+/// Until `done`; after `limit`, a panic naming `what`, with the daemons' logs.
+fn wait(limit: Duration, what: &str, daemons: &[Daemon], mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !done() {
-        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        if Instant::now() > deadline {
+            let logs: Vec<String> = daemons.iter().map(Daemon::log).collect();
+            panic!("not within {limit:?}: {what}\n{}", logs.join("\n---\n"));
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -174,8 +178,8 @@ fn fail_over() {
     );
     let dir = Dir::on(Backend::Postgres, &extra);
     let mut daemons = vec![Daemon::start(&dir, 0), Daemon::start(&dir, 1)];
-    wait(Duration::from_secs(60), "a daemon holds the mailbox", || {
-        daemons.iter().any(|d| d.log().contains("waiting for new mail"))
+    wait(Duration::from_secs(60), "a daemon holds the mailbox", &daemons, || {
+        daemons.iter().any(|d| d.log().contains("connected to"))
     });
 
     let appended = Arc::new(AtomicUsize::new(0));
@@ -196,7 +200,8 @@ fn fail_over() {
         let holder = server.sql(name, "SELECT holder FROM mailbox_leases");
         holder.strip_prefix("pid ")?.split(' ').next()?.parse().ok()
     };
-    let stored = |i: usize| dir.count(&format!("SELECT COUNT(*) FROM articles WHERE message_id = 'm{i}@bench.example'"));
+    let stored =
+        |i: usize| dir.count(&format!("SELECT COUNT(*) FROM articles WHERE message_id = 'm{i}@bench.example'"));
     let mut takeovers = Vec::new();
     for round in 0..KILLS {
         std::thread::sleep(Duration::from_secs(2));
@@ -208,19 +213,22 @@ fn fail_over() {
         // The first message appended after the kill.
         let next = appended.load(Ordering::Relaxed);
         let _ = holder.child.wait();
-        wait(Duration::from_secs(120), "the next message after the kill is a ticket", || stored(next) > 0);
+        wait(Duration::from_secs(120), "the next message after the kill is a ticket", &daemons, || stored(next) > 0);
         let took = killed.elapsed().as_secs_f64();
         takeovers.push(took);
         println!("kill {}: message {next} a ticket {took:.2} s after the kill", round + 1);
         let restarted = Daemon::start(&dir, 2 + round);
-        wait(Duration::from_secs(60), "the restarted daemon stands by", || restarted.log().contains("standing by"));
+        let standing_by = || restarted.log().contains("standing by");
+        wait(Duration::from_secs(60), "the restarted daemon stands by", std::slice::from_ref(&restarted), standing_by);
         daemons.push(restarted);
     }
     stop.store(true, Ordering::Relaxed);
     appender.join().expect("the appender");
     let total = appended.load(Ordering::Relaxed) as i64;
-    wait(Duration::from_secs(120), "every message is a ticket", || dir.count("SELECT COUNT(*) FROM processed") == total);
-    wait(Duration::from_secs(120), "every acknowledgement is sent", || {
+    wait(Duration::from_secs(120), "every message is a ticket", &daemons, || {
+        dir.count("SELECT COUNT(*) FROM processed") == total
+    });
+    wait(Duration::from_secs(120), "every acknowledgement is sent", &daemons, || {
         dir.count("SELECT COUNT(*) FROM outbox WHERE state = 'queued'") == 0
     });
     let tickets = dir.count("SELECT COUNT(*) FROM tickets");

@@ -14,9 +14,10 @@ use crate::store::shared::SharedStore;
 use crate::store::{self, StoreError, Tx};
 
 /// A lease lasts this long and is renewed every `RENEW`; a daemon standing by looks every
-/// `RENEW` too, so it takes over within about 40 s of the holder's end.
-const LEASE: Duration = Duration::from_secs(30);
-const RENEW: Duration = Duration::from_secs(10);
+/// `RENEW` too, so it takes over within 25 s of the holder's end (within `RENEW` when
+/// the holder was a process of its own host that is gone).
+const LEASE: Duration = Duration::from_secs(20);
+const RENEW: Duration = Duration::from_secs(5);
 
 pub struct Lease {
     store: SharedStore,

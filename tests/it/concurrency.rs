@@ -47,13 +47,16 @@ fn outbox_states(dir: &Dir) -> HashMap<String, usize> {
 
 fn two_ingests_and_two_senders_on_one_database(backend: Backend) {
     let smtp = SmtpServer::start(SmtpOptions::default());
-    let dir = Dir::with_database_on(backend, &format!(
-        "[helpdesk]\naddress = \"{HELPDESK}\"\ninternal_domains = []\n\
+    let dir = Dir::with_database_on(
+        backend,
+        &format!(
+            "[helpdesk]\naddress = \"{HELPDESK}\"\ninternal_domains = []\n\
          [ingest]\nbatch_size = 10\n\
          [acknowledgement]\nmax_per_sender_per_day = 100\nmax_per_domain_per_day = 1000\n\
          [smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n",
-        smtp.port()
-    ));
+            smtp.port()
+        ),
+    );
     let middle = MESSAGES / 2;
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     write_messages(&a, 0..middle + OVERLAP);
