@@ -193,7 +193,10 @@ pub fn months(tx: &Tx<'_>) -> Result<Vec<String>, StoreError> {
 
 /// Makes one of the customer's addresses the primary one.
 pub fn set_primary(tx: &Tx<'_>, id: i64, email: &str) -> Result<(), StoreError> {
-    tx.execute("UPDATE customer_emails SET is_primary = (email = ?2) WHERE customer_id = ?1", params![id, email])?;
+    tx.execute(
+        "UPDATE customer_emails SET is_primary = CASE WHEN email = ?2 THEN 1 ELSE 0 END WHERE customer_id = ?1",
+        params![id, email],
+    )?;
     Ok(())
 }
 

@@ -198,7 +198,7 @@ pub fn mark_failed(tx: &Tx<'_>, id: i64, error: &str) -> Result<(), StoreError> 
 pub fn retry(tx: &Tx<'_>, id: Option<i64>, now: DateTime<Utc>) -> Result<usize, StoreError> {
     let n = tx.execute(
         "UPDATE outbox SET state = 'queued', next_attempt_at = ?1
-             WHERE state != 'sent' AND (?2 IS NULL OR id = ?2) AND (?2 IS NOT NULL OR state != 'bounced')
+             WHERE state != 'sent' AND (CAST(?2 AS BIGINT) IS NULL OR id = ?2) AND (?2 IS NOT NULL OR state != 'bounced')
                AND ticket_id IS NOT NULL",
         params![timestamp(now), id],
     )?;

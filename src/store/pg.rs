@@ -10,7 +10,7 @@ use std::time::Duration;
 use postgres::error::SqlState;
 use postgres::{Client, Statement};
 
-use super::sql::{postgres_placeholders, Conn, Tx, Value};
+use super::sql::{placeholder_numbers, postgres_placeholders, Conn, Tx, Value};
 use super::StoreError;
 use crate::config::{DatabaseTls, PostgresConfig};
 
@@ -111,9 +111,9 @@ impl PgConn {
         if let Some(stmt) = self.statements.get(sql) {
             return Ok(stmt.clone());
         }
-        let translated = postgres_placeholders(sql);
+        let types = unused_as_text(sql);
         let stmt =
-            self.client().prepare_typed(&translated, &unused_as_text(&translated)).map_err(|e| in_statement(e, sql))?;
+            self.client().prepare_typed(&postgres_placeholders(sql), &types).map_err(|e| in_statement(e, sql))?;
         self.statements.insert(sql.to_owned(), stmt.clone());
         Ok(stmt)
     }
@@ -151,13 +151,9 @@ impl Drop for PgConn {
 /// The types to declare for a statement's placeholders: PostgreSQL infers each from where
 /// it is used and cannot for one that is not (a merge statement that takes only `?2`):
 /// that one is declared text, the others left to inference (type 0).
-fn unused_as_text(translated: &str) -> Vec<postgres::types::Type> {
+fn unused_as_text(sql: &str) -> Vec<postgres::types::Type> {
     use postgres::types::{Kind, Type};
-    let used: Vec<usize> = translated
-        .split('$')
-        .skip(1)
-        .filter_map(|s| s.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
-        .collect();
+    let used = placeholder_numbers(sql);
     let highest = used.iter().copied().max().unwrap_or(0);
     if (1..=highest).all(|n| used.contains(&n)) {
         return Vec::new();

@@ -352,15 +352,18 @@ pub fn postgres_placeholders(sql: &str) -> String {
     out
 }
 
-/// How many values a statement takes: its highest placeholder number.
-pub fn placeholder_count(sql: &str) -> usize {
-    let translated = postgres_placeholders(sql);
-    translated
+/// The placeholder numbers a statement uses, each once per use, in order.
+pub fn placeholder_numbers(sql: &str) -> Vec<usize> {
+    postgres_placeholders(sql)
         .split('$')
         .skip(1)
-        .filter_map(|s| s.split(|c: char| !c.is_ascii_digit()).next()?.parse::<usize>().ok())
-        .max()
-        .unwrap_or(0)
+        .filter_map(|s| s.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .collect()
+}
+
+/// How many values a statement takes: its highest placeholder number.
+pub fn placeholder_count(sql: &str) -> usize {
+    placeholder_numbers(sql).into_iter().max().unwrap_or(0)
 }
 
 impl<'a> Tx<'a> {

@@ -22,6 +22,24 @@ macro_rules! on_both {
     };
 }
 
+/// `on_both!` for async tests (`#[tokio::test]`).
+macro_rules! on_both_async {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name($crate::harness::Backend::Sqlite).await
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name($crate::harness::Backend::Postgres).await
+            })*
+        }
+    };
+}
+
 mod acks;
 mod agents;
 mod browser;

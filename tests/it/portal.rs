@@ -14,9 +14,9 @@ use postdesk::desk::customers::{self, Changes};
 use postdesk::desk::orgs::{self, PortalVisibility};
 use postdesk::desk::portal;
 use postdesk::desk::tickets::{self, Query};
-use postdesk::store::Store;
 
 use super::web::{message, Desk, Response, Session};
+use crate::harness::Backend;
 
 /// Acme shows its tickets to its customer users, Beta only each one's own; Ann (Acme)
 /// is linked to Gamma and has a second, free-mail address.
@@ -32,9 +32,9 @@ struct Helpdesk {
 }
 
 impl Helpdesk {
-    fn new(extra: &str) -> Helpdesk {
-        let desk = Desk::with(extra);
-        let mut store = Store::open(&desk.db).unwrap();
+    fn on(backend: Backend, extra: &str) -> Helpdesk {
+        let desk = Desk::with_on(backend, extra);
+        let store = desk.store();
         store
             .write(|tx| {
                 for (name, domain) in [("Acme", "acme.example"), ("Beta", "beta.example"), ("Gamma", "gamma.example")] {
@@ -49,9 +49,8 @@ impl Helpdesk {
                 orgs::edit(tx, &own, &[]).map(drop)
             })
             .unwrap();
-        drop(store);
         let ann = desk.mail(&message("Ann <ann@acme.example>", "Printer jammed", "ann1"));
-        let mut store = Store::open(&desk.db).unwrap();
+        let store = desk.store();
         store
             .write(|tx| {
                 let changes = Changes {
@@ -62,7 +61,6 @@ impl Helpdesk {
                 customers::edit(tx, &customers::Edit { email: "ann@acme.example".into(), changes }).map(drop)
             })
             .unwrap();
-        drop(store);
         Helpdesk {
             ann,
             ann_home: desk.mail(&message("ann.home@gmail.com", "From home", "ann2")),
@@ -76,7 +74,7 @@ impl Helpdesk {
 
     /// What `tickets list --visible-to ADDRESS` lists.
     fn visible_to(&self, email: &str) -> BTreeSet<String> {
-        let mut store = Store::open(&self.desk.db).unwrap();
+        let store = self.desk.store();
         let query = Query { visible_to: Some(email.into()), ..Default::default() };
         let found = store.read(|tx| tickets::list(tx, &query, Utc::now())).unwrap();
         found.into_iter().map(|t| t.number).collect()
@@ -93,7 +91,7 @@ impl Helpdesk {
 
     /// The token of the newest mail of `kind` queued for `to`.
     fn mailed_token(&self, kind: MailKind, to: &str) -> Option<String> {
-        let mut store = Store::open(&self.desk.db).unwrap();
+        let store = self.desk.store();
         let rows = store.read(|tx| postdesk::desk::outbox::list(tx, None)).unwrap();
         let row = rows.iter().rev().find(|r| r.kind == kind && r.recipient == to)?;
         let at = row.body_text.find("token=")? + "token=".len();
@@ -138,9 +136,8 @@ fn set(numbers: &[&String]) -> BTreeSet<String> {
     numbers.iter().map(|n| n.to_string()).collect()
 }
 
-#[tokio::test]
-async fn each_customer_user_sees_exactly_what_the_access_rule_says() {
-    let h = Helpdesk::new("");
+async fn each_customer_user_sees_exactly_what_the_access_rule_says(backend: Backend) {
+    let h = Helpdesk::on(backend, "");
     let want = [
         // Her own (from both addresses), Acme's (Alf's), and Gamma's, which she is linked to.
         ("ann@acme.example", set(&[&h.ann, &h.ann_home, &h.alf, &h.gus])),
@@ -167,9 +164,8 @@ async fn each_customer_user_sees_exactly_what_the_access_rule_says() {
     }
 }
 
-#[tokio::test]
-async fn internal_notes_never_reach_the_portal_and_mail_text_is_escaped() {
-    let h = Helpdesk::new("");
+async fn internal_notes_never_reach_the_portal_and_mail_text_is_escaped(backend: Backend) {
+    let h = Helpdesk::on(backend, "");
     let agent = h.desk.sign_in("agent@helpdesk.example").await;
     let note = [("body", "Customer is on the naughty list"), ("kind", "note")];
     h.desk.post(&format!("/tickets/{}/reply", h.bob), &agent, &note).await.assert_status(StatusCode::SEE_OTHER);
@@ -185,9 +181,8 @@ async fn internal_notes_never_reach_the_portal_and_mail_text_is_escaped() {
     assert!(page.header(header::CONTENT_SECURITY_POLICY).contains("default-src 'none'"));
 }
 
-#[tokio::test]
-async fn a_sign_in_link_works_once_and_expires() {
-    let h = Helpdesk::new("");
+async fn a_sign_in_link_works_once_and_expires(backend: Backend) {
+    let h = Helpdesk::on(backend, "");
     h.ask_link("alf@acme.example").await.assert_status(StatusCode::OK);
     let token = h.mailed_token(MailKind::SignIn, "alf@acme.example").expect("a link");
     let first = h.use_link(&token).await;
@@ -197,7 +192,7 @@ async fn a_sign_in_link_works_once_and_expires() {
     h.use_link(&token).await.assert_status(StatusCode::GONE);
     h.use_link("0000").await.assert_status(StatusCode::GONE);
     // A link asked for 16 minutes ago has expired.
-    let mut store = Store::open(&h.desk.db).unwrap();
+    let store = h.desk.store();
     let asked = Utc::now() - chrono::Duration::minutes(portal::LINK_MINUTES + 1);
     let links = portal::Links {
         base_url: "https://help.example",
@@ -208,7 +203,6 @@ async fn a_sign_in_link_works_once_and_expires() {
         },
     };
     assert!(store.write(|tx| portal::request_link(tx, "gus@gamma.example", &links, asked)).unwrap());
-    drop(store);
     let old = h.mailed_token(MailKind::SignIn, "gus@gamma.example").unwrap();
     let expired = h.use_link(&old).await;
     expired.assert_status(StatusCode::GONE);
@@ -221,9 +215,8 @@ async fn a_sign_in_link_works_once_and_expires() {
     assert_eq!(after.location(), "/portal");
 }
 
-#[tokio::test]
-async fn the_answer_is_the_same_for_known_and_unknown_addresses() {
-    let h = Helpdesk::new("");
+async fn the_answer_is_the_same_for_known_and_unknown_addresses(backend: Backend) {
+    let h = Helpdesk::on(backend, "");
     let known = h.ask_link("alf@acme.example").await;
     let unknown = h.ask_link("nobody@acme.example").await;
     assert_eq!((known.status, unknown.status), (StatusCode::OK, StatusCode::OK));
@@ -232,9 +225,8 @@ async fn the_answer_is_the_same_for_known_and_unknown_addresses() {
     assert!(h.mailed_token(MailKind::SignIn, "nobody@acme.example").is_none(), "nothing is mailed to nobody");
 }
 
-#[tokio::test]
-async fn sign_in_links_are_rate_limited_per_address_and_per_client() {
-    let h = Helpdesk::new("");
+async fn sign_in_links_are_rate_limited_per_address_and_per_client(backend: Backend) {
+    let h = Helpdesk::on(backend, "");
     for _ in 0..3 {
         h.ask_link("alf@acme.example").await.assert_status(StatusCode::OK);
     }
@@ -253,20 +245,18 @@ async fn sign_in_links_are_rate_limited_per_address_and_per_client() {
     h.ask_link("fresh@acme.example").await.assert_status(StatusCode::TOO_MANY_REQUESTS);
 }
 
-#[tokio::test]
-async fn replies_go_through_the_pipeline_and_only_the_own_ticket_can_be_closed() {
-    let h = Helpdesk::new("");
+async fn replies_go_through_the_pipeline_and_only_the_own_ticket_can_be_closed(backend: Backend) {
+    let h = Helpdesk::on(backend, "");
     let ann = h.sign_in("ann@acme.example").await;
     // Ann answers Alf's ticket, which she sees through Acme.
     let reply = h.desk.post(&format!("/portal/tickets/{}/reply", h.alf), &ann, &[("body", "Same here.")]).await;
     reply.assert_status(StatusCode::SEE_OTHER);
     assert_eq!(reply.location(), format!("/portal/tickets/{}", h.alf), "a follow-up, not a new ticket");
-    let mut store = Store::open(&h.desk.db).unwrap();
+    let store = h.desk.store();
     let shown = store.read(|tx| tickets::show(tx, &h.alf)).unwrap();
     let last = shown.article_list.last().unwrap();
     assert_eq!((last.direction.as_str(), last.from.as_deref()), ("in", Some("ann@acme.example")));
     assert!(last.body.contains("Same here."), "{}", last.body);
-    drop(store);
     // Without the session's CSRF token nothing happens.
     let forged = [("body", "forged"), ("csrf", "0")];
     h.desk.post(&format!("/portal/tickets/{}/reply", h.alf), &ann, &forged).await.assert_status(StatusCode::FORBIDDEN);
@@ -275,7 +265,7 @@ async fn replies_go_through_the_pipeline_and_only_the_own_ticket_can_be_closed()
     refused.assert_status(StatusCode::UNPROCESSABLE_ENTITY);
     h.desk.post(&format!("/portal/tickets/{}/close", h.bea), &ann, &[]).await.assert_status(StatusCode::NOT_FOUND);
     h.desk.post(&format!("/portal/tickets/{}/close", h.ann), &ann, &[]).await.assert_status(StatusCode::SEE_OTHER);
-    let mut store = Store::open(&h.desk.db).unwrap();
+    let store = h.desk.store();
     let states: Vec<_> = [&h.ann, &h.alf]
         .iter()
         .map(|n| store.read(|tx| tickets::show(tx, n)).unwrap().summary.state.as_str())
@@ -323,16 +313,15 @@ async fn post_multipart(
 }
 
 fn ticket_count(desk: &Desk) -> usize {
-    let mut store = Store::open(&desk.db).unwrap();
+    let store = desk.store();
     store.read(|tx| tickets::list(tx, &Query::default(), Utc::now())).unwrap().len()
 }
 
-#[tokio::test]
-async fn the_public_form_opens_a_ticket_only_once_the_address_is_confirmed() {
-    let closed = Helpdesk::new("");
+async fn the_public_form_opens_a_ticket_only_once_the_address_is_confirmed(backend: Backend) {
+    let closed = Helpdesk::on(backend, "");
     closed.desk.get("/support", None).await.assert_status(StatusCode::NOT_FOUND);
 
-    let h = Helpdesk::new("[portal]\npublic_form = true\n");
+    let h = Helpdesk::on(backend, "[portal]\npublic_form = true\n");
     let before = ticket_count(&h.desk);
     let form = h.desk.get("/support", None).await;
     form.assert_status(StatusCode::OK);
@@ -353,7 +342,7 @@ async fn the_public_form_opens_a_ticket_only_once_the_address_is_confirmed() {
     let confirmed = h.press("/support/confirm", &token, "postdesk_support_confirm").await;
     confirmed.assert_status(StatusCode::OK);
     assert_eq!(ticket_count(&h.desk), before + 1);
-    let mut store = Store::open(&h.desk.db).unwrap();
+    let store = h.desk.store();
     let newest =
         store.read(|tx| tickets::list(tx, &Query { limit: Some(1), ..Default::default() }, Utc::now())).unwrap();
     let ticket = &newest[0];
@@ -365,7 +354,6 @@ async fn the_public_form_opens_a_ticket_only_once_the_address_is_confirmed() {
     assert_eq!(customer.customer.name.as_deref(), Some("Nina Neu"));
     let files = store.read(|tx| tickets::attachments(tx, &ticket.number, None)).unwrap();
     assert_eq!(files, [("log.txt".to_owned(), b"error 42".to_vec())]);
-    drop(store);
     // The link is spent: it opens nothing any more.
     let again = h.desk.get(&format!("/support/confirm?token={token}"), None).await;
     again.assert_status(StatusCode::GONE);
@@ -375,9 +363,8 @@ async fn the_public_form_opens_a_ticket_only_once_the_address_is_confirmed() {
     forged.assert_status(StatusCode::FORBIDDEN);
 }
 
-#[tokio::test]
-async fn a_signed_in_customer_opens_a_ticket_by_the_form_with_an_attachment() {
-    let h = Helpdesk::new("[portal]\nmax_upload_bytes = 1000\n");
+async fn a_signed_in_customer_opens_a_ticket_by_the_form_with_an_attachment(backend: Backend) {
+    let h = Helpdesk::on(backend, "[portal]\nmax_upload_bytes = 1000\n");
     let gus = h.sign_in("gus@gamma.example").await;
     let fields = [("csrf", gus.csrf.as_str()), ("subject", "Need a key"), ("text", "For room 4.")];
     let opened = post_multipart(&h.desk, "/portal/new", &gus.cookie, &fields, Some(("key.txt", b"room 4"))).await;
@@ -386,7 +373,7 @@ async fn a_signed_in_customer_opens_a_ticket_by_the_form_with_an_attachment() {
     let page = h.desk.get(&opened.location(), Some(&gus)).await;
     assert!(page.assert_status(StatusCode::OK).text().contains("key.txt"));
     let id = {
-        let mut store = Store::open(&h.desk.db).unwrap();
+        let store = h.desk.store();
         let shown = store.read(|tx| tickets::show(tx, &number)).unwrap();
         assert_eq!(shown.summary.customer_email.as_deref(), Some("gus@gamma.example"));
         assert_eq!(shown.summary.organisation.as_deref(), Some("Gamma"));
@@ -409,9 +396,8 @@ async fn a_signed_in_customer_opens_a_ticket_by_the_form_with_an_attachment() {
     assert!(again.text().contains("The message is empty."), "{}", again.text());
 }
 
-#[tokio::test]
-async fn a_form_is_no_way_into_a_ticket_and_a_reply_is_a_persons_whatever_it_quotes() {
-    let h = Helpdesk::new("[portal]\npublic_form = true\n");
+async fn a_form_is_no_way_into_a_ticket_and_a_reply_is_a_persons_whatever_it_quotes(backend: Backend) {
+    let h = Helpdesk::on(backend, "[portal]\npublic_form = true\n");
     // Bea (Beta shows each only their own) names Bob's ticket in a new ticket's subject.
     let bea = h.sign_in("bea@beta.example").await;
     let subject = format!("[Ticket#{}] let me in", h.bob);
@@ -420,11 +406,10 @@ async fn a_form_is_no_way_into_a_ticket_and_a_reply_is_a_persons_whatever_it_quo
     opened.assert_status(StatusCode::SEE_OTHER);
     let number = opened.location().trim_start_matches("/portal/tickets/").to_owned();
     assert!(number != h.bob && number != h.bea, "a new ticket, not a way into Bob's: {number}");
-    let mut store = Store::open(&h.desk.db).unwrap();
+    let store = h.desk.store();
     let made = store.read(|tx| tickets::show(tx, &number)).unwrap();
     assert_eq!(made.summary.subject, "let me in");
     assert_eq!(store.read(|tx| tickets::show(tx, &h.bob)).unwrap().article_list.len(), 1, "Bob's ticket untouched");
-    drop(store);
     // A reply quoting a delivery report and a JSON notification is still Bea's reply.
     let quoted = "Your system said:\nFinal-Recipient: rfc822; bea@beta.example\nAction: failed\nStatus: 5.1.1\n\
                   {\"event\": \"failed\"}";
@@ -446,9 +431,8 @@ async fn a_form_is_no_way_into_a_ticket_and_a_reply_is_a_persons_whatever_it_quo
     h.desk.get("/support/confirm?token=nothing", None).await.assert_status(StatusCode::GONE);
 }
 
-#[tokio::test]
-async fn a_long_list_comes_in_pages_of_fifty() {
-    let h = Helpdesk::new("");
+async fn a_long_list_comes_in_pages_of_fifty(backend: Backend) {
+    let h = Helpdesk::on(backend, "");
     for i in 0..51 {
         h.desk.mail(&message("gus@gamma.example", &format!("Request {i}"), &format!("gus-more-{i}")));
     }
@@ -468,3 +452,16 @@ async fn a_long_list_comes_in_pages_of_fifty() {
     all.extend(more);
     assert_eq!(all, h.visible_to("gus@gamma.example"), "the pages together are what the rule lists");
 }
+
+on_both_async!(
+    each_customer_user_sees_exactly_what_the_access_rule_says,
+    internal_notes_never_reach_the_portal_and_mail_text_is_escaped,
+    a_sign_in_link_works_once_and_expires,
+    the_answer_is_the_same_for_known_and_unknown_addresses,
+    sign_in_links_are_rate_limited_per_address_and_per_client,
+    replies_go_through_the_pipeline_and_only_the_own_ticket_can_be_closed,
+    the_public_form_opens_a_ticket_only_once_the_address_is_confirmed,
+    a_signed_in_customer_opens_a_ticket_by_the_form_with_an_attachment,
+    a_form_is_no_way_into_a_ticket_and_a_reply_is_a_persons_whatever_it_quotes,
+    a_long_list_comes_in_pages_of_fifty,
+);

@@ -9,44 +9,67 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
-use postdesk::config::{self, Config};
+use postdesk::config::{self, Config, Database};
 use postdesk::desk::agents::{self, Role};
 use postdesk::desk::ingest::{self, Source};
 use postdesk::store::shared::SharedStore;
-use postdesk::store::Store;
+use postdesk::store::{Store, StoreError, Tx};
 use tower::ServiceExt;
+
+use crate::harness::{Backend, Dir};
 
 pub(crate) const PASSWORD: &str = "correct horse battery";
 
+/// Runs `f` on a thread of its own and waits: the store blocks (and on PostgreSQL runs a
+/// runtime of its own), which a test's async task must not.
+pub(crate) fn on_a_thread<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| s.spawn(f).join().expect("the store thread panicked"))
+}
+
+/// A desk's database for the test's own reads and writes, each in a transaction on a
+/// thread of its own (see `on_a_thread`).
+pub(crate) struct TestStore<'a>(&'a Database);
+
+impl TestStore<'_> {
+    pub(crate) fn read<T: Send, E: From<StoreError> + Send>(
+        &self,
+        f: impl FnOnce(&Tx) -> Result<T, E> + Send,
+    ) -> Result<T, E> {
+        on_a_thread(|| Store::existing(self.0)?.read(f))
+    }
+
+    pub(crate) fn write<T: Send, E: From<StoreError> + Send>(
+        &self,
+        f: impl FnOnce(&Tx) -> Result<T, E> + Send,
+    ) -> Result<T, E> {
+        on_a_thread(|| Store::create(self.0)?.write(f))
+    }
+}
+
 /// A helpdesk with three agents (one per role) and a few tickets, and its console.
 pub(crate) struct Desk {
-    _dir: tempfile::TempDir,
+    /// The config file and the database (or the PostgreSQL server holding it).
+    _dir: Dir,
     pub(crate) config: Arc<Config>,
-    pub(crate) db: std::path::PathBuf,
     router: Router,
 }
 
 impl Desk {
-    pub(crate) fn new() -> Desk {
-        Desk::with("")
+    pub(crate) fn on(backend: Backend) -> Desk {
+        Desk::with_on(backend, "")
     }
 
-    /// A desk whose config file also has `extra`.
-    pub(crate) fn with(extra: &str) -> Desk {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("postdesk.db");
-        let file = dir.path().join("postdesk.toml");
-        std::fs::write(
-            &file,
-            format!(
-                "[database]\npath = \"{}\"\n[helpdesk]\naddress = \"support@helpdesk.example\"\n\
-                 [web]\nlisten = \"127.0.0.1:8080\"\nbase_url = \"https://help.example\"\n{extra}",
-                db.display()
+    /// A desk on `backend` whose config file also has `extra`.
+    pub(crate) fn with_on(backend: Backend, extra: &str) -> Desk {
+        let dir = Dir::on(
+            backend,
+            &format!(
+                "[helpdesk]\naddress = \"support@helpdesk.example\"\n\
+                 [web]\nlisten = \"127.0.0.1:8080\"\nbase_url = \"https://help.example\"\n{extra}"
             ),
-        )
-        .unwrap();
-        let config = Arc::new(config::load(Some(&file), None).unwrap());
-        let mut store = Store::open(&db).unwrap();
+        );
+        let config = Arc::new(config::load(Some(&dir.config()), None).unwrap());
+        let store = TestStore(&config.database);
         store
             .write(|tx| {
                 for (email, name, role) in [
@@ -60,21 +83,31 @@ impl Desk {
                 Ok::<_, postdesk::desk::error::DeskError>(())
             })
             .unwrap();
-        drop(store);
         let web = config.web.clone().unwrap();
-        let shared = SharedStore::open_blocking(&config::Database::Sqlite(db.clone())).unwrap();
+        let shared = on_a_thread(|| SharedStore::open_blocking(&config.database).unwrap());
         let router = postdesk::web::router(postdesk::web::Console::new(shared, Arc::clone(&config), web, None));
-        Desk { _dir: dir, config, db, router }
+        Desk { _dir: dir, config, router }
+    }
+
+    /// Ingests `raw` as the file `name` that arrived at `arrived`.
+    pub(crate) fn ingest(&self, raw: &[u8], name: &str, arrived: chrono::DateTime<chrono::Utc>) -> ingest::Report {
+        let source = Source::file(name, raw);
+        on_a_thread(|| {
+            let mut store = Store::existing(&self.config.database).unwrap();
+            ingest::ingest_one(&mut store, &self.config, raw, &source, arrived).unwrap()
+        })
+    }
+
+    /// The desk's database, for a test's own reads and writes.
+    pub(crate) fn store(&self) -> TestStore<'_> {
+        TestStore(&self.config.database)
     }
 
     /// Ingests a message as it arrived a minute ago (so that what agents do now is later
     /// activity, timestamps being to the second); returns the ticket number it made or
     /// added to.
     pub(crate) fn mail(&self, raw: &str) -> String {
-        let mut store = Store::open(&self.db).unwrap();
-        let source = Source::file("test", raw.as_bytes());
-        let arrived = chrono::Utc::now() - chrono::Duration::minutes(1);
-        let report = ingest::ingest_one(&mut store, &self.config, raw.as_bytes(), &source, arrived).unwrap();
+        let report = self.ingest(raw.as_bytes(), "test", chrono::Utc::now() - chrono::Duration::minutes(1));
         match report.outcome {
             ingest::Outcome::Created { ticket, .. } | ingest::Outcome::FollowUp { ticket, .. } => ticket,
             other => panic!("not a ticket: {other}"),
@@ -194,9 +227,8 @@ pub(crate) fn message(from: &str, subject: &str, id: &str) -> String {
     )
 }
 
-#[tokio::test]
-async fn signed_out_requests_go_to_the_sign_in_page() {
-    let desk = Desk::new();
+async fn signed_out_requests_go_to_the_sign_in_page(backend: Backend) {
+    let desk = Desk::on(backend);
     let number = desk.mail(&message("ann@acme.example", "printer", "m1"));
     for path in [
         "/tickets".to_owned(),
@@ -226,9 +258,8 @@ fn postdesk_next(location: &str) -> String {
     pairs.into_iter().find(|(k, _)| k == "next").unwrap().1
 }
 
-#[tokio::test]
-async fn sign_in_is_refused_alike_for_a_wrong_password_and_an_unknown_account_and_then_limited() {
-    let desk = Desk::new();
+async fn sign_in_is_refused_alike_for_a_wrong_password_and_an_unknown_account_and_then_limited(backend: Backend) {
+    let desk = Desk::on(backend);
     for email in ["agent@helpdesk.example", "nobody@helpdesk.example"] {
         let refused = desk.try_sign_in(email, "wrong password!", "10.0.0.1").await.err().unwrap();
         refused.assert_status(StatusCode::UNAUTHORIZED);
@@ -251,9 +282,8 @@ async fn sign_in_is_refused_alike_for_a_wrong_password_and_an_unknown_account_an
     desk.post_raw("/login", None, &fields).await.assert_status(StatusCode::FORBIDDEN);
 }
 
-#[tokio::test]
-async fn the_session_cookie_is_http_only_and_strict_and_sign_out_ends_it() {
-    let desk = Desk::new();
+async fn the_session_cookie_is_http_only_and_strict_and_sign_out_ends_it(backend: Backend) {
+    let desk = Desk::on(backend);
     let form = desk.get("/login", None).await;
     let sign_in_cookie = form.cookie("postdesk_sign_in").unwrap();
     let fields = [
@@ -280,9 +310,8 @@ async fn the_session_cookie_is_http_only_and_strict_and_sign_out_ends_it() {
     assert_eq!(after.status, StatusCode::SEE_OTHER, "the session is gone");
 }
 
-#[tokio::test]
-async fn forms_without_their_csrf_token_are_refused() {
-    let desk = Desk::new();
+async fn forms_without_their_csrf_token_are_refused(backend: Backend) {
+    let desk = Desk::on(backend);
     let number = desk.mail(&message("ann@acme.example", "printer", "m1"));
     let session = desk.sign_in("admin@helpdesk.example").await;
     let path = format!("/tickets/{number}/state");
@@ -295,9 +324,8 @@ async fn forms_without_their_csrf_token_are_refused() {
     assert!(desk.get(&format!("/tickets/{number}"), Some(&session)).await.text().contains("state-closed"));
 }
 
-#[tokio::test]
-async fn agents_read_and_answer_but_only_admins_and_editors_change_customers() {
-    let desk = Desk::new();
+async fn agents_read_and_answer_but_only_admins_and_editors_change_customers(backend: Backend) {
+    let desk = Desk::on(backend);
     desk.mail(&message("ann@acme.example", "printer", "m1"));
     let agent = desk.sign_in("agent@helpdesk.example").await;
     let customers = desk.get("/customers", Some(&agent)).await;
@@ -322,9 +350,8 @@ async fn agents_read_and_answer_but_only_admins_and_editors_change_customers() {
     }
 }
 
-#[tokio::test]
-async fn hostile_names_and_subjects_are_shown_as_text() {
-    let desk = Desk::new();
+async fn hostile_names_and_subjects_are_shown_as_text(backend: Backend) {
+    let desk = Desk::on(backend);
     let raw = "From: \"<script>alert(1)</script>\" <eve@evil.example>\r\nTo: support@helpdesk.example\r\n\
                Subject: <img src=x onerror=alert(2)>\r\nMessage-ID: <evil@evil.example>\r\n\
                Content-Type: text/html\r\n\r\n<p>Hello</p><script>alert(3)</script><img src=\"https://tracker.example/p.gif\">\r\n";
@@ -348,9 +375,8 @@ async fn hostile_names_and_subjects_are_shown_as_text() {
     assert!(customers.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;"), "{customers}");
 }
 
-#[tokio::test]
-async fn every_response_carries_the_security_headers() {
-    let desk = Desk::new();
+async fn every_response_carries_the_security_headers(backend: Backend) {
+    let desk = Desk::on(backend);
     let session = desk.sign_in("agent@helpdesk.example").await;
     for (path, signed_in) in [("/login", false), ("/tickets", true), ("/nope", true), ("/static/console.css", false)] {
         let response = desk.get(path, signed_in.then_some(&session)).await;
@@ -362,9 +388,8 @@ async fn every_response_carries_the_security_headers() {
     desk.get("/nope", Some(&session)).await.assert_status(StatusCode::NOT_FOUND);
 }
 
-#[tokio::test]
-async fn the_customers_page_views_months_and_search() {
-    let desk = Desk::new();
+async fn the_customers_page_views_months_and_search(backend: Backend) {
+    let desk = Desk::on(backend);
     desk.mail(&message("ann@acme.example", "printer", "m1"));
     desk.mail(&message("bob@globex.example", "scanner", "m2"));
     let session = desk.sign_in("admin@helpdesk.example").await;
@@ -400,9 +425,8 @@ async fn the_customers_page_views_months_and_search() {
     desk.get("/customers?month=2026-13", Some(&session)).await.assert_status(StatusCode::BAD_REQUEST);
 }
 
-#[tokio::test]
-async fn a_customer_page_edits_addresses_and_says_what_it_refuses() {
-    let desk = Desk::new();
+async fn a_customer_page_edits_addresses_and_says_what_it_refuses(backend: Backend) {
+    let desk = Desk::on(backend);
     desk.mail(&message("ann@acme.example", "printer", "m1"));
     desk.mail(&message("bob@acme.example", "scanner", "m2"));
     let session = desk.sign_in("editor@helpdesk.example").await;
@@ -434,9 +458,8 @@ async fn a_customer_page_edits_addresses_and_says_what_it_refuses() {
     desk.get("/customers/999", Some(&session)).await.assert_status(StatusCode::NOT_FOUND);
 }
 
-#[tokio::test]
-async fn the_tickets_list_filters_counts_and_pages() {
-    let desk = Desk::new();
+async fn the_tickets_list_filters_counts_and_pages(backend: Backend) {
+    let desk = Desk::on(backend);
     let mut numbers = Vec::new();
     for i in 0..55 {
         let from = if i % 2 == 0 { "ann@acme.example" } else { "bob@globex.example" };
@@ -471,9 +494,8 @@ async fn the_tickets_list_filters_counts_and_pages() {
     desk.get("/tickets?org=Nope", Some(&session)).await.assert_status(StatusCode::NOT_FOUND);
 }
 
-#[tokio::test]
-async fn a_reply_goes_to_the_outbox_and_a_note_does_not() {
-    let desk = Desk::new();
+async fn a_reply_goes_to_the_outbox_and_a_note_does_not(backend: Backend) {
+    let desk = Desk::on(backend);
     let number = desk.mail(&message("ann@acme.example", "printer", "m1"));
     let session = desk.sign_in("agent@helpdesk.example").await;
     let ticket = format!("/tickets/{number}");
@@ -489,8 +511,8 @@ async fn a_reply_goes_to_the_outbox_and_a_note_does_not() {
     let page = desk.get(&ticket, Some(&session)).await.text();
     assert!(page.contains("Reply by Al Agent") && page.contains("Try turning it off."), "{page}");
     assert!(page.contains("Internal note by Al Agent") && page.contains("Customer sounds cross."));
-    let store = SharedStore::open(&config::Database::Sqlite(desk.db.clone())).await.unwrap();
-    let rows = store.read(|tx| postdesk::desk::outbox::list(tx, None)).await.unwrap();
+    let store = desk.store();
+    let rows = store.read(|tx| postdesk::desk::outbox::list(tx, None)).unwrap();
     let replies: Vec<_> = rows.iter().filter(|r| r.kind == postdesk::core::ack::MailKind::Reply).collect();
     assert_eq!(replies.len(), 1, "one reply, no note, in the outbox");
     assert_eq!(replies[0].recipient, "ann@acme.example");
@@ -511,9 +533,8 @@ async fn a_reply_goes_to_the_outbox_and_a_note_does_not() {
     assert!(!desk.get("/tickets", Some(&session)).await.text().contains("new reply"));
 }
 
-#[tokio::test]
-async fn owners_states_and_downloads() {
-    let desk = Desk::new();
+async fn owners_states_and_downloads(backend: Backend) {
+    let desk = Desk::on(backend);
     let raw = "From: ann@acme.example\r\nTo: support@helpdesk.example\r\nSubject: logs\r\nMessage-ID: <l1@acme.example>\r\n\
                MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n\
                see attached\r\n--b\r\nContent-Type: text/html; name=\"../../x.html\"\r\nContent-Disposition: attachment; \
@@ -542,9 +563,8 @@ async fn owners_states_and_downloads() {
     desk.get("/tickets/2020010110000016", Some(&session)).await.assert_status(StatusCode::NOT_FOUND);
 }
 
-#[tokio::test]
-async fn organisations_failed_messages_and_the_outbox() {
-    let desk = Desk::new();
+async fn organisations_failed_messages_and_the_outbox(backend: Backend) {
+    let desk = Desk::on(backend);
     desk.mail(&message("ann@initech.example", "printer", "m1"));
     desk.mail(&message("bob@hooli.example", "scanner", "m2"));
     let session = desk.sign_in("editor@helpdesk.example").await;
@@ -587,9 +607,7 @@ async fn organisations_failed_messages_and_the_outbox() {
     let raw = format!(
         "From: eve@evil.example\r\nSubject: deep\r\nMessage-ID: <deep@evil.example>\r\nMIME-Version: 1.0\r\n{nested}"
     );
-    let mut store = Store::open(&desk.db).unwrap();
-    let source = Source::file("deep.eml", raw.as_bytes());
-    let report = ingest::ingest_one(&mut store, &desk.config, raw.as_bytes(), &source, chrono::Utc::now()).unwrap();
+    let report = desk.ingest(raw.as_bytes(), "deep.eml", chrono::Utc::now());
     assert!(matches!(report.outcome, ingest::Outcome::Failed { .. }), "{}", report.outcome);
     let failed = desk.get("/failed", Some(&session)).await.text();
     assert!(failed.contains("deep.eml"), "{failed}");
@@ -628,9 +646,8 @@ fn postdesk_web_serves_the_console_and_stops_on_sigterm() {
     assert!(status.success(), "a clean stop: {status}");
 }
 
-#[tokio::test]
-async fn the_organisations_list_pages() {
-    let desk = Desk::new();
+async fn the_organisations_list_pages(backend: Backend) {
+    let desk = Desk::on(backend);
     for i in 0..105 {
         desk.mail(&message(&format!("user@company{i:03}.example"), &format!("case {i}"), &format!("o{i}")));
     }
@@ -646,9 +663,9 @@ async fn the_organisations_list_pages() {
 
 /// A provider that needs sign-in is said on the tickets page, with the command; once it
 /// is signed in, the notice is gone.
-#[tokio::test]
-async fn the_tickets_page_says_when_an_oauth_sign_in_is_needed() {
-    let desk = Desk::with(
+async fn the_tickets_page_says_when_an_oauth_sign_in_is_needed(backend: Backend) {
+    let desk = Desk::with_on(
+        backend,
         "[oauth2.m365]\nprovider = \"microsoft\"\ntenant = \"contoso.onmicrosoft.com\"\nclient_id = \"abc\"\n",
     );
     let session = desk.sign_in("agent@helpdesk.example").await;
@@ -657,7 +674,7 @@ async fn the_tickets_page_says_when_an_oauth_sign_in_is_needed() {
         page.contains("<strong>m365</strong> needs sign-in") && page.contains("postdesk oauth login m365"),
         "{page}"
     );
-    let mut store = Store::open(&desk.db).unwrap();
+    let store = desk.store();
     let now = chrono::Utc::now();
     let issued = postdesk::core::oauth::Issued {
         access: postdesk::core::oauth::AccessToken {
@@ -671,3 +688,21 @@ async fn the_tickets_page_says_when_an_oauth_sign_in_is_needed() {
     let page = desk.get("/tickets", Some(&session)).await.text();
     assert!(!page.contains("needs sign-in"), "{page}");
 }
+
+on_both_async!(
+    signed_out_requests_go_to_the_sign_in_page,
+    sign_in_is_refused_alike_for_a_wrong_password_and_an_unknown_account_and_then_limited,
+    the_session_cookie_is_http_only_and_strict_and_sign_out_ends_it,
+    forms_without_their_csrf_token_are_refused,
+    agents_read_and_answer_but_only_admins_and_editors_change_customers,
+    hostile_names_and_subjects_are_shown_as_text,
+    every_response_carries_the_security_headers,
+    the_customers_page_views_months_and_search,
+    a_customer_page_edits_addresses_and_says_what_it_refuses,
+    the_tickets_list_filters_counts_and_pages,
+    a_reply_goes_to_the_outbox_and_a_note_does_not,
+    owners_states_and_downloads,
+    organisations_failed_messages_and_the_outbox,
+    the_organisations_list_pages,
+    the_tickets_page_says_when_an_oauth_sign_in_is_needed,
+);
