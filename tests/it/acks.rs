@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::dovecot::{Dovecot, Options};
-use crate::harness::Dir;
+use crate::harness::{Backend, Dir};
 use crate::postfix::Postfix;
 use crate::smtp::{Mode, SmtpOptions, SmtpServer};
 
@@ -31,6 +31,10 @@ struct World {
 
 impl World {
     fn new(extra: &str) -> World {
+        World::on(Backend::Sqlite, extra)
+    }
+
+    fn on(backend: Backend, extra: &str) -> World {
         let users = [(HELPDESK, PASSWORD), (ALICE, PASSWORD), (ROBOT, PASSWORD)];
         let dovecot = Dovecot::start_with(&users, Options { mta: true, ..Options::default() });
         let postfix = Postfix::start(&dovecot, &[]);
@@ -44,7 +48,7 @@ impl World {
             postfix.port(),
             ca = dovecot.ca_file().display(),
         );
-        World { postfix, dovecot, dir: Dir::new(&config) }
+        World { postfix, dovecot, dir: Dir::on(backend, &config) }
     }
 
     /// A customer's mail reaches the helpdesk's mailbox through Postfix.
@@ -85,9 +89,8 @@ fn header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
     head.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(": ")))
 }
 
-#[test]
-fn one_acknowledgement_per_ticket_and_a_reply_to_it_is_a_follow_up() {
-    let world = World::new("");
+fn one_acknowledgement_per_ticket_and_a_reply_to_it_is_a_follow_up(backend: Backend) {
+    let world = World::on(backend, "");
     world.send(ALICE, &mail(&format!("Alice <{ALICE}>"), "q1@mail.test", "Printer jammed", ""));
     let log = world.run_once();
     let tickets = world.tickets();
@@ -138,9 +141,8 @@ fn automated_mail_and_our_own_mail_get_no_acknowledgement() {
 
 /// A careless auto-responder answers everything, without any auto-reply header and with
 /// a fresh subject each time. The exchange stops by itself at the per-sender cap.
-#[test]
-fn an_auto_responder_cannot_start_a_mail_storm() {
-    let world = World::new("[acknowledgement]\nmax_per_sender_per_day = 3\n");
+fn an_auto_responder_cannot_start_a_mail_storm(backend: Backend) {
+    let world = World::on(backend, "[acknowledgement]\nmax_per_sender_per_day = 3\n");
     world.send(ROBOT, &mail(ROBOT, "robot-0@mail.test", "Hello", ""));
     let mut answered = 0;
     for round in 1..=10 {
@@ -174,9 +176,8 @@ fn the_per_sender_cap_holds_over_many_new_tickets() {
     assert_eq!(world.inbox(ALICE).len(), 3);
 }
 
-#[test]
-fn an_smtp_outage_delays_acknowledgements_and_each_is_sent_once() {
-    let world = World::new("");
+fn an_smtp_outage_delays_acknowledgements_and_each_is_sent_once(backend: Backend) {
+    let world = World::on(backend, "");
     world.dovecot.append(HELPDESK, "INBOX", mail(ALICE, "down-1@mail.test", "While down", "").as_bytes());
     world.postfix.set_answers(&[(ALICE, "451 4.3.0 mailbox unavailable, try later")]);
     let log = world.run_once();
@@ -197,9 +198,8 @@ fn an_smtp_outage_delays_acknowledgements_and_each_is_sent_once() {
     assert_eq!(world.inbox(ALICE).len(), 1, "delivered exactly once");
 }
 
-#[test]
-fn a_permanent_failure_is_recorded_with_the_server_reply() {
-    let world = World::new("");
+fn a_permanent_failure_is_recorded_with_the_server_reply(backend: Backend) {
+    let world = World::on(backend, "");
     world.send(ALICE, &mail(ALICE, "perm@mail.test", "Bad address", ""));
     world.postfix.set_answers(&[(ALICE, "550 5.1.1 no such user")]);
     world.run_once();
@@ -428,3 +428,10 @@ fn claims_of_a_daemon_that_died_are_taken_over_at_once() {
     daemon.stop();
     assert_eq!(daemon.smtp.received_messages().len(), 2, "each once");
 }
+
+on_both!(
+    one_acknowledgement_per_ticket_and_a_reply_to_it_is_a_follow_up,
+    an_auto_responder_cannot_start_a_mail_storm,
+    an_smtp_outage_delays_acknowledgements_and_each_is_sent_once,
+    a_permanent_failure_is_recorded_with_the_server_reply,
+);
