@@ -235,14 +235,7 @@ fn fail_over() {
     let articles = dir.count("SELECT COUNT(*) FROM articles");
     let distinct = dir.count("SELECT COUNT(DISTINCT message_id) FROM articles");
     let queued = dir.count("SELECT COUNT(*) FROM outbox");
-    let ids: Vec<String> = smtp
-        .received_messages()
-        .iter()
-        .filter_map(|m| {
-            let head = String::from_utf8_lossy(&m.raw).split("\r\n\r\n").next().unwrap_or("").to_owned();
-            head.lines().find_map(|l| l.strip_prefix("Message-ID: ").map(str::to_owned))
-        })
-        .collect();
+    let ids = smtp.received_message_ids();
     let distinct_acks = ids.iter().collect::<BTreeSet<_>>().len();
     takeovers.sort_by(f64::total_cmp);
     println!(

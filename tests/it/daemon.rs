@@ -73,14 +73,7 @@ impl World {
         wait_until(Duration::from_secs(60), "every acknowledgement is sent", || {
             self.count("SELECT COUNT(*) FROM outbox WHERE state = 'sent'") == queued
         });
-        let ids: Vec<String> = smtp
-            .received_messages()
-            .iter()
-            .filter_map(|m| {
-                let head = String::from_utf8_lossy(&m.raw).split("\r\n\r\n").next().unwrap_or("").to_owned();
-                head.lines().find_map(|l| l.strip_prefix("Message-ID: ").map(str::to_owned))
-            })
-            .collect();
+        let ids = smtp.received_message_ids();
         let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
         assert_eq!((ids.len(), distinct.len()), (queued as usize, queued as usize), "received, distinct, queued");
     }

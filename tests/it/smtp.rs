@@ -172,6 +172,17 @@ impl SmtpServer {
         self.received_messages().into_iter().map(|m| m.raw).collect()
     }
 
+    /// The Message-ID of every accepted message, in order of acceptance (duplicates kept).
+    pub fn received_message_ids(&self) -> Vec<String> {
+        self.received_messages()
+            .iter()
+            .filter_map(|m| {
+                let head = String::from_utf8_lossy(&m.raw).split("\r\n\r\n").next().unwrap_or("").to_owned();
+                head.lines().find_map(|l| l.strip_prefix("Message-ID: ").map(str::to_owned))
+            })
+            .collect()
+    }
+
     /// Every accepted message with its envelope, in order of acceptance.
     pub fn received_messages(&self) -> Vec<Received> {
         let out = self.out_dir();
