@@ -1081,6 +1081,8 @@ pub(crate) mod tests {
         assert!(err("[database]\nurl = 'postgres://u@db.example/d'\ntls = 'none'\n")
             .starts_with("database.tls: \"none\" sends the password"));
         assert!(from_toml("[database]\nurl = 'postgres://u@127.0.0.1/d'\ntls = 'none'\n").is_ok());
+        assert!(err("[database]\nurl = 'postgres://u@localhost/d?hostaddr=203.0.113.5'\ntls = 'none'\n")
+            .starts_with("database.tls: \"none\""));
         assert!(err("[database]\nurl = 'postgres://u@h/d'\ntls = 'maybe'\n").contains("one of verify, none"));
         assert_eq!(err("[database]\ntls = 'none'\n"), "database.tls: is for PostgreSQL: set database.url too");
         assert_eq!(

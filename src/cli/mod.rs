@@ -187,7 +187,7 @@ enum Command {
                             Every table is copied in one transaction (tickets, articles, raw messages, \
                             attachments, customers, organisations, the ledger, the outbox, agents, sessions, \
                             tokens) and kept only when each has as many rows as in the source; a target that \
-                            already holds data is refused. The SQLite file is only read.")]
+                            already holds data is refused. The SQLite file stays as it is (migrated first if older).")]
     MigrateDb {
         /// The database to copy: sqlite:PATH
         #[arg(long, value_name = "sqlite:PATH")]

@@ -136,10 +136,11 @@ fn check_url(p: &mut Problems, url: &str, tls: DatabaseTls) {
     if parsed.get_hosts().is_empty() {
         p.add(KEY, "names no host");
     }
+    // `hostaddr` is where the connection goes when given, whatever `host` says.
     let local = parsed.get_hosts().iter().all(|h| match h {
         postgres::config::Host::Tcp(name) => is_loopback(name),
         postgres::config::Host::Unix(_) => true,
-    });
+    }) && parsed.get_hostaddrs().iter().all(|ip| ip.is_loopback());
     if tls == DatabaseTls::None && !local {
         let why = "sends the password and every ticket in clear text; it is allowed only to a loopback address";
         p.add("database.tls", format!("\"none\" {why} or a Unix socket"));

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -22,7 +21,7 @@ const RENEW: Duration = Duration::from_secs(5);
 pub struct Lease {
     store: SharedStore,
     mailbox: String,
-    /// Who this daemon is: "pid 4242 on mailhost (1f2e3d4c)".
+    /// Who this daemon is: "pid 4242 on mailhost/9c1e04b2 (1f2e3d4c)".
     holder: Arc<str>,
     /// Whether another daemon holds it (logged once per change).
     standing_by: bool,
@@ -118,12 +117,12 @@ impl Lease {
 
 /// Takes or renews `mailbox`'s lease for `LEASE` from now; who holds it afterwards.
 fn take(tx: &Tx, mailbox: &str, holder: &str) -> Result<String, StoreError> {
-    let now = Utc::now();
+    let now = store::clock(tx)?;
     let until = now + chrono::Duration::from_std(LEASE).expect("a short duration");
     store::take_lease(tx, mailbox, holder, now, until)
 }
 
-/// Who this daemon is in mailbox leases: "pid 4242 on mailhost (1f2e3d4c)".
+/// Who this daemon is in mailbox leases: "pid 4242 on mailhost/9c1e04b2 (1f2e3d4c)".
 pub fn holder_name() -> String {
     format!("pid {} on {} ({:08x})", std::process::id(), host_name(), fastrand::u32(..))
 }
@@ -143,7 +142,19 @@ pub(super) fn dead_here(holder: &str) -> bool {
 }
 
 /// This machine's name, for telling daemons apart in mailbox leases.
+/// This host as lease holders name it: its name and, after a slash, what tells apart two
+/// hosts (or containers) of one name that share a database: a hash of the machine id and
+/// the PID namespace. Only a process that sees the same pids judges a pid dead.
 fn host_name() -> String {
+    use sha2::{Digest, Sha256};
+    let machine = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
+    let namespace = std::fs::read_link("/proc/self/ns/pid").map(|p| p.display().to_string()).unwrap_or_default();
+    let digest = Sha256::digest(format!("{}/{namespace}", machine.trim()));
+    let short: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}/{short}", system_host_name())
+}
+
+fn system_host_name() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most `buf.len()` bytes into our buffer.
     let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
@@ -168,6 +179,8 @@ mod tests {
         assert!(dead_here(&format!("pid {pid} on {here} (00000001)")));
         assert!(!dead_here(&holder_name()), "this process is alive");
         assert!(!dead_here(&format!("pid {pid} on some-other-host (00000001)")), "another host's is not ours to judge");
+        let same_name = format!("pid {pid} on {}/00000000 (00000001)", system_host_name());
+        assert!(!dead_here(&same_name), "a host of the same name (a clone, another container) is not ours either");
         assert!(!dead_here("garbage"));
     }
 }

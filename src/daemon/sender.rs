@@ -167,11 +167,15 @@ impl Sender {
     /// the previous record was committing (group commit): the window in which a crash
     /// would send an accepted row again is about one commit.
     async fn deliver_due(&self) -> Result<usize, StoreError> {
-        let now = Utc::now();
-        let until = now + chrono::Duration::seconds(CLAIM_SECS);
         let holder = Arc::clone(&self.holder);
         // Unsynced like the records: a claim lost with the machine only makes its rows due.
-        let rows = self.store.write_unsynced(move |tx| outbox::claim_due(tx, &holder, now, until, BATCH)).await?;
+        let rows = self
+            .store
+            .write_unsynced(move |tx| {
+                let now = crate::store::clock(tx)?;
+                outbox::claim_due(tx, &holder, now, now + chrono::Duration::seconds(CLAIM_SECS), BATCH)
+            })
+            .await?;
         let count = rows.len();
         let recorded: Vec<Result<(), StoreError>> = futures_util::stream::iter(rows)
             .map(|row| async move {

@@ -52,6 +52,8 @@ pub struct Copied {
 pub enum CopyError {
     #[error("{0}")]
     Store(#[from] StoreError),
+    #[error("{table}, row {row} of the source: {error}: nothing was kept")]
+    Row { table: &'static str, row: i64, error: StoreError },
     #[error("the source must be a SQLite database and the target a PostgreSQL one")]
     Backends,
     #[error("the target database is not empty (rows: {0}): migrate-db copies only into an empty database")]
@@ -116,9 +118,9 @@ fn count(tx: &Tx, table: &str) -> Result<i64, StoreError> {
 }
 
 /// One table, row by row, in the source's row order.
-fn copy_table(from: &Tx, to: &Tx, table: &'static str) -> Result<Copied, StoreError> {
+fn copy_table(from: &Tx, to: &Tx, table: &'static str) -> Result<Copied, CopyError> {
     let Conn::Sqlite(conn) = from.conn else { unreachable!("the source is SQLite (checked by sqlite_to_postgres)") };
-    let mut select = conn.prepare(&format!("SELECT * FROM {table}"))?;
+    let mut select = conn.prepare(&format!("SELECT * FROM {table}")).map_err(StoreError::from)?;
     let columns: Vec<(usize, String)> = select
         .column_names()
         .into_iter()
@@ -129,24 +131,38 @@ fn copy_table(from: &Tx, to: &Tx, table: &'static str) -> Result<Copied, StoreEr
     let names: Vec<&str> = columns.iter().map(|(_, n)| n.as_str()).collect();
     let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
     let insert = format!("INSERT INTO {table} ({}) VALUES ({})", names.join(", "), placeholders.join(", "));
-    let mut rows = select.query([])?;
+    let mut rows = select.query([]).map_err(StoreError::from)?;
     let mut copied = 0;
-    while let Some(row) = rows.next()? {
-        let values = columns.iter().map(|(i, _)| row.get_ref(*i).map(value)).collect::<Result<Vec<_>, _>>()?;
-        to.execute(&insert, &values)?;
+    while let Some(row) = rows.next().map_err(StoreError::from)? {
+        let cells = columns.iter().map(|(i, _)| row.get_ref(*i)).collect::<Result<Vec<_>, _>>();
+        let cells = cells.map_err(StoreError::from)?;
+        let repaired: Vec<Option<String>> = cells.iter().map(repaired_text).collect();
+        let values: Vec<Value> = cells.iter().zip(&repaired).map(|(cell, text)| value(*cell, text)).collect();
+        to.execute(&insert, &values).map_err(|error| CopyError::Row { table, row: copied + 1, error })?;
         copied += 1;
     }
     Ok(Copied { table, rows: copied })
 }
 
-fn value(v: rusqlite::types::ValueRef<'_>) -> Value<'_> {
+/// Text that is not UTF-8 (written by hand or by another program: postdesk writes only
+/// UTF-8), with each bad sequence as U+FFFD, for a text column that takes only UTF-8.
+fn repaired_text(cell: &rusqlite::types::ValueRef<'_>) -> Option<String> {
+    match cell {
+        rusqlite::types::ValueRef::Text(t) if std::str::from_utf8(t).is_err() => {
+            Some(String::from_utf8_lossy(t).into_owned())
+        }
+        _ => None,
+    }
+}
+
+fn value<'a>(cell: rusqlite::types::ValueRef<'a>, repaired: &'a Option<String>) -> Value<'a> {
     use rusqlite::types::ValueRef;
-    match v {
-        ValueRef::Null => Value::Null,
-        ValueRef::Integer(i) => Value::Int(i),
-        ValueRef::Real(f) => Value::Real(f),
-        // SQLite's text is UTF-8 as postdesk writes it; anything else is kept as bytes.
-        ValueRef::Text(t) => std::str::from_utf8(t).map_or(Value::Blob(t), Value::Text),
-        ValueRef::Blob(b) => Value::Blob(b),
+    match (cell, repaired) {
+        (_, Some(text)) => Value::Text(text),
+        (ValueRef::Null, None) => Value::Null,
+        (ValueRef::Integer(i), None) => Value::Int(i),
+        (ValueRef::Real(f), None) => Value::Real(f),
+        (ValueRef::Text(t), None) => Value::Text(std::str::from_utf8(t).unwrap_or_default()),
+        (ValueRef::Blob(b), None) => Value::Blob(b),
     }
 }

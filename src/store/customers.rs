@@ -121,7 +121,7 @@ impl Filter {
 }
 
 const CUSTOMER_SELECT: &str = "
-    SELECT (SELECT p.email FROM customer_emails p WHERE p.customer_id = c.id AND p.is_primary = 1), c.name, o.name,
+    SELECT (SELECT p.email FROM customer_emails p WHERE p.customer_id = c.id AND p.is_primary = 1 LIMIT 1), c.name, o.name,
            (SELECT json_group_array(e.email ORDER BY e.is_primary DESC, e.email)
               FROM customer_emails e WHERE e.customer_id = c.id),
            (SELECT json_group_array(lo.name ORDER BY sort_key(lo.name))

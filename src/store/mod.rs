@@ -360,6 +360,19 @@ impl Batch<'_> {
     }
 }
 
+/// The time by which claims and leases are given and compared when several machines
+/// share the database: PostgreSQL's clock (when the transaction began), so that a
+/// machine whose clock is ahead does not take a lease still held; on SQLite, one
+/// machine's, this machine's.
+pub fn clock(tx: &Tx) -> Result<chrono::DateTime<chrono::Utc>, StoreError> {
+    if tx.dialect() == sql::Dialect::Sqlite {
+        return Ok(chrono::Utc::now());
+    }
+    let micros: i64 = tx.query_row("SELECT CAST(EXTRACT(EPOCH FROM now()) * 1000000 AS BIGINT)", &(), |r| r.get(0))?;
+    chrono::DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| StoreError::Sql(format!("the server's clock: {micros}")))
+}
+
 /// Tickets opened today (UTC) and acknowledgements waiting, for the daemon's status line
 /// and metrics.
 pub fn counts(tx: &Tx, today: chrono::NaiveDate) -> Result<(i64, i64), StoreError> {

@@ -29,7 +29,17 @@ pub(super) fn connect(config: &PostgresConfig) -> Result<PgConn, StoreError> {
     if let Some(source) = &config.password {
         pg.password(source.read().map_err(unavailable)?.expose());
     }
-    pg.application_name("postdesk").connect_timeout(Duration::from_secs(10));
+    // A connection whose peer vanished (a host lost, a network cut) is noticed within
+    // about a minute, not after TCP's hours; a session that holds the write lock without
+    // working, or a write that waits for it too long, is ended by the server: one stuck
+    // daemon must not hold up the others.
+    pg.application_name("postdesk")
+        .connect_timeout(Duration::from_secs(10))
+        .keepalives_idle(Duration::from_secs(20))
+        .keepalives_interval(Duration::from_secs(5))
+        .keepalives_retries(4)
+        .tcp_user_timeout(Duration::from_secs(60))
+        .options("-c idle_in_transaction_session_timeout=60000 -c lock_timeout=60000");
     let client = match config.tls {
         DatabaseTls::None => pg.ssl_mode(postgres::config::SslMode::Disable).connect(postgres::NoTls),
         DatabaseTls::Verify => {
@@ -42,7 +52,7 @@ pub(super) fn connect(config: &PostgresConfig) -> Result<PgConn, StoreError> {
         StoreError::Unavailable(m) | StoreError::Sql(m) | StoreError::Conflict(m) => unavailable(m),
         other => other,
     })?;
-    Ok(PgConn { client: Some(client), config: config.clone(), statements: HashMap::new() })
+    Ok(PgConn { client: Some(client), config: config.clone(), statements: HashMap::new(), failed: false })
 }
 
 /// Brings the schema up to date, each migration in a transaction of its own, under the
@@ -61,9 +71,7 @@ fn migrate_locked(client: &mut Client, create: bool, shown: &str) -> Result<(), 
         return Err(StoreError::Missing(format!("{shown} (no postdesk tables)")));
     }
     if !exists {
-        client.batch_execute(
-            "CREATE TABLE postdesk_schema (version BIGINT NOT NULL); INSERT INTO postdesk_schema VALUES (0)",
-        )?;
+        return create_schema(client, shown);
     }
     let version: i64 = client.query_one("SELECT version FROM postdesk_schema", &[])?.get(0);
     let known = MIGRATIONS.len() as i64;
@@ -82,6 +90,29 @@ fn migrate_locked(client: &mut Client, create: bool, shown: &str) -> Result<(), 
     Ok(())
 }
 
+/// A new database's tables, with the schema's version, in one transaction: a first start
+/// that fails (no right to create the extension) leaves nothing half made. Matching names
+/// in any case needs a UTF-8 database whose character type is not the ASCII-only `C`.
+fn create_schema(client: &mut Client, shown: &str) -> Result<(), StoreError> {
+    let row = client.query_one("SELECT current_setting('server_encoding'), current_setting('lc_ctype')", &[])?;
+    let (encoding, ctype): (String, String) = (row.get(0), row.get(1));
+    if encoding != "UTF8" || ctype == "C" || ctype == "POSIX" {
+        return Err(StoreError::Sql(format!(
+            "the database at {shown} has encoding {encoding} and character type {ctype}: postdesk needs UTF8 and a \
+             UTF-8 locale to match names in any case; create it with `createdb --encoding UTF8 --locale C.UTF-8 \
+             --template template0 --owner postdesk postdesk`"
+        )));
+    }
+    let mut tx = client.transaction()?;
+    tx.batch_execute("CREATE TABLE postdesk_schema (version BIGINT NOT NULL)")?;
+    for migration in MIGRATIONS {
+        tx.batch_execute(migration)?;
+    }
+    tx.execute("INSERT INTO postdesk_schema (version) VALUES ($1)", &[&(MIGRATIONS.len() as i64)])?;
+    tx.commit()?;
+    Ok(())
+}
+
 pub struct PgConn {
     /// Always there until dropped (see `Drop`).
     client: Option<Client>,
@@ -89,6 +120,9 @@ pub struct PgConn {
     config: PostgresConfig,
     /// Prepared statements by their SQLite text: each is parsed and planned once.
     statements: HashMap<String, Statement>,
+    /// A statement failed since the transaction (or its last savepoint) began: the
+    /// server has aborted it, and a COMMIT would only roll it back.
+    failed: bool,
 }
 
 impl PgConn {
@@ -119,18 +153,23 @@ impl PgConn {
     }
 
     pub(super) fn execute(&mut self, sql: &str, values: &[Value]) -> Result<usize, StoreError> {
-        let stmt = self.prepared(sql)?;
-        let changed = self.client().execute(&stmt, &refs(values))?;
-        Ok(changed as usize)
+        let changed = self.prepared(sql).and_then(|stmt| Ok(self.client().execute(&stmt, &refs(values))?));
+        self.noted(changed).map(|n| n as usize)
     }
 
     pub(super) fn query(&mut self, sql: &str, values: &[Value]) -> Result<Vec<postgres::Row>, StoreError> {
-        let stmt = self.prepared(sql)?;
-        Ok(self.client().query(&stmt, &refs(values))?)
+        let rows = self.prepared(sql).and_then(|stmt| Ok(self.client().query(&stmt, &refs(values))?));
+        self.noted(rows)
     }
 
     pub(super) fn batch_execute(&mut self, sql: &str) -> Result<(), StoreError> {
-        Ok(self.client().batch_execute(sql)?)
+        let done = self.client().batch_execute(sql).map_err(StoreError::from);
+        self.noted(done)
+    }
+
+    fn noted<T>(&mut self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        self.failed |= result.is_err();
+        result
     }
 }
 
@@ -174,23 +213,33 @@ fn refs<'a>(values: &'a [Value<'a>]) -> Vec<&'a (dyn postgres::types::ToSql + Sy
     values.iter().map(|v| v as &(dyn postgres::types::ToSql + Sync)).collect()
 }
 
-/// The classes of `StoreError`: a lost connection, a server shutting down, a full disk
-/// or a serialization failure may go away by itself; a unique key taken meanwhile is a
-/// conflict, decided again.
+/// The classes of `StoreError`: a lost connection, a server shutting down or out of
+/// resources, a full disk, a lock not had in time or a serialization failure may go away
+/// by itself; a unique key taken meanwhile is a conflict, decided again; everything else
+/// (a statement cancelled for its time, a value the server refuses) is the message's.
 impl From<postgres::Error> for StoreError {
     fn from(e: postgres::Error) -> Self {
         let Some(code) = e.code() else {
-            // No SQLSTATE: the connection itself failed (closed, I/O, TLS).
-            return StoreError::Unavailable(e.to_string());
+            // No SQLSTATE: the connection failed (closed, I/O, TLS), or a value could not
+            // be written for its parameter, which no retry changes.
+            let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+            return match e.is_closed() || io {
+                true => StoreError::Unavailable(e.to_string()),
+                false => StoreError::Sql(e.to_string()),
+            };
         };
         let text = match e.as_db_error() {
             Some(db) => format!("{}: {}", db.severity(), db.message()),
             None => e.to_string(),
         };
-        let class = &code.code()[..2];
-        if *code == SqlState::UNIQUE_VIOLATION {
+        let code = code.code();
+        let transient = matches!(&code[..2], "08" | "40" | "53" | "58")
+            || code.starts_with("57P")
+            || code == SqlState::LOCK_NOT_AVAILABLE.code()
+            || code == SqlState::READ_ONLY_SQL_TRANSACTION.code();
+        if code == SqlState::UNIQUE_VIOLATION.code() {
             StoreError::Conflict(text)
-        } else if matches!(class, "08" | "40" | "53" | "57" | "58") || *code == SqlState::READ_ONLY_SQL_TRANSACTION {
+        } else if transient {
             StoreError::Unavailable(text)
         } else {
             StoreError::Sql(text)
@@ -209,20 +258,34 @@ pub(super) const BEGIN_WRITE_UNSYNCED: &str =
 pub(super) const TOUCH_SCHEMA_VERSION: &str = "UPDATE postdesk_schema SET version = version";
 
 /// An open transaction on a PostgreSQL connection, rolled back when dropped without a
-/// commit (a failed closure, a panic), so the connection is never left inside it.
+/// commit (a failed closure, a panic, a BEGIN that failed half way), so the connection is
+/// never left inside it.
 pub struct Open<'a> {
     pg: &'a RefCell<PgConn>,
+    /// How it began: a batch that outgrows `SUBTRANSACTIONS` begins again the same way.
+    begin: &'static str,
     savepoints: usize,
     done: bool,
 }
 
+/// Savepoints in one transaction at most: the server keeps 64 subtransactions of each
+/// transaction in a cache, and beyond that every snapshot on the server gets slower. A
+/// batch commits what it holds and goes on in a new transaction; what is committed is
+/// done (a crash then leaves those messages for their post-action only, as after any
+/// commit).
+const SUBTRANSACTIONS: usize = 60;
+
 impl<'a> Open<'a> {
-    pub(super) fn begin(pg: &'a RefCell<PgConn>, begin: &str) -> Result<Open<'a>, StoreError> {
-        let mut conn = pg.borrow_mut();
-        conn.reopen_if_lost()?;
-        conn.batch_execute(begin)?;
-        drop(conn);
-        Ok(Open { pg, savepoints: 0, done: false })
+    pub(super) fn begin(pg: &'a RefCell<PgConn>, begin: &'static str) -> Result<Open<'a>, StoreError> {
+        let begun = {
+            let mut conn = pg.borrow_mut();
+            conn.reopen_if_lost()?;
+            conn.failed = false;
+            conn.batch_execute(begin)
+        };
+        let open = Open { pg, begin, savepoints: 0, done: false };
+        begun?;
+        Ok(open)
     }
 
     pub(super) fn tx(&self) -> Tx<'a> {
@@ -231,24 +294,37 @@ impl<'a> Open<'a> {
 
     /// Runs `f` in a savepoint: kept when it returns `Ok`, rolled back otherwise.
     pub(super) fn savepoint<T>(&mut self, f: impl FnOnce(&Tx) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        if self.savepoints == SUBTRANSACTIONS {
+            self.end()?;
+            self.pg.borrow_mut().batch_execute(self.begin)?;
+            self.savepoints = 0;
+        }
         self.savepoints += 1;
         let name = format!("message_{}", self.savepoints);
         self.pg.borrow_mut().batch_execute(&format!("SAVEPOINT {name}"))?;
-        match f(&self.tx()) {
-            Ok(value) => {
-                self.pg.borrow_mut().batch_execute(&format!("RELEASE SAVEPOINT {name}"))?;
-                Ok(value)
-            }
-            Err(e) => {
-                self.pg.borrow_mut().batch_execute(&format!("ROLLBACK TO SAVEPOINT {name}"))?;
-                Err(e)
-            }
+        let result = f(&self.tx());
+        let mut conn = self.pg.borrow_mut();
+        if result.is_err() {
+            conn.batch_execute(&format!("ROLLBACK TO SAVEPOINT {name}"))?;
+            conn.failed = false;
         }
+        conn.batch_execute(&format!("RELEASE SAVEPOINT {name}"))?;
+        result
     }
 
     pub(super) fn commit(mut self) -> Result<(), StoreError> {
         self.done = true;
-        self.pg.borrow_mut().batch_execute("COMMIT")
+        self.end()
+    }
+
+    /// COMMIT, unless a statement failed (the server would roll back and say nothing).
+    fn end(&mut self) -> Result<(), StoreError> {
+        let mut conn = self.pg.borrow_mut();
+        if conn.failed {
+            conn.batch_execute("ROLLBACK")?;
+            return Err(StoreError::Sql("a statement of the transaction failed: it was rolled back".to_owned()));
+        }
+        conn.batch_execute("COMMIT")
     }
 }
 

@@ -293,7 +293,8 @@ impl rusqlite::ToSql for Value<'_> {
 }
 
 /// A value is written as the type PostgreSQL expects of its placeholder: an integer
-/// into INT4 or BOOL as well as BIGINT, so statements need no casts for it.
+/// into INT4 or BOOL as well as BIGINT, so statements need no casts for it. Any other
+/// pairing is refused, never written as bytes of the wrong type.
 impl postgres::types::ToSql for Value<'_> {
     fn to_sql(
         &self,
@@ -301,26 +302,41 @@ impl postgres::types::ToSql for Value<'_> {
         out: &mut bytes::BytesMut,
     ) -> Result<postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
         use postgres::types::{IsNull, Type};
+        let text = matches!(*ty, Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN);
         match (*self, ty) {
             (Value::Null, _) => Ok(IsNull::Yes),
+            (Value::Int(v), &Type::INT8) => v.to_sql(ty, out),
             (Value::Int(v), &Type::INT4) => i32::try_from(v)?.to_sql(ty, out),
             (Value::Int(v), &Type::INT2) => i16::try_from(v)?.to_sql(ty, out),
             (Value::Int(v), &Type::BOOL) => (v != 0).to_sql(ty, out),
             (Value::Int(v), &Type::FLOAT8) => (v as f64).to_sql(ty, out),
-            (Value::Int(v), &Type::TEXT | &Type::VARCHAR) => v.to_string().as_str().to_sql(ty, out),
-            (Value::Int(v), _) => v.to_sql(ty, out),
-            (Value::Real(v), _) => v.to_sql(ty, out),
+            (Value::Int(v), _) if text => v.to_string().as_str().to_sql(ty, out),
+            (Value::Real(v), &Type::FLOAT8) => v.to_sql(ty, out),
+            (Value::Real(v), &Type::FLOAT4) => (v as f32).to_sql(ty, out),
             // PostgreSQL's text cannot hold NUL, which hostile mail puts in bodies and
             // headers: it is stored as U+FFFD, the character for what cannot be shown.
-            (Value::Text(v), _) if v.contains('\0') => v.replace('\0', "\u{FFFD}").as_str().to_sql(ty, out),
-            (Value::Text(v), _) => v.to_sql(ty, out),
-            (Value::Blob(v), _) => v.to_sql(ty, out),
+            (Value::Text(v), _) if text && v.contains('\0') => v.replace('\0', "\u{FFFD}").as_str().to_sql(ty, out),
+            (Value::Text(v), _) if text => v.to_sql(ty, out),
+            (Value::Blob(v), &Type::BYTEA) => v.to_sql(ty, out),
+            (value, _) => Err(format!("a {} value cannot be written where {ty} is expected", value.kind()).into()),
         }
     }
     fn accepts(_: &postgres::types::Type) -> bool {
         true
     }
     postgres::types::to_sql_checked!();
+}
+
+impl Value<'_> {
+    fn kind(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Int(_) => "integer",
+            Value::Real(_) => "real",
+            Value::Text(_) => "text",
+            Value::Blob(_) => "bytes",
+        }
+    }
 }
 
 /// A statement in PostgreSQL's placeholders: `?N` becomes `$N` and a bare `?` the next

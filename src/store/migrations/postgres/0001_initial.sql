@@ -345,7 +345,7 @@ CREATE TRIGGER customers_counted_tickets AFTER UPDATE OF ticket_count ON custome
 CREATE FUNCTION customer_keys() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     NEW.sort_name := sort_key(COALESCE(NEW.name, (SELECT e.email FROM customer_emails e
-                                                  WHERE e.customer_id = NEW.id AND e.is_primary = 1), ''));
+                                                  WHERE e.customer_id = NEW.id AND e.is_primary = 1 LIMIT 1), ''));
     NEW.search_text := fold(COALESCE(NEW.name, '') || ' ' || COALESCE((SELECT string_agg(e.email, ' ')
                                                                        FROM customer_emails e
                                                                        WHERE e.customer_id = NEW.id), ''));
