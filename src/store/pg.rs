@@ -48,9 +48,17 @@ pub(super) fn connect(config: &PostgresConfig) -> Result<PgConn, StoreError> {
             pg.ssl_mode(postgres::config::SslMode::Require).connect(tls)
         }
     };
-    let client = client.map_err(|e| match StoreError::from(e) {
-        StoreError::Unavailable(m) | StoreError::Sql(m) | StoreError::Conflict(m) => unavailable(m),
-        other => other,
+    // A refused connection says why in its sources: the TLS certificate, the sign-in.
+    let client = client.map_err(|e| {
+        let mut why = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            if !why.contains(&cause.to_string()) {
+                why = format!("{why}: {cause}");
+            }
+            source = cause.source();
+        }
+        unavailable(why)
     })?;
     Ok(PgConn { client: Some(client), config: config.clone(), statements: HashMap::new(), failed: false })
 }

@@ -48,6 +48,7 @@ mod command_line;
 mod concurrency;
 mod customers;
 mod daemon;
+mod database;
 mod dovecot;
 mod dovecot_smoke;
 mod golden;
