@@ -145,7 +145,7 @@ pub(super) fn dead_here(holder: &str) -> bool {
 /// This host as lease holders name it: its name and, after a slash, what tells apart two
 /// hosts (or containers) of one name that share a database: a hash of the machine id and
 /// the PID namespace. Only a process that sees the same pids judges a pid dead.
-fn host_name() -> String {
+pub fn host_name() -> String {
     use sha2::{Digest, Sha256};
     let machine = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
     let namespace = std::fs::read_link("/proc/self/ns/pid").map(|p| p.display().to_string()).unwrap_or_default();

@@ -5,6 +5,7 @@
 
 mod backoff;
 mod lease;
+pub use lease::host_name;
 mod mailbox;
 mod memory;
 mod metrics;

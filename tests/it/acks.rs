@@ -412,8 +412,7 @@ fn claims_of_a_daemon_that_died_are_taken_over_at_once() {
     let mut daemon = PipeDaemon::new(2);
     let mut gone = std::process::Command::new("true").spawn().expect("run true");
     gone.wait().expect("wait for true");
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
-    let holder = format!("pid {} on {} (0000abcd)", gone.id(), host.trim());
+    let holder = format!("pid {} on {} (0000abcd)", gone.id(), postdesk::daemon::host_name());
     let db = rusqlite::Connection::open(daemon.dir.path().join("postdesk.db")).unwrap();
     let claimed = db
         .execute(
