@@ -4,13 +4,12 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-
 use std::time::Duration;
 
 use postgres::error::SqlState;
 use postgres::{Client, Statement};
 
-use super::sql::{placeholder_numbers, postgres_placeholders, Conn, Tx, Value};
+use super::sql::{first_line, placeholder_numbers, postgres_placeholders, Conn, Tx, Value};
 use super::StoreError;
 use crate::config::{DatabaseTls, PostgresConfig};
 
@@ -209,10 +208,10 @@ fn unused_as_text(sql: &str) -> Vec<postgres::types::Type> {
     (1..=highest).map(|n| if used.contains(&n) { inferred.clone() } else { Type::TEXT }).collect()
 }
 
-/// A statement PostgreSQL refused: which one, by its first line (no values are in it).
+/// A statement PostgreSQL refused, and which one.
 fn in_statement(e: postgres::Error, sql: &str) -> StoreError {
     match StoreError::from(e) {
-        StoreError::Sql(m) => StoreError::Sql(format!("{m} (in: {})", sql.trim().lines().next().unwrap_or_default())),
+        StoreError::Sql(m) => StoreError::Sql(format!("{m} (in: {})", first_line(sql))),
         other => other,
     }
 }
@@ -255,12 +254,16 @@ impl From<postgres::Error> for StoreError {
     }
 }
 
-/// One writer at a time (see `Store::write`): an advisory lock ("postdesw" in its bytes),
-/// held until the commit.
-pub(super) const BEGIN_WRITE: &str = "BEGIN; SELECT pg_advisory_xact_lock(8101821198400582519)";
+/// A write transaction's BEGIN, then `$more`: one writer at a time (see `Store::write`),
+/// by an advisory lock ("postdesw" in its bytes) held until the commit.
+macro_rules! begin_write {
+    ($($more:literal)?) => {
+        concat!("BEGIN; SELECT pg_advisory_xact_lock(8101821198400582519)" $(, $more)?)
+    };
+}
+pub(super) const BEGIN_WRITE: &str = begin_write!();
 /// `BEGIN_WRITE`, committed without waiting for the disk (`Store::write_unsynced`).
-pub(super) const BEGIN_WRITE_UNSYNCED: &str =
-    "BEGIN; SELECT pg_advisory_xact_lock(8101821198400582519); SET LOCAL synchronous_commit = off";
+pub(super) const BEGIN_WRITE_UNSYNCED: &str = begin_write!("; SET LOCAL synchronous_commit = off");
 
 /// Rewrites the schema version with its own value: a write that commits a real change.
 pub(super) const TOUCH_SCHEMA_VERSION: &str = "UPDATE postdesk_schema SET version = version";

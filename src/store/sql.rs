@@ -4,7 +4,6 @@
 //! no query needs to know which database it runs on except where the two dialects
 //! differ (`Tx::dialect`).
 
-use std::borrow::Cow;
 use std::cell::RefCell;
 
 use super::pg::PgConn;
@@ -469,8 +468,9 @@ impl<'a> Tx<'a> {
     }
 }
 
-fn first_line(sql: &str) -> Cow<'_, str> {
-    sql.trim().lines().next().unwrap_or_default().into()
+/// A statement by its first line, for messages (no values are in it).
+pub fn first_line(sql: &str) -> &str {
+    sql.trim().lines().next().unwrap_or_default()
 }
 
 #[cfg(test)]
