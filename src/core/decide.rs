@@ -56,9 +56,10 @@ pub struct OurAck {
 pub struct Facts {
     pub route: RouteFacts,
     pub sender: SenderFacts,
-    /// Acknowledgements to the sender's mailbox (`ack::mailbox_key`) in the last 24 h.
+    /// Acknowledgements to the sender's mailbox (`ack::mailbox_key`) in the last 24 h,
+    /// counted up to the per-sender limit.
     pub recent_acks_to_recipient: u32,
-    /// Acknowledgements to the sender's domain in the last 24 h.
+    /// Acknowledgements to the sender's domain in the last 24 h, up to the domain limit.
     pub recent_acks_to_domain: u32,
     /// The first of our acknowledgements whose Message-ID the message quotes.
     pub quoted_ack: Option<OurAck>,

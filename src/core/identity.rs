@@ -25,16 +25,16 @@ pub fn content_digest(raw: &[u8]) -> String {
         }
     }
     hash.update(b"\n");
-    // Line endings and trailing white space at the end differ between transports.
-    let mut lines = body.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l)).collect::<Vec<_>>();
-    while lines.last().is_some_and(|l| l.iter().all(u8::is_ascii_whitespace)) {
-        lines.pop();
+    // Line endings and trailing white space at the end differ between transports: the
+    // lines up to the last that is not blank, each ended by LF.
+    if let Some(last) = body.iter().rposition(|b| !b.is_ascii_whitespace()) {
+        let end = body[last..].iter().position(|&b| b == b'\n').map_or(body.len(), |n| last + n);
+        for line in body[..end].split(|&b| b == b'\n') {
+            hash.update(line.strip_suffix(b"\r").unwrap_or(line));
+            hash.update(b"\n");
+        }
     }
-    for line in lines {
-        hash.update(line);
-        hash.update(b"\n");
-    }
-    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(hash.finalize())
 }
 
 /// An mbox `From ` line (and white space before it) is not part of the message.
@@ -98,6 +98,27 @@ mod tests {
             one.replace("09:00:00", "09:00:01"),
         ] {
             assert_ne!(content_digest(changed.as_bytes()), d, "{changed:?}");
+        }
+    }
+
+    /// Digests are stored: the same bytes must digest the same in every version.
+    #[test]
+    fn digests_stay_what_they_were() {
+        let head = "From: A <a@acme.example>\r\nSubject: Help\r\n\r\n";
+        let cases = [
+            (
+                format!("{head}Line one\r\n  \r\nLine two  \r\n\r\n \t\r\n"),
+                "f56d693c138d92f67c5b742cff0e59b086e7ab828aba8340cfffcf72e0b36b83",
+            ),
+            (format!("{head} \r\n\r\n"), "7369ef50ebd5f4ef274267ab213006917ab0ed2757ec3d703c9ce7817e24d41e"),
+            (
+                format!("{head}no newline at the end"),
+                "4f5b0e4a8f1e270700e17b7e5f6df01050a81dc4196f4522a1e5946f1b430606",
+            ),
+            (head.to_owned(), "7369ef50ebd5f4ef274267ab213006917ab0ed2757ec3d703c9ce7817e24d41e"),
+        ];
+        for (raw, digest) in cases {
+            assert_eq!(content_digest(raw.as_bytes()), digest, "{raw:?}");
         }
     }
 

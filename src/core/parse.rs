@@ -113,7 +113,7 @@ pub enum ParseError {
 }
 
 pub fn content_hash(raw: &[u8]) -> String {
-    Sha256::digest(raw).iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::digest(raw))
 }
 
 /// Drops leading white space and an mbox `From ` envelope line, as MTAs add when they

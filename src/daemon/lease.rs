@@ -150,7 +150,7 @@ pub fn host_name() -> String {
     let machine = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
     let namespace = std::fs::read_link("/proc/self/ns/pid").map(|p| p.display().to_string()).unwrap_or_default();
     let digest = Sha256::digest(format!("{}/{namespace}", machine.trim()));
-    let short: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let short = hex::encode(&digest[..4]);
     format!("{}/{short}", system_host_name())
 }
 

@@ -114,6 +114,10 @@ pub struct Lookups<'a> {
     /// The message's `identity::content_digest` and bytes, to recognise it as stored.
     pub digest: &'a str,
     pub raw: &'a [u8],
+    /// Recent acknowledgements are counted up to these, per recipient and per domain:
+    /// `[acknowledgement]`'s limits, above which a higher count changes nothing (a big
+    /// free-mail domain would otherwise cost a count of its thousands every message).
+    pub ack_limits: (u32, u32),
 }
 
 /// At most this many references are looked up (the newest ones).
@@ -136,7 +140,7 @@ pub fn gather(tx: &Tx<'_>, inbound: &Inbound, lookups: Lookups, now: DateTime<Ut
         None => Vec::new(),
     };
     let (recent_acks_to_recipient, recent_acks_to_domain) = match sender {
-        Some(s) => recent_acks(tx, s, now)?,
+        Some(s) => recent_acks(tx, s, lookups.ack_limits, now)?,
         None => (0, 0),
     };
     Ok(Facts {
@@ -265,17 +269,19 @@ fn sender_facts(tx: &Tx, email: &str) -> Result<SenderFacts, StoreError> {
     Ok(SenderFacts { customer, domain_owner })
 }
 
-/// Acknowledgements (not agents' replies) in the last 24 hours to the recipient's mailbox (`ack::mailbox_key`)
-/// and to its domain.
-fn recent_acks(tx: &Tx, recipient: &str, now: DateTime<Utc>) -> Result<(u32, u32), StoreError> {
+/// Acknowledgements (not agents' replies) in the last 24 hours to the recipient's mailbox
+/// (`ack::mailbox_key`) and to its domain, each counted up to its limit.
+fn recent_acks(tx: &Tx, recipient: &str, limits: (u32, u32), now: DateTime<Utc>) -> Result<(u32, u32), StoreError> {
     let since = timestamp(now - Duration::hours(24));
-    let by_key = "SELECT COUNT(*) FROM outbox WHERE recipient_key = ?1 AND created_at > ?2 AND kind = 'ack'";
-    let by_domain = "SELECT COUNT(*) FROM outbox WHERE recipient_domain = ?1 AND created_at > ?2 AND kind = 'ack'";
+    let by_key = "SELECT COUNT(*) FROM (SELECT 1 FROM outbox
+                  WHERE recipient_key = ?1 AND created_at > ?2 AND kind = 'ack' LIMIT ?3) AS recent";
+    let by_domain = "SELECT COUNT(*) FROM (SELECT 1 FROM outbox
+                     WHERE recipient_domain = ?1 AND created_at > ?2 AND kind = 'ack' LIMIT ?3) AS recent";
     let key = ack::mailbox_key(recipient);
     let domain = address::domain_of(recipient);
     Ok((
-        tx.query_row(by_key, params![key, since], |r| r.get(0))?,
-        tx.query_row(by_domain, params![domain, since], |r| r.get(0))?,
+        tx.query_row(by_key, params![key, since, limits.0], |r| r.get(0))?,
+        tx.query_row(by_domain, params![domain, since, limits.1], |r| r.get(0))?,
     ))
 }
 

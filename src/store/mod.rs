@@ -191,6 +191,11 @@ impl Store {
         // Ingesting one message runs some thirty distinct statements; with rusqlite's
         // default of 16 cached ones, each message would parse most of them again.
         conn.set_prepared_statement_cache_capacity(64);
+        // A new database gets 16 KiB pages: a message (its text, its raw bytes) fills a
+        // few pages instead of a chain of overflow pages, and a batch's commit writes a
+        // quarter of the frames. Measured: 6 % less CPU a message (benches/ingest.rs).
+        // An existing database keeps the page size it has.
+        conn.pragma_update(None, "page_size", 16384)?;
         // WAL lets the CLI read while the daemon writes; FULL makes every commit
         // durable (fsync'd) before anyone is told a message is done.
         conn.pragma_update(None, "journal_mode", "WAL")?;

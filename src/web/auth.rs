@@ -303,7 +303,7 @@ pub fn same(a: &str, b: &str) -> bool {
 fn random_token() -> String {
     let mut bytes = [0u8; 24];
     getrandom::getrandom(&mut bytes).expect("the system's random number generator");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 pub fn url_encode(text: &str) -> String {
