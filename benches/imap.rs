@@ -129,7 +129,7 @@ fn main() {
     );
     let mut mbsync = Command::new("mbsync");
     mbsync.args(["-q", "-c", &mbsyncrc.display().to_string(), "-a"]).env("HOME", dir);
-    report("mbsync (Maildir, fsync)", n, &measure(mbsync));
+    let mbsync_rate = report("mbsync (Maildir, fsync)", n, &measure(mbsync));
 
     let config = write(
         dir,
@@ -155,9 +155,11 @@ fn main() {
     assert_eq!(tickets(), n as i64, "postdesk did not ingest every message");
     let postdesk_rate = report("postdesk run --once", n, &usage);
     println!(
-        "\npostdesk: {:.0}% of the raw fetch ceiling, {:.1}x fetchmail; every message parsed and durably committed\n",
+        "\npostdesk: {:.0}% of the raw fetch ceiling, {:.1}x fetchmail, {:.1}x mbsync; every message parsed and \
+         durably committed\n",
         100.0 * postdesk_rate / raw_rate,
-        postdesk_rate / fetchmail_rate
+        postdesk_rate / fetchmail_rate,
+        postdesk_rate / mbsync_rate
     );
 
     latency(&dovecot, postdesk(), &tickets);
@@ -208,7 +210,27 @@ fn memory(dovecot: &Dovecot, dir: &Path, n: usize) {
     let (anonymous, file) = (proc_status_mb(pid, "RssAnon:"), proc_status_mb(pid, "RssFile:"));
     println!("\nresident memory of `postdesk run` on two mailboxes:");
     println!("  idle {idle:.1} MB, peak {peak:.1} MB while draining {n} messages, idle again after it {after:.1} MB");
-    println!("  after it: {anonymous:.1} MB anonymous, {file:.1} MB file-backed (the binary, mapped database pages)");
+    let (binary, database) = (mapped_mb(pid, |p| p.ends_with("/postdesk")), mapped_mb(pid, |p| p.contains(".db")));
+    println!(
+        "  after it: {anonymous:.1} MB anonymous, {file:.1} MB file-backed ({binary:.1} MB of the binary's pages, \
+         {database:.1} MB of mapped database pages)"
+    );
+}
+
+/// The resident MB of a process's mappings of the files whose path `pick` chooses.
+fn mapped_mb(pid: u32, pick: impl Fn(&str) -> bool) -> f64 {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let (mut picked, mut kb) = (false, 0.0);
+    for line in smaps.lines() {
+        match line.split_whitespace().collect::<Vec<_>>()[..] {
+            ["Rss:", n, "kB"] if picked => kb += n.parse::<f64>().unwrap(),
+            [range, ..] if range.contains('-') && range.chars().all(|c| c.is_ascii_hexdigit() || c == '-') => {
+                picked = line.split_whitespace().nth(5).is_some_and(&pick);
+            }
+            _ => {}
+        }
+    }
+    kb / 1024.0
 }
 
 /// Kills the daemon however the benchmark ends.

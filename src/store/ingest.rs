@@ -269,19 +269,21 @@ fn sender_facts(tx: &Tx, email: &str) -> Result<SenderFacts, StoreError> {
     Ok(SenderFacts { customer, domain_owner })
 }
 
-/// Acknowledgements (not agents' replies) in the last 24 hours to the recipient's mailbox
-/// (`ack::mailbox_key`) and to its domain, each counted up to its limit.
+/// Acknowledgements (not agents' replies) since `?2` to a mailbox (`ack::mailbox_key`) and
+/// to a domain, counted up to `?3`: from the indexes alone (migration 0011).
+pub(super) const RECENT_ACKS_TO_MAILBOX: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM outbox
+    WHERE recipient_key = ?1 AND kind = 'ack' AND created_at > ?2 LIMIT ?3) AS recent";
+pub(super) const RECENT_ACKS_TO_DOMAIN: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM outbox
+    WHERE recipient_domain = ?1 AND kind = 'ack' AND created_at > ?2 LIMIT ?3) AS recent";
+
+/// Acknowledgements in the last 24 hours to the recipient's mailbox and to its domain,
+/// each counted up to its limit.
 fn recent_acks(tx: &Tx, recipient: &str, limits: (u32, u32), now: DateTime<Utc>) -> Result<(u32, u32), StoreError> {
     let since = timestamp(now - Duration::hours(24));
-    let by_key = "SELECT COUNT(*) FROM (SELECT 1 FROM outbox
-                  WHERE recipient_key = ?1 AND created_at > ?2 AND kind = 'ack' LIMIT ?3) AS recent";
-    let by_domain = "SELECT COUNT(*) FROM (SELECT 1 FROM outbox
-                     WHERE recipient_domain = ?1 AND created_at > ?2 AND kind = 'ack' LIMIT ?3) AS recent";
-    let key = ack::mailbox_key(recipient);
-    let domain = address::domain_of(recipient);
+    let (key, domain) = (ack::mailbox_key(recipient), address::domain_of(recipient));
     Ok((
-        tx.query_row(by_key, params![key, since, limits.0], |r| r.get(0))?,
-        tx.query_row(by_domain, params![domain, since, limits.1], |r| r.get(0))?,
+        tx.query_row(RECENT_ACKS_TO_MAILBOX, params![key, since, limits.0], |r| r.get(0))?,
+        tx.query_row(RECENT_ACKS_TO_DOMAIN, params![domain, since, limits.1], |r| r.get(0))?,
     ))
 }
 

@@ -45,6 +45,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0008_console.sql")),
     M::up(include_str!("migrations/0009_portal.sql")),
     M::up(include_str!("migrations/0010_oauth.sql")),
+    M::up(include_str!("migrations/0011_outbox_counts.sql")),
 ];
 
 /// The default log filter of the store's libraries: the migration library reports every
@@ -515,6 +516,31 @@ mod tests {
     #[test]
     fn migrations_are_valid() {
         Migrations::from_slice(MIGRATIONS).to_latest(&mut bare()).unwrap();
+    }
+
+    /// Counted for every message that arrives: the outbox rows are never read for it.
+    #[test]
+    fn recent_acknowledgements_are_counted_from_an_index_alone() {
+        let store = Store::open_in_memory().unwrap();
+        for sql in [ingest::RECENT_ACKS_TO_MAILBOX, ingest::RECENT_ACKS_TO_DOMAIN] {
+            let plan = store
+                .test_tx()
+                .query_all(&format!("EXPLAIN QUERY PLAN {sql}"), sql::params!["a@b.example", "2026-11-23", 10], |r| {
+                    r.get::<String>(3)
+                })
+                .unwrap()
+                .join("; ");
+            assert!(plan.contains("USING COVERING INDEX outbox_recipient_"), "{sql}: {plan}");
+        }
+    }
+
+    /// New databases get 16 KiB pages (see `Store::setup`).
+    #[test]
+    fn a_new_database_has_16_kib_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let size: i64 = store.test_tx().query_row("PRAGMA page_size", &(), |r| r.get(0)).unwrap();
+        assert_eq!(size, 16384);
     }
 
     #[test]

@@ -14,7 +14,8 @@ use super::StoreError;
 use crate::config::{DatabaseTls, PostgresConfig};
 
 /// The schema, in order: migration N brings a database from version N-1 to N.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/postgres/0001_initial.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("migrations/postgres/0001_initial.sql"), include_str!("migrations/postgres/0002_outbox_counts.sql")];
 
 /// The advisory lock every postdesk process takes to migrate: two daemons starting at
 /// once apply each migration once.
