@@ -256,10 +256,10 @@ pub fn ingest_batch(
 
 /// `ingest_batch` without a savepoint per message, as nearly every batch can be run: a
 /// savepoint makes SQLite copy each page the message touches into its journal and the
-/// customer search index flush what it holds, an eighth of the work of a message. When a
-/// message hits an error that it alone should pay for (a bug, a conflict), everything is
-/// rolled back and `None` returned: the batch is then run again the careful way, each
-/// message in a savepoint of its own.
+/// customer search index flush what it holds, a tenth of a message's CPU
+/// (benches/ingest.rs). When a message hits an error that it alone should pay for (a
+/// bug, a conflict), everything is rolled back and `None` returned: the batch is then run
+/// again the careful way, each message in a savepoint of its own.
 fn ingest_unguarded(
     store: &mut Store,
     config: &Config,
