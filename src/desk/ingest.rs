@@ -272,7 +272,7 @@ fn ingest_unguarded(
         let run = |tx: &store::Tx| process(tx, &m.raw, &m.prepared, &m.source, config, system_random, now);
         match batch.outside_message(run) {
             Ok(report) => reports.push(report),
-            Err(StoreError::Unavailable(e)) => return Err(StoreError::Unavailable(e)),
+            Err(e @ StoreError::Unavailable(_)) => return Err(e),
             Err(_) => return Ok(None),
         }
     }
