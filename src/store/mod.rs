@@ -308,6 +308,27 @@ impl Store {
             Backend::Postgres(pg) => Tx { conn: sql::Conn::Postgres(pg) },
         }
     }
+
+    /// The SQL of each statement of the SQLite connection (those rusqlite caches among
+    /// them) that SQLite had to prepare again since it was first prepared.
+    pub(crate) fn prepared_again(&self) -> Vec<String> {
+        use rusqlite::ffi;
+        let Backend::Sqlite(conn) = &self.backend else { return Vec::new() };
+        let mut again = Vec::new();
+        // SAFETY: the connection outlives this loop, nothing else uses it meanwhile, and
+        // each statement pointer comes from sqlite3_next_stmt on it.
+        unsafe {
+            let db = conn.handle();
+            let mut stmt = ffi::sqlite3_next_stmt(db, std::ptr::null_mut());
+            while !stmt.is_null() {
+                if ffi::sqlite3_stmt_status(stmt, ffi::SQLITE_STMTSTATUS_REPREPARE, 0) > 0 {
+                    again.push(std::ffi::CStr::from_ptr(ffi::sqlite3_sql(stmt)).to_string_lossy().into_owned());
+                }
+                stmt = ffi::sqlite3_next_stmt(db, stmt);
+            }
+        }
+        again
+    }
 }
 
 /// What a transaction is for.
@@ -522,10 +543,10 @@ mod tests {
     #[test]
     fn recent_acknowledgements_are_counted_from_an_index_alone() {
         let store = Store::open_in_memory().unwrap();
-        for sql in [ingest::RECENT_ACKS_TO_MAILBOX, ingest::RECENT_ACKS_TO_DOMAIN] {
+        for sql in ["recipient_key", "recipient_domain"].map(|column| ingest::recent_acks_sql(column, 10)) {
             let plan = store
                 .test_tx()
-                .query_all(&format!("EXPLAIN QUERY PLAN {sql}"), sql::params!["a@b.example", "2026-11-23", 10], |r| {
+                .query_all(&format!("EXPLAIN QUERY PLAN {sql}"), sql::params!["a@b.example", "2026-11-23"], |r| {
                     r.get::<String>(3)
                 })
                 .unwrap()
