@@ -202,8 +202,9 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        // Each message runs in a savepoint; its journal stays in memory, not a temp file.
-        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        // temp_store stays at its default (files): in memory (`MEMORY`), SQLite would keep
+        // statement journals in 1 KiB pieces whatever SQLITE_STMTJRNL_SPILL says
+        // (.cargo/config.toml); a journal goes to a file only past that 1 MiB.
         // A group-committed batch (200 messages of ~16 KB stored each) fits the page
         // cache, so it is not spilled to the WAL before its commit. In KiB.
         conn.pragma_update(None, "cache_size", -16384)?;
@@ -552,6 +553,17 @@ mod tests {
                 .unwrap()
                 .join("; ");
             assert!(plan.contains("USING COVERING INDEX outbox_recipient_"), "{sql}: {plan}");
+        }
+    }
+
+    /// The compile-time options of .cargo/config.toml reached the bundled SQLite (a
+    /// build from another directory would not read that file).
+    #[test]
+    fn sqlite_is_built_with_our_options() {
+        let store = Store::open_in_memory().unwrap();
+        let options = store.test_tx().query_all("PRAGMA compile_options", &(), |r| r.get::<String>(0)).unwrap();
+        for option in ["DEFAULT_MEMSTATUS=0", "STMTJRNL_SPILL=1048576"] {
+            assert!(options.iter().any(|o| o == option), "{option} not in {options:?}");
         }
     }
 
