@@ -307,9 +307,18 @@ pub fn ingest_one_with_random(
     Ok(report)
 }
 
-/// A message checked and parsed: the pure half of the pipeline, which needs no store and
-/// so can run on another thread while a batch commits.
-pub struct Prepared(Result<Inbound, String>);
+/// A message checked, parsed and digested: the pure half of the pipeline, which needs no
+/// store and so runs on another thread while the store's one writer commits a batch (in a
+/// drain, the writer is what limits the pace).
+pub struct Prepared(Result<Parsed, String>);
+
+/// What `prepare` made of a message it could parse.
+struct Parsed {
+    inbound: Inbound,
+    digest: String,
+    /// Our acknowledgements' Message-IDs quoted anywhere in the message.
+    quoted_ids: Vec<String>,
+}
 
 impl Prepared {
     /// A message to keep as failed for `reason` without parsing it (the daemon fetches
@@ -334,7 +343,12 @@ pub fn prepare(raw: &[u8], policy: &crate::core::decide::Policy) -> Prepared {
     if raw.len() > policy.max_message_bytes {
         return Prepared::rejected(oversized(raw.len() as u64, policy.max_message_bytes, "it is kept whole"));
     }
-    Prepared(parse::parse(raw, &policy.loop_header).map_err(|e| match e {
+    let parsed = parse::parse(raw, &policy.loop_header).map(|inbound| Parsed {
+        inbound,
+        digest: identity::content_digest(raw),
+        quoted_ids: trust::our_ids_in(raw, &policy.our_domains()),
+    });
+    Prepared(parsed.map_err(|e| match e {
         parse::ParseError::Bound(_) => e.to_string(),
         _ => format!("unparseable: {e}"),
     }))
@@ -353,21 +367,18 @@ fn process(
     if let Some(ticket) = store::ledger_entry(tx, &source.identity)? {
         return Ok(Report::outcome(Outcome::Duplicate { ticket, reason: "already processed" }));
     }
-    let inbound = match &prepared.0 {
-        Ok(inbound) => inbound,
+    let Parsed { inbound, digest, quoted_ids } = match &prepared.0 {
+        Ok(parsed) => parsed,
         Err(reason) => return fail(tx, raw, source, reason.clone(), now),
     };
     let sender = resolve::sender(inbound, policy.resolve.prefer);
-    let digest = identity::content_digest(raw);
-    let our_domains = policy.our_domains();
     let loop_tokens = trust::loop_tokens(&inbound.signals.loop_header);
-    let quoted_ids = trust::our_ids_in(raw, &our_domains);
     let lookups = store::Lookups {
         sender: sender.as_ref(),
         loop_tokens: &loop_tokens,
-        quoted_ids: &quoted_ids,
+        quoted_ids,
         tag_prefix: &policy.tag_prefix,
-        digest: &digest,
+        digest,
         raw,
         ack_limits: (policy.ack.max_per_sender_per_day, policy.ack.max_per_domain_per_day),
     };
@@ -382,10 +393,10 @@ fn process(
         written_by_person: source.is_web(),
     };
     let decision = decide::decide(inbound, sender, &facts, policy, &arrival);
-    let arrived = store::Arrived { inbound, raw, digest: &digest, mailbox: &mailbox };
+    let arrived = store::Arrived { inbound, raw, digest, mailbox: &mailbox };
     let applied = store::apply(tx, arrived, &decision, now)?;
     let outcome = outcome(&decision, applied.ticket_number);
-    let key = identity::message_key(inbound.message_id.as_deref(), &digest);
+    let key = identity::message_key(inbound.message_id.as_deref(), digest);
     store::record_processed(tx, &source.identity, &key, Some(applied.ticket_id), outcome.ledger_name(), now)?;
     Ok(Report { outcome, decision: Some(decision) })
 }
