@@ -3,7 +3,9 @@
 //! imaplib client (the raw TLS fetch ceiling), (b) fetchmail and (c) mbsync, and (d)
 //! drained into tickets by `postdesk run --once`; each reports messages/s, CPU seconds
 //! and peak RSS. Then 50 latency trials: APPEND → ticket committed by a running
-//! `postdesk run`, against APPEND → `* EXISTS` seen by a bare IDLE client.
+//! `postdesk run`, against APPEND → `* EXISTS` seen by a bare IDLE client. Last, the
+//! resident memory of a daemon on two mailboxes before, during and after a drain
+//! (`BENCH_ONLY=memory` runs that part alone).
 
 #[path = "common.rs"]
 mod common;
@@ -90,6 +92,9 @@ fn main() {
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     let dovecot = Dovecot::start(&[(USER, PASSWORD)]);
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("memory") {
+        return memory(&dovecot, dir, n);
+    }
     let (port, ca) = (dovecot.imaps_port(), dovecot.ca_file());
     let seeding = Instant::now();
     dovecot.append_many(USER, PASSWORD, "INBOX", (0..n).map(common::message));

@@ -7,7 +7,7 @@ mod backoff;
 mod lease;
 pub use lease::host_name;
 mod mailbox;
-mod memory;
+pub mod memory;
 mod metrics;
 mod pipeline;
 mod scrape;

@@ -2,7 +2,6 @@
 //! the rest in batches through the `pipeline`, each batch's post-actions after its commit.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
@@ -12,8 +11,8 @@ use super::{MailboxLoop, WatchError};
 use crate::config::{After, MailboxConfig};
 use crate::core::ack::AckState;
 use crate::daemon::memory;
-use crate::daemon::pipeline::Committing;
-use crate::desk::ingest::{self, Message, Outcome, Prepared, Source};
+use crate::daemon::pipeline::{Committing, Downloaded};
+use crate::desk::ingest::{self, Outcome, Source};
 use crate::imap::{self, Capabilities, ImapError, Session};
 use crate::store::{self, StoreError};
 
@@ -134,15 +133,14 @@ impl MailboxLoop {
         post_actions(session, m, caps, &left, &[]).await
     }
 
-    /// Downloads one batch — whole messages, or only the header of one over the size
-    /// limit — and parses it on a blocking thread.
+    /// Downloads one batch: whole messages, or only the header of one over the size limit.
     async fn fetch(
         &self,
         session: &mut Session,
         uidvalidity: u32,
         uids: &[u32],
         sizes: &HashMap<u32, u32>,
-    ) -> Result<Vec<(u32, Message)>, WatchError> {
+    ) -> Result<Vec<Downloaded>, WatchError> {
         let m = &self.mailbox;
         let limit = self.config.policy.max_message_bytes;
         let (small, large): (Vec<u32>, Vec<u32>) =
@@ -154,26 +152,14 @@ impl MailboxLoop {
         for &uid in uids {
             let source = Source::imap(m, uidvalidity, uid);
             if let Some(raw) = bodies.remove(&uid) {
-                fetched.push((uid, raw, source, None));
+                fetched.push(Downloaded { uid, raw, source, too_large: None });
             } else if let Some(raw) = headers.remove(&uid) {
                 let kept = format!("its header is kept here, the message in folder {}", m.failed_folder);
-                let reason = ingest::oversized(u64::from(sizes[&uid]), limit, &kept);
-                fetched.push((uid, raw, source, Some(reason)));
+                let too_large = Some(ingest::oversized(u64::from(sizes[&uid]), limit, &kept));
+                fetched.push(Downloaded { uid, raw, source, too_large });
             }
         }
-        let config = Arc::clone(&self.config);
-        let prepared = tokio::task::spawn_blocking(move || {
-            let prepare = |(uid, raw, source, too_large): (u32, Vec<u8>, Source, Option<String>)| {
-                let prepared = match too_large {
-                    Some(reason) => Prepared::rejected(reason),
-                    None => ingest::prepare(&raw, &config.policy),
-                };
-                (uid, Message { raw, source, prepared })
-            };
-            fetched.into_iter().map(prepare).collect()
-        })
-        .await;
-        prepared.map_err(|e| WatchError::Store(StoreError::Unavailable(format!("the parsing task failed: {e}"))))
+        Ok(fetched)
     }
 
     /// Waits for a batch's commit and reports it; the UIDs for the configured post-action
