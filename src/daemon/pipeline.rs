@@ -1,5 +1,5 @@
-//! Overlap during a backlog: batch N is parsed and committed (fsync-bound, on the store's
-//! writer thread) while batch N+1 is downloaded and batch N-1's post-actions run, all on
+//! Overlap during a backlog: batch N is parsed (on a blocking thread) and committed
+//! (fsync-bound, on the store's writer thread) while batch N+1 is downloaded and batch N-1's post-actions run, all on
 //! one connection, which waits for neither parsing nor commits. It pays for itself:
 //! draining 10,000 messages of ~8 KB from a local Dovecot (three alternating runs of each
 //! build on one machine) went at ~2,000 msg/s with fetch → commit → post-action one after

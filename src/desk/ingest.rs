@@ -308,8 +308,8 @@ pub fn ingest_one_with_random(
 }
 
 /// A message checked, parsed and digested: the pure half of the pipeline, which needs no
-/// store and so runs on another thread while the store's one writer commits a batch (in a
-/// drain, the writer is what limits the pace).
+/// store and so runs on another thread while the store's one writer commits a batch, and
+/// leaves that writer only the store's own work.
 pub struct Prepared(Result<Parsed, String>);
 
 /// What `prepare` made of a message it could parse.

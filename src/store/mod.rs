@@ -350,8 +350,8 @@ impl Mode {
     }
 }
 
-/// Many messages in one write transaction, committed (and fsync'd) once; each message in
-/// a savepoint of its own, so that one that fails is rolled back alone.
+/// Many messages in one write transaction, committed (and fsync'd) once; a message may run
+/// in a savepoint of its own (`message`), so that one that fails is rolled back alone.
 pub enum Batch<'a> {
     Sqlite(Transaction<'a>),
     Postgres(pg::Open<'a>),

@@ -25,12 +25,20 @@ pub fn mail(n: usize) -> Vec<u8> {
 }
 
 /// Polls `condition` until it holds, failing with `what` after `limit`.
-pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+pub fn wait_until(limit: Duration, what: &str, condition: impl FnMut() -> bool) {
+    assert!(polled(limit, condition), "timed out after {limit:?} waiting until {what}");
+}
+
+/// Polls `condition` every 20 ms for up to `limit`: whether it came to hold.
+fn polled(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while !condition() {
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting until {what}");
+        if start.elapsed() >= limit {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
+    true
 }
 
 /// A test world: Dovecot with the helpdesk user and a postdesk config pointing at it.
@@ -142,12 +150,8 @@ impl Daemon {
     }
 
     /// Polls `condition` until it holds; the failure says `what` and shows the log.
-    pub fn wait_until(&self, limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
-        let start = Instant::now();
-        while !condition() {
-            assert!(start.elapsed() < limit, "timed out after {limit:?} waiting until {what}:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    pub fn wait_until(&self, limit: Duration, what: &str, condition: impl FnMut() -> bool) {
+        assert!(polled(limit, condition), "timed out after {limit:?} waiting until {what}:\n{}", self.log());
     }
 
     fn signal(&self, signal: &str) {
