@@ -66,7 +66,7 @@ fn lines(raw: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
             return None;
         }
         let start = pos;
-        let end = raw[pos..].iter().position(|&b| b == b'\n').map_or(raw.len(), |i| pos + i);
+        let end = memchr::memchr(b'\n', &raw[pos..]).map_or(raw.len(), |i| pos + i);
         pos = end + 1;
         let line = &raw[start..end];
         Some((start, line.strip_suffix(b"\r").unwrap_or(line)))
@@ -105,9 +105,8 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 /// Whether `line` holds `--boundary` of a multipart in `stack`: the index of that frame
 /// and whether it is the closing delimiter.
 fn delimiter(line: &[u8], stack: &[Frame]) -> Option<(usize, bool)> {
-    let mut at = 0;
-    while let Some(i) = line.get(at..).and_then(|rest| rest.windows(2).position(|w| w == b"--")) {
-        let rest = &line[at + i + 2..];
+    for dash in memchr::memchr_iter(b'-', line) {
+        let Some(rest) = line[dash + 1..].strip_prefix(b"-") else { continue };
         for (index, frame) in stack.iter().enumerate().rev() {
             if let Frame::Multipart { boundary, .. } = frame {
                 if let Some(after) = rest.strip_prefix(boundary.as_slice()) {
@@ -115,7 +114,6 @@ fn delimiter(line: &[u8], stack: &[Frame]) -> Option<(usize, bool)> {
                 }
             }
         }
-        at += i + 1;
     }
     None
 }
@@ -160,6 +158,11 @@ pub fn scan(raw: &[u8]) -> Result<Shape, Exceeded> {
             }
             continue;
         }
+        // Only a delimiter line can open anything more: past the header sections of a
+        // message without an open multipart, the rest is body (most mail, most bytes).
+        if !stack.iter().any(|f| matches!(f, Frame::Multipart { .. })) {
+            break;
+        }
         if let Some((index, closing)) = delimiter(line, &stack) {
             shape.parts += 1;
             if shape.parts > MAX_PARTS {
@@ -181,7 +184,7 @@ pub fn scan(raw: &[u8]) -> Result<Shape, Exceeded> {
 
 /// The length of the line at `start` with its line ending.
 fn line_len(raw: &[u8], start: usize) -> usize {
-    raw[start..].iter().position(|&b| b == b'\n').map_or(raw.len() - start, |i| i + 1)
+    memchr::memchr(b'\n', &raw[start..]).map_or(raw.len() - start, |i| i + 1)
 }
 
 /// At the blank line after a header section: what its Content-Type opens. Returns the
@@ -369,6 +372,15 @@ mod tests {
         raw.extend(b"--d--\r\n");
         let shape = scan(&raw).unwrap();
         assert_eq!((shape.depth, shape.parts), (2, 302));
+    }
+
+    #[test]
+    fn delimiters_are_found_after_other_dashes_and_nothing_after_the_last() {
+        let raw = b"From: a@b.example\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
+            ---b\r\nX-Part: 1\r\n\r\none\r\n--b--\r\nepilogue\r\n--b\r\nX-Part: 2\r\n\r\ntwo\r\n";
+        let shape = scan(raw).unwrap();
+        assert_eq!((shape.sections.len(), shape.parts), (2, 3));
+        assert!(raw[shape.sections[1].clone()].starts_with(b"X-Part: 1"));
     }
 
     #[test]

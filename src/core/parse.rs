@@ -458,7 +458,17 @@ pub fn sanitise_filename(name: Option<&str>, position: usize) -> String {
 fn quotes_delivery_report(text: &str) -> bool {
     let starts = |line: &str, prefix: &str| line.get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix));
     let (mut recipient, mut status) = (false, false);
-    for line in text.lines().map(|l| l.trim_start_matches(|c: char| c == '>' || c.is_whitespace())) {
+    // Only a line with a colon can hold either field: the lines between are skipped at
+    // memchr's speed (this runs over the text of every message).
+    let bytes = text.as_bytes();
+    let mut next_line = 0;
+    for colon in memchr::memchr_iter(b':', bytes) {
+        if colon < next_line {
+            continue;
+        }
+        let start = memchr::memrchr(b'\n', &bytes[..colon]).map_or(0, |i| i + 1);
+        next_line = memchr::memchr(b'\n', &bytes[colon..]).map_or(bytes.len(), |i| colon + i);
+        let line = text[start..next_line].trim_start_matches(|c: char| c == '>' || c.is_whitespace());
         recipient |= starts(line, "final-recipient:");
         status |= starts(line, "status:") && line["status:".len()..].trim_start().starts_with(['4', '5']);
         if recipient && status {
@@ -566,6 +576,10 @@ mod tests {
         assert!(bounce.signals.report_in_body);
         let chat = parse_str("From: a@b.example\n\nStatus: 5 of 7 done\n");
         assert!(!chat.signals.report_in_body);
+        // Only lines with a colon are read: the fields still count anywhere in the text.
+        assert!(quotes_delivery_report("FINAL-RECIPIENT: x\r\nno colon here\r\n>>  status: 4.2.2"));
+        assert!(quotes_delivery_report("a: b: c\nFinal-Recipient: x; y: z\n\u{a0}Status:5.0.0\n"));
+        assert!(!quotes_delivery_report("Final-Recipient: x\nStatus: 2.0.0\nlater Status: 5.0.0\n"));
     }
 
     #[test]

@@ -200,6 +200,31 @@ fn a_backlog_becomes_one_ticket_each_and_is_moved(backend: Backend) {
     assert_eq!(world.tickets(), 300);
 }
 
+/// Batches are parsed while the one before commits, yet commit in the order they were
+/// downloaded: a thread of answers, one a batch, stays one ticket, though every other
+/// answer is long (slow to parse) and the next one short (quick to parse).
+#[test]
+fn a_thread_split_over_batches_commits_in_order() {
+    let world = World::new("[ingest]\nbatch_size = 1\n");
+    let answer = |n: usize| {
+        let parent =
+            if n == 0 { String::new() } else { format!("In-Reply-To: <thread-{}@company.example.com>\r\n", n - 1) };
+        let lines = if n % 2 == 0 { 40_000 } else { 1 };
+        format!(
+            "From: Ann <ann@company.example.com>\r\nTo: {USER}\r\nSubject: Re: the printer\r\n\
+             Message-ID: <thread-{n}@company.example.com>\r\n{parent}\r\n{}",
+            "Still broken, the same error again.\r\n".repeat(lines)
+        )
+        .into_bytes()
+    };
+    world.dovecot.append_many(USER, PASSWORD, "INBOX", (0..20).map(answer));
+    let run = world.run_once();
+    run.assert_code(0);
+    let articles = world.count("SELECT COUNT(*) FROM articles WHERE direction = 'in'");
+    assert_eq!((world.tickets(), articles), (1, 20), "{}", run.stderr);
+    assert_eq!(world.folder("Processed"), 20);
+}
+
 #[test]
 fn seen_mode_marks_messages_and_leaves_them() {
     let world = World::new("after = \"seen\"\n");

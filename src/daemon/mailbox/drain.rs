@@ -79,13 +79,12 @@ impl MailboxLoop {
             }
             let started = Instant::now();
             let fetched = self.fetch(session, uidvalidity, &chunk, &sizes).await;
-            let previous = match committing.take() {
-                Some(batch) => Some(self.committed(batch).await?),
-                None => None,
-            };
-            // This batch commits while the previous one's post-actions run.
-            let next = fetched.map(|f| Committing::start(&self.shared.store, &self.config, f, started));
-            if let Some((ok, failed)) = previous {
+            // This batch is parsed while the previous one commits, and commits while the
+            // previous one's post-actions run.
+            let next =
+                fetched.map(|f| Committing::start(&self.shared.store, &self.config, f, started, committing.as_mut()));
+            if let Some(batch) = committing.take() {
+                let (ok, failed) = self.committed(batch).await?;
                 post_actions(session, &m, caps, &ok, &failed).await?;
             }
             committing = Some(next?);
