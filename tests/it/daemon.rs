@@ -209,7 +209,7 @@ fn a_thread_split_over_batches_commits_in_order() {
     let answer = |n: usize| {
         let parent =
             if n == 0 { String::new() } else { format!("In-Reply-To: <thread-{}@company.example.com>\r\n", n - 1) };
-        let lines = if n % 2 == 0 { 40_000 } else { 1 };
+        let lines = if n.is_multiple_of(2) { 40_000 } else { 1 };
         format!(
             "From: Ann <ann@company.example.com>\r\nTo: {USER}\r\nSubject: Re: the printer\r\n\
              Message-ID: <thread-{n}@company.example.com>\r\n{parent}\r\n{}",
