@@ -5,7 +5,8 @@
 //! and peak RSS. Then 50 latency trials: APPEND → ticket committed by a running
 //! `postdesk run`, against APPEND → `* EXISTS` seen by a bare IDLE client. Last, the
 //! resident memory of a daemon on two mailboxes before, during and after a drain
-//! (`BENCH_ONLY=memory` runs that part alone).
+//! (`BENCH_ONLY=memory` runs that part alone; `BENCH_ONLY=drain` only the raw fetch
+//! and postdesk's drain).
 
 #[path = "common.rs"]
 mod common;
@@ -103,6 +104,7 @@ fn main() {
     let mut raw = Command::new("python3");
     raw.args(["-c", RAW_FETCH, &port.to_string(), &ca.display().to_string(), USER, PASSWORD]);
     let raw_rate = report("raw imaplib fetch (TLS)", n, &measure(raw));
+    let only_drain = std::env::var("BENCH_ONLY").as_deref() == Ok("drain");
 
     let fetchmailrc = write(
         dir,
@@ -116,7 +118,7 @@ fn main() {
     );
     let mut fetchmail = Command::new("fetchmail");
     fetchmail.args(["-f", &fetchmailrc.display().to_string(), "--nosyslog", "--silent"]).env("HOME", dir);
-    let fetchmail_rate = report("fetchmail (mda cat)", n, &measure(fetchmail));
+    let fetchmail_rate = if only_drain { f64::NAN } else { report("fetchmail (mda cat)", n, &measure(fetchmail)) };
 
     let maildir = dir.join("mbsync-maildir");
     std::fs::create_dir_all(&maildir).unwrap();
@@ -134,7 +136,7 @@ fn main() {
     );
     let mut mbsync = Command::new("mbsync");
     mbsync.args(["-q", "-c", &mbsyncrc.display().to_string(), "-a"]).env("HOME", dir);
-    let mbsync_rate = report("mbsync (Maildir, fsync)", n, &measure(mbsync));
+    let mbsync_rate = if only_drain { f64::NAN } else { report("mbsync (Maildir, fsync)", n, &measure(mbsync)) };
 
     let config = write(
         dir,
@@ -149,7 +151,10 @@ fn main() {
     );
     let postdesk = || {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_postdesk"));
-        cmd.arg("--config").arg(&config).env("RUST_LOG", "warn");
+        cmd.arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stderr(std::fs::File::create("/tmp/drain-stderr.log").unwrap());
         cmd
     };
     let mut drain = postdesk();
@@ -167,6 +172,9 @@ fn main() {
         postdesk_rate / mbsync_rate
     );
 
+    if only_drain {
+        return;
+    }
     latency(&dovecot, postdesk(), &tickets);
     memory(&dovecot, dir, n);
 }

@@ -205,8 +205,9 @@ impl Store {
         // temp_store stays at its default (files): in memory (`MEMORY`), SQLite would keep
         // statement journals in 1 KiB pieces whatever SQLITE_STMTJRNL_SPILL says
         // (.cargo/config.toml); a journal goes to a file only past that 1 MiB.
-        // A group-committed batch (200 messages of ~16 KB stored each) fits the page
-        // cache, so it is not spilled to the WAL before its commit. In KiB.
+        // A group-committed batch (400 messages of ~8 KB: some 10 MB of pages written,
+        // indexes included) fits the page cache, so it is not spilled to the WAL before
+        // its commit. In KiB.
         conn.pragma_update(None, "cache_size", -16384)?;
         migrate(&mut conn)?;
         Ok(Store { backend: Backend::Sqlite(conn) })
