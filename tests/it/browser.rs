@@ -224,16 +224,32 @@ async fn body_text(browser: &Client) -> String {
     panic!("the page has no body that stays long enough to be read");
 }
 
-/// Waits (bounded) until the page, reloaded, says `needle`.
+/// Waits (bounded) until the page in the browser says `needle`: a click that submits a
+/// form returns before the answer is there. It never reloads: reloading a page that
+/// answered a POST sends the form again (a sign-in or confirmation link would be used twice).
 async fn wait_for_text(browser: &Client, needle: &str) {
-    for _ in 0..150 {
-        if body_text(browser).await.contains(needle) {
-            return;
-        }
+    wait_for(browser, needle, false).await;
+}
+
+/// Waits (bounded) until a page reached by a link, reloaded, says `needle`: for what
+/// arrives later by mail, through the daemon.
+async fn wait_for_text_after_reloads(browser: &Client, needle: &str) {
+    wait_for(browser, needle, true).await;
+}
+
+async fn wait_for(browser: &Client, needle: &str, reload: bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !body_text(browser).await.contains(needle) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the page never said {needle:?}:\n{}",
+            body_text(browser).await
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
-        browser.refresh().await.unwrap();
+        if reload {
+            browser.refresh().await.unwrap();
+        }
     }
-    panic!("the page never said {needle:?}:\n{}", body_text(browser).await);
 }
 
 async fn wait_until_found(browser: &Client, css: &str) {
@@ -329,7 +345,7 @@ async fn an_agent_answers_a_customer_and_an_admin_works_the_customers_page() {
          Message-ID: <answer@mail.test>\r\nIn-Reply-To: {reply_id}\r\n\r\nThe tray was empty. Thanks!\r\n"
     );
     world.smtp.submit(ALICE, HELPDESK, answer.as_bytes()).expect("submitted");
-    wait_for_text(&browser, "The tray was empty. Thanks!").await;
+    wait_for_text_after_reloads(&browser, "The tray was empty. Thanks!").await;
     screenshot(&browser, "ticket").await;
 
     // And closes it.
